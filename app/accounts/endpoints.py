@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from app.accounts import service
+from app.accounts.schemas import AccountOut, CreateAccount, RegisterClient
+from app.auth.dependencies import AdminAccount, CurrentAccount
+from app.core import audit
+from app.core.deps import ContextDep, SessionDep
+from app.core.errors import EmailTaken, Forbidden, Unauthorized, WeakPassword, responses
+from app.models import Role
+
+router = APIRouter(tags=["accounts"])
+
+
+@router.post(
+    "/v1/accounts",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AccountOut,
+    responses=responses(EmailTaken, WeakPassword),
+    summary="Register a client account",
+)
+async def register(body: RegisterClient, session: SessionDep, ctx: ContextDep) -> AccountOut:
+    account = await service.create_account(
+        session,
+        ctx.vault,
+        ctx.clock,
+        email=body.email,
+        password=body.password,
+        display_name=body.display_name,
+        role=Role.client,
+    )
+    return await service.view(session, ctx.vault, account)
+
+
+@router.post(
+    "/v1/admin/accounts",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AccountOut,
+    responses=responses(Unauthorized, Forbidden, EmailTaken, WeakPassword),
+    summary="Create an account of any role (admin)",
+)
+async def create(
+    body: CreateAccount, admin: AdminAccount, session: SessionDep, ctx: ContextDep
+) -> AccountOut:
+    account = await service.create_account(
+        session,
+        ctx.vault,
+        ctx.clock,
+        email=body.email,
+        password=body.password,
+        display_name=body.display_name,
+        role=body.role,
+        actor_id=admin.id,
+        actor_role=admin.role,
+    )
+    return await service.view(session, ctx.vault, account)
+
+
+@router.get(
+    "/v1/me",
+    response_model=AccountOut,
+    responses=responses(Unauthorized),
+    summary="The caller's own account",
+)
+async def me(principal: CurrentAccount, session: SessionDep, ctx: ContextDep) -> AccountOut:
+    audit.record(
+        session,
+        "account.read",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=principal.id,
+    )
+    return await service.view(session, ctx.vault, principal.account)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import EmailStr, Field, StringConstraints
+
+from app.core.schemas import Clean, RequestModel, ResponseModel
+from app.models import Role
+
+Email = Annotated[EmailStr, StringConstraints(max_length=320), Clean]
+DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=200), Clean]
+# Longer than the rule allows, so that the rule answers (weak_password), not the schema.
+Password = Annotated[str, StringConstraints(min_length=1, max_length=1024), Clean]
+
+
+class RegisterClient(RequestModel):
+    email: Email = Field(examples=["ada@example.org"])
+    password: Password = Field(examples=["four random words here"])
+    display_name: DisplayName = Field(examples=["Ada"])
+
+
+class CreateAccount(RegisterClient):
+    role: Role = Field(strict=False, examples=["counselor"])
+
+
+class AccountOut(ResponseModel):
+    id: str
+    email: str
+    display_name: str
+    role: Role
+    created_at: datetime

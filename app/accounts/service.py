@@ -1,0 +1,92 @@
+"""Accounts: creation and reading. Email and display name are sealed under the
+account's own data key; the email is found through its blind index."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.passwords import check_strength, hash_password
+from app.accounts.schemas import AccountOut
+from app.core import audit
+from app.core.clock import Clock
+from app.core.errors import EmailTaken
+from app.core.vault import Vault
+from app.models import Account, AccountStatus, Role
+from app.models.base import new_id
+
+
+async def find_by_email(session: AsyncSession, vault: Vault, email: str) -> Account | None:
+    return (
+        await session.execute(select(Account).where(Account.email_ix == vault.email_index(email)))
+    ).scalar_one_or_none()
+
+
+async def get_active(session: AsyncSession, account_id: str) -> Account | None:
+    account = await session.get(Account, account_id)
+    if account is None or account.status != AccountStatus.active:
+        return None
+    return account
+
+
+async def create_account(
+    session: AsyncSession,
+    vault: Vault,
+    clock: Clock,
+    *,
+    email: str,
+    password: str,
+    display_name: str,
+    role: Role,
+    actor_id: str | None = None,
+    actor_role: str | None = None,
+) -> Account:
+    check_strength(password, personal=[email, email.split("@")[0], display_name])
+    email_ix = vault.email_index(email)
+    if (
+        await session.execute(select(Account.id).where(Account.email_ix == email_ix))
+    ).first() is not None:
+        raise EmailTaken("An account with this email already exists.")
+    account_id = new_id()
+    key_id = await vault.create_data_key(session)
+    account = Account(
+        id=account_id,
+        role=role,
+        status=AccountStatus.active,
+        email_ix=email_ix,
+        email=await vault.seal(session, key_id, Account.email, account_id, email),
+        display_name=await vault.seal(
+            session, key_id, Account.display_name, account_id, display_name
+        ),
+        password_hash=await hash_password(password),
+        data_key_id=key_id,
+        created_at=clock.now(),
+    )
+    session.add(account)
+    try:
+        await session.flush()
+    except IntegrityError:
+        # A concurrent registration of the same email won the race.
+        raise EmailTaken("An account with this email already exists.") from None
+    audit.record(
+        session,
+        "account.create",
+        actor_id=actor_id or account_id,
+        actor_role=actor_role or role.value,
+        target=account_id,
+        details={"role": role.value},
+    )
+    return account
+
+
+async def view(session: AsyncSession, vault: Vault, account: Account) -> AccountOut:
+    return AccountOut(
+        id=account.id,
+        email=await vault.open(session, Account.email, account.id, account.email),
+        display_name=await vault.open(
+            session, Account.display_name, account.id, account.display_name
+        ),
+        role=account.role,
+        created_at=account.created_at,
+    )

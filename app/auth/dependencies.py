@@ -1,0 +1,50 @@
+"""Who is calling: `CurrentAccount`, `AdminAccount`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import OAuth2PasswordBearer
+
+from app.accounts import service as accounts
+from app.auth import service
+from app.auth.service import Principal
+from app.core.deps import ContextDep, SessionDep
+from app.core.errors import Forbidden, Unauthorized
+from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP, TokenError
+from app.models import Role
+
+oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
+
+
+async def current_principal(
+    ctx: ContextDep, session: SessionDep, token: Annotated[str | None, Depends(oauth2)]
+) -> Principal:
+    if token is None:
+        raise Unauthorized("A bearer access token is required.")
+    try:
+        claims = ctx.tokens.verify(token, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
+    except TokenError as error:
+        raise Unauthorized(error.detail, code=error.code) from None
+    sid = claims.get("sid")
+    account = await accounts.get_active(session, str(claims["sub"]))
+    if (
+        account is None
+        or not isinstance(sid, str)
+        or not await service.session_is_live(session, sid)
+    ):
+        raise Unauthorized("This session has ended.")
+    return Principal(account=account, session_id=sid, claims=claims)
+
+
+CurrentAccount = Annotated[Principal, Depends(current_principal)]
+
+
+async def admin_principal(principal: CurrentAccount) -> Principal:
+    if principal.account.role != Role.admin:
+        raise Forbidden("Only an admin may do this.")
+    return principal
+
+
+AdminAccount = Annotated[Principal, Depends(admin_principal)]

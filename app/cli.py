@@ -1,0 +1,183 @@
+"""The `confide` command: serve, migrate, admin create, keys rotate, audit verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from app.core.config import Settings, get_settings
+from app.core.context import build_context
+from app.core.errors import ConfideError
+from app.core.keys import KeyConfigError, load_keys
+
+log = logging.getLogger("confide")
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def _migrate(settings: Settings) -> None:
+    from app.core.migrations import upgrade
+
+    if settings.resolved_database_url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    load_keys(settings)  # refuse early (production without keys), and generate dev keys
+    _migrate(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        server_header=False,
+        # Query strings may carry secrets a client should not have sent:
+        # Confide writes its own access log, by route template.
+        access_log=False,
+        log_level=settings.log_level,
+        proxy_headers=True,
+        ws_max_size=256 * 1024,
+        ws_per_message_deflate=False,
+        h11_max_incomplete_event_size=16 * 1024,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    _migrate(settings)
+    print("database is at the newest schema")
+    return 0
+
+
+async def _admin_create(settings: Settings, email: str, password: str, name: str) -> str:
+    from app.accounts.service import create_account
+    from app.main import prepare
+    from app.models import Role
+
+    ctx = build_context(settings)
+    try:
+        await prepare(ctx)
+        async with ctx.transaction() as session:
+            account = await create_account(
+                session,
+                ctx.vault,
+                ctx.clock,
+                email=email,
+                password=password,
+                display_name=name,
+                role=Role.admin,
+                actor_role="cli",
+            )
+            return account.id
+    finally:
+        await ctx.close()
+
+
+def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.password_stdin:
+        print("pass --password-stdin and the password on standard input", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\r\n")
+    _migrate(settings)
+    try:
+        account_id = asyncio.run(
+            _admin_create(settings, args.email, password, args.display_name or "Administrator")
+        )
+    except ConfideError as error:
+        print(f"refused ({error.code}): {error.detail}", file=sys.stderr)
+        return 1
+    print(account_id)
+    return 0
+
+
+async def _rotate(settings: Settings) -> tuple[str, int]:
+    ctx = build_context(settings)
+    try:
+        kid = ctx.keys.source.add_master_key() if settings.master_keys is None else ""
+        async with ctx.transaction() as session:
+            count = await ctx.vault.rewrap_all(session)
+        return kid or ctx.vault.keyring.current_kid, count
+    finally:
+        await ctx.close()
+
+
+def cmd_keys_rotate(settings: Settings, _: argparse.Namespace) -> int:
+    _migrate(settings)
+    kid, count = asyncio.run(_rotate(settings))
+    print(f"newest master key {kid}; re-wrapped {count} data keys")
+    return 0
+
+
+async def _verify(settings: Settings) -> int:
+    ctx = build_context(settings)
+    try:
+        async with ctx.transaction() as session:
+            result = await ctx.audit.verify(session)
+    finally:
+        await ctx.close()
+    if result.ok:
+        print(f"audit log intact: {result.entries} entries, head {result.head}")
+        return 0
+    print(f"audit log BROKEN at seq {result.broken_seq} ({result.entries} entries verified)")
+    return 1
+
+
+def cmd_audit_verify(settings: Settings, _: argparse.Namespace) -> int:
+    return asyncio.run(_verify(settings))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="confide", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="apply pending migrations, then serve")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
+
+    admin = sub.add_parser("admin", help="accounts").add_subparsers(dest="admin", required=True)
+    create = admin.add_parser("create", help="create an admin account")
+    create.add_argument("--email", required=True)
+    create.add_argument("--display-name")
+    create.add_argument("--password-stdin", action="store_true")
+    create.set_defaults(func=cmd_admin_create)
+
+    keys = sub.add_parser("keys", help="key management").add_subparsers(dest="keys", required=True)
+    keys.add_parser(
+        "rotate", help="add a master key and re-wrap every data key under it"
+    ).set_defaults(func=cmd_keys_rotate)
+
+    audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit", required=True)
+    audit.add_parser("verify", help="verify the hash chain").set_defaults(func=cmd_audit_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    _setup_logging(settings)
+    try:
+        code: int = args.func(settings, args)
+    except KeyConfigError as error:
+        print(f"confide: {error}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Settings, read once from the environment (`CONFIDE_` prefix).
+
+The names and the list format (comma-separated) are part of the wire contract
+(PROTOCOL.md, Operations): deployments and tooling rely on them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONFIDE_", extra="ignore", frozen=True)
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./data")
+    database_url: SecretStr | None = Field(
+        default=None, description="SQLAlchemy async URL; default: SQLite file in the data dir"
+    )
+    broker_url: str = "memory://"
+    allowed_origins: CommaList = Field(default_factory=list)
+
+    # Keys. In development they are generated into the data dir on first start;
+    # production refuses to start without them.
+    master_keys: SecretStr | None = Field(
+        default=None, description="kid:base64url-key,... (oldest first; the last one encrypts)"
+    )
+    index_key: SecretStr | None = Field(default=None, description="base64url, 32 bytes")
+    signing_key_file: Path | None = None
+    issuer: str = "confide"
+
+    access_token_ttl: int = Field(default=900, ge=60, le=900)
+    refresh_idle_timeout: int = Field(default=1800, ge=60, le=1800)
+    refresh_max_lifetime: int = Field(default=12 * 3600, ge=600, le=7 * 24 * 3600)
+    room_token_ttl: int = Field(default=300, ge=30, le=900)
+    ws_rate_per_s: int = Field(default=100, ge=1, le=10_000)
+
+    turn_secret: SecretStr | None = None
+    turn_urls: CommaList = Field(default_factory=list)
+
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_window_s: int = Field(default=900, ge=1)
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    log_level: str = "info"
+
+    @field_validator("allowed_origins", "turn_urls", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'confide.db').resolve()}"
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,471 @@
+"""Encryption at rest: sealed fields, wrapped data keys, blind indexes.
+
+This module is the whole of Confide's cryptography at rest (DESIGN.md
+promises 2 and 4, SECURITY.md "Data at rest"). It is pure: bytes in, bytes
+out. It knows nothing of the database, FastAPI or settings; callers fetch
+keys and rows and hand them over.
+
+The key hierarchy
+-----------------
+* **Master keys** live in a `Keyring` (from configuration, or generated on
+  first start in the embedded mode). Each has a short id, the *kid*. The
+  newest key wraps; every key in the ring unwraps, so master keys rotate
+  without downtime: add a new key, re-wrap the data keys at leisure
+  (`rewrap_data_key`), and only then retire the old key.
+* **Data keys** are random 256-bit keys, one per account (plus a "system"
+  key for records that belong to no account). They are stored only
+  *wrapped*: AES-256-GCM encrypted under the current master key
+  (`wrap_data_key`).
+* **Fields** (an email, a room title, a session time...) are *sealed* under
+  a data key (`seal`), each column of each row on its own.
+* **Blind indexes** (`blind_index`) are HMAC-SHA256 under a separate index
+  key, for the few equality look-ups (log in by email) and for links between
+  people that must not appear as plain ids side by side.
+
+Why erasure is real (crypto-shredding)
+--------------------------------------
+Every personal field of an account is sealed under that account's data key,
+and the data key exists nowhere in clear: only its wrapped form is stored.
+Destroying the wrapped data key therefore makes every sealed copy of those
+fields unreadable (replicas, exports, stray copies) without having to find
+and overwrite each one: AES-256-GCM ciphertext without its key is noise.
+A backup taken *before* the erasure still holds the wrapped key too; it
+becomes unreadable once the master key that wrapped it is retired, which is
+why master keys are rotated and old ones dropped after the backup retention
+window.
+
+Why AES-256-GCM with random 96-bit nonces
+-----------------------------------------
+GCM is an AEAD: it encrypts and authenticates, so any tampering with a
+stored blob is detected rather than decrypted into garbage. Its native nonce
+size is 96 bits; other sizes are hashed down internally and have weaker
+bounds. Nonces are random (``os.urandom``) rather than counters because many
+processes on many hosts write with the same key and share no counter;
+random 96-bit nonces keep the chance of a repeat below 2**-32 for up to
+2**32 encryptions under one key (NIST SP 800-38D), and a per-account key
+sees a tiny fraction of that. A repeated nonce under GCM would leak the XOR
+of two plaintexts and the authentication subkey, so this bound matters; a
+key that could approach it (the shared "system" data key) must be rotated
+long before.
+
+Why the associated data names version, table, column, row id and key id
+-----------------------------------------------------------------------
+GCM authenticates "associated data" without encrypting it. Binding each
+ciphertext to its place (table, column, row id) means an attacker with
+write access to the database cannot copy a ciphertext into another row or
+column (say, swap two clients' emails, or move a disclosure onto another
+account) and have it decrypt: it fails as surely as a flipped bit. Binding
+the format version and the key id (both also readable in the prefix) means
+the prefix cannot be edited either. The parts are length-prefixed, so
+("a|b", "c") and ("a", "b|c") are different associated data.
+
+Why the key id travels in the prefix
+------------------------------------
+A sealed field starts with the id of the data key that sealed it, and a
+wrapped data key starts with the kid of the master key that wrapped it. The
+reader thus knows which data key to fetch (`sealed_key_id`) and which master
+key to unwrap it with (`wrapped_kid`) without trying every key, and old
+blobs keep naming old keys while new ones name new keys, which is what lets
+keys rotate without rewriting everything at once. Ids are not secret.
+
+Formats (version 1)
+-------------------
+sealed field: 0x01 | len(key_id) (1 byte) | key_id (ASCII) | nonce (12) | ciphertext | tag (16)
+wrapped key:  0x01 | len(kid) (1 byte) | kid (ASCII) | nonce (12) | ciphertext (32) | tag (16)
+
+Every failure to open or unwrap, whatever its cause (malformed, truncated,
+unknown version, unknown kid, wrong key, wrong place, tampered), raises
+`DecryptionError` and nothing else, and its message never carries key
+material or plaintext. Mistakes on the sealing side (a key of the wrong
+length, an invalid id) raise `ValueError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import struct
+import unicodedata
+from collections.abc import Sequence
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = [
+    "KEY_BYTES",
+    "DecryptionError",
+    "Keyring",
+    "blind_index",
+    "generate_key",
+    "normalize_email",
+    "open_sealed",
+    "open_str",
+    "rewrap_data_key",
+    "seal",
+    "seal_str",
+    "sealed_key_id",
+    "unwrap_data_key",
+    "wrap_data_key",
+    "wrapped_kid",
+]
+
+KEY_BYTES = 32
+"""Every key here (master, data, index) is 256 bits."""
+
+_VERSION = 1
+_VERSION_BYTE = bytes([_VERSION])
+_NONCE_BYTES = 12  # 96 bits: GCM's native nonce size (see module docstring).
+_TAG_BYTES = 16
+_MAX_KEY_ID = 64
+
+# Domain labels at the head of each associated data / HMAC input, so that a
+# blob made for one use can never verify as another even if keys were mixed up.
+_FIELD_DOMAIN = b"confide/field"
+_WRAP_DOMAIN = b"confide/wrap"
+_INDEX_DOMAIN = b"confide/blind-index"
+
+_KID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# Data key ids are opaque: a uuid, or "system". Visible ASCII, no spaces.
+_KEY_ID_RE = re.compile(rf"[\x21-\x7e]{{1,{_MAX_KEY_ID}}}")
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+
+
+class DecryptionError(Exception):
+    """A blob could not be opened or unwrapped.
+
+    Deliberately uninformative: callers treat every cause alike, and the
+    message never includes key material or plaintext.
+    """
+
+
+def generate_key() -> bytes:
+    """A fresh random 256-bit key from the operating system's CSPRNG."""
+    return os.urandom(KEY_BYTES)
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+
+def _frame(*parts: bytes) -> bytes:
+    """Length-prefix each part (4-byte big-endian), so the encoding is injective."""
+    return b"".join(struct.pack(">I", len(part)) + part for part in parts)
+
+
+def _check_key(key: bytes, what: str) -> None:
+    if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
+        raise ValueError(f"{what} must be {KEY_BYTES} bytes")
+
+
+def _check_kid(kid: str) -> None:
+    if not isinstance(kid, str) or _KID_RE.fullmatch(kid) is None:
+        raise ValueError("key id must be 1-32 characters of [A-Za-z0-9_-]")
+
+
+def _check_key_id(key_id: str) -> None:
+    if not isinstance(key_id, str) or _KEY_ID_RE.fullmatch(key_id) is None:
+        raise ValueError(f"data key id must be 1-{_MAX_KEY_ID} visible ASCII characters")
+
+
+def _split(blob: bytes, id_pattern: re.Pattern[str], body_min: int) -> tuple[str, bytes, bytes]:
+    """Parse ``version | len | id | nonce | body`` into (id, nonce, body).
+
+    Raises DecryptionError for anything malformed; `body_min` is the
+    smallest acceptable ciphertext-and-tag length.
+    """
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise DecryptionError("not a byte string")
+    data = bytes(blob)
+    if len(data) < 2:
+        raise DecryptionError("truncated")
+    if data[0] != _VERSION:
+        raise DecryptionError("unknown format version")
+    id_len = data[1]
+    id_end = 2 + id_len
+    if len(data) < id_end + _NONCE_BYTES + body_min:
+        raise DecryptionError("truncated")
+    try:
+        ident = data[2:id_end].decode("ascii")
+    except UnicodeDecodeError:
+        raise DecryptionError("malformed key id") from None
+    if id_pattern.fullmatch(ident) is None:
+        raise DecryptionError("malformed key id")
+    nonce = data[id_end : id_end + _NONCE_BYTES]
+    body = data[id_end + _NONCE_BYTES :]
+    return ident, nonce, body
+
+
+def _encode(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not encodable as UTF-8") from None
+
+
+# --------------------------------------------------------------------------
+# Master keys
+
+
+class Keyring:
+    """Master keys with ids; the newest (last added) encrypts, all decrypt.
+
+    Immutable: `with_new_key` returns a new ring. Its repr names the kids
+    only, never key bytes, so a keyring can be logged or shown in a traceback
+    safely. `serialize` is the one method that returns key material.
+    """
+
+    __slots__ = ("_keys", "_order")
+
+    def __init__(self, keys: Sequence[tuple[str, bytes]]) -> None:
+        """`keys` is ordered oldest to newest; the last one wraps new data keys."""
+        order: list[str] = []
+        table: dict[str, bytes] = {}
+        for kid, key in keys:
+            _check_kid(kid)
+            _check_key(key, f"master key {kid!r}")
+            if kid in table:
+                raise ValueError(f"duplicate master key id {kid!r}")
+            order.append(kid)
+            table[kid] = bytes(key)
+        if not order:
+            raise ValueError("a keyring needs at least one key")
+        self._order: tuple[str, ...] = tuple(order)
+        self._keys: dict[str, bytes] = table
+
+    @property
+    def current_kid(self) -> str:
+        """The kid of the newest key: the one `wrap_data_key` uses."""
+        return self._order[-1]
+
+    def kids(self) -> list[str]:
+        """All kids, oldest to newest."""
+        return list(self._order)
+
+    def get(self, kid: str) -> bytes:
+        """The key named `kid`; KeyError if the ring does not hold it."""
+        return self._keys[kid]
+
+    @classmethod
+    def parse(cls, text: str) -> Keyring:
+        """Read ``"kid1:<base64url key>,kid2:<base64url key>"`` (last is newest).
+
+        Padding is optional; whitespace around entries is ignored (so a
+        trailing newline in an environment variable or key file is harmless).
+        Anything else is a ValueError whose message names no key material.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("empty keyring")
+        keys: list[tuple[str, bytes]] = []
+        for position, raw_entry in enumerate(text.split(","), start=1):
+            entry = raw_entry.strip()
+            kid, sep, encoded = entry.partition(":")
+            if not sep:
+                raise ValueError(f"keyring entry {position} is not kid:key")
+            _check_kid(kid)
+            keys.append((kid, _b64url_decode_key(encoded, kid)))
+        return cls(keys)
+
+    def serialize(self) -> str:
+        """The inverse of `parse` (unpadded base64url). Contains the keys: handle as a secret."""
+        return ",".join(f"{kid}:{_b64url_encode(self._keys[kid])}" for kid in self._order)
+
+    def with_new_key(self, kid: str, key: bytes) -> Keyring:
+        """A new ring with `key` added as the newest; this ring is unchanged."""
+        return Keyring([*((k, self._keys[k]) for k in self._order), (kid, key)])
+
+    def __repr__(self) -> str:
+        return f"Keyring(kids={list(self._order)!r}, current={self.current_kid!r})"
+
+    __str__ = __repr__
+
+
+def _b64url_encode(key: bytes) -> str:
+    return base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode_key(encoded: str, kid: str) -> bytes:
+    # The standard library's decoder silently skips characters outside the
+    # alphabet, so validate strictly first and insist on the canonical form:
+    # one key, one spelling.
+    if _B64URL_RE.fullmatch(encoded) is None:
+        raise ValueError(f"master key {kid!r} is not base64url")
+    bare = encoded.rstrip("=")
+    try:
+        key = base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError(f"master key {kid!r} is not base64url") from None
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"master key {kid!r} must decode to {KEY_BYTES} bytes")
+    if _b64url_encode(key) != bare:
+        raise ValueError(f"master key {kid!r} is not canonical base64url")
+    return key
+
+
+# --------------------------------------------------------------------------
+# Data keys, wrapped under the master key
+
+
+def _wrap_aad(kid: str, data_key_id: str) -> bytes:
+    return _frame(_WRAP_DOMAIN, _VERSION_BYTE, kid.encode("ascii"), data_key_id.encode("ascii"))
+
+
+def wrap_data_key(keyring: Keyring, data_key_id: str, data_key: bytes) -> bytes:
+    """Encrypt `data_key` under the keyring's newest master key.
+
+    The associated data binds `data_key_id`, so a wrapped key copied onto
+    another account's key row does not unwrap there.
+    """
+    _check_key_id(data_key_id)
+    _check_key(data_key, "data key")
+    kid = keyring.current_kid
+    nonce = os.urandom(_NONCE_BYTES)
+    body = AESGCM(keyring.get(kid)).encrypt(nonce, bytes(data_key), _wrap_aad(kid, data_key_id))
+    return _VERSION_BYTE + bytes([len(kid)]) + kid.encode("ascii") + nonce + body
+
+
+def wrapped_kid(wrapped: bytes) -> str:
+    """The kid of the master key a wrapped data key is under (no key needed)."""
+    kid, _nonce, _body = _split(wrapped, _KID_RE, KEY_BYTES + _TAG_BYTES)
+    return kid
+
+
+def unwrap_data_key(keyring: Keyring, data_key_id: str, wrapped: bytes) -> bytes:
+    """Recover a data key; DecryptionError on any failure.
+
+    Fails if the master key that wrapped it has been retired from the ring,
+    if the wrapped key belongs to another `data_key_id`, or if a single bit
+    has changed.
+    """
+    kid, nonce, body = _split(wrapped, _KID_RE, KEY_BYTES + _TAG_BYTES)
+    if len(body) != KEY_BYTES + _TAG_BYTES:
+        raise DecryptionError("wrapped key has the wrong length")
+    if not isinstance(data_key_id, str) or _KEY_ID_RE.fullmatch(data_key_id) is None:
+        raise DecryptionError("malformed data key id")
+    try:
+        master = keyring.get(kid)
+    except KeyError:
+        raise DecryptionError("wrapped under a master key not in the keyring") from None
+    try:
+        return AESGCM(master).decrypt(nonce, body, _wrap_aad(kid, data_key_id))
+    except InvalidTag:
+        raise DecryptionError("cannot unwrap data key") from None
+
+
+def rewrap_data_key(keyring: Keyring, data_key_id: str, wrapped: bytes) -> bytes:
+    """Unwrap with whichever key in the ring wrapped it, wrap again under the newest.
+
+    The step of a master-key rotation: run it over every stored wrapped key,
+    then retire the old master key. The data key itself (and so every field
+    sealed under it) is unchanged.
+    """
+    return wrap_data_key(keyring, data_key_id, unwrap_data_key(keyring, data_key_id, wrapped))
+
+
+# --------------------------------------------------------------------------
+# Sealed fields
+
+
+def _field_aad(key_id: str, table: str, column: str, row_id: str) -> bytes:
+    return _frame(
+        _FIELD_DOMAIN,
+        _VERSION_BYTE,
+        key_id.encode("ascii"),
+        _encode(table, "table"),
+        _encode(column, "column"),
+        _encode(row_id, "row id"),
+    )
+
+
+def seal(
+    key: bytes, key_id: str, plaintext: bytes, *, table: str, column: str, row_id: str
+) -> bytes:
+    """Encrypt one field of one row under data key `key` (whose id is `key_id`).
+
+    The result opens only with the same key, at the same (table, column,
+    row_id); see the module docstring for the format.
+    """
+    _check_key(key, "data key")
+    _check_key_id(key_id)
+    aad = _field_aad(key_id, table, column, row_id)
+    nonce = os.urandom(_NONCE_BYTES)
+    body = AESGCM(bytes(key)).encrypt(nonce, bytes(plaintext), aad)
+    return _VERSION_BYTE + bytes([len(key_id)]) + key_id.encode("ascii") + nonce + body
+
+
+def sealed_key_id(blob: bytes) -> str:
+    """The id of the data key to fetch to open `blob` (no key needed)."""
+    key_id, _nonce, _body = _split(blob, _KEY_ID_RE, _TAG_BYTES)
+    return key_id
+
+
+def open_sealed(key: bytes, blob: bytes, *, table: str, column: str, row_id: str) -> bytes:
+    """Decrypt a sealed field; DecryptionError on any failure.
+
+    Fails with the wrong key, at another table, column or row id, or if the
+    blob was altered or truncated in any way.
+    """
+    key_id, nonce, body = _split(blob, _KEY_ID_RE, _TAG_BYTES)
+    if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
+        raise DecryptionError("data key has the wrong length")
+    try:
+        aad = _field_aad(key_id, table, column, row_id)
+    except ValueError:
+        raise DecryptionError("place is not encodable") from None
+    try:
+        return AESGCM(bytes(key)).decrypt(nonce, body, aad)
+    except InvalidTag:
+        raise DecryptionError("cannot open sealed field") from None
+
+
+def seal_str(
+    key: bytes, key_id: str, plaintext: str, *, table: str, column: str, row_id: str
+) -> bytes:
+    """`seal` for text (stored as UTF-8)."""
+    data = _encode(plaintext, "plaintext")
+    return seal(key, key_id, data, table=table, column=column, row_id=row_id)
+
+
+def open_str(key: bytes, blob: bytes, *, table: str, column: str, row_id: str) -> str:
+    """`open_sealed` for text; DecryptionError also if the plaintext is not UTF-8."""
+    data = open_sealed(key, blob, table=table, column=column, row_id=row_id)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecryptionError("sealed field is not text") from None
+
+
+# --------------------------------------------------------------------------
+# Blind indexes
+
+
+def blind_index(key: bytes, value: str, *, purpose: str) -> bytes:
+    """HMAC-SHA256 of `value` under the index key, separated by `purpose`.
+
+    Deterministic, so it supports equality look-ups, but without the index
+    key it reveals nothing about the value, and `purpose` (for example
+    "account.email", "room.member", "audit.target") keeps an index made for
+    one use from matching one made for another. The index key must be its
+    own key, never a master or data key. Normalize first where equality is
+    looser than identity (`normalize_email`).
+    """
+    _check_key(key, "index key")
+    if not isinstance(purpose, str) or not purpose:
+        raise ValueError("purpose must be a non-empty string")
+    mac = crypto_hmac.HMAC(bytes(key), hashes.SHA256())
+    mac.update(_frame(_INDEX_DOMAIN, _encode(purpose, "purpose"), _encode(value, "value")))
+    return mac.finalize()
+
+
+def normalize_email(email: str) -> str:
+    """The form of an email address that is blind-indexed: NFKC, stripped, casefolded.
+
+    Casefolding can leave a string that is no longer in NFKC, so normalize
+    again afterwards; the result is a fixed point (normalizing it twice
+    changes nothing).
+    """
+    text = unicodedata.normalize("NFKC", email).strip().casefold()
+    return unicodedata.normalize("NFKC", text).strip()

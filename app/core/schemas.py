@@ -1,0 +1,46 @@
+"""Shared pieces of request and response models.
+
+Request models forbid unknown fields and coerce nothing (strict), refuse NaN
+and Infinity, and their strings refuse NUL bytes and lone surrogates, which
+PostgreSQL rejects and SQLite would store: the same input must get the same
+answer on both databases.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Strict
+
+
+def _clean_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+Clean = AfterValidator(_clean_text)
+"""Add to an `Annotated[str, ...]` request field: refuses NUL and lone surrogates."""
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must include a time zone")
+    return value
+
+
+# Strict models take JSON strings for times and enums: relax just those fields.
+AwareDatetime = Annotated[datetime, Strict(False), AfterValidator(_aware)]
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)

@@ -1,0 +1,444 @@
+"""Signed tokens: the one module that touches python-jose.
+
+Every access token and room token is issued and verified here, so the sharp
+edges of python-jose 3.5.0 (see docs SECURITY.md, "Tokens") are fenced in one
+place. The rules follow RFC 8725 (JWT Best Current Practices); each check
+below carries a one-line reason.
+
+Verification is layered: we vet the raw string and the header ourselves
+*before* python-jose sees anything, let python-jose check the signature,
+`aud`, `iss`, `sub` and `jti` with a fixed algorithm list, and then re-check
+every claim ourselves against an injectable clock. Every refusal is a
+`TokenError`; no other exception escapes `TokenService.verify`.
+
+Pure module: no FastAPI, no database, no settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jose import jwk, jws, jwt
+from jose.backends.base import Key
+
+ACCESS_AUDIENCE: Final = "confide:api"
+ROOM_AUDIENCE: Final = "confide:room"
+# Explicit typing per RFC 8725 §3.11 / RFC 9068: distinct `typ` values stop one
+# kind of token being substituted for another even if an audience check slips.
+ACCESS_TYP: Final = "at+jwt"
+ROOM_TYP: Final = "room+jwt"
+# Bound the work an unauthenticated caller can make us do (ASVS: limit input size).
+MAX_TOKEN_BYTES: Final = 4096
+
+TOKEN_INVALID: Final = "token_invalid"
+TOKEN_EXPIRED: Final = "token_expired"
+
+# One algorithm for all our keys (RFC 8725 §3.1, §2.1): never "none", never HMAC.
+_ALG: Final = "ES256"
+# ES256 signatures are the fixed-length r||s concatenation (RFC 7518 §3.4).
+_ES256_SIGNATURE_BYTES: Final = 64
+# Clock skew we tolerate on `iat` and `nbf`; RFC 7519 allows "a few minutes", we allow 30 s.
+_LEEWAY_SECONDS: Final = 30
+# The only header parameters our issuer writes; anything else is refused (RFC 8725 §3.10:
+# `jku`/`x5u` would make us fetch a key, `jwk`/`x5c` would let the token bring its own,
+# `crit` demands processing we do not implement, RFC 7515 §4.1.11).
+_HEADER_PARAMS: Final = frozenset({"alg", "kid", "typ"})
+# Claims every token must carry (RFC 8725 §3.8, §3.9; `jti` feeds single-use / deny lists).
+_REGISTERED_CLAIMS: Final = ("iss", "aud", "sub", "jti", "iat", "nbf", "exp")
+# Three non-empty base64url segments and nothing else: no `=` padding, no whitespace,
+# no trailing newline (fullmatch, not `$`), checked before python-jose parses anything.
+_COMPACT_JWS: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+class TokenError(Exception):
+    """A refused token. `code` is "token_invalid" or "token_expired"; `detail` is a fixed
+    string naming the rule (never token content, so it is safe to log)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def _invalid(detail: str) -> TokenError:
+    return TokenError(TOKEN_INVALID, detail)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    # repr=False: a logged or printed SigningKey must never show the private key.
+    private_pem: bytes = field(repr=False)
+    public_jwk: dict[str, str]
+
+
+def generate_signing_key_pem() -> bytes:
+    """A new P-256 private key as PKCS8 PEM (unencrypted: protect it at rest elsewhere)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """The public JWK with its RFC 7638 thumbprint as `kid`."""
+    numbers = public_key.public_numbers()
+    # RFC 7518 §6.2.1.2: coordinates are fixed-length (32 bytes for P-256), left-padded.
+    x = _b64url(numbers.x.to_bytes(32, "big"))
+    y = _b64url(numbers.y.to_bytes(32, "big"))
+    # RFC 7638 §3.2: required members only, lexicographic order, no whitespace.
+    canonical = json.dumps(
+        {"crv": "P-256", "kty": "EC", "x": x, "y": y}, separators=(",", ":"), sort_keys=True
+    )
+    kid = _b64url(hashlib.sha256(canonical.encode("ascii")).digest())
+    return {"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": _ALG, "use": "sig"}
+
+
+def load_signing_key(pem: bytes) -> SigningKey:
+    """Load a P-256 private key (PKCS8 or SEC1 PEM); anything else is a ValueError."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except Exception as exc:  # cryptography raises ValueError, TypeError, UnsupportedAlgorithm
+        raise ValueError("not an unencrypted PEM private key") from exc
+    # One key type, one curve, one algorithm (RFC 8725 §3.1): refuse RSA, Ed25519, P-384...
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("signing key must be an EC P-256 private key")
+    # Normalise to PKCS8 so every SigningKey carries the same encoding.
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_jwk = _public_jwk(key.public_key())
+    return SigningKey(kid=public_jwk["kid"], private_pem=pkcs8, public_jwk=public_jwk)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    jti: str
+    expires_at: int
+
+
+# ------------------------------------------------------------------ raw parsing
+
+
+def _strict_b64url_decode(segment: str) -> bytes:
+    """Decode one segment, refusing any non-canonical encoding.
+
+    python-jose ignores the unused low bits of the last character, so several strings
+    decode to the same bytes; we accept exactly one spelling per token (no malleable
+    token strings; the regex already refused padding and foreign characters).
+    """
+    try:
+        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError) as exc:  # length % 4 == 1 is never valid base64
+        raise _invalid("segment is not base64url") from exc
+    if _b64url(data) != segment:
+        raise _invalid("segment is not canonical base64url")
+    return data
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Duplicate member names are parsed differently by different libraries (RFC 7515 §5.2
+    # says refuse or take the last); refusing them removes any parser differential.
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise ValueError("duplicate member name")
+        result[name] = value
+    return result
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN / Infinity are not JSON (RFC 8259 §6); Python's json accepts them by default.
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _strict_json_object(data: bytes, what: str) -> dict[str, Any]:
+    """UTF-8 JSON object, no duplicate names, no NaN/Infinity (RFC 7515 §5.2 steps 2-4)."""
+    try:
+        # Decode as UTF-8 ourselves: json.loads(bytes) would also guess UTF-16/32.
+        value = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_refuse_duplicates,
+            parse_constant=_refuse_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _invalid(f"{what} is not a strict JSON object") from exc
+    if not isinstance(value, dict):
+        raise _invalid(f"{what} is not a JSON object")
+    return value
+
+
+def _is_int(value: object) -> bool:
+    # NumericDate as an integer only: bool is an int subclass, floats and strings are not
+    # accepted (python-jose int()-converts "123" and 1.5 and would take them).
+    return type(value) is int
+
+
+def _check_claims(
+    claims: Mapping[str, Any], *, audience: str, issuer: str, now: float
+) -> dict[str, Any]:
+    """Our own claim checks, run after python-jose with the injected clock.
+
+    Order matters: everything that makes a token *invalid* is checked before expiry, so
+    "token_expired" only ever describes an otherwise acceptable token.
+    """
+    # Every registered claim is mandatory (RFC 8725 §3.8-3.9); python-jose requires none by
+    # default, and its require_exp/iat/nbf would switch its wall-clock checks back on.
+    for name in _REGISTERED_CLAIMS:
+        if name not in claims:
+            raise _invalid(f"claim {name} missing")
+    # Issuer must be exactly ours (RFC 8725 §3.8).
+    if type(claims["iss"]) is not str or claims["iss"] != issuer:
+        raise _invalid("iss mismatch")
+    # Audience must be exactly the one expected, a plain string: python-jose accepts a
+    # list that merely contains it, which would let one token serve two audiences
+    # (RFC 8725 §3.9, and PROTOCOL: access and room tokens never substitute).
+    if type(claims["aud"]) is not str or claims["aud"] != audience:
+        raise _invalid("aud mismatch")
+    # Subject names the account; a non-string or empty one names nobody.
+    if type(claims["sub"]) is not str or not claims["sub"]:
+        raise _invalid("sub is not a non-empty string")
+    # Deny-lists and single-use checks key on jti (SECURITY.md), so it must be usable.
+    if type(claims["jti"]) is not str or not claims["jti"]:
+        raise _invalid("jti is not a non-empty string")
+    for name in ("exp", "iat", "nbf"):
+        if not _is_int(claims[name]):
+            raise _invalid(f"{name} is not an integer")
+    # A token issued in the future comes from a broken or hostile clock (30 s skew allowed).
+    if claims["iat"] > now + _LEEWAY_SECONDS:
+        raise _invalid("iat in the future")
+    # RFC 7519 §4.1.5: not valid before nbf (same 30 s skew).
+    if claims["nbf"] > now + _LEEWAY_SECONDS:
+        raise _invalid("nbf in the future")
+    # RFC 7519 §4.1.4: invalid "on or after" exp, so exp == now is expired (jose says valid).
+    if claims["exp"] <= now:
+        raise TokenError(TOKEN_EXPIRED, "exp has passed")
+    return dict(claims)
+
+
+# ----------------------------------------------------------------- the service
+
+
+class TokenService:
+    """Issues with keys[0]; verifies with every key (a retired signer keeps verifying
+    the tokens it issued until it is removed from the list)."""
+
+    def __init__(
+        self,
+        keys: Sequence[SigningKey],
+        *,
+        issuer: str,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        if not keys:
+            # Production refuses to start without signing keys (SECURITY.md).
+            raise ValueError("at least one signing key is required")
+        if not isinstance(issuer, str) or not issuer:
+            raise ValueError("issuer must be a non-empty string")
+        self._issuer = issuer
+        self._now = now
+        # kid -> verification key: a fixed map of our own keys, never anything the token
+        # names or carries (RFC 8725 §3.10). Public keys are rebuilt from the private PEM
+        # so a caller mutating SigningKey.public_jwk cannot change what we trust.
+        self._verifiers: dict[str, Key] = {}
+        self._public_jwks: list[dict[str, str]] = []
+        for key in keys:
+            loaded = load_signing_key(key.private_pem)
+            if loaded.kid != key.kid or loaded.public_jwk != key.public_jwk:
+                raise ValueError("SigningKey kid / public_jwk do not match its private key")
+            if loaded.kid in self._verifiers:
+                raise ValueError("duplicate signing key")
+            private = serialization.load_pem_private_key(loaded.private_pem, password=None)
+            public_pem = private.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            self._verifiers[loaded.kid] = jwk.construct(public_pem, _ALG)
+            self._public_jwks.append(loaded.public_jwk)
+        # keys[0] signs; the rest only verify (rotation: add the new key first, keep the
+        # old one until its last token has expired, then remove it).
+        self._signing_kid = keys[0].kid
+        self._signer = jwk.construct(keys[0].private_pem, _ALG)
+
+    def jwks(self) -> dict[str, Any]:
+        """The JWK set for `/.well-known/jwks.json` (copies: callers cannot alter ours)."""
+        return {"keys": [dict(k) for k in self._public_jwks]}
+
+    # --------------------------------------------------------------------- issue
+
+    def issue(
+        self,
+        *,
+        audience: str,
+        typ: str,
+        subject: str,
+        ttl: int,
+        claims: Mapping[str, Any] | None = None,
+    ) -> IssuedToken:
+        if not isinstance(audience, str) or not audience:
+            raise ValueError("audience must be a non-empty string")
+        if not isinstance(typ, str) or not typ:
+            raise ValueError("typ must be a non-empty string")
+        # verify() refuses an empty or non-string sub, so never mint one.
+        if not isinstance(subject, str) or not subject:
+            raise ValueError("subject must be a non-empty string")
+        if not _is_int(ttl) or ttl <= 0:
+            raise ValueError("ttl must be a positive integer number of seconds")
+        extra = dict(claims or {})
+        if any(not isinstance(name, str) for name in extra):
+            raise ValueError("claim names must be strings")
+        # Extra claims may not override registered ones (a caller cannot stretch exp or
+        # retarget aud through the extra-claims door).
+        overridden = sorted(set(extra) & set(_REGISTERED_CLAIMS))
+        if overridden:
+            raise ValueError(f"extra claims may not set registered claims: {overridden}")
+
+        iat = math.floor(self._now())
+        body: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": audience,
+            "sub": subject,
+            "jti": uuid.uuid4().hex,  # random, unique: the key for deny-lists and single use
+            "iat": iat,
+            "nbf": iat,
+            "exp": iat + ttl,
+            **extra,
+        }
+        try:
+            # Serialise ourselves: strict JSON (no NaN), ASCII only, the exact bytes signed.
+            payload = json.dumps(
+                body, separators=(",", ":"), allow_nan=False, ensure_ascii=True
+            ).encode("ascii")
+        except (TypeError, ValueError) as exc:
+            raise ValueError("claims are not JSON-serialisable") from exc
+        # Header: alg ES256 (python-jose adds it), our kid, our explicit typ.
+        headers = {"kid": self._signing_kid, "typ": typ}
+        token = jws.sign(payload, self._signer, headers=headers, algorithm=_ALG)
+        if len(token) > MAX_TOKEN_BYTES:
+            # Never mint a token that verify() would refuse.
+            raise ValueError("token would exceed MAX_TOKEN_BYTES")
+        return IssuedToken(token=token, jti=body["jti"], expires_at=body["exp"])
+
+    # -------------------------------------------------------------------- verify
+
+    def verify(self, token: object, *, audience: str, typ: str) -> dict[str, Any]:
+        """The verified claims, or TokenError. Never any other exception: a forged token
+        is a 401 / close 4001, never a 500 (python-jose raises JWKError, TypeError,
+        ValueError... for some forgeries)."""
+        try:
+            return self._verify(token, audience=audience, typ=typ)
+        except TokenError:
+            raise
+        except Exception as exc:  # belt and braces: anything unforeseen is a refusal
+            raise _invalid("unexpected error while verifying") from exc
+
+    def _verify(self, token: object, *, audience: str, typ: str) -> dict[str, Any]:
+        # Text only: bytes or other objects have no business here.
+        if not isinstance(token, str):
+            raise _invalid("token is not a string")
+        # Size first, on characters (>= bytes once the ASCII-only regex passes), so a
+        # megabyte of input costs nothing.
+        if len(token) > MAX_TOKEN_BYTES:
+            raise _invalid("token too large")
+        # Exactly JWS compact serialisation (RFC 7515 §7.1), no JWE (five segments), no
+        # padding or stray characters, which python-jose would otherwise tolerate.
+        if not _COMPACT_JWS.fullmatch(token):
+            raise _invalid("token is not three base64url segments")
+        header_b64, payload_b64, signature_b64 = token.split(".")
+        header_raw = _strict_b64url_decode(header_b64)
+        payload_raw = _strict_b64url_decode(payload_b64)
+        signature = _strict_b64url_decode(signature_b64)
+
+        # Our own header parse, before python-jose sees anything (RFC 8725 §3.1).
+        header = _strict_json_object(header_raw, "header")
+        self._check_header(header, typ=typ)
+        # ES256 signatures are exactly 64 bytes; jose would hand anything to the backend.
+        if len(signature) != _ES256_SIGNATURE_BYTES:
+            raise _invalid("signature has the wrong length")
+        # Parse the payload strictly too, so jose's lenient json.loads (last duplicate
+        # wins) can never see something we would read differently.
+        _strict_json_object(payload_raw, "payload")
+
+        kid: str = header["kid"]
+        decoded = self._decode_with_jose(token, kid=kid, audience=audience)
+        return _check_claims(decoded, audience=audience, issuer=self._issuer, now=self._now())
+
+    def _check_header(self, header: Mapping[str, Any], *, typ: str) -> None:
+        # Exactly ES256: refuse "none" in any case, HS256 (public key as HMAC secret),
+        # RS/PS/other ES variants (RFC 8725 §2.1, §3.1). Compare as a str, exact case.
+        alg = header.get("alg")
+        if type(alg) is not str or alg != _ALG:
+            raise _invalid("alg not allowed")
+        # Allow-list of header parameters: no jku/x5u (we never fetch keys), no embedded
+        # jwk/x5c (a token never brings its own key), no crit (RFC 8725 §3.10, RFC 7515).
+        if not set(header) <= _HEADER_PARAMS:
+            raise _invalid("header parameter not allowed")
+        # kid must name one of our own keys in the fixed map; check the type first so an
+        # unhashable kid (a list, an object) cannot raise TypeError on lookup.
+        kid = header.get("kid")
+        if type(kid) is not str or kid not in self._verifiers:
+            raise _invalid("unknown kid")
+        # Explicit typing (RFC 8725 §3.11): an access token is never a room token.
+        if header.get("typ") != typ:
+            raise _invalid("typ mismatch")
+
+    def _decode_with_jose(self, token: str, *, kid: str, audience: str) -> dict[str, Any]:
+        """python-jose's checks: signature with the one key `kid` names, ES256 only (a
+        list, never a bare string or None), aud, iss, sub and jti present and valid.
+
+        Its time checks are off: it reads the wall clock (not our injectable one) and
+        accepts exp == now and exp as a numeric string; we do them in `_check_claims`.
+        require_exp/iat/nbf are off too, because python-jose turns verify_<claim> back on
+        for every required claim; `_check_claims` requires them instead.
+        """
+        options = {
+            "verify_signature": True,
+            "verify_aud": True,
+            "verify_iss": True,
+            "verify_sub": True,
+            "verify_jti": True,
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+            "verify_at_hash": False,  # OIDC only; we never bind an access token hash
+            "require_aud": True,
+            "require_iss": True,
+            "require_sub": True,
+            "require_jti": True,
+            "leeway": 0,
+        }
+        try:
+            return jwt.decode(
+                token,
+                self._verifiers[kid],  # a Key object: jose never parses it as PEM/JWK/secret
+                algorithms=[_ALG],
+                audience=audience,
+                issuer=self._issuer,
+                options=options,
+            )
+        except Exception as exc:  # JOSEError, JWKError, TypeError, ValueError, KeyError...
+            # Class name only: jose messages can echo attacker-chosen header values.
+            raise _invalid(f"rejected by jose ({type(exc).__name__})") from exc

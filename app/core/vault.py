@@ -1,0 +1,152 @@
+"""Data keys in the database, and sealing and opening of encrypted columns.
+
+Every person's records are sealed under that person's own data key; records
+that belong to no one person (the audit payload) use the system data key.
+Data keys are stored wrapped by the newest master key; unwrapped keys are
+cached in memory. Destroying a data key row shreds everything it sealed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.core import encryption
+from app.core.clock import Clock
+from app.core.keys import KeySource
+from app.models import SYSTEM_KEY_ID, DataKey
+from app.models.base import ENCRYPTED, new_id
+
+
+class DataKeyDestroyed(Exception):
+    """The data key is gone: the records it sealed can no longer be read."""
+
+
+def _where(attr: InstrumentedAttribute[Any]) -> tuple[str, str]:
+    column = attr.property.columns[0]
+    if not column.info.get(ENCRYPTED):
+        raise TypeError(f"{attr} is not an encrypted column")
+    return column.table.name, column.name
+
+
+class Vault:
+    def __init__(
+        self, source: KeySource, keyring: encryption.Keyring, index_key: bytes, clock: Clock
+    ) -> None:
+        self._source = source
+        self.keyring = keyring
+        self._index_key = index_key
+        self._clock = clock
+        self._cache: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"Vault(keyring={self.keyring!r}, cached={len(self._cache)})"
+
+    # -- data keys ---------------------------------------------------------
+    async def create_data_key(self, session: AsyncSession, key_id: str | None = None) -> str:
+        key_id = key_id or new_id()
+        key = encryption.generate_key()
+        wrapped = encryption.wrap_data_key(self.keyring, key_id, key)
+        session.add(
+            DataKey(
+                id=key_id,
+                master_kid=self.keyring.current_kid,
+                wrapped=wrapped,
+                created_at=self._clock.now(),
+            )
+        )
+        await session.flush()
+        self._cache[key_id] = key
+        return key_id
+
+    async def ensure_system_key(self, session: AsyncSession) -> None:
+        if await session.get(DataKey, SYSTEM_KEY_ID) is None:
+            await self.create_data_key(session, SYSTEM_KEY_ID)
+
+    async def data_key(self, session: AsyncSession, key_id: str) -> bytes:
+        cached = self._cache.get(key_id)
+        if cached is not None:
+            return cached
+        row = (
+            await session.execute(select(DataKey.wrapped).where(DataKey.id == key_id))
+        ).scalar_one_or_none()
+        if row is None:
+            raise DataKeyDestroyed(key_id)
+        if encryption.wrapped_kid(row) not in self.keyring.kids():
+            # A master key added by `confide keys rotate` after this process started.
+            self.keyring = self._source.keyring()
+        key = encryption.unwrap_data_key(self.keyring, key_id, row)
+        self._cache[key_id] = key
+        return key
+
+    def forget(self, key_id: str) -> None:
+        self._cache.pop(key_id, None)
+
+    async def rewrap_all(self, session: AsyncSession) -> int:
+        """Re-wrap every data key not yet under the newest master key."""
+        self.keyring = self._source.keyring()
+        rows = (
+            await session.execute(
+                select(DataKey).where(DataKey.master_kid != self.keyring.current_kid)
+            )
+        ).scalars()
+        count = 0
+        for row in rows:
+            key = encryption.unwrap_data_key(self.keyring, row.id, row.wrapped)
+            row.wrapped = encryption.wrap_data_key(self.keyring, row.id, key)
+            row.master_kid = self.keyring.current_kid
+            count += 1
+        await session.flush()
+        return count
+
+    # -- fields -------------------------------------------------------------
+    async def seal(
+        self,
+        session: AsyncSession,
+        key_id: str,
+        attr: InstrumentedAttribute[Any],
+        row_id: str,
+        plaintext: str,
+    ) -> bytes:
+        table, column = _where(attr)
+        key = await self.data_key(session, key_id)
+        return encryption.seal_str(
+            key, key_id, plaintext, table=table, column=column, row_id=row_id
+        )
+
+    async def open(
+        self, session: AsyncSession, attr: InstrumentedAttribute[Any], row_id: str, blob: bytes
+    ) -> str:
+        table, column = _where(attr)
+        key = await self.data_key(session, encryption.sealed_key_id(blob))
+        return encryption.open_str(key, blob, table=table, column=column, row_id=row_id)
+
+    async def seal_json(
+        self,
+        session: AsyncSession,
+        key_id: str,
+        attr: InstrumentedAttribute[Any],
+        row_id: str,
+        value: Mapping[str, Any],
+    ) -> bytes:
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        return await self.seal(session, key_id, attr, row_id, text)
+
+    async def open_json(
+        self, session: AsyncSession, attr: InstrumentedAttribute[Any], row_id: str, blob: bytes
+    ) -> dict[str, Any]:
+        value = json.loads(await self.open(session, attr, row_id, blob))
+        assert isinstance(value, dict)
+        return value
+
+    # -- blind indexes -------------------------------------------------------
+    def index(self, value: str, *, purpose: str) -> bytes:
+        return encryption.blind_index(self._index_key, value, purpose=purpose)
+
+    def email_index(self, email: str) -> bytes:
+        return self.index(encryption.normalize_email(email), purpose="account.email")

@@ -1,0 +1,86 @@
+"""create_app(): the lifespan builds the context; routers; error handlers; middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.exc import IntegrityError
+
+from app.accounts.endpoints import router as accounts_router
+from app.audit.endpoints import router as audit_router
+from app.auth.endpoints import router as auth_router
+from app.core.clock import Clock
+from app.core.config import Settings, get_settings
+from app.core.context import Context, build_context
+from app.core.errors import install_error_handlers
+from app.core.middleware import BodyLimit, Metrics, MetricsMiddleware, SecurityHeaders
+from app.ops.endpoints import router as ops_router
+
+log = logging.getLogger("confide")
+
+DESCRIPTION = """\
+The teletherapy session backend that cannot read what it relays.
+
+Authenticate with **Authorize** (OAuth2 password flow against `/v1/auth/token`).
+Every error is RFC 9457 problem details (`application/problem+json`) with a stable `code`.
+"""
+
+
+async def prepare(ctx: Context) -> None:
+    """Create what the first start needs (the system data key)."""
+    try:
+        async with ctx.transaction() as session:
+            await ctx.vault.ensure_system_key(session)
+    except IntegrityError:
+        # Another instance created it at the same moment.
+        pass
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    context: Context | None = None,
+) -> FastAPI:
+    settings = settings or (context.settings if context else get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = context or build_context(settings, clock)
+        await prepare(ctx)
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            if context is None:
+                await ctx.close()
+
+    app = FastAPI(
+        title="Confide",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    for router in (ops_router, auth_router, accounts_router, audit_router):
+        app.include_router(router)
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(settings.allowed_origins),
+        allow_credentials=False,
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(SecurityHeaders)
+    return app

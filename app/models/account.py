@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Enum, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, UTCDateTime, blind_index, encrypted, new_id
+
+
+class Role(enum.StrEnum):
+    client = "client"
+    counselor = "counselor"
+    admin = "admin"
+
+
+class AccountStatus(enum.StrEnum):
+    active = "active"
+    erased = "erased"
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    role: Mapped[Role] = mapped_column(Enum(Role, native_enum=False, length=16))
+    status: Mapped[AccountStatus] = mapped_column(
+        Enum(AccountStatus, native_enum=False, length=16), default=AccountStatus.active
+    )
+    email_ix: Mapped[bytes] = blind_index(unique=True)
+    email: Mapped[bytes] = encrypted()
+    display_name: Mapped[bytes] = encrypted()
+    password_hash: Mapped[str] = mapped_column(String(255))
+    data_key_id: Mapped[str | None] = mapped_column(
+        ForeignKey("data_keys.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,81 @@
+"""Health, readiness, metrics and the API docs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from app.core.deps import ContextDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="The database (and broker) answer",
+    responses={503: {"description": "a dependency is unreachable"}},
+)
+async def readyz(ctx: ContextDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(2):
+            async with ctx.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception:  # any failure to reach the database means not ready
+        checks["database"] = "unavailable"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(
+        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+    )
+
+
+def _inline_script_hashes(html: str) -> list[str]:
+    scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+    return [
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
+        for s in scripts
+    ]
+
+
+@router.get("/docs", include_in_schema=False)
+async def docs(request: Request) -> HTMLResponse:
+    page = get_swagger_ui_html(openapi_url="/openapi.json", title="Confide API")
+    html = bytes(page.body).decode()
+    cdn = "https://cdn.jsdelivr.net"
+    csp = "; ".join(
+        [
+            "default-src 'none'",
+            f"script-src {cdn} " + " ".join(_inline_script_hashes(html)),
+            f"style-src {cdn}",
+            "img-src 'self' data: https://fastapi.tiangolo.com",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+        ]
+    )
+    headers: dict[str, Any] = {"Content-Security-Policy": csp}
+    return HTMLResponse(html, headers=headers)

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""The two commands of the README, on a fresh clone with only Python 3.11+ and pip.
+
+    python3 dev.py serve [--host H --port P]   run Confide on the embedded default
+    python3 dev.py test [pytest args]          format check, lint, type check, tests
+
+Both create `.venv` and install the project into it first (again whenever
+pyproject.toml changes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".confide-installed"
+
+
+def run(*args: str | Path) -> None:
+    print("+", " ".join(str(a) for a in args), flush=True)
+    subprocess.run([str(a) for a in args], cwd=ROOT, check=True)
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("Confide needs Python 3.11 or newer")
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    if not (BIN / "python").exists():
+        venv.create(VENV, with_pip=True)
+    run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    STAMP.write_text(wanted)
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("serve", "test"):
+        print(__doc__)
+        return 2
+    ensure_venv()
+    command, rest = sys.argv[1], sys.argv[2:]
+    try:
+        if command == "serve":
+            run(BIN / "confide", "serve", *rest)
+        else:
+            run(BIN / "ruff", "format", "--check", ".")
+            run(BIN / "ruff", "check", ".")
+            run(BIN / "mypy", "app", "tests", "bench", "dev.py")
+            run(BIN / "pytest", *rest)
+    except subprocess.CalledProcessError as error:
+        return error.returncode or 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
