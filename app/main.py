@@ -13,12 +13,19 @@ from sqlalchemy.exc import IntegrityError
 from app.accounts.endpoints import router as accounts_router
 from app.audit.endpoints import router as audit_router
 from app.auth.endpoints import router as auth_router
+from app.consent.endpoints import router as consent_router
 from app.core.clock import Clock
 from app.core.config import Settings, get_settings
 from app.core.context import Context, build_context
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimit, Metrics, MetricsMiddleware, SecurityHeaders
+from app.devices.endpoints import router as devices_router
 from app.ops.endpoints import router as ops_router
+from app.relay.broker import create_broker
+from app.relay.endpoints import router as relay_router
+from app.relay.hub import Hub
+from app.relay.protocol import CLOSE_SERVICE_RESTART
+from app.rooms.endpoints import router as rooms_router
 
 log = logging.getLogger("confide")
 
@@ -52,10 +59,23 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = context or build_context(settings, clock)
         await prepare(ctx)
+        broker = create_broker(ctx.settings.broker_url, ctx.clock.time)
+        hub = Hub(
+            broker,
+            ctx.clock,
+            rate_per_s=ctx.settings.ws_rate_per_s,
+            idle_timeout=ctx.settings.ws_idle_timeout,
+        )
+        await hub.start()
+        ctx.publisher = broker.publish
         app.state.ctx = ctx
+        app.state.hub = hub
         try:
             yield
         finally:
+            hub.close_all(CLOSE_SERVICE_RESTART, "server shutting down")
+            await broker.close()
+            ctx.publisher = None
             if context is None:
                 await ctx.close()
 
@@ -69,7 +89,16 @@ def create_app(
     )
     app.state.metrics = Metrics()
     install_error_handlers(app)
-    for router in (ops_router, auth_router, accounts_router, audit_router):
+    for router in (
+        ops_router,
+        auth_router,
+        accounts_router,
+        audit_router,
+        devices_router,
+        consent_router,
+        rooms_router,
+        relay_router,
+    ):
         app.include_router(router)
 
     app.add_middleware(

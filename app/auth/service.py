@@ -23,6 +23,7 @@ from app.auth.schemas import TokenPair
 from app.core import audit
 from app.core.context import Context
 from app.core.errors import InvalidCredentials, RateLimited, RefreshReused, Unauthorized
+from app.core.events import emit
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP
 from app.models import Account, RefreshToken
 from app.models.base import new_id
@@ -100,6 +101,8 @@ async def login(
 
 
 async def revoke_family(session: AsyncSession, ctx: Context, family_id: str) -> None:
+    """End a log-in: its refresh tokens, its access tokens and its sockets."""
+    emit(session, {"kind": "session_revoked", "sid": family_id})
     await session.execute(
         update(RefreshToken)
         .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))

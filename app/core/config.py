@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     refresh_max_lifetime: int = Field(default=12 * 3600, ge=600, le=7 * 24 * 3600)
     room_token_ttl: int = Field(default=300, ge=30, le=900)
     ws_rate_per_s: int = Field(default=100, ge=1, le=10_000)
+    ws_idle_timeout: float = Field(default=300.0, gt=0, le=3600)
 
     turn_secret: SecretStr | None = None
     turn_urls: CommaList = Field(default_factory=list)

@@ -13,6 +13,7 @@ from app.core.clock import Clock, SystemClock
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, is_sqlite
 from app.core.errors import ConfideError
+from app.core.events import Publisher, take
 from app.core.keys import KeyMaterial, load_keys
 from app.core.throttle import Throttle
 from app.core.tokens import TokenService
@@ -30,9 +31,17 @@ class Context:
     tokens: TokenService
     audit: AuditLog
     login_throttle: Throttle = field(init=False)
+    publisher: Publisher | None = None
 
     def __post_init__(self) -> None:
         self.login_throttle = Throttle(self.clock, window_s=self.settings.login_window_s)
+
+    async def _commit(self, session: AsyncSession) -> None:
+        await self.audit.commit(session)
+        events = take(session)
+        if events and self.publisher is not None:
+            for event in events:
+                await self.publisher(event)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -40,12 +49,12 @@ class Context:
         async with self.sessionmaker() as session:
             try:
                 yield session
-                await self.audit.commit(session)
+                await self._commit(session)
             except ConfideError as error:
                 if not error.persist:
                     await session.rollback()
                     raise
-                await self.audit.commit(session)
+                await self._commit(session)
                 raise
             except BaseException:
                 await session.rollback()

@@ -129,14 +129,18 @@ def problem_response(
 
 def responses(*errors: type[ConfideError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the errors a route may answer with."""
+
+    # `model` registers the Problem schema, but FastAPI attaches it to
+    # application/json only: reference it under the media type actually sent.
+    def entry_for(description: str) -> dict[str, Any]:
+        problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+        return {"model": Problem, "description": description, "content": {PROBLEM_JSON: problem}}
+
     out: dict[int | str, dict[str, Any]] = {}
     for error in errors:
-        entry = out.setdefault(
-            error.status,
-            {"model": Problem, "description": "", "content": {PROBLEM_JSON: {}}},
-        )
+        entry = out.setdefault(error.status, entry_for(""))
         entry["description"] = ", ".join(filter(None, [entry["description"], error.code]))
-    out.setdefault(422, {"model": Problem, "description": "validation_error"})
+    out.setdefault(422, entry_for("validation_error"))
     return out
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PROBLEM_JSON
+
+access_log = logging.getLogger("confide.access")
 
 _DEFAULT_HEADERS = {
     "strict-transport-security": "max-age=63072000; includeSubDomains",
@@ -48,8 +52,15 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised from `receive` once a streamed body passes the limit.
+
+    An HTTPException so that FastAPI's body parsing passes it on to the 413
+    problem handler: it turns any other exception there into a 400.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"Request bodies are limited to {max_bytes} bytes.")
 
 
 class BodyLimit:
@@ -81,7 +92,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -140,6 +151,8 @@ class Metrics:
 
 
 class MetricsMiddleware:
+    """Counts and times every request; writes the access log line."""
+
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
@@ -163,6 +176,8 @@ class MetricsMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(scope["method"], template, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], template).observe(
-                time.perf_counter() - start
-            )
+            elapsed = time.perf_counter() - start
+            self.metrics.latency.labels(scope["method"], template).observe(elapsed)
+            # The route template, never the raw path or query string: those may
+            # carry ids or a token a client should not have put there.
+            access_log.info("%s %s %s %.1fms", scope["method"], template, status, elapsed * 1000)

@@ -51,6 +51,10 @@ class Vault:
     async def create_data_key(self, session: AsyncSession, key_id: str | None = None) -> str:
         key_id = key_id or new_id()
         key = encryption.generate_key()
+        # `confide keys rotate` may have added a newer master key since this
+        # process started: wrap under the newest, or the rotation leaves new
+        # data keys behind under a master key that is about to be retired.
+        self.keyring = self._source.keyring()
         wrapped = encryption.wrap_data_key(self.keyring, key_id, key)
         session.add(
             DataKey(

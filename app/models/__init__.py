@@ -3,16 +3,28 @@
 from app.models.account import Account, AccountStatus, Role
 from app.models.audit import AuditEntry
 from app.models.base import Base
+from app.models.consent import ConsentAcceptance, ConsentDocument, ConsentKind
 from app.models.data_key import SYSTEM_KEY_ID, DataKey
+from app.models.device import MAX_PUBLIC_KEY_BYTES, Device
 from app.models.refresh_token import RefreshToken
+from app.models.room import AccountRoom, Room, RoomKind, RoomMember
 
 __all__ = [
+    "MAX_PUBLIC_KEY_BYTES",
     "SYSTEM_KEY_ID",
     "Account",
+    "AccountRoom",
     "AccountStatus",
     "AuditEntry",
     "Base",
+    "ConsentAcceptance",
+    "ConsentDocument",
+    "ConsentKind",
     "DataKey",
+    "Device",
     "RefreshToken",
     "Role",
+    "Room",
+    "RoomKind",
+    "RoomMember",
 ]

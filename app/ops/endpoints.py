@@ -29,7 +29,7 @@ async def healthz() -> dict[str, str]:
     summary="The database (and broker) answer",
     responses={503: {"description": "a dependency is unreachable"}},
 )
-async def readyz(ctx: ContextDep) -> JSONResponse:
+async def readyz(ctx: ContextDep, request: Request) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(2):
@@ -38,6 +38,13 @@ async def readyz(ctx: ContextDep) -> JSONResponse:
         checks["database"] = "ok"
     except Exception:  # any failure to reach the database means not ready
         checks["database"] = "unavailable"
+    hub = getattr(request.app.state, "hub", None)
+    if hub is not None:
+        try:
+            async with asyncio.timeout(2):
+                checks["broker"] = "ok" if await hub.broker.ready() else "unavailable"
+        except Exception:  # any failure to reach the broker means not ready
+            checks["broker"] = "unavailable"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},

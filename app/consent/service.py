@@ -1,0 +1,393 @@
+"""Consent: published documents and each person's acceptances.
+
+Documents are public texts, stored plain and never changed: publishing a new
+text of a kind and locale adds the next version. An acceptance must not show
+in a dump who accepted what, so its row holds only blind indexes (of the
+owner, and of owner and document together, which also makes acceptance
+unique per person and document) and the details (document id, its sha256,
+when) sealed under the person's own data key.
+
+Which document is current:
+- For reading (the list clients show), per kind, the newest version in the
+  first locale of the lookup chain that has one: the tag asked, then shorter
+  prefixes of it, then English (`de-CH` → `de-CH`, `de`, `en`).
+- For room tokens (`missing_documents`), a kind is satisfied by accepting the
+  newest version in any locale: a person who read the German text has
+  consented even if the English one is what the server would show first.
+  An acceptance of an older version stops counting once a newer version of
+  that kind and locale is published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.consent.schemas import canonical_locale
+from app.core import audit
+from app.core.clock import Clock
+from app.core.errors import Conflict, NotFound
+from app.core.events import emit
+from app.core.vault import DataKeyDestroyed, Vault
+from app.models import Account, ConsentAcceptance, ConsentDocument, ConsentKind
+from app.models.base import new_id
+
+FALLBACK_LOCALE = "en"
+#: What every client must have accepted; a group room adds GROUP_KIND.
+REQUIRED_KINDS = (ConsentKind.informed_consent, ConsentKind.telehealth)
+GROUP_KIND = ConsentKind.group_agreement
+#: Admins publishing the same kind and locale at once race for the next
+#: version on the unique (kind, locale, version): a loser takes the one after.
+_PUBLISH_ATTEMPTS = 5
+#: The socket close code for an account whose consent no longer holds.
+CONSENT_WITHDRAWN_CLOSE = 4003
+_NOT_ACCEPTED = "You have not accepted this document."
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    document_id: str
+    sha256: str
+    accepted_at: datetime
+
+
+def locale_chain(locale: str) -> list[str]:
+    """Locales to try, best first (RFC 4647 §3.4 lookup), always ending in English.
+
+    An unusable tag falls back to English alone rather than failing.
+    """
+    try:
+        tag = canonical_locale(locale)
+    except ValueError:
+        return [FALLBACK_LOCALE]
+    parts = tag.split("-")
+    chain = ["-".join(parts[:n]) for n in range(len(parts), 0, -1)]
+    if FALLBACK_LOCALE not in chain:
+        chain.append(FALLBACK_LOCALE)
+    return chain
+
+
+def _document_id(value: str) -> str | None:
+    """The canonical spelling of a document id, or None when it cannot be one."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def _owner_index(vault: Vault, account_id: str) -> bytes:
+    return vault.index(account_id, purpose="consent.owner")
+
+
+def _acceptance_index(vault: Vault, account_id: str, document_id: str) -> bytes:
+    return vault.index(f"{account_id}:{document_id}", purpose="consent.acceptance")
+
+
+def _data_key(account: Account) -> str:
+    if account.data_key_id is None:
+        raise DataKeyDestroyed(account.id)
+    return account.data_key_id
+
+
+async def _insert_unless_taken(
+    session: AsyncSession,
+    entity: type[ConsentDocument | ConsentAcceptance],
+    unique: list[str],
+    **values: Any,
+) -> bool:
+    """INSERT … ON CONFLICT (unique) DO NOTHING: False when a concurrent writer won.
+
+    Not a plain INSERT: its unique violation would abort the PostgreSQL
+    transaction. Nor one inside a savepoint: the pysqlite driver (legacy
+    transaction mode) commits when it releases an outermost savepoint. On
+    SQLite this INSERT is the statement that takes the write lock, so a loser
+    waits for the winner's commit and then sees its row; on PostgreSQL (read
+    committed) a loser waits on the unique index, then sees the row.
+    """
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(entity)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=unique)
+        .returning(entity.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+# -- documents -----------------------------------------------------------------
+async def publish(
+    session: AsyncSession,
+    clock: Clock,
+    *,
+    kind: ConsentKind,
+    locale: str,
+    title: str,
+    body: str,
+    actor_id: str,
+    actor_role: str,
+) -> ConsentDocument:
+    """Publish the next version of (kind, locale)."""
+    locale = canonical_locale(locale)
+    digest = hashlib.sha256(body.encode("utf-8")).digest()
+    for _ in range(_PUBLISH_ATTEMPTS):
+        latest = (
+            await session.execute(
+                select(func.max(ConsentDocument.version)).where(
+                    ConsentDocument.kind == kind, ConsentDocument.locale == locale
+                )
+            )
+        ).scalar_one()
+        document_id = new_id()
+        version = (latest or 0) + 1
+        inserted = await _insert_unless_taken(
+            session,
+            ConsentDocument,
+            ["kind", "locale", "version"],
+            id=document_id,
+            kind=kind,
+            locale=locale,
+            version=version,
+            title=title,
+            body=body,
+            sha256=digest,
+            published_at=clock.now(),
+        )
+        if not inserted:
+            continue
+        document = await session.get(ConsentDocument, document_id)
+        assert document is not None
+        audit.record(
+            session,
+            "consent_document.publish",
+            actor_id=actor_id,
+            actor_role=actor_role,
+            target=document.id,
+            details={"kind": kind.value, "locale": locale, "version": version},
+        )
+        return document
+    raise Conflict("Another version of this document was published at the same time; retry.")
+
+
+async def _newest(
+    session: AsyncSession, kinds: Sequence[ConsentKind], locales: Sequence[str] | None
+) -> list[ConsentDocument]:
+    """The newest version of each (kind, locale), for the kinds (and locales) given."""
+    where = [ConsentDocument.kind.in_(kinds)]
+    if locales is not None:
+        where.append(ConsentDocument.locale.in_(locales))
+    newest = (
+        select(
+            ConsentDocument.kind,
+            ConsentDocument.locale,
+            func.max(ConsentDocument.version).label("version"),
+        )
+        .where(*where)
+        .group_by(ConsentDocument.kind, ConsentDocument.locale)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(ConsentDocument)
+        .join(
+            newest,
+            and_(
+                ConsentDocument.kind == newest.c.kind,
+                ConsentDocument.locale == newest.c.locale,
+                ConsentDocument.version == newest.c.version,
+            ),
+        )
+        .order_by(ConsentDocument.kind, ConsentDocument.locale)
+    )
+    return list(rows.scalars())
+
+
+def _pick(documents: Sequence[ConsentDocument], chain: Sequence[str]) -> ConsentDocument | None:
+    """The document in the best locale of the chain, if any."""
+    by_locale = {document.locale: document for document in documents}
+    return next((by_locale[locale] for locale in chain if locale in by_locale), None)
+
+
+async def current_documents(
+    session: AsyncSession, *, locale: str = FALLBACK_LOCALE, kind: ConsentKind | None = None
+) -> list[ConsentDocument]:
+    """The current document of each kind (or of `kind`) in `locale`, else English.
+
+    A kind with nothing in the locale chain is left out.
+    """
+    kinds = [kind] if kind is not None else list(ConsentKind)
+    chain = locale_chain(locale)
+    newest = await _newest(session, kinds, chain)
+    out = []
+    for each in kinds:
+        picked = _pick([d for d in newest if d.kind == each], chain)
+        if picked is not None:
+            out.append(picked)
+    return out
+
+
+# -- acceptances -----------------------------------------------------------------
+async def _find(session: AsyncSession, acceptance_ix: bytes) -> ConsentAcceptance | None:
+    return (
+        await session.execute(
+            select(ConsentAcceptance).where(ConsentAcceptance.acceptance_ix == acceptance_ix)
+        )
+    ).scalar_one_or_none()
+
+
+async def _open(session: AsyncSession, vault: Vault, row: ConsentAcceptance) -> Acceptance:
+    data = await vault.open_json(session, ConsentAcceptance.details, row.id, row.details)
+    return Acceptance(
+        document_id=str(data["document_id"]),
+        sha256=str(data["sha256"]),
+        accepted_at=datetime.fromisoformat(str(data["accepted_at"])),
+    )
+
+
+async def accept(
+    session: AsyncSession, vault: Vault, clock: Clock, account: Account, document_id: str
+) -> Acceptance:
+    """Record that `account` accepts the document; accepting again returns the first acceptance."""
+    canonical = _document_id(document_id)
+    document = await session.get(ConsentDocument, canonical) if canonical else None
+    if document is None:
+        raise NotFound("No such consent document.")
+    acceptance_ix = _acceptance_index(vault, account.id, document.id)
+    existing = await _find(session, acceptance_ix)
+    if existing is not None:
+        return await _open(session, vault, existing)
+
+    row_id = new_id()
+    accepted = Acceptance(document.id, document.sha256.hex(), clock.now())
+    details = {
+        "document_id": accepted.document_id,
+        "sha256": accepted.sha256,
+        "accepted_at": accepted.accepted_at.isoformat(),
+    }
+    inserted = await _insert_unless_taken(
+        session,
+        ConsentAcceptance,
+        ["acceptance_ix"],
+        id=row_id,
+        owner_ix=_owner_index(vault, account.id),
+        acceptance_ix=acceptance_ix,
+        details=await vault.seal_json(
+            session, _data_key(account), ConsentAcceptance.details, row_id, details
+        ),
+    )
+    if not inserted:
+        # The same person accepted the same document in a concurrent request.
+        existing = await _find(session, acceptance_ix)
+        if existing is None:
+            raise Conflict("The acceptance could not be recorded; retry.")
+        return await _open(session, vault, existing)
+    audit.record(
+        session,
+        "consent.accept",
+        actor_id=account.id,
+        actor_role=account.role.value,
+        target=account.id,
+        details={
+            "document_id": document.id,
+            "kind": document.kind.value,
+            "locale": document.locale,
+            "version": document.version,
+        },
+    )
+    return accepted
+
+
+async def acceptances(session: AsyncSession, vault: Vault, account: Account) -> list[Acceptance]:
+    """The account's acceptances, oldest first."""
+    rows = (
+        await session.execute(
+            select(ConsentAcceptance).where(
+                ConsentAcceptance.owner_ix == _owner_index(vault, account.id)
+            )
+        )
+    ).scalars()
+    opened = [await _open(session, vault, row) for row in rows]
+    audit.record(
+        session,
+        "consent.read",
+        actor_id=account.id,
+        actor_role=account.role.value,
+        target=account.id,
+    )
+    return sorted(opened, key=lambda a: (a.accepted_at, a.document_id))
+
+
+async def withdraw(session: AsyncSession, vault: Vault, account: Account, document_id: str) -> None:
+    """Withdraw an acceptance; the account's live sockets close (4003)."""
+    canonical = _document_id(document_id)
+    if canonical is None:
+        raise NotFound(_NOT_ACCEPTED)
+    row = await _find(session, _acceptance_index(vault, account.id, canonical))
+    if row is None:
+        raise NotFound(_NOT_ACCEPTED)
+    await session.delete(row)
+    await session.flush()
+    # Simplest safe rule: any withdrawal closes the account's sockets; a room
+    # that still has every consent it needs issues a new token at once.
+    emit(
+        session,
+        {
+            "kind": "account_closed",
+            "account": account.id,
+            "code": CONSENT_WITHDRAWN_CLOSE,
+            "reason": "consent_withdrawn",
+        },
+    )
+    audit.record(
+        session,
+        "consent.withdraw",
+        actor_id=account.id,
+        actor_role=account.role.value,
+        target=account.id,
+        details={"document_id": canonical},
+    )
+
+
+async def missing_documents(
+    session: AsyncSession, vault: Vault, account: Account, *, group: bool, locale: str = "en"
+) -> list[str]:
+    """Ids of the current documents this account still has to accept.
+
+    Required: `informed_consent` and `telehealth`, plus `group_agreement` when
+    `group`; a kind with no published document requires nothing. A kind is
+    satisfied by an acceptance of the newest version of that kind in any
+    locale; an acceptance of an older version no longer counts once a newer
+    one is published. For an unsatisfied kind, the id returned is the one to
+    show: the current document in `locale`, else English (else the first
+    locale that has one). Whether the caller needs consent at all (hosts do
+    not) is the caller's decision.
+    """
+    kinds = [*REQUIRED_KINDS, GROUP_KIND] if group else list(REQUIRED_KINDS)
+    newest = await _newest(session, kinds, None)
+    if not newest:
+        return []
+    by_index = {_acceptance_index(vault, account.id, d.id): d for d in newest}
+    accepted = (
+        await session.execute(
+            select(ConsentAcceptance.acceptance_ix).where(
+                ConsentAcceptance.acceptance_ix.in_(list(by_index))
+            )
+        )
+    ).scalars()
+    satisfied = {by_index[ix].kind for ix in accepted}
+    chain = locale_chain(locale)
+    missing = []
+    for kind in kinds:
+        candidates = [d for d in newest if d.kind == kind]
+        if not candidates or kind in satisfied:
+            continue
+        picked = _pick(candidates, chain) or candidates[0]
+        missing.append(picked.id)
+    return missing

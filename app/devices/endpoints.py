@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from app.auth.dependencies import CurrentAccount
+from app.core.deps import ContextDep, SessionDep
+from app.core.errors import NotFound, Unauthorized, responses
+from app.devices import service
+from app.devices.schemas import DeviceOut, RegisterDevice
+from app.devices.service import TooManyDevices
+
+router = APIRouter(tags=["devices"])
+
+
+@router.post(
+    "/v1/devices",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DeviceOut,
+    responses=responses(Unauthorized, TooManyDevices),
+    summary="Register a device and its end-to-end public key",
+)
+async def register(
+    body: RegisterDevice, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+) -> DeviceOut:
+    device = await service.register(
+        session,
+        ctx.vault,
+        ctx.clock,
+        principal.account,
+        label=body.label,
+        public_key=body.public_key,
+    )
+    return await service.view(session, ctx.vault, device)
+
+
+@router.get(
+    "/v1/devices",
+    response_model=list[DeviceOut],
+    responses=responses(Unauthorized),
+    summary="The caller's active devices, oldest first",
+)
+async def list_devices(
+    principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+) -> list[DeviceOut]:
+    devices = await service.list_active(session, principal.id)
+    return [await service.view(session, ctx.vault, device) for device in devices]
+
+
+@router.delete(
+    "/v1/devices/{device_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=responses(Unauthorized, NotFound),
+    summary="Revoke one of the caller's devices",
+)
+async def revoke(
+    device_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+) -> None:
+    await service.revoke(session, ctx.clock, principal.account, device_id)

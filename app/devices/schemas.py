@@ -1,0 +1,81 @@
+"""Device requests and answers.
+
+A public key travels as base64url text (RFC 4648 §5). Input may carry `=`
+padding; the server keeps the raw bytes (opaque, never parsed) and always
+answers without padding. Only the canonical encoding of a byte string is
+accepted (no stray bits in the last character, no partial padding), so the
+key a client reads back is, character for character, the key it sent
+(less any padding).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, PlainValidator, StringConstraints, WithJsonSchema
+
+from app.core.schemas import Clean, RequestModel, ResponseModel
+from app.models import MAX_PUBLIC_KEY_BYTES
+
+_ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
+# The longest text that can encode MAX_PUBLIC_KEY_BYTES, padding included.
+MAX_PUBLIC_KEY_CHARS = -(-MAX_PUBLIC_KEY_BYTES // 3) * 4
+
+
+def decode_public_key(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("must be a base64url string")
+    if len(value) > MAX_PUBLIC_KEY_CHARS:
+        raise ValueError(f"must decode to at most {MAX_PUBLIC_KEY_BYTES} bytes")
+    body = value.rstrip("=")
+    padding = len(value) - len(body)
+    if padding > 2 or (padding and len(value) % 4) or not _ALPHABET.fullmatch(body):
+        raise ValueError("must be base64url (RFC 4648 §5)")
+    if len(body) % 4 == 1:
+        raise ValueError("must be base64url (RFC 4648 §5)")
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64url (RFC 4648 §5)") from None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != body:
+        raise ValueError("must be canonical base64url (no stray trailing bits)")
+    if not raw:
+        raise ValueError("must not be empty")
+    if len(raw) > MAX_PUBLIC_KEY_BYTES:
+        raise ValueError(f"must decode to at most {MAX_PUBLIC_KEY_BYTES} bytes")
+    return raw
+
+
+PublicKey = Annotated[
+    bytes,
+    PlainValidator(decode_public_key),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "base64url",
+            "minLength": 2,
+            "maxLength": MAX_PUBLIC_KEY_CHARS,
+            "description": (
+                f"base64url, padding optional; 1 to {MAX_PUBLIC_KEY_BYTES} bytes decoded. "
+                "Opaque to the server."
+            ),
+        }
+    ),
+]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=100), Clean]
+
+
+class RegisterDevice(RequestModel):
+    label: Label = Field(examples=["Ada's laptop"])
+    public_key: PublicKey = Field(examples=["BCm3bE4y0bgx3oP4Y5y0K1lK2wDq"])
+
+
+class DeviceOut(ResponseModel):
+    device_id: str
+    label: str
+    public_key: str = Field(description="base64url without padding")
+    created_at: datetime

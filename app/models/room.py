@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import Boolean, Enum, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, blind_index, encrypted, new_id
+
+
+class RoomKind(enum.StrEnum):
+    individual = "individual"
+    group = "group"
+
+
+class Room(Base):
+    """A scheduled session. Title and times are sealed under the room's own data key."""
+
+    __tablename__ = "rooms"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    kind: Mapped[RoomKind] = mapped_column(Enum(RoomKind, native_enum=False, length=16))
+    data_key_id: Mapped[str | None] = mapped_column(
+        ForeignKey("data_keys.id", ondelete="SET NULL"), nullable=True
+    )
+    # {title, starts_at, ends_at, created_at, ended_at}: every time a dump must not show.
+    details: Mapped[bytes] = encrypted()
+    max_participants: Mapped[int] = mapped_column(Integer)
+    waiting_room: Mapped[bool] = mapped_column(Boolean, default=True)
+    locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    ended: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RoomMember(Base):
+    """Membership, kept so that a dump does not show who shares a room.
+
+    `member_ix` = HMAC(index key, room id + account id): the server finds "is
+    account A in room R" by computing it; the dump shows an opaque value that
+    differs per room, so the same person is not recognisable across rooms.
+    Who the member is, their role and admission live in `details`, sealed
+    under the room's key.
+    """
+
+    __tablename__ = "room_members"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"), index=True)
+    member_ix: Mapped[bytes] = blind_index(unique=True)
+    details: Mapped[bytes] = encrypted()
+
+
+class AccountRoom(Base):
+    """The other direction, for "my rooms": sealed under the member's own key.
+
+    `owner_ix` = HMAC(index key, account id); the room id is inside `room`,
+    sealed under the account's data key, so erasure shreds the list and a
+    dump cannot join this table to `room_members`.
+    """
+
+    __tablename__ = "account_rooms"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_ix: Mapped[bytes] = blind_index()
+    room_ix: Mapped[bytes] = blind_index(unique=True)
+    room: Mapped[bytes] = encrypted()

@@ -1,0 +1,175 @@
+"""How messages, sequence numbers and replay cross instances.
+
+The hub (connections on this instance) talks to a `Broker`: it appends a
+message and gets its `seq`, asks for a replay, spends a room token's `jti`,
+and publishes control events (presence, admission, removal, revocation, the
+room's end). Every instance receives every published message and event and
+delivers them to its own connections.
+
+`InProcessBroker` serves the embedded default (one process). A Redis broker
+implements the same interface for several instances; `seq` then comes from
+one counter shared by all of them.
+
+A message is stored as a JSON *fragment* without its `seq` and `type`:
+`"id":…,"sender":…,"ciphertext":…,"sent_at":…}`; the frame a recipient gets
+is `{"type":"message","seq":N,` + fragment, so a broadcast is serialized once,
+whatever the number of recipients.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    room: str
+    sender_device: str
+    client_id: str
+    broadcast: str | None  # fragment for every other device
+    directed: dict[str, str] | None  # device id -> fragment
+
+
+@dataclass(frozen=True)
+class Stored:
+    seq: int
+    sender_device: str
+    broadcast: str | None
+    directed: dict[str, str] | None
+
+    def fragment_for(self, device_id: str) -> str | None:
+        if self.broadcast is not None:
+            return self.broadcast if device_id != self.sender_device else None
+        assert self.directed is not None
+        return self.directed.get(device_id)
+
+
+def message_frame(seq: int, fragment: str) -> str:
+    return '{"type":"message","seq":' + str(seq) + "," + fragment
+
+
+MessageHandler = Callable[[str, Stored], Awaitable[None]]
+EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot be reached: a send is refused, never silently dropped."""
+
+
+class Broker(Protocol):
+    #: Unix time from which this broker remembers spent token ids; room tokens
+    #: issued before it are refused (they might have been spent before).
+    epoch: float
+
+    async def start(self, on_message: MessageHandler, on_event: EventHandler) -> None: ...
+    async def close(self) -> None: ...
+    async def ready(self) -> bool: ...
+    async def append(self, message: Outgoing) -> tuple[int, bool]:
+        """Assign the next `seq`, retain and publish; (seq, False).
+
+        A resend of the same (room, device, client id) returns the first
+        send's (seq, True) and publishes nothing.
+        """
+        ...
+
+    async def latest_seq(self, room: str) -> int: ...
+    async def replay(self, room: str, after: int) -> list[Stored]: ...
+    async def spend_jti(self, jti: str, ttl_s: int) -> bool:
+        """True the first time a jti is spent; False ever after (until ttl)."""
+        ...
+
+    async def publish(self, event: dict[str, Any]) -> None: ...
+    async def set_online(self, room: str, device: str, online: bool) -> None: ...
+    async def online(self, room: str) -> set[str]:
+        """Device ids with a live socket in the room, on any instance."""
+        ...
+
+    async def drop_room(self, room: str) -> None: ...
+
+
+class InProcessBroker:
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
+        self._now = now
+        self.epoch = now()
+        self._seq: dict[str, int] = {}
+        self._retained: dict[str, deque[Stored]] = {}
+        self._sent: dict[tuple[str, str, str], int] = {}
+        self._spent: dict[str, float] = {}
+        self._online: dict[str, set[str]] = {}
+        self._on_message: MessageHandler | None = None
+        self._on_event: EventHandler | None = None
+
+    async def start(self, on_message: MessageHandler, on_event: EventHandler) -> None:
+        self._on_message, self._on_event = on_message, on_event
+
+    async def close(self) -> None:
+        self._on_message = self._on_event = None
+
+    async def ready(self) -> bool:
+        return True
+
+    async def append(self, message: Outgoing) -> tuple[int, bool]:
+        key = (message.room, message.sender_device, message.client_id)
+        seen = self._sent.get(key)
+        if seen is not None:
+            return seen, True
+        seq = self._seq.get(message.room, 0) + 1
+        self._seq[message.room] = seq
+        self._sent[key] = seq
+        stored = Stored(seq, message.sender_device, message.broadcast, message.directed)
+        self._retained.setdefault(message.room, deque()).append(stored)
+        if self._on_message is not None:
+            await self._on_message(message.room, stored)
+        return seq, False
+
+    async def latest_seq(self, room: str) -> int:
+        return self._seq.get(room, 0)
+
+    async def replay(self, room: str, after: int) -> list[Stored]:
+        retained = self._retained.get(room)
+        if not retained:
+            return []
+        # Retained messages are in seq order: skip to the first one after `after`.
+        return [stored for stored in retained if stored.seq > after]
+
+    async def spend_jti(self, jti: str, ttl_s: int) -> bool:
+        now = self._now()
+        if len(self._spent) > 10_000:
+            self._spent = {k: v for k, v in self._spent.items() if v > now}
+        expires = self._spent.get(jti)
+        if expires is not None and expires > now:
+            return False
+        self._spent[jti] = now + ttl_s
+        return True
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        if self._on_event is not None:
+            await self._on_event(event)
+
+    async def set_online(self, room: str, device: str, online: bool) -> None:
+        devices = self._online.setdefault(room, set())
+        if online:
+            devices.add(device)
+        else:
+            devices.discard(device)
+            if not devices:
+                del self._online[room]
+
+    async def online(self, room: str) -> set[str]:
+        return set(self._online.get(room, ()))
+
+    async def drop_room(self, room: str) -> None:
+        self._retained.pop(room, None)
+        self._seq.pop(room, None)
+        for key in [k for k in self._sent if k[0] == room]:
+            del self._sent[key]
+
+
+def create_broker(url: str, now: Callable[[], float] = time.time) -> Broker:
+    if url.startswith("memory://"):
+        return InProcessBroker(now)
+    raise ValueError(f"unsupported broker URL scheme: {url.split(':', 1)[0]}")

@@ -1,0 +1,187 @@
+"""The room socket: handshake, Origin check and authentication, then the hub takes over.
+
+Authentication is a room token, given either as the subprotocol
+`bearer.<token>` beside `confide.v1`, or in a first `auth` frame within 5
+seconds. Never in the query string: URLs end up in logs. The token is
+checked (signature, audience, the path's room), its `jti` is spent, and the
+database is asked once, in a short transaction, whether the account, the
+login, the membership, the device, the consent and the room still allow it.
+Nothing on the socket afterwards touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import APIRouter, WebSocket
+
+from app.accounts import service as accounts
+from app.auth.service import session_is_live
+from app.consent.service import missing_documents
+from app.core import audit
+from app.core.context import Context
+from app.core.errors import ConfideError, NotFound
+from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP, TokenError
+from app.devices.service import active_device, active_devices_of, encode_key
+from app.models import Room, RoomKind
+from app.relay import protocol as p
+from app.relay.broker import BrokerUnavailable
+from app.relay.hub import Connection, Grant, Hub, Participant
+from app.rooms import service as rooms
+from app.rooms.errors import ConsentRequired, OutsideTimeWindow, RoomEnded, RoomLocked
+
+log = logging.getLogger("confide.relay")
+router = APIRouter()
+
+
+class Refused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+_CLOSE_FOR: dict[type[ConfideError], int] = {
+    RoomEnded: p.CLOSE_ENDED,
+    ConsentRequired: p.CLOSE_FORBIDDEN,
+    OutsideTimeWindow: p.CLOSE_FORBIDDEN,
+    RoomLocked: p.CLOSE_FORBIDDEN,
+    NotFound: p.CLOSE_FORBIDDEN,
+}
+
+
+async def authorize(ctx: Context, hub: Hub, room_id: str, token: str) -> Grant:
+    try:
+        claims = ctx.tokens.verify(token, audience=ROOM_AUDIENCE, typ=ROOM_TYP)
+    except TokenError as error:
+        raise Refused(p.CLOSE_TOKEN, error.code) from None
+    if claims.get("room") != room_id or not isinstance(claims.get("device"), str):
+        raise Refused(p.CLOSE_TOKEN, "token_invalid")
+    if claims["iat"] < hub.broker.epoch - 1:
+        # Issued before the broker's memory of spent tokens began: it may have been spent.
+        raise Refused(p.CLOSE_TOKEN, "token_expired")
+    account_id, device_id = str(claims["sub"]), str(claims["device"])
+    try:
+        ttl = max(1, int(claims["exp"] - ctx.clock.time()) + 60)
+        if not await hub.broker.spend_jti(str(claims["jti"]), ttl):
+            raise Refused(p.CLOSE_TOKEN, "token_spent")
+    except BrokerUnavailable:
+        raise Refused(p.CLOSE_TRY_AGAIN, "unavailable") from None
+
+    async with ctx.transaction() as session:
+        account = await accounts.get_active(session, account_id)
+        sid = claims.get("sid")
+        if account is None or not isinstance(sid, str) or not await session_is_live(session, sid):
+            raise Refused(p.CLOSE_TOKEN, "token_invalid")
+        if await session.get(Room, room_id) is None:
+            raise Refused(p.CLOSE_NOT_FOUND, "not_found")
+        try:
+            state, member = await rooms.load_for(session, ctx.vault, room_id, account_id)
+            if await active_device(session, account_id, device_id) is None:
+                raise Refused(p.CLOSE_FORBIDDEN, "device_revoked")
+            missing = (
+                []
+                if member.role == rooms.HOST
+                else await missing_documents(
+                    session, ctx.vault, account, group=state.room.kind == RoomKind.group
+                )
+            )
+            rooms.check_admission(state, member, ctx.clock.now(), missing)
+        except ConfideError as error:
+            raise Refused(_CLOSE_FOR.get(type(error), p.CLOSE_FORBIDDEN), error.code) from None
+        ids = [m.account_id for m in state.members]
+        names = await rooms.display_names(session, ctx.vault, ids)
+        devices = await active_devices_of(session, ids)
+        audit.record(
+            session,
+            "room.join",
+            actor_id=account_id,
+            actor_role=member.role,
+            target=account_id,
+            details={"room": room_id, "device": device_id},
+        )
+    participants = {
+        m.account_id: Participant(
+            m.account_id,
+            m.role,
+            names.get(m.account_id, ""),
+            state.is_admitted(m),
+            {d.id: encode_key(d.public_key) for d in devices.get(m.account_id, [])},
+        )
+        for m in state.members
+    }
+    return Grant(
+        room_id=room_id,
+        account_id=account_id,
+        device_id=device_id,
+        role=member.role,
+        session_id=sid,
+        admitted=state.is_admitted(member),
+        ends_at=state.ends_at,
+        locked=state.room.locked,
+        participants=participants,
+    )
+
+
+async def _first_frame_token(ws: WebSocket) -> str:
+    try:
+        message = await asyncio.wait_for(ws.receive(), p.AUTH_TIMEOUT_S)
+    except TimeoutError:
+        raise Refused(p.CLOSE_TOKEN, "no auth frame within 5 seconds") from None
+    if message["type"] == "websocket.disconnect":
+        raise Refused(p.CLOSE_NORMAL, "gone")
+    text = message.get("text")
+    if text is None:
+        raise Refused(p.CLOSE_POLICY, "binary frames are not allowed")
+    try:
+        frame = p.parse_client_frame(text)
+    except p.FrameError:
+        raise Refused(p.CLOSE_TOKEN, "the first frame must be auth") from None
+    if not isinstance(frame, p.AuthFrame):
+        raise Refused(p.CLOSE_TOKEN, "the first frame must be auth")
+    return frame.token
+
+
+@router.websocket("/v1/rooms/{room_id}/ws")
+async def room_socket(ws: WebSocket, room_id: str) -> None:
+    ctx: Context = ws.app.state.ctx
+    hub: Hub = ws.app.state.hub
+    offered: list[str] = list(ws.scope.get("subprotocols") or [])
+    speaks_v1, token = p.bearer_from_subprotocols(offered)
+    await ws.accept(subprotocol=p.SUBPROTOCOL if speaks_v1 else None)
+    try:
+        origin = ws.headers.get("origin")
+        if origin is not None and origin not in ctx.settings.allowed_origins:
+            raise Refused(p.CLOSE_FORBIDDEN, "origin not allowed")
+        if not speaks_v1:
+            raise Refused(p.CLOSE_PROTOCOL_ERROR, "subprotocol confide.v1 required")
+        if b"token" in ws.scope.get("query_string", b""):
+            raise Refused(p.CLOSE_TOKEN, "tokens are never accepted in the URL")
+        if token is None:
+            token = await _first_frame_token(ws)
+        grant = await authorize(ctx, hub, room_id, token)
+    except Refused as refused:
+        log.info("socket refused: %s (%s)", refused.code, refused.reason)
+        with contextlib.suppress(Exception):
+            await ws.close(refused.code, refused.reason)
+        return
+    conn = Connection(ws, grant, ctx.settings.ws_rate_per_s)
+    try:
+        await hub.run(conn, grant)
+    finally:
+        await _record_leave(ctx, grant)
+
+
+async def _record_leave(ctx: Context, grant: Grant) -> None:
+    with contextlib.suppress(Exception):
+        async with ctx.transaction() as session:
+            audit.record(
+                session,
+                "room.leave",
+                actor_id=grant.account_id,
+                actor_role=grant.role,
+                target=grant.account_id,
+                details={"room": grant.room_id, "device": grant.device_id},
+            )

@@ -1,0 +1,567 @@
+"""Live sockets on this instance: bounded queues, fan-out, back-pressure, events.
+
+The hub holds, for each room with a socket on this instance, what the socket
+needs to route without asking the database: the participants, their roles,
+admission and devices. It is filled from the database once when a socket
+joins, then kept current by events (admission, removal, revocation, the end),
+which arrive through the broker from whichever instance made the change.
+Messages need no database query at all.
+
+Each connection has a bounded queue drained by its own writer task: fan-out
+never awaits a slow socket. A queue that fills closes its socket with 1013
+(the client resumes with a new token); memory never grows with a slow reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from app.core.clock import Clock
+from app.relay import protocol as p
+from app.relay.broker import Broker, BrokerUnavailable, Outgoing, Stored, message_frame
+
+log = logging.getLogger("confide.relay")
+
+#: A connection's send queue holds at most this many frames and bytes; past
+#: either, the consumer is too slow and its socket is closed (1013).
+QUEUE_FRAMES = 1024
+QUEUE_BYTES = 4 * 1024 * 1024
+ENDING_NOTICE = timedelta(minutes=5)
+_LIVE_SEEN_MAX = 10_000
+
+
+@dataclass
+class Participant:
+    account_id: str
+    role: str
+    display_name: str
+    admitted: bool
+    devices: dict[str, str] = field(default_factory=dict)  # device id -> public key
+
+
+@dataclass
+class Grant:
+    """What the database said when the socket joined."""
+
+    room_id: str
+    account_id: str
+    device_id: str
+    role: str
+    session_id: str
+    admitted: bool
+    ends_at: datetime | None
+    locked: bool
+    participants: dict[str, Participant]
+
+
+class Connection:
+    def __init__(self, ws: WebSocket, grant: Grant, rate_per_s: int) -> None:
+        self.id = uuid.uuid4().hex
+        self.ws = ws
+        self.room_id = grant.room_id
+        self.account_id = grant.account_id
+        self.device_id = grant.device_id
+        self.role = grant.role
+        self.session_id = grant.session_id
+        self.admitted = grant.admitted
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_FRAMES)
+        self.queued_bytes = 0
+        self.bucket = p.TokenBucket(rate=rate_per_s, burst=2 * rate_per_s)
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.resuming = False
+        self.held: list[tuple[int, str]] = []
+        self.live_seen: set[int] = set()
+
+    def send(self, frame: str) -> None:
+        if self.close_code is not None:
+            return
+        if self.queued_bytes + len(frame) > QUEUE_BYTES or self.queue.full():
+            self.close(p.CLOSE_TRY_AGAIN, "consumer too slow")
+            return
+        self.queued_bytes += len(frame)
+        self.queue.put_nowait(frame)
+
+    def deliver(self, seq: int, frame: str) -> None:
+        if self.resuming:
+            self.held.append((seq, frame))
+            return
+        if seq in self.live_seen:
+            return
+        self.live_seen.add(seq)
+        if len(self.live_seen) > _LIVE_SEEN_MAX:
+            floor = max(self.live_seen) - _LIVE_SEEN_MAX // 2
+            self.live_seen = {s for s in self.live_seen if s > floor}
+        self.send(frame)
+
+    def close(self, code: int, reason: str = "") -> None:
+        if self.close_code is not None:
+            return
+        self.close_code, self.close_reason = code, reason
+        # Drop what is queued: a closing socket owes nothing more.
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queued_bytes = 0
+        self.queue.put_nowait(None)
+
+    async def writer(self) -> None:
+        try:
+            while True:
+                frame = await self.queue.get()
+                if frame is None:
+                    break
+                self.queued_bytes -= len(frame)
+                await self.ws.send_text(frame)
+        except Exception:  # the peer is gone: nothing more can be sent
+            self.close_code = self.close_code or p.CLOSE_GOING_AWAY
+            return
+        with contextlib.suppress(Exception):
+            await self.ws.close(self.close_code or p.CLOSE_NORMAL, self.close_reason[:120])
+
+
+@dataclass
+class LiveRoom:
+    id: str
+    ends_at: datetime | None
+    locked: bool
+    participants: dict[str, Participant]
+    connections: dict[str, Connection] = field(default_factory=dict)
+    timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    def devices(self) -> dict[str, str]:
+        """Device id -> account id of every participant's active device."""
+        return {d: a.account_id for a in self.participants.values() for d in a.devices}
+
+
+class Hub:
+    def __init__(
+        self, broker: Broker, clock: Clock, *, rate_per_s: int, idle_timeout: float
+    ) -> None:
+        self.broker = broker
+        self.clock = clock
+        self.rate_per_s = rate_per_s
+        self.idle_timeout = idle_timeout
+        self.rooms: dict[str, LiveRoom] = {}
+
+    async def start(self) -> None:
+        await self.broker.start(self.on_message, self.on_event)
+
+    def connections(self) -> list[Connection]:
+        return [c for room in self.rooms.values() for c in room.connections.values()]
+
+    def close_all(self, code: int, reason: str) -> None:
+        for conn in self.connections():
+            conn.close(code, reason)
+
+    # -- joining and leaving -------------------------------------------------
+    def _room_for(self, grant: Grant) -> LiveRoom:
+        room = self.rooms.get(grant.room_id)
+        if room is None:
+            room = LiveRoom(grant.room_id, grant.ends_at, grant.locked, grant.participants)
+            self.rooms[grant.room_id] = room
+            self._arm(room)
+        else:
+            # The database is the truth at join time: refresh what events keep current.
+            room.participants = grant.participants
+            room.locked = grant.locked
+            if room.ends_at != grant.ends_at:
+                room.ends_at = grant.ends_at
+                self._arm(room)
+        return room
+
+    async def run(self, conn: Connection, grant: Grant) -> None:
+        room = self._room_for(grant)
+        try:
+            online = await self.broker.online(room.id)
+            latest = await self.broker.latest_seq(room.id)
+        except BrokerUnavailable:
+            conn.close(p.CLOSE_TRY_AGAIN, "broker unavailable")
+            await conn.writer()
+            return
+        previous = room.connections.get(conn.device_id)
+        if previous is not None:
+            previous.close(p.CLOSE_REPLACED, "replaced by a new connection")
+        room.connections[conn.device_id] = conn
+        conn.send(self._welcome(room, conn, online | {conn.device_id}, latest))
+        if room.ends_at is not None and room.ends_at - self.clock.now() <= ENDING_NOTICE:
+            conn.send(
+                p.dumps(
+                    {
+                        "type": "room",
+                        "event": "ending",
+                        "ends_at": room.ends_at.isoformat().replace("+00:00", "Z"),
+                    }
+                )
+            )
+        writer = asyncio.create_task(conn.writer())
+        try:
+            await self.broker.set_online(room.id, conn.device_id, True)
+            await self.broker.publish(
+                {
+                    "kind": "presence",
+                    "room": room.id,
+                    "event": "online" if conn.admitted else "waiting",
+                    "account": conn.account_id,
+                    "device": conn.device_id,
+                    "conn": conn.id,
+                }
+            )
+        except BrokerUnavailable:
+            conn.close(p.CLOSE_TRY_AGAIN, "broker unavailable")
+        reader = asyncio.create_task(self._read(conn))
+        try:
+            await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not reader.done():
+                conn.close(conn.close_code or p.CLOSE_NORMAL)
+                reader.cancel()
+            if not writer.done():
+                conn.close(conn.close_code or p.CLOSE_NORMAL)
+                try:
+                    await asyncio.wait_for(writer, 5)
+                except (TimeoutError, Exception):
+                    writer.cancel()
+            await self._leave(room, conn)
+
+    async def _leave(self, room: LiveRoom, conn: Connection) -> None:
+        if room.connections.get(conn.device_id) is conn:
+            del room.connections[conn.device_id]
+            with contextlib.suppress(BrokerUnavailable):
+                await self.broker.set_online(room.id, conn.device_id, False)
+                await self.broker.publish(
+                    {
+                        "kind": "presence",
+                        "room": room.id,
+                        "event": "offline",
+                        "account": conn.account_id,
+                        "device": conn.device_id,
+                        "conn": conn.id,
+                    }
+                )
+        if not room.connections and self.rooms.get(room.id) is room:
+            for timer in room.timers:
+                timer.cancel()
+            del self.rooms[room.id]
+
+    def _welcome(self, room: LiveRoom, conn: Connection, online: set[str], latest: int) -> str:
+        return p.dumps(
+            {
+                "type": "welcome",
+                "room": room.id,
+                "you": {
+                    "account_id": conn.account_id,
+                    "device_id": conn.device_id,
+                    "role": conn.role,
+                },
+                "state": "admitted" if conn.admitted else "waiting",
+                "seq": latest,
+                "participants": [
+                    {
+                        "account_id": part.account_id,
+                        "display_name": part.display_name,
+                        "role": part.role,
+                        "admitted": part.admitted,
+                        "online": any(d in online for d in part.devices),
+                        "devices": [
+                            {"device_id": d, "public_key": key} for d, key in part.devices.items()
+                        ],
+                    }
+                    for part in room.participants.values()
+                ],
+            }
+        )
+
+    # -- reading -------------------------------------------------------------
+    async def _read(self, conn: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        while conn.close_code is None:
+            try:
+                message = await asyncio.wait_for(conn.ws.receive(), self.idle_timeout)
+            except TimeoutError:
+                conn.close(p.CLOSE_GOING_AWAY, "idle timeout")
+                return
+            except (WebSocketDisconnect, RuntimeError):
+                conn.close(p.CLOSE_NORMAL)
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                conn.close(p.CLOSE_POLICY, "binary frames are not allowed")
+                return
+            if not conn.bucket.allow(loop.time()):
+                if conn.bucket.strikes > p.MAX_STRIKES:
+                    conn.close(p.CLOSE_POLICY, "rate limit exceeded")
+                    return
+                conn.send(p.error_frame("rate_limited", "slow down"))
+                continue
+            try:
+                frame = p.parse_client_frame(text)
+            except p.FrameError as error:
+                conn.send(p.error_frame(error.code, error.detail, error.frame_id))
+                continue
+            if isinstance(frame, p.SendFrame):
+                await self._send(conn, frame)
+            elif isinstance(frame, p.PingFrame):
+                conn.send('{"type":"pong"}')
+            elif isinstance(frame, p.ResumeFrame):
+                await self._resume(conn, frame.after)
+            else:
+                conn.send(p.error_frame("validation_error", "already authenticated"))
+
+    async def _send(self, conn: Connection, frame: p.SendFrame) -> None:
+        if not conn.admitted:
+            conn.send(p.error_frame("not_admitted", "wait to be admitted", frame.id))
+            return
+        room = self.rooms[conn.room_id]
+        sender = {"account_id": conn.account_id, "device_id": conn.device_id}
+        sent_at = self.clock.now().isoformat().replace("+00:00", "Z")
+        broadcast: str | None = None
+        directed: dict[str, str] | None = None
+        if frame.ciphertext is not None:
+            broadcast = _fragment(frame.id, sender, frame.ciphertext, sent_at)
+        else:
+            assert frame.recipients is not None
+            known = room.devices()
+            unknown = [d for d in frame.recipients if d not in known]
+            if unknown:
+                conn.send(p.error_frame("validation_error", "unknown recipient device", frame.id))
+                return
+            directed = {
+                device: _fragment(frame.id, sender, ciphertext, sent_at)
+                for device, ciphertext in frame.recipients.items()
+            }
+        try:
+            seq, _ = await self.broker.append(
+                Outgoing(conn.room_id, conn.device_id, frame.id, broadcast, directed)
+            )
+        except BrokerUnavailable:
+            conn.send(p.error_frame("unavailable", "message not accepted; send again", frame.id))
+            return
+        conn.send(p.ack_frame(frame.id, seq))
+
+    async def _resume(self, conn: Connection, after: int) -> None:
+        if not conn.admitted:
+            conn.send(p.error_frame("not_admitted", "wait to be admitted"))
+            return
+        conn.resuming = True
+        sent = set(conn.live_seen)
+        try:
+            stored = await self.broker.replay(conn.room_id, after)
+            latest = await self.broker.latest_seq(conn.room_id)
+        except BrokerUnavailable:
+            conn.resuming = False
+            conn.send(p.error_frame("unavailable", "replay not available; resume again"))
+            return
+        for item in stored:
+            fragment = item.fragment_for(conn.device_id)
+            if fragment is not None and item.seq > after and item.seq not in sent:
+                conn.send(message_frame(item.seq, fragment))
+                sent.add(item.seq)
+        conn.resuming = False
+        for seq, frame in sorted(conn.held):
+            if seq not in sent:
+                conn.send(frame)
+                sent.add(seq)
+        conn.held.clear()
+        conn.live_seen = {s for s in sent if s > after}
+        conn.send(p.dumps({"type": "resumed", "seq": max([latest, *sent])}))
+
+    # -- from the broker -----------------------------------------------------
+    async def on_message(self, room_id: str, stored: Stored) -> None:
+        room = self.rooms.get(room_id)
+        if room is None:
+            return
+        frame_cache: dict[str, str] = {}
+        for conn in list(room.connections.values()):
+            if not conn.admitted:
+                continue
+            fragment = stored.fragment_for(conn.device_id)
+            if fragment is None:
+                continue
+            frame = frame_cache.get(fragment)
+            if frame is None:
+                frame = frame_cache[fragment] = message_frame(stored.seq, fragment)
+            conn.deliver(stored.seq, frame)
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        handler = getattr(self, "_on_" + str(event.get("kind")), None)
+        if handler is not None:
+            handler(event)
+
+    def _broadcast(self, room: LiveRoom, frame: str, *, admitted_only: bool = False) -> None:
+        for conn in list(room.connections.values()):
+            if conn.admitted or not admitted_only:
+                conn.send(frame)
+
+    def _presence(self, room: LiveRoom, event: str, account: str, device: str | None) -> str:
+        frame: dict[str, Any] = {"type": "presence", "event": event, "account_id": account}
+        if device is not None:
+            frame["device_id"] = device
+        return p.dumps(frame)
+
+    def _on_presence(self, event: dict[str, Any]) -> None:
+        room = self.rooms.get(event["room"])
+        if room is None:
+            return
+        if event["event"] in ("online", "waiting"):
+            existing = room.connections.get(event["device"])
+            if existing is not None and existing.id != event["conn"]:
+                # The same device joined again, here or on another instance.
+                existing.close(p.CLOSE_REPLACED, "replaced by a new connection")
+        frame = self._presence(room, event["event"], event["account"], event["device"])
+        for conn in list(room.connections.values()):
+            if conn.id != event["conn"]:
+                conn.send(frame)
+
+    def _on_admitted(self, event: dict[str, Any]) -> None:
+        room = self.rooms.get(event["room"])
+        if room is None:
+            return
+        part = room.participants.get(event["account"])
+        if part is not None:
+            part.admitted = True
+        for conn in room.connections.values():
+            if conn.account_id == event["account"]:
+                conn.admitted = True
+        self._broadcast(room, self._presence(room, "admitted", event["account"], None))
+
+    def _on_participant_added(self, event: dict[str, Any]) -> None:
+        room = self.rooms.get(event["room"])
+        if room is None:
+            return
+        room.participants[event["account"]] = Participant(
+            event["account"],
+            event["role"],
+            event.get("display_name", ""),
+            bool(event.get("admitted")),
+            dict(event.get("devices", {})),
+        )
+
+    def _on_participant_removed(self, event: dict[str, Any]) -> None:
+        room = self.rooms.get(event["room"])
+        if room is None:
+            return
+        room.participants.pop(event["account"], None)
+        for conn in list(room.connections.values()):
+            if conn.account_id == event["account"]:
+                conn.close(p.CLOSE_FORBIDDEN, "removed from the room")
+        self._broadcast(room, self._presence(room, "removed", event["account"], None))
+
+    def _on_device_added(self, event: dict[str, Any]) -> None:
+        frame = p.dumps(
+            {
+                "type": "device",
+                "event": "added",
+                "account_id": event["account"],
+                "device": {"device_id": event["device"], "public_key": event["public_key"]},
+            }
+        )
+        for room in self.rooms.values():
+            part = room.participants.get(event["account"])
+            if part is not None:
+                part.devices[event["device"]] = event["public_key"]
+                self._broadcast(room, frame, admitted_only=True)
+
+    def _on_device_revoked(self, event: dict[str, Any]) -> None:
+        for room in self.rooms.values():
+            part = room.participants.get(event["account"])
+            if part is None:
+                continue
+            key = part.devices.pop(event["device"], "")
+            conn = room.connections.get(event["device"])
+            if conn is not None:
+                conn.close(p.CLOSE_FORBIDDEN, "device revoked")
+            frame = p.dumps(
+                {
+                    "type": "device",
+                    "event": "revoked",
+                    "account_id": event["account"],
+                    "device": {"device_id": event["device"], "public_key": key},
+                }
+            )
+            self._broadcast(room, frame, admitted_only=True)
+
+    def _on_account_closed(self, event: dict[str, Any]) -> None:
+        for conn in self.connections():
+            if conn.account_id == event["account"]:
+                conn.close(int(event.get("code", p.CLOSE_FORBIDDEN)), str(event.get("reason", "")))
+
+    def _on_session_revoked(self, event: dict[str, Any]) -> None:
+        for conn in self.connections():
+            if conn.session_id == event["sid"]:
+                conn.close(p.CLOSE_TOKEN, "logged out")
+
+    def _on_room_locked(self, event: dict[str, Any]) -> None:
+        self._room_flag(event["room"], locked=True)
+
+    def _on_room_unlocked(self, event: dict[str, Any]) -> None:
+        self._room_flag(event["room"], locked=False)
+
+    def _room_flag(self, room_id: str, *, locked: bool) -> None:
+        room = self.rooms.get(room_id)
+        if room is not None:
+            room.locked = locked
+            self._broadcast(
+                room, p.dumps({"type": "room", "event": "locked" if locked else "unlocked"})
+            )
+
+    def _on_room_schedule(self, event: dict[str, Any]) -> None:
+        room = self.rooms.get(event["room"])
+        if room is None:
+            return
+        ends_at = event.get("ends_at")
+        room.ends_at = datetime.fromisoformat(ends_at) if ends_at else None
+        self._arm(room)
+        if room.ends_at is not None and room.ends_at - self.clock.now() <= ENDING_NOTICE:
+            self._ending(room)
+
+    def _on_room_ended(self, event: dict[str, Any]) -> None:
+        room = self.rooms.get(event["room"])
+        if room is not None:
+            self._end(room)
+
+    # -- the clock -----------------------------------------------------------
+    def _arm(self, room: LiveRoom) -> None:
+        for timer in room.timers:
+            timer.cancel()
+        room.timers = []
+        if room.ends_at is None:
+            return
+        loop = asyncio.get_running_loop()
+        until_end = (room.ends_at - self.clock.now()).total_seconds()
+        until_notice = until_end - ENDING_NOTICE.total_seconds()
+        if until_notice > 0:
+            room.timers.append(loop.call_later(until_notice, self._ending, room))
+        room.timers.append(loop.call_later(max(0.0, until_end), self._end, room))
+
+    def _ending(self, room: LiveRoom) -> None:
+        if room.ends_at is not None:
+            frame = p.dumps(
+                {
+                    "type": "room",
+                    "event": "ending",
+                    "ends_at": room.ends_at.isoformat().replace("+00:00", "Z"),
+                }
+            )
+            self._broadcast(room, frame)
+
+    def _end(self, room: LiveRoom) -> None:
+        self._broadcast(room, p.dumps({"type": "room", "event": "ended"}))
+        for conn in list(room.connections.values()):
+            conn.close(p.CLOSE_ENDED, "room ended")
+
+
+def _fragment(client_id: str, sender: dict[str, str], ciphertext: str, sent_at: str) -> str:
+    body = p.dumps(
+        {"id": client_id, "sender": sender, "ciphertext": ciphertext, "sent_at": sent_at}
+    )
+    return body[1:]

@@ -1,0 +1,263 @@
+"""The room socket's protocol, without I/O.
+
+Everything the server decides about a frame from its bytes alone lives here:
+parsing and validation of client frames into typed models, the size limits,
+the rate limiter, and the shapes of server frames. The socket endpoint and the
+hub do the I/O and call in here; this module never awaits, never touches the
+database and never reads a clock of its own, so every rule is tested by
+property tests.
+
+Rules (PROTOCOL.md, "The room socket"), and why:
+- Frames are JSON text, at most 256 KiB. Larger frames are refused by the
+  server's WebSocket layer (close 1009) before they reach Python objects; the
+  check is repeated here so a misconfigured server still refuses them.
+- A text frame that is not JSON, not an object, has a missing or unknown
+  `type`, or fails validation is answered with `error` `validation_error` and
+  the socket stays open: a buggy client should learn what it did wrong.
+  A ciphertext over 64 KiB decoded gets `payload_too_large` instead.
+- A binary frame is a policy violation (close 1008): the protocol is JSON text
+  only, and binary frames are the classic way to smuggle unparsed data.
+- Ciphertext is base64url (padding accepted). The server checks its alphabet
+  and size, never its content: it cannot read it and must not try.
+- NaN and Infinity are not JSON; Python's parser accepts them, so they are
+  refused explicitly. Duplicate keys are refused too: two parsers reading the
+  same frame differently is how routing confusion starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+SUBPROTOCOL = "confide.v1"
+BEARER_PREFIX = "bearer."
+MAX_FRAME_BYTES = 256 * 1024
+MAX_CIPHERTEXT_BYTES = 64 * 1024
+MAX_RECIPIENTS = 256
+AUTH_TIMEOUT_S = 5.0
+
+# Close codes (PROTOCOL.md, "Close codes").
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN = 1013
+CLOSE_TOKEN = 4001
+CLOSE_FORBIDDEN = 4003
+CLOSE_NOT_FOUND = 4004
+CLOSE_ENDED = 4010
+CLOSE_REPLACED = 4011
+
+# \Z, not $: `$` also matches before a trailing newline, which is not base64url.
+_B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}\Z")
+# The longest base64 text that can decode to MAX_CIPHERTEXT_BYTES (plus padding).
+_MAX_B64_CHARS = (MAX_CIPHERTEXT_BYTES + 2) // 3 * 4
+
+
+class FrameError(Exception):
+    """A frame the server refuses; `code` is the `error` frame's code."""
+
+    def __init__(self, code: str, detail: str, frame_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.frame_id = frame_id
+
+
+def decoded_length(text: str) -> int:
+    """Length in bytes of the base64url `text`, or raise FrameError."""
+    if len(text) > _MAX_B64_CHARS + 2:
+        raise FrameError("payload_too_large", "ciphertext is over 64 KiB")
+    if not _B64URL.match(text):
+        raise FrameError("validation_error", "ciphertext must be base64url")
+    if "=" in text and len(text) % 4:
+        # Padding, when present, must be exact: a receiver's strict decoder
+        # would refuse `AAAA==` after the server had acked it.
+        raise FrameError("validation_error", "ciphertext has wrong base64 padding")
+    unpadded = text.rstrip("=")
+    if len(unpadded) % 4 == 1:
+        raise FrameError("validation_error", "ciphertext has an impossible base64 length")
+    try:
+        raw = base64.urlsafe_b64decode(unpadded + "=" * (-len(unpadded) % 4))
+    except (binascii.Error, ValueError):
+        raise FrameError("validation_error", "ciphertext must be base64url") from None
+    if len(raw) > MAX_CIPHERTEXT_BYTES:
+        raise FrameError("payload_too_large", "ciphertext is over 64 KiB")
+    return len(raw)
+
+
+MessageId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+]
+DeviceId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+# No max_length here: decoded_length() refuses an over-long ciphertext with
+# payload_too_large, as the contract says; a pydantic limit would answer
+# validation_error first. The 256 KiB frame limit bounds the string anyway.
+Ciphertext = Annotated[str, StringConstraints(min_length=1)]
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AuthFrame(_Frame):
+    type: Literal["auth"]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class SendFrame(_Frame):
+    """Broadcast (`ciphertext`) or per-recipient (`recipients`): exactly one of the two."""
+
+    type: Literal["send"]
+    id: MessageId
+    ciphertext: Ciphertext | None = None
+    recipients: dict[DeviceId, Ciphertext] | None = Field(default=None, max_length=MAX_RECIPIENTS)
+
+
+class ResumeFrame(_Frame):
+    type: Literal["resume"]
+    after: Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+class PingFrame(_Frame):
+    type: Literal["ping"]
+
+
+ClientFrame = AuthFrame | SendFrame | ResumeFrame | PingFrame
+_MODELS: dict[str, type[_Frame]] = {
+    "auth": AuthFrame,
+    "send": SendFrame,
+    "resume": ResumeFrame,
+    "ping": PingFrame,
+}
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def parse_client_frame(text: str) -> ClientFrame:
+    """Parse one text frame, or raise FrameError (never anything else)."""
+    if len(text) > MAX_FRAME_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
+        raise FrameError("payload_too_large", "frame is over 256 KiB")
+    try:
+        data = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError):
+        raise FrameError("validation_error", "frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise FrameError("validation_error", "frame must be a JSON object")
+    frame_id = data.get("id") if isinstance(data.get("id"), str) else None
+    kind = data.get("type")
+    model = _MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise FrameError("validation_error", "missing or unknown frame type", frame_id)
+    try:
+        frame = model.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "frame"
+        raise FrameError("validation_error", f"{where}: {first['msg']}", frame_id) from None
+    if isinstance(frame, SendFrame):
+        _check_send(frame)
+    assert isinstance(frame, AuthFrame | SendFrame | ResumeFrame | PingFrame)
+    return frame
+
+
+def _check_send(frame: SendFrame) -> None:
+    if (frame.ciphertext is None) == (frame.recipients is None):
+        raise FrameError(
+            "validation_error", "send needs exactly one of ciphertext or recipients", frame.id
+        )
+    try:
+        if frame.ciphertext is not None:
+            if decoded_length(frame.ciphertext) == 0:
+                raise FrameError("validation_error", "ciphertext is empty")
+        else:
+            assert frame.recipients is not None
+            if not frame.recipients:
+                raise FrameError("validation_error", "recipients is empty")
+            for ciphertext in frame.recipients.values():
+                if decoded_length(ciphertext) == 0:
+                    raise FrameError("validation_error", "ciphertext is empty")
+    except FrameError as error:
+        raise FrameError(error.code, error.detail, frame.id) from None
+
+
+def bearer_from_subprotocols(offered: list[str]) -> tuple[bool, str | None]:
+    """(offers confide.v1, the room token of a `bearer.<token>` entry if any)."""
+    token = None
+    for entry in offered:
+        if entry.startswith(BEARER_PREFIX) and token is None:
+            token = entry[len(BEARER_PREFIX) :]
+    return SUBPROTOCOL in offered, token
+
+
+@dataclass
+class TokenBucket:
+    """Sustained `rate` per second with bursts of `burst`; time is passed in.
+
+    `allow(now)` spends one token if there is one. `strikes` counts refusals
+    in a row; the connection closes (1008) when abuse persists.
+    """
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    last: float = 0.0
+    strikes: int = 0
+
+    def allow(self, now: float) -> bool:
+        if self.tokens < 0:
+            self.tokens, self.last = self.burst, now
+        elapsed = max(0.0, now - self.last)
+        self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            self.strikes = 0
+            return True
+        self.strikes += 1
+        return False
+
+
+MAX_STRIKES = 50
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (a client's `"id":"\ud800"` echoed in an error)
+            # cannot be sent as UTF-8 text; escaped, it is still valid JSON.
+            text = json.dumps(frame, separators=(",", ":"))
+    return text
+
+
+def error_frame(code: str, detail: str, frame_id: str | None = None) -> str:
+    frame: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
+    if frame_id is not None:
+        frame["id"] = frame_id
+    return dumps(frame)
+
+
+def ack_frame(frame_id: str, seq: int) -> str:
+    return '{"type":"ack","id":' + json.dumps(frame_id) + ',"seq":' + str(seq) + "}"

@@ -1,0 +1,40 @@
+"""Room errors: each maps to a problem-details body on REST and a close code on the socket."""
+
+from __future__ import annotations
+
+from app.core.errors import ConfideError, Conflict, Forbidden
+
+
+class RoomEnded(Conflict):
+    code, title = "room_ended", "Room ended"
+
+
+class RoomFull(Conflict):
+    code, title = "room_full", "Room full"
+
+
+class AlreadyParticipant(Conflict):
+    code, title = "already_participant", "Already a participant"
+
+
+class LastHost(Conflict):
+    code, title = "last_host", "A room keeps at least one host"
+
+
+class RoomLocked(Forbidden):
+    code, title = "room_locked", "Room locked"
+
+
+class OutsideTimeWindow(Forbidden):
+    code, title = "outside_time_window", "Outside the room's time window"
+
+
+class ConsentRequired(Forbidden):
+    code, title = "consent_required", "Consent required"
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__("Accept the listed consent documents first.", missing=missing)
+
+
+class NotAdmitted(ConfideError):
+    status, code, title = 403, "not_admitted", "Not admitted"

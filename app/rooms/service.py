@@ -1,0 +1,564 @@
+"""Rooms, their participants, and the room tokens that admit one device to one room.
+
+Storage (decision note 0004): a room's title and times are sealed under the
+room's own data key. Membership is two rows that a dump cannot join:
+`room_members` (room id, HMAC of room+account, sealed {account, role,
+admitted} under the room key) and `account_rooms` (HMAC of the account,
+sealed room id under the account's key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts import service as accounts
+from app.auth.service import Principal
+from app.consent.service import missing_documents
+from app.core import audit
+from app.core.context import Context
+from app.core.errors import Forbidden, NotFound, ValidationFailed
+from app.core.events import emit
+from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP
+from app.core.vault import DataKeyDestroyed, Vault
+from app.devices.service import active_device, active_devices_of, encode_key
+from app.models import Account, AccountRoom, Role, Room, RoomKind, RoomMember
+from app.models.base import new_id
+from app.rooms.errors import (
+    AlreadyParticipant,
+    ConsentRequired,
+    LastHost,
+    OutsideTimeWindow,
+    RoomEnded,
+    RoomFull,
+    RoomLocked,
+)
+from app.rooms.schemas import CreateRoom, ParticipantOut, PatchRoom, RoomOut
+
+#: Tokens are issued from this long before `starts_at`.
+JOIN_EARLY = timedelta(minutes=10)
+HOST, PARTICIPANT = "host", "participant"
+
+
+@dataclass
+class Member:
+    account_id: str
+    role: str
+    admitted: bool
+    row: RoomMember
+
+
+@dataclass
+class RoomState:
+    room: Room
+    title: str
+    starts_at: datetime | None
+    ends_at: datetime | None
+    ended_at: datetime | None
+    created_at: str | None = None
+    members: list[Member] = field(default_factory=list)
+
+    def member(self, account_id: str) -> Member | None:
+        return next((m for m in self.members if m.account_id == account_id), None)
+
+    def status(self, now: datetime) -> str:
+        if self.room.ended or (self.ends_at is not None and now >= self.ends_at):
+            return "ended"
+        if self.starts_at is not None and now < self.starts_at - JOIN_EARLY:
+            return "scheduled"
+        return "open"
+
+    def is_admitted(self, member: Member) -> bool:
+        return member.role == HOST or member.admitted or not self.room.waiting_room
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def member_index(vault: Vault, room_id: str, account_id: str) -> bytes:
+    return vault.index(f"{room_id}:{account_id}", purpose="room.member")
+
+
+def _owner_index(vault: Vault, account_id: str) -> bytes:
+    return vault.index(account_id, purpose="account.rooms")
+
+
+def _account_room_index(vault: Vault, account_id: str, room_id: str) -> bytes:
+    return vault.index(f"{account_id}:{room_id}", purpose="account.room")
+
+
+# -- loading -------------------------------------------------------------------
+
+
+async def _state(session: AsyncSession, vault: Vault, room: Room) -> RoomState:
+    if room.data_key_id is None:
+        raise NotFound("No such room.")
+    details = await vault.open_json(session, Room.details, room.id, room.details)
+    state = RoomState(
+        room=room,
+        title=details["title"],
+        starts_at=_time(details.get("starts_at")),
+        ends_at=_time(details.get("ends_at")),
+        ended_at=_time(details.get("ended_at")),
+        created_at=details.get("created_at"),
+    )
+    rows = (
+        await session.execute(select(RoomMember).where(RoomMember.room_id == room.id))
+    ).scalars()
+    for row in rows:
+        data = await vault.open_json(session, RoomMember.details, row.id, row.details)
+        state.members.append(Member(data["account"], data["role"], data["admitted"], row))
+    return state
+
+
+async def load_for(
+    session: AsyncSession, vault: Vault, room_id: str, account_id: str
+) -> tuple[RoomState, Member]:
+    """The room as its participant `account_id` sees it; 404 for anyone else."""
+    found = (
+        await session.execute(
+            select(RoomMember.id).where(
+                RoomMember.room_id == room_id,
+                RoomMember.member_ix == member_index(vault, room_id, account_id),
+            )
+        )
+    ).first()
+    room = await session.get(Room, room_id) if found is not None else None
+    if room is None:
+        raise NotFound("No such room.")
+    state = await _state(session, vault, room)
+    member = state.member(account_id)
+    if member is None:
+        raise NotFound("No such room.")
+    return state, member
+
+
+async def load_as_host(
+    session: AsyncSession, vault: Vault, room_id: str, account_id: str
+) -> RoomState:
+    state, member = await load_for(session, vault, room_id, account_id)
+    if member.role != HOST:
+        raise Forbidden("Only a host of this room may do this.")
+    return state
+
+
+async def display_names(
+    session: AsyncSession, vault: Vault, account_ids: Sequence[str]
+) -> dict[str, str]:
+    rows = (
+        await session.execute(select(Account).where(Account.id.in_(list(account_ids))))
+    ).scalars()
+    names: dict[str, str] = {}
+    for account in rows:
+        try:
+            names[account.id] = await vault.open(
+                session, Account.display_name, account.id, account.display_name
+            )
+        except DataKeyDestroyed:
+            names[account.id] = ""
+    return names
+
+
+async def view(session: AsyncSession, ctx: Context, state: RoomState) -> RoomOut:
+    names = await display_names(session, ctx.vault, [m.account_id for m in state.members])
+    return RoomOut(
+        id=state.room.id,
+        title=state.title,
+        kind=state.room.kind,
+        status=state.status(ctx.clock.now()),
+        starts_at=state.starts_at,
+        ends_at=state.ends_at,
+        max_participants=state.room.max_participants,
+        waiting_room=state.room.waiting_room,
+        locked=state.room.locked,
+        participants=[
+            ParticipantOut(
+                account_id=m.account_id,
+                display_name=names.get(m.account_id, ""),
+                role=m.role,
+                admitted=state.is_admitted(m),
+            )
+            for m in state.members
+        ],
+    )
+
+
+# -- writing -------------------------------------------------------------------
+
+
+async def _seal_details(session: AsyncSession, vault: Vault, state: RoomState) -> None:
+    assert state.room.data_key_id is not None
+    state.room.details = await vault.seal_json(
+        session,
+        state.room.data_key_id,
+        Room.details,
+        state.room.id,
+        {
+            "title": state.title,
+            "starts_at": _iso(state.starts_at),
+            "ends_at": _iso(state.ends_at),
+            "ended_at": _iso(state.ended_at),
+            "created_at": state.created_at,
+        },
+    )
+
+
+async def _seal_member(session: AsyncSession, vault: Vault, state: RoomState, m: Member) -> None:
+    assert state.room.data_key_id is not None
+    m.row.details = await vault.seal_json(
+        session,
+        state.room.data_key_id,
+        RoomMember.details,
+        m.row.id,
+        {"account": m.account_id, "role": m.role, "admitted": m.admitted},
+    )
+
+
+async def _add_member(
+    session: AsyncSession, vault: Vault, state: RoomState, account: Account, role: str
+) -> Member:
+    row = RoomMember(
+        id=new_id(),
+        room_id=state.room.id,
+        member_ix=member_index(vault, state.room.id, account.id),
+        details=b"",
+    )
+    member = Member(account.id, role, role == HOST, row)
+    await _seal_member(session, vault, state, member)
+    if account.data_key_id is None:
+        raise NotFound("No such account.")
+    link_id = new_id()
+    link = AccountRoom(
+        id=link_id,
+        owner_ix=_owner_index(vault, account.id),
+        room_ix=_account_room_index(vault, account.id, state.room.id),
+        room=await vault.seal(
+            session, account.data_key_id, AccountRoom.room, link_id, state.room.id
+        ),
+    )
+    session.add_all([row, link])
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise AlreadyParticipant("This account is already in the room.") from None
+    state.members.append(member)
+    return member
+
+
+async def create_room(
+    session: AsyncSession, ctx: Context, principal: Principal, body: CreateRoom
+) -> RoomState:
+    if principal.account.role != Role.counselor:
+        raise Forbidden("Only counselors create rooms.")
+    now = ctx.clock.now()
+    if body.ends_at is not None and body.ends_at <= now:
+        raise ValidationFailed("ends_at must be in the future.")
+    room_id = new_id()
+    key_id = await ctx.vault.create_data_key(session)
+    room = Room(
+        id=room_id,
+        kind=body.kind,
+        data_key_id=key_id,
+        details=b"",
+        max_participants=body.max_participants or (2 if body.kind == RoomKind.individual else 8),
+        waiting_room=body.waiting_room,
+        locked=False,
+        ended=False,
+    )
+    session.add(room)
+    state = RoomState(room, body.title, body.starts_at, body.ends_at, None, now.isoformat())
+    await _seal_details(session, ctx.vault, state)
+    await session.flush()
+    await _add_member(session, ctx.vault, state, principal.account, HOST)
+    audit.record(
+        session,
+        "room.create",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=room_id,
+    )
+    return state
+
+
+async def list_rooms(session: AsyncSession, ctx: Context, account: Account) -> list[RoomState]:
+    if account.data_key_id is None:
+        return []
+    links = (
+        await session.execute(
+            select(AccountRoom).where(AccountRoom.owner_ix == _owner_index(ctx.vault, account.id))
+        )
+    ).scalars()
+    states = []
+    for link in links:
+        room_id = await ctx.vault.open(session, AccountRoom.room, link.id, link.room)
+        room = await session.get(Room, room_id)
+        if room is not None and room.data_key_id is not None:
+            states.append(await _state(session, ctx.vault, room))
+    states.sort(key=lambda s: (s.starts_at is None, s.starts_at or ctx.clock.now(), s.room.id))
+    return states
+
+
+def _not_ended(state: RoomState, ctx: Context) -> None:
+    if state.status(ctx.clock.now()) == "ended":
+        raise RoomEnded("This session has ended.")
+
+
+async def patch_room(
+    session: AsyncSession, ctx: Context, principal: Principal, room_id: str, body: PatchRoom
+) -> RoomState:
+    state = await load_as_host(session, ctx.vault, room_id, principal.id)
+    _not_ended(state, ctx)
+    changes = body.model_fields_set
+    if "title" in changes and body.title is not None:
+        state.title = body.title
+    if "starts_at" in changes:
+        state.starts_at = body.starts_at
+    if "ends_at" in changes:
+        if body.ends_at is not None and body.ends_at <= ctx.clock.now():
+            raise ValidationFailed("ends_at must be in the future.")
+        state.ends_at = body.ends_at
+    if state.starts_at and state.ends_at and state.ends_at <= state.starts_at:
+        raise ValidationFailed("ends_at must be after starts_at.")
+    if "max_participants" in changes and body.max_participants is not None:
+        if body.max_participants < len(state.members):
+            raise ValidationFailed("max_participants is below the current participant count.")
+        state.room.max_participants = body.max_participants
+    if "waiting_room" in changes and body.waiting_room is not None:
+        state.room.waiting_room = body.waiting_room
+    await _seal_details(session, ctx.vault, state)
+    await session.flush()
+    if "ends_at" in changes or "starts_at" in changes:
+        emit(session, {"kind": "room_schedule", "room": room_id, "ends_at": _iso(state.ends_at)})
+    if "waiting_room" in changes and not state.room.waiting_room:
+        for member in state.members:
+            emit(session, {"kind": "admitted", "room": room_id, "account": member.account_id})
+    audit.record(
+        session,
+        "room.update",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=room_id,
+        details={"fields": sorted(changes)},
+    )
+    return state
+
+
+async def add_participant(
+    session: AsyncSession,
+    ctx: Context,
+    principal: Principal,
+    room_id: str,
+    *,
+    account_id: str | None,
+    email: str | None,
+) -> tuple[RoomState, Member]:
+    state = await load_as_host(session, ctx.vault, room_id, principal.id)
+    _not_ended(state, ctx)
+    if email is not None:
+        account = await accounts.find_by_email(session, ctx.vault, email)
+        if account is not None and account.status != "active":
+            account = None
+    else:
+        assert account_id is not None
+        account = await accounts.get_active(session, account_id)
+    if account is None:
+        raise NotFound("No such account.")
+    if account.role == Role.admin:
+        raise ValidationFailed("Admins do not join rooms.")
+    if state.member(account.id) is not None:
+        raise AlreadyParticipant("This account is already in the room.")
+    if len(state.members) >= state.room.max_participants:
+        raise RoomFull("The room has reached max_participants.")
+    role = HOST if account.role == Role.counselor else PARTICIPANT
+    member = await _add_member(session, ctx.vault, state, account, role)
+    names = await display_names(session, ctx.vault, [account.id])
+    devices = (await active_devices_of(session, [account.id])).get(account.id, [])
+    emit(
+        session,
+        {
+            "kind": "participant_added",
+            "room": room_id,
+            "account": account.id,
+            "role": role,
+            "display_name": names.get(account.id, ""),
+            "admitted": state.is_admitted(member),
+            "devices": {d.id: encode_key(d.public_key) for d in devices},
+        },
+    )
+    audit.record(
+        session,
+        "room.participant_add",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=account.id,
+        details={"room": room_id, "role": role},
+    )
+    return state, member
+
+
+async def remove_participant(
+    session: AsyncSession, ctx: Context, principal: Principal, room_id: str, account_id: str
+) -> None:
+    state = await load_as_host(session, ctx.vault, room_id, principal.id)
+    member = state.member(account_id)
+    if member is None:
+        raise NotFound("No such participant.")
+    if member.role == HOST and sum(m.role == HOST for m in state.members) == 1:
+        raise LastHost("A room keeps at least one host.")
+    await session.delete(member.row)
+    await session.execute(
+        delete(AccountRoom).where(
+            AccountRoom.room_ix == _account_room_index(ctx.vault, account_id, room_id)
+        )
+    )
+    await session.flush()
+    emit(session, {"kind": "participant_removed", "room": room_id, "account": account_id})
+    audit.record(
+        session,
+        "room.participant_remove",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=account_id,
+        details={"room": room_id},
+    )
+
+
+async def admit(
+    session: AsyncSession, ctx: Context, principal: Principal, room_id: str, account_id: str
+) -> tuple[RoomState, Member]:
+    state = await load_as_host(session, ctx.vault, room_id, principal.id)
+    _not_ended(state, ctx)
+    member = state.member(account_id)
+    if member is None:
+        raise NotFound("No such participant.")
+    if not member.admitted:
+        member.admitted = True
+        await _seal_member(session, ctx.vault, state, member)
+        await session.flush()
+    emit(session, {"kind": "admitted", "room": room_id, "account": account_id})
+    audit.record(
+        session,
+        "room.admit",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=account_id,
+        details={"room": room_id},
+    )
+    return state, member
+
+
+async def set_locked(
+    session: AsyncSession, ctx: Context, principal: Principal, room_id: str, locked: bool
+) -> RoomState:
+    state = await load_as_host(session, ctx.vault, room_id, principal.id)
+    _not_ended(state, ctx)
+    state.room.locked = locked
+    await session.flush()
+    emit(session, {"kind": "room_locked" if locked else "room_unlocked", "room": room_id})
+    audit.record(
+        session,
+        "room.lock" if locked else "room.unlock",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=room_id,
+    )
+    return state
+
+
+async def end_room(
+    session: AsyncSession, ctx: Context, principal: Principal, room_id: str
+) -> RoomState:
+    state = await load_as_host(session, ctx.vault, room_id, principal.id)
+    if not state.room.ended:
+        state.room.ended = True
+        state.ended_at = ctx.clock.now()
+        await _seal_details(session, ctx.vault, state)
+        await session.flush()
+        emit(session, {"kind": "room_ended", "room": room_id})
+        audit.record(
+            session,
+            "room.end",
+            actor_id=principal.id,
+            actor_role=principal.role,
+            target=room_id,
+        )
+    return state
+
+
+# -- tokens --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedRoomToken:
+    token: str
+    expires_at: datetime
+
+
+def check_admission(
+    state: RoomState, member: Member, now: datetime, missing_consents: list[str]
+) -> None:
+    """Every rule a room token (and a socket join) is issued under, but device and login."""
+    if state.status(now) == "ended":
+        raise RoomEnded("This session has ended.")
+    if state.starts_at is not None and now < state.starts_at - JOIN_EARLY:
+        raise OutsideTimeWindow("The room opens 10 minutes before it starts.")
+    if state.room.locked and not state.is_admitted(member):
+        raise RoomLocked("The room is locked.")
+    if member.role != HOST and missing_consents:
+        raise ConsentRequired(missing_consents)
+
+
+async def issue_token(
+    session: AsyncSession,
+    ctx: Context,
+    principal: Principal,
+    room_id: str,
+    device_id: str,
+) -> IssuedRoomToken:
+    state, member = await load_for(session, ctx.vault, room_id, principal.id)
+    if await active_device(session, principal.id, device_id) is None:
+        raise NotFound("No such device.")
+    now = ctx.clock.now()
+    missing = (
+        []
+        if member.role == HOST
+        else await missing_documents(
+            session, ctx.vault, principal.account, group=state.room.kind == RoomKind.group
+        )
+    )
+    check_admission(state, member, now, missing)
+    ttl = ctx.settings.room_token_ttl
+    if state.ends_at is not None:
+        ttl = max(1, min(ttl, int((state.ends_at - now).total_seconds())))
+    issued = ctx.tokens.issue(
+        audience=ROOM_AUDIENCE,
+        typ=ROOM_TYP,
+        subject=principal.id,
+        ttl=ttl,
+        claims={
+            "room": room_id,
+            "device": device_id,
+            "role": member.role,
+            "sid": principal.session_id,
+        },
+    )
+    audit.record(
+        session,
+        "room.token",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=principal.id,
+        details={"room": room_id, "device": device_id, "jti": issued.jti},
+    )
+    return IssuedRoomToken(issued.token, datetime.fromtimestamp(issued.expires_at, now.tzinfo))

@@ -1,0 +1,586 @@
+"""End to end against the real `confide` command: a server subprocess and the CLI.
+
+Each server runs `confide serve` on a free port with a fresh CONFIDE_DATA_DIR,
+on the embedded default (SQLite in the data dir) or on a fresh PostgreSQL
+database, and is always stopped by its fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import socket
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import asyncpg
+import httpx
+import pytest
+
+from app.core.tokens import generate_signing_key_pem
+from tests.fixtures.services import (
+    PG_HOST,
+    PG_PORT,
+    PG_USER,
+    create_pg_database,
+    drop_pg_database,
+    pg_dsn,
+    pg_url,
+    unavailable,
+)
+
+CONFIDE = Path(sys.executable).parent / "confide"
+START_TIMEOUT_S = 30.0
+CLI_TIMEOUT_S = 60.0
+DEV_KEY_WARNING = "DEVELOPMENT KEYS GENERATED"
+
+T = TypeVar("T")
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on a private loop, leaving the test session's event loop alone."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def marker(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:16]}"
+
+
+# -- where the data lives ---------------------------------------------------------
+
+
+@dataclass
+class Backend:
+    kind: str
+    data_dir: Path
+    pg_name: str | None = None
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "confide.db"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE_")}
+        env["CONFIDE_DATA_DIR"] = str(self.data_dir)
+        if self.pg_name is not None:
+            env["CONFIDE_DATABASE_URL"] = pg_url(self.pg_name)
+        env.update(extra)
+        return env
+
+    def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        """Run one statement straight on the database (`?` placeholders)."""
+        if self.pg_name is None:
+            conn = sqlite3.connect(self.sqlite_path, timeout=10)
+            try:
+                with conn:
+                    return list(conn.execute(sql, params).fetchall())
+            finally:
+                conn.close()
+        numbered = iter(range(1, sql.count("?") + 1))
+        pg_sql = re.sub(r"\?", lambda _: f"${next(numbered)}", sql)
+        name = self.pg_name
+
+        async def go() -> list[tuple[Any, ...]]:
+            conn = await asyncpg.connect(pg_dsn(name), timeout=5)
+            try:
+                if pg_sql.lstrip().upper().startswith("SELECT"):
+                    return [tuple(row) for row in await conn.fetch(pg_sql, *params)]
+                await conn.execute(pg_sql, *params)
+                return []
+            finally:
+                await conn.close()
+
+        return run_async(go())
+
+    def stored_bytes(self) -> bytes:
+        """Everything the database holds, as an attacker with a copy would see it."""
+        if self.pg_name is None:
+            files = [self.sqlite_path, *self.data_dir.glob("confide.db-*")]
+            return b"".join(path.read_bytes() for path in files if path.is_file())
+        pg_dump = shutil.which("pg_dump")
+        if pg_dump is None:
+            pytest.skip("pg_dump is not installed")
+        dump = subprocess.run(
+            [pg_dump, "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, self.pg_name],
+            capture_output=True,
+            timeout=CLI_TIMEOUT_S,
+            check=True,
+        )
+        return dump.stdout
+
+
+@contextmanager
+def backend_for(kind: str, data_dir: Path) -> Iterator[Backend]:
+    if kind == "sqlite":
+        yield Backend(kind, data_dir)
+        return
+    try:
+        name = run_async(create_pg_database())
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        unavailable("PostgreSQL", error)
+        raise
+    try:
+        yield Backend(kind, data_dir, name)
+    finally:
+        run_async(drop_pg_database(name))
+
+
+# -- the server and the command line ----------------------------------------------
+
+
+@dataclass
+class Server:
+    backend: Backend
+    log_dir: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    http: httpx.Client = field(init=False)
+    _out: IO[bytes] | None = None
+    _err: IO[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=15)
+
+    def start(self, attempts: int = 3) -> Server:
+        """Start and wait for /healthz; another process may grab the free port first."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, attempts + 1):
+            if self._wait_healthy():
+                return self
+            assert self.proc is not None
+            if attempt == attempts or "address already in use" not in self.stderr().lower():
+                pytest.fail(f"confide serve exited with {self.proc.returncode}:\n{self.logs()}")
+            self.stop()
+            self.port = free_port()
+            self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=15)
+        raise AssertionError("unreachable")
+
+    def _wait_healthy(self) -> bool:
+        self._out = (self.log_dir / "stdout.log").open("wb")
+        self._err = (self.log_dir / "stderr.log").open("wb")
+        self.proc = subprocess.Popen(
+            [str(CONFIDE), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=self._err,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                if self.http.get("/healthz", timeout=1).status_code == 200:
+                    return True
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"confide serve did not answer /healthz in {START_TIMEOUT_S}s:\n{self.logs()}")
+
+    def stop(self) -> None:
+        """Graceful shutdown (SIGTERM), so SQLite checkpoints its WAL; kill if it hangs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.http.close()
+        for handle in (self._out, self._err):
+            if handle is not None and not handle.closed:
+                handle.close()
+
+    def stderr(self) -> str:
+        path = self.log_dir / "stderr.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self) -> str:
+        path = self.log_dir / "stdout.log"
+        out = path.read_text(errors="replace") if path.exists() else ""
+        return out + self.stderr()
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli(self.env, *args, stdin=stdin)
+
+    # -- API helpers --------------------------------------------------------------
+
+    def register(self, email: str, password: str, name: str) -> dict[str, Any]:
+        response = self.http.post(
+            "/v1/accounts", json={"email": email, "password": password, "display_name": name}
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def login(self, email: str, password: str) -> dict[str, Any]:
+        response = self.http.post("/v1/auth/token", data={"username": email, "password": password})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        assert body["token_type"] == "bearer"
+        return body
+
+    def get(self, path: str, token: str) -> httpx.Response:
+        return self.http.get(path, headers={"Authorization": f"Bearer {token}"})
+
+    def me(self, token: str) -> dict[str, Any]:
+        response = self.get("/v1/me", token)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def run_cli(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CONFIDE), *args],
+        env=env,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+
+
+@contextmanager
+def running_server(backend: Backend, log_dir: Path, **env: str) -> Iterator[Server]:
+    server = Server(backend, log_dir, backend.env(**env))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def new_user(prefix: str) -> tuple[str, str, str]:
+    """(email, password, display name), all unique."""
+    tag = uuid.uuid4().hex[:10]
+    return f"{prefix}-{tag}@example.org", f"{PASSWORD} {tag}", f"{prefix.title()} {tag}"
+
+
+# -- fixtures ------------------------------------------------------------------------
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One server per backend for the tests that only add to its state."""
+    root = tmp_path_factory.mktemp(f"shared-{request.param}")
+    with (
+        backend_for(str(request.param), root / "data") as backend,
+        running_server(backend, root / "logs") as server,
+    ):
+        yield server
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with backend_for(str(request.param), tmp_path / "data") as found:
+        yield found
+
+
+@pytest.fixture
+def server(backend: Backend, tmp_path: Path) -> Iterator[Server]:
+    with running_server(backend, tmp_path / "logs") as started:
+        yield started
+
+
+# -- 1. the README flow ----------------------------------------------------------------
+
+
+def test_readme_flow(shared_server: Server) -> None:
+    server = shared_server
+    email, password, name = new_user("readme")
+    created = server.register(email, password, name)
+    tokens = server.login(email, password)
+    me = server.me(tokens["access_token"])
+    assert me["id"] == created["id"]
+    assert me["email"] == email
+    assert me["display_name"] == name
+    assert me["role"] == "client"
+
+    docs = server.http.get("/docs")
+    assert docs.status_code == 200
+    assert docs.headers["content-type"].startswith("text/html")
+    openapi = server.http.get("/openapi.json")
+    assert openapi.status_code == 200
+    assert "/v1/accounts" in openapi.json()["paths"]
+
+    for response in (
+        docs,
+        openapi,
+        server.http.get("/healthz"),
+        server.http.get("/v1/me"),  # an error answer too
+        server.get("/v1/me", tokens["access_token"]),
+    ):
+        assert "server" not in response.headers, response.url
+
+    keys = server.backend.data_dir / "keys"
+    assert stat.S_IMODE(keys.stat().st_mode) & 0o077 == 0
+    for name_ in ("master_keys", "index_key", "signing_key.pem"):
+        assert stat.S_IMODE((keys / name_).stat().st_mode) == 0o600, name_
+    assert DEV_KEY_WARNING in server.stderr()
+
+
+# -- 2. production refuses generated keys -------------------------------------------
+
+
+def test_production_without_keys_refuses_to_start(tmp_path: Path) -> None:
+    backend = Backend("sqlite", tmp_path / "data")
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(CONFIDE), "serve", "--host", "127.0.0.1", "--port", str(free_port())],
+        env=backend.env(CONFIDE_ENV="production"),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert time.monotonic() - started < 15
+    assert "CONFIDE_MASTER_KEYS" in result.stderr
+    assert DEV_KEY_WARNING not in result.stderr + result.stdout
+    assert not (backend.data_dir / "keys").exists()
+    assert not backend.sqlite_path.exists()
+
+
+def test_production_with_configured_keys_serves(tmp_path: Path) -> None:
+    """What docker-compose.yml configures: keys from the environment and a PEM file."""
+    signing = tmp_path / "signing_key.pem"
+    signing.write_bytes(generate_signing_key_pem())
+    signing.chmod(0o600)
+    backend = Backend("sqlite", tmp_path / "data")
+    env = {
+        "CONFIDE_ENV": "production",
+        "CONFIDE_MASTER_KEYS": "k1:" + secrets.token_urlsafe(32),
+        "CONFIDE_INDEX_KEY": secrets.token_urlsafe(32),
+        "CONFIDE_SIGNING_KEY_FILE": str(signing),
+    }
+    with running_server(backend, tmp_path / "logs", **env) as server:
+        email, password, name = new_user("prod")
+        server.register(email, password, name)
+        assert server.me(server.login(email, password)["access_token"])["email"] == email
+        assert not (backend.data_dir / "keys").exists()
+        assert "development keys" not in server.logs().lower()
+
+
+# -- 3. the first admin, from the command line --------------------------------------------
+
+
+def test_admin_create_from_the_command_line(shared_server: Server) -> None:
+    server = shared_server
+    email, password, _ = new_user("admin")
+    result = server.cli(
+        "admin", "create", "--email", email, "--password-stdin", stdin=password + "\n"
+    )
+    assert result.returncode == 0, result.stderr
+    admin_id = result.stdout.strip()
+    assert str(uuid.UUID(admin_id)) == admin_id
+    assert password not in result.stdout + result.stderr
+
+    token = server.login(email, password)["access_token"]
+    me = server.me(token)
+    assert (me["id"], me["email"], me["role"]) == (admin_id, email, "admin")
+
+    response = server.get("/v1/admin/audit?limit=1000", token)
+    assert response.status_code == 200, response.text
+    entries = response.json()
+    assert [e["seq"] for e in entries] == sorted(e["seq"] for e in entries)
+    created = [e for e in entries if e["action"] == "account.create" and e["target"] == admin_id]
+    assert created, entries
+    assert any(e["action"] == "auth.login" and e["target"] == admin_id for e in entries)
+
+    weak = server.cli(
+        "admin", "create", "--email", new_user("weak")[0], "--password-stdin", stdin="password\n"
+    )
+    assert weak.returncode != 0
+    assert "weak_password" in weak.stderr
+
+
+# -- 4. the audit chain: intact, edited, deleted ---------------------------------------------
+
+
+def test_audit_verify_detects_tampering(server: Server, backend: Backend) -> None:
+    email, password, _ = new_user("auditor")
+    created = server.cli("admin", "create", "--email", email, "--password-stdin", stdin=password)
+    assert created.returncode == 0, created.stderr
+    admin_token = server.login(email, password)["access_token"]
+    client = new_user("client")
+    server.register(*client)
+    server.me(server.login(client[0], client[1])["access_token"])
+
+    intact = server.cli("audit", "verify")
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert "intact" in intact.stdout
+
+    def api_verify() -> dict[str, Any]:
+        response = server.get("/v1/admin/audit/verify", admin_token)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    assert api_verify()["ok"] is True
+
+    (original,) = backend.query("SELECT payload FROM audit_log WHERE seq = ?", 2)
+    backend.query("UPDATE audit_log SET payload = ? WHERE seq = ?", b"\x00" * 40, 2)
+    edited = server.cli("audit", "verify")
+    assert edited.returncode == 1, edited.stdout + edited.stderr
+    assert "seq 2" in edited.stdout
+    body = api_verify()
+    assert body["ok"] is False
+    assert body["broken_seq"] == 2
+
+    backend.query("UPDATE audit_log SET payload = ? WHERE seq = ?", original[0], 2)
+    assert server.cli("audit", "verify").returncode == 0
+    assert api_verify()["ok"] is True
+
+    backend.query("DELETE FROM audit_log WHERE seq = ?", 2)
+    deleted = server.cli("audit", "verify")
+    assert deleted.returncode == 1
+    assert "seq 2" in deleted.stdout
+    body = api_verify()
+    assert (body["ok"], body["broken_seq"]) == (False, 2)
+
+
+# -- 5. master key rotation under a running server --------------------------------------------
+
+
+def newest_kid(backend: Backend) -> str:
+    entries = (backend.data_dir / "keys" / "master_keys").read_text().strip().split(",")
+    return entries[-1].split(":", 1)[0].strip()
+
+
+def rotate(server: Server) -> int:
+    result = server.cli("keys", "rotate")
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = re.search(r"re-wrapped (\d+) data keys", result.stdout)
+    assert found, result.stdout
+    return int(found.group(1))
+
+
+def test_keys_rotate_while_serving(server: Server, backend: Backend) -> None:
+    first_kid = newest_kid(backend)
+    users = [new_user("before")]
+    server.register(*users[0])
+    # An account whose data key the server never saw: made by the CLI, so the
+    # server must unwrap it after the rotation with the new master key.
+    staff = new_user("staff")
+    made = server.cli(
+        "admin",
+        "create",
+        "--email",
+        staff[0],
+        "--display-name",
+        staff[2],
+        "--password-stdin",
+        stdin=staff[1],
+    )
+    assert made.returncode == 0, made.stderr
+
+    assert rotate(server) >= 1
+    assert newest_kid(backend) != first_kid
+    # Before anything else makes the server read the key file again: the
+    # staff key is now wrapped under a master key the server has not loaded.
+    me = server.me(server.login(staff[0], staff[1])["access_token"])
+    assert (me["email"], me["display_name"]) == (staff[0], staff[2])
+    users.append(new_user("after"))
+    server.register(*users[-1])
+
+    def check_everyone() -> None:
+        for email, password, name in [*users, staff]:
+            me = server.me(server.login(email, password)["access_token"])
+            assert (me["email"], me["display_name"]) == (email, name)
+        kids = {kid for (kid,) in backend.query("SELECT master_kid FROM data_keys")}
+        assert kids == {newest_kid(backend)}
+
+    check_everyone()
+
+    second_kid = newest_kid(backend)
+    rows = len(backend.query("SELECT id FROM data_keys"))
+    assert rotate(server) == rows
+    assert newest_kid(backend) != second_kid
+    keyring = (backend.data_dir / "keys" / "master_keys").read_text().strip().split(",")
+    assert len(keyring) == 3
+    users.append(new_user("later"))
+    server.register(*users[-1])
+    check_everyone()
+
+
+# -- 6. what a copy of the database and the log would show ------------------------------------
+
+
+def test_database_dump_and_log_hold_no_plaintext(server: Server, backend: Backend) -> None:
+    secrets_: dict[str, str] = {}
+    for who in ("alice", "bob"):
+        tag = uuid.uuid4().hex[:12]
+        email = f"Dump.{who.title()}-{tag}@Example.org"
+        name = f"{who.title()} Dumpname {marker('')}"
+        password = f"lantern {marker('')} quietly"
+        server.register(email, password, name)
+        first = server.login(email.lower(), password)
+        second = server.http.post(
+            "/v1/auth/refresh", json={"refresh_token": first["refresh_token"]}
+        )
+        assert second.status_code == 200, second.text
+        me = server.me(second.json()["access_token"])
+        assert me["display_name"] == name
+        wrong = f"wrong {marker('')} guess"
+        refused = server.http.post("/v1/auth/token", data={"username": email, "password": wrong})
+        assert refused.status_code == 401
+        secrets_ |= {
+            f"{who} email tag": tag,
+            f"{who} email": email,
+            f"{who} email lowercase": email.lower(),
+            f"{who} email as returned": me["email"],
+            f"{who} name": name,
+            f"{who} password": password,
+            f"{who} wrong password": wrong,
+            f"{who} access token": first["access_token"],
+            f"{who} refresh token": first["refresh_token"],
+            f"{who} second access token": second.json()["access_token"],
+            f"{who} second refresh token": second.json()["refresh_token"],
+        }
+
+    server.stop()  # checkpoints SQLite's write-ahead log into the file
+    stored = backend.stored_bytes()
+    log = server.logs()
+    assert b"$argon2id$" in stored  # the dump holds the accounts, just nothing in clear
+    assert "Application startup complete" in log  # the log was captured
+    for label, value in secrets_.items():
+        encoded = value.encode()
+        assert encoded not in stored, f"{label} is stored in clear"
+        assert encoded.hex().encode() not in stored, f"{label} is stored in clear (hex)"
+        assert value not in log, f"{label} appears in the server log"
