@@ -59,7 +59,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = context or build_context(settings, clock)
         await prepare(ctx)
-        broker = create_broker(ctx.settings.broker_url, ctx.clock.time)
+        broker = create_broker(
+            ctx.settings.broker_url, ctx.clock.time, prefix=ctx.settings.broker_prefix
+        )
         hub = Hub(
             broker,
             ctx.clock,

@@ -7,285 +7,31 @@ database, and is always stopped by its fixture.
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import secrets
-import shutil
-import socket
-import sqlite3
 import stat
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any
 
-import asyncpg
-import httpx
 import pytest
 
 from app.core.tokens import generate_signing_key_pem
-from tests.fixtures.services import (
-    PG_HOST,
-    PG_PORT,
-    PG_USER,
-    create_pg_database,
-    drop_pg_database,
-    pg_dsn,
-    pg_url,
-    unavailable,
+from tests.fixtures.processes import (
+    CLI_TIMEOUT_S,
+    CONFIDE,
+    DEV_KEY_WARNING,
+    Backend,
+    Server,
+    backend_for,
+    free_port,
+    marker,
+    new_user,
+    running_server,
 )
-
-CONFIDE = Path(sys.executable).parent / "confide"
-START_TIMEOUT_S = 30.0
-CLI_TIMEOUT_S = 60.0
-DEV_KEY_WARNING = "DEVELOPMENT KEYS GENERATED"
-
-T = TypeVar("T")
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on a private loop, leaving the test session's event loop alone."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def marker(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:16]}"
-
-
-# -- where the data lives ---------------------------------------------------------
-
-
-@dataclass
-class Backend:
-    kind: str
-    data_dir: Path
-    pg_name: str | None = None
-
-    @property
-    def sqlite_path(self) -> Path:
-        return self.data_dir / "confide.db"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE_")}
-        env["CONFIDE_DATA_DIR"] = str(self.data_dir)
-        if self.pg_name is not None:
-            env["CONFIDE_DATABASE_URL"] = pg_url(self.pg_name)
-        env.update(extra)
-        return env
-
-    def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
-        """Run one statement straight on the database (`?` placeholders)."""
-        if self.pg_name is None:
-            conn = sqlite3.connect(self.sqlite_path, timeout=10)
-            try:
-                with conn:
-                    return list(conn.execute(sql, params).fetchall())
-            finally:
-                conn.close()
-        numbered = iter(range(1, sql.count("?") + 1))
-        pg_sql = re.sub(r"\?", lambda _: f"${next(numbered)}", sql)
-        name = self.pg_name
-
-        async def go() -> list[tuple[Any, ...]]:
-            conn = await asyncpg.connect(pg_dsn(name), timeout=5)
-            try:
-                if pg_sql.lstrip().upper().startswith("SELECT"):
-                    return [tuple(row) for row in await conn.fetch(pg_sql, *params)]
-                await conn.execute(pg_sql, *params)
-                return []
-            finally:
-                await conn.close()
-
-        return run_async(go())
-
-    def stored_bytes(self) -> bytes:
-        """Everything the database holds, as an attacker with a copy would see it."""
-        if self.pg_name is None:
-            files = [self.sqlite_path, *self.data_dir.glob("confide.db-*")]
-            return b"".join(path.read_bytes() for path in files if path.is_file())
-        pg_dump = shutil.which("pg_dump")
-        if pg_dump is None:
-            pytest.skip("pg_dump is not installed")
-        dump = subprocess.run(
-            [pg_dump, "-h", PG_HOST, "-p", str(PG_PORT), "-U", PG_USER, self.pg_name],
-            capture_output=True,
-            timeout=CLI_TIMEOUT_S,
-            check=True,
-        )
-        return dump.stdout
-
-
-@contextmanager
-def backend_for(kind: str, data_dir: Path) -> Iterator[Backend]:
-    if kind == "sqlite":
-        yield Backend(kind, data_dir)
-        return
-    try:
-        name = run_async(create_pg_database())
-    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
-        unavailable("PostgreSQL", error)
-        raise
-    try:
-        yield Backend(kind, data_dir, name)
-    finally:
-        run_async(drop_pg_database(name))
-
-
-# -- the server and the command line ----------------------------------------------
-
-
-@dataclass
-class Server:
-    backend: Backend
-    log_dir: Path
-    env: dict[str, str]
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-    http: httpx.Client = field(init=False)
-    _out: IO[bytes] | None = None
-    _err: IO[bytes] | None = None
-
-    def __post_init__(self) -> None:
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=15)
-
-    def start(self, attempts: int = 3) -> Server:
-        """Start and wait for /healthz; another process may grab the free port first."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1, attempts + 1):
-            if self._wait_healthy():
-                return self
-            assert self.proc is not None
-            if attempt == attempts or "address already in use" not in self.stderr().lower():
-                pytest.fail(f"confide serve exited with {self.proc.returncode}:\n{self.logs()}")
-            self.stop()
-            self.port = free_port()
-            self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=15)
-        raise AssertionError("unreachable")
-
-    def _wait_healthy(self) -> bool:
-        self._out = (self.log_dir / "stdout.log").open("wb")
-        self._err = (self.log_dir / "stderr.log").open("wb")
-        self.proc = subprocess.Popen(
-            [str(CONFIDE), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._out,
-            stderr=self._err,
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                if self.http.get("/healthz", timeout=1).status_code == 200:
-                    return True
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"confide serve did not answer /healthz in {START_TIMEOUT_S}s:\n{self.logs()}")
-
-    def stop(self) -> None:
-        """Graceful shutdown (SIGTERM), so SQLite checkpoints its WAL; kill if it hangs."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.http.close()
-        for handle in (self._out, self._err):
-            if handle is not None and not handle.closed:
-                handle.close()
-
-    def stderr(self) -> str:
-        path = self.log_dir / "stderr.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs(self) -> str:
-        path = self.log_dir / "stdout.log"
-        out = path.read_text(errors="replace") if path.exists() else ""
-        return out + self.stderr()
-
-    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return run_cli(self.env, *args, stdin=stdin)
-
-    # -- API helpers --------------------------------------------------------------
-
-    def register(self, email: str, password: str, name: str) -> dict[str, Any]:
-        response = self.http.post(
-            "/v1/accounts", json={"email": email, "password": password, "display_name": name}
-        )
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def login(self, email: str, password: str) -> dict[str, Any]:
-        response = self.http.post("/v1/auth/token", data={"username": email, "password": password})
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        assert body["token_type"] == "bearer"
-        return body
-
-    def get(self, path: str, token: str) -> httpx.Response:
-        return self.http.get(path, headers={"Authorization": f"Bearer {token}"})
-
-    def me(self, token: str) -> dict[str, Any]:
-        response = self.get("/v1/me", token)
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-
-def run_cli(
-    env: dict[str, str], *args: str, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CONFIDE), *args],
-        env=env,
-        input=stdin,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
-
-
-@contextmanager
-def running_server(backend: Backend, log_dir: Path, **env: str) -> Iterator[Server]:
-    server = Server(backend, log_dir, backend.env(**env))
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
-PASSWORD = "correct horse battery staple"
-
-
-def new_user(prefix: str) -> tuple[str, str, str]:
-    """(email, password, display name), all unique."""
-    tag = uuid.uuid4().hex[:10]
-    return f"{prefix}-{tag}@example.org", f"{PASSWORD} {tag}", f"{prefix.title()} {tag}"
-
 
 # -- fixtures ------------------------------------------------------------------------
 

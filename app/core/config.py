@@ -25,6 +25,7 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy async URL; default: SQLite file in the data dir"
     )
     broker_url: str = "memory://"
+    broker_prefix: str = Field(default="confide", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     allowed_origins: CommaList = Field(default_factory=list)
 
     # Keys. In development they are generated into the data dir on first start;

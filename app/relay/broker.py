@@ -169,7 +169,13 @@ class InProcessBroker:
             del self._sent[key]
 
 
-def create_broker(url: str, now: Callable[[], float] = time.time) -> Broker:
+def create_broker(
+    url: str, now: Callable[[], float] = time.time, *, prefix: str = "confide"
+) -> Broker:
     if url.startswith("memory://"):
         return InProcessBroker(now)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from app.relay.redis_broker import RedisBroker
+
+        return RedisBroker(url, prefix=prefix, now=now)
     raise ValueError(f"unsupported broker URL scheme: {url.split(':', 1)[0]}")

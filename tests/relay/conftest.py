@@ -16,7 +16,14 @@ from app.core.context import Context
 from app.main import create_app
 from app.models import Role
 from app.relay.hub import Hub
-from tests.fixtures.accounts import User, login, make_account, register_client
+from tests.fixtures.accounts import (
+    PASSWORD,
+    User,
+    login,
+    make_account,
+    register_client,
+    unique_email,
+)
 from tests.fixtures.server import serve
 
 
@@ -42,10 +49,21 @@ class Person:
 class Practice:
     base: str
     http: httpx.AsyncClient
-    ctx: Context
-    hub: Hub
+    ctx: Context | None
+    hub: Hub | None
     admin: User
     documents: dict[str, str]
+
+    @property
+    def context(self) -> Context:
+        """The in-process server's context (not there for subprocess servers)."""
+        assert self.ctx is not None
+        return self.ctx
+
+    @property
+    def live_hub(self) -> Hub:
+        assert self.hub is not None
+        return self.hub
 
     async def add_device(self, person: Person, label: str = "phone") -> str:
         key = base64.urlsafe_b64encode(os.urandom(65)).rstrip(b"=").decode()
@@ -58,7 +76,15 @@ class Practice:
         return device_id
 
     async def counselor(self, name: str = "Counselor") -> Person:
-        person = Person(await make_account(self.ctx, self.http, Role.counselor, display_name=name))
+        email = unique_email("counselor")
+        created = await self.http.post(
+            "/v1/admin/accounts",
+            json={"email": email, "password": PASSWORD, "display_name": name, "role": "counselor"},
+            headers=self.admin.auth,
+        )
+        assert created.status_code == 201, created.text
+        user = User(created.json()["id"], email, PASSWORD, name, "counselor")
+        person = Person(await login(self.http, user))
         await self.add_device(person)
         return person
 
@@ -121,6 +147,11 @@ async def live(ctx: Context) -> AsyncIterator[tuple[str, httpx.AsyncClient, Fast
 async def practice(ctx: Context, live: tuple[str, httpx.AsyncClient, FastAPI]) -> Practice:
     base, http, app = live
     admin = await make_account(ctx, http, Role.admin, display_name="Admin")
+    documents = await publish_documents(http, admin)
+    return Practice(base, http, ctx, app.state.hub, admin, documents)
+
+
+async def publish_documents(http: httpx.AsyncClient, admin: User) -> dict[str, str]:
     documents = {}
     for kind in ("informed_consent", "telehealth", "group_agreement"):
         response = await http.post(
@@ -130,5 +161,4 @@ async def practice(ctx: Context, live: tuple[str, httpx.AsyncClient, FastAPI]) -
         )
         assert response.status_code == 201, response.text
         documents[kind] = response.json()["id"]
-    await login(http, admin)
-    return Practice(base, http, ctx, app.state.hub, admin, documents)
+    return documents

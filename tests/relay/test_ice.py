@@ -171,8 +171,8 @@ async def test_participants_get_turn_credentials_until_the_room_ends(
     host = (await practice.http.get(path(room_id), headers=counselor.auth)).json()
     assert host["ice_servers"][0]["username"].split(":")[1] != handle
 
-    async with practice.ctx.sessionmaker() as session:
-        entries = await practice.ctx.audit.entries_about(session, client.id)
+    async with practice.context.sessionmaker() as session:
+        entries = await practice.context.audit.entries_about(session, client.id)
     assert [
         (e.actor_id, e.actor_role, e.target, e.details) for e in entries if e.action == "room.ice"
     ] == [(client.id, "client", client.id, {"room": room_id})] * 2

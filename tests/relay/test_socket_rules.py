@@ -53,7 +53,7 @@ async def test_an_access_token_is_not_a_room_token(practice: Practice) -> None:
     _, client, room_id = await pair(practice)
     ws = await open_socket(practice.base, room_id, client.user.access_token)
     assert await closed_with(ws) == 4001
-    forged = practice.ctx.tokens.issue(
+    forged = practice.context.tokens.issue(
         audience=ACCESS_AUDIENCE,
         typ=ACCESS_TYP,
         subject=client.id,
@@ -269,7 +269,7 @@ async def test_a_frame_over_256_kib_closes_1009(practice: Practice) -> None:
 async def test_rate_limit_then_1008(practice: Practice) -> None:
     _, client, room_id = await pair(practice)
     ws = await joined(practice, client, room_id)
-    burst = practice.ctx.settings.ws_rate_per_s * 2
+    burst = practice.context.settings.ws_rate_per_s * 2
     for _ in range(burst + 20):
         await ws.send('{"type":"ping"}')
     error = await recv_until(ws, "error", timeout=10)
@@ -290,7 +290,7 @@ async def test_ended_room_closes_4010_and_refuses_tokens(practice: Practice) -> 
 async def test_unknown_room_closes_4004(practice: Practice) -> None:
     _, client, room_id = await pair(practice)
     token = await practice.token(client, room_id)
-    async with practice.ctx.engine.begin() as conn:
+    async with practice.context.engine.begin() as conn:
         from sqlalchemy import text
 
         await conn.execute(text("DELETE FROM rooms WHERE id = :id"), {"id": room_id})
@@ -317,7 +317,7 @@ async def test_outside_the_time_window(practice: Practice) -> None:
 
     counselor = await practice.counselor()
     client = await practice.client()
-    starts = practice.ctx.clock.now() + timedelta(hours=2)
+    starts = practice.context.clock.now() + timedelta(hours=2)
     room = await practice.room(
         counselor,
         starts_at=starts.isoformat(),
@@ -334,7 +334,7 @@ async def test_ending_notice_then_end_by_the_clock(practice: Practice) -> None:
     from datetime import timedelta
 
     counselor = await practice.counselor()
-    ends = practice.ctx.clock.now() + timedelta(seconds=2)
+    ends = practice.context.clock.now() + timedelta(seconds=2)
     room = await practice.room(counselor, ends_at=ends.isoformat())
     ws = await joined(practice, counselor, room["id"])
     ending = await recv_until(ws, "room", event="ending")
@@ -382,7 +382,7 @@ async def test_slow_consumer_is_closed_1013(practice: Practice) -> None:
 
 
 def practice_connections(practice: Practice, room_id: str, device: str) -> int:
-    room = practice.hub.rooms.get(room_id)
+    room = practice.live_hub.rooms.get(room_id)
     if room is None:
         return 0
     conn = room.connections.get(device)

@@ -125,7 +125,7 @@ async def test_two_clients_talk_end_to_end_and_the_server_keeps_nothing_readable
 
     # Nothing the participants said or who they are is readable in the database.
     dump = b""
-    async with practice.ctx.engine.connect() as conn:
+    async with practice.context.engine.connect() as conn:
         tables = [
             row[0]
             for row in await conn.execute(

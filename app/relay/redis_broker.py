@@ -1,0 +1,264 @@
+"""The broker for several instances: Redis.
+
+- `seq` per room is one Redis counter, so it is strictly increasing and the
+  same for every recipient whichever instance accepted the message.
+- A send is one Lua script, atomic in Redis: check the (device, client id)
+  idempotency hash, take the next seq, append the ciphertext fragment to the
+  room's stream under the entry id `<seq>-0`, and publish it. One round trip,
+  and no interleaving can give two messages the same seq or a resend a new one.
+- Replay reads the room's stream from `(<after>-0`: ciphertexts are kept in
+  Redis (decision note 0005), never in the database, and the whole room's
+  keys are deleted once its retention has passed.
+- Every instance subscribes to one message channel and one event channel and
+  delivers to its own sockets; the instance that accepted a message gets it
+  back the same way, so every socket sees messages in seq order.
+- Pub/sub loses what is published while Redis is down; seq and replay let
+  clients find and fill any gap. Redis errors become `BrokerUnavailable`: a
+  send is refused with an error frame, never silently dropped.
+- Spent room-token ids are keys with a TTL. `epoch` is the time from which
+  Redis remembers them (set once, re-read after every reconnect): a Redis that
+  lost its memory also forgets spent ids, so tokens issued before are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from app.relay.broker import (
+    BrokerUnavailable,
+    EventHandler,
+    MessageHandler,
+    Outgoing,
+    Stored,
+)
+
+log = logging.getLogger("confide.broker")
+
+_APPEND = """
+local seen = redis.call('HGET', KEYS[2], ARGV[1])
+if seen then return {tonumber(seen), 1} end
+local seq = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[1], seq)
+redis.call('XADD', KEYS[3], seq .. '-0', 'd', ARGV[2], 'k', ARGV[3], 'p', ARGV[4])
+local nl = '\\n'
+local head = ARGV[6] .. nl .. seq .. nl .. ARGV[2]
+redis.call('PUBLISH', ARGV[5], head .. nl .. ARGV[3] .. nl .. ARGV[4])
+return {seq, 0}
+"""
+
+HEARTBEAT_S = 5
+INSTANCE_TTL_S = 15
+
+
+def _stored(seq: int, device: str, kind: str, payload: str) -> Stored:
+    if kind == "b":
+        return Stored(seq, device, payload, None)
+    return Stored(seq, device, None, json.loads(payload))
+
+
+class RedisBroker:
+    def __init__(
+        self, url: str, *, prefix: str = "confide", now: Callable[[], float] = time.time
+    ) -> None:
+        self._url = url
+        self._prefix = prefix
+        self._now = now
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            health_check_interval=10,
+            decode_responses=True,
+        )
+        self._append = self._redis.register_script(_APPEND)
+        self.instance = uuid.uuid4().hex
+        self.epoch = now()
+        self._on_message: MessageHandler | None = None
+        self._on_event: EventHandler | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._messages = f"{prefix}:messages"
+        self._events = f"{prefix}:events"
+
+    # -- keys -----------------------------------------------------------------
+    def _k(self, room: str, what: str) -> str:
+        return f"{self._prefix}:room:{{{room}}}:{what}"
+
+    # -- life -----------------------------------------------------------------
+    async def start(self, on_message: MessageHandler, on_event: EventHandler) -> None:
+        self._on_message, self._on_event = on_message, on_event
+        try:
+            await self._refresh_epoch()
+        except RedisError:
+            log.warning("broker: Redis unreachable at start; will keep trying")
+        ready = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._listen(ready)),
+            asyncio.create_task(self._heartbeat()),
+        ]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), 5)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        with contextlib.suppress(RedisError, Exception):
+            await self._redis.delete(f"{self._prefix}:instance:{self.instance}")
+        await self._redis.aclose()
+
+    async def _refresh_epoch(self) -> None:
+        key = f"{self._prefix}:epoch"
+        await self._redis.set(key, repr(self._now()), nx=True)
+        value = await self._redis.get(key)
+        self.epoch = float(value) if value is not None else self._now()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            with contextlib.suppress(RedisError):
+                await self._redis.set(
+                    f"{self._prefix}:instance:{self.instance}", "1", ex=INSTANCE_TTL_S
+                )
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _listen(self, ready: asyncio.Event) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._messages, self._events)
+                await self._refresh_epoch()
+                ready.set()
+                backoff = 0.1
+                while True:
+                    item = await pubsub.get_message(timeout=1.0)
+                    if item is None:
+                        continue
+                    await self._dispatch(item["channel"], item["data"])
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as error:
+                log.warning(
+                    "broker: Redis subscription lost (%s); reconnecting", type(error).__name__
+                )
+            except Exception:
+                log.exception("broker: listener error")
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(2.0, backoff * 2)
+
+    async def _dispatch(self, channel: str, data: str) -> None:
+        if channel == self._messages and self._on_message is not None:
+            room, seq, device, kind, payload = data.split("\n", 4)
+            await self._on_message(room, _stored(int(seq), device, kind, payload))
+        elif channel == self._events and self._on_event is not None:
+            await self._on_event(json.loads(data))
+
+    # -- the interface ----------------------------------------------------------
+    async def ready(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except RedisError:
+            return False
+
+    async def append(self, message: Outgoing) -> tuple[int, bool]:
+        if message.broadcast is not None:
+            kind, payload = "b", message.broadcast
+        else:
+            kind, payload = "d", json.dumps(message.directed, separators=(",", ":"))
+        try:
+            seq, duplicate = await self._append(
+                keys=[
+                    self._k(message.room, "seq"),
+                    self._k(message.room, "sent"),
+                    self._k(message.room, "log"),
+                ],
+                args=[
+                    f"{message.sender_device}:{message.client_id}",
+                    message.sender_device,
+                    kind,
+                    payload,
+                    self._messages,
+                    message.room,
+                ],
+            )
+        except RedisError as error:
+            raise BrokerUnavailable(str(error)) from None
+        return int(seq), bool(duplicate)
+
+    async def latest_seq(self, room: str) -> int:
+        try:
+            value = await self._redis.get(self._k(room, "seq"))
+        except RedisError as error:
+            raise BrokerUnavailable(str(error)) from None
+        return int(value or 0)
+
+    async def replay(self, room: str, after: int) -> list[Stored]:
+        try:
+            entries: list[tuple[str, dict[str, str]]] = await self._redis.xrange(  # type: ignore[assignment]
+                self._k(room, "log"), min=f"({after}-0"
+            )
+        except RedisError as error:
+            raise BrokerUnavailable(str(error)) from None
+        return [
+            _stored(int(entry_id.split("-")[0]), fields["d"], fields["k"], fields["p"])
+            for entry_id, fields in entries
+        ]
+
+    async def spend_jti(self, jti: str, ttl_s: int) -> bool:
+        try:
+            return bool(
+                await self._redis.set(f"{self._prefix}:jti:{jti}", "1", nx=True, ex=max(1, ttl_s))
+            )
+        except RedisError as error:
+            raise BrokerUnavailable(str(error)) from None
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        try:
+            await self._redis.publish(self._events, json.dumps(event, separators=(",", ":")))
+        except RedisError as error:
+            raise BrokerUnavailable(str(error)) from None
+
+    async def set_online(self, room: str, device: str, online: bool) -> None:
+        key = self._k(room, "online")
+        try:
+            if online:
+                await self._redis.hset(key, device, self.instance)
+            else:
+                await self._redis.hdel(key, device)
+        except RedisError as error:
+            raise BrokerUnavailable(str(error)) from None
+
+    async def online(self, room: str) -> set[str]:
+        try:
+            devices: dict[str, str] = await self._redis.hgetall(self._k(room, "online"))  # type: ignore[assignment]
+            instances = sorted(set(devices.values()))
+            if not instances:
+                return set()
+            alive = await self._redis.mget([f"{self._prefix}:instance:{i}" for i in instances])
+        except RedisError as error:
+            raise BrokerUnavailable(str(error)) from None
+        live = {i for i, flag in zip(instances, alive, strict=True) if flag}
+        return {device for device, instance in devices.items() if instance in live}
+
+    async def drop_room(self, room: str) -> None:
+        try:
+            await self._redis.delete(
+                *(self._k(room, what) for what in ("seq", "sent", "log", "online"))
+            )
+        except RedisError as error:
+            raise BrokerUnavailable(str(error)) from None

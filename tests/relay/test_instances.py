@@ -1,0 +1,93 @@
+"""Two instances behind one database and one Redis: everything crosses within a second."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.fixtures.redis_server import shared_redis
+from tests.fixtures.server import closed_with, open_socket, recv, recv_until
+from tests.relay.cluster import cluster
+
+CROSS = 1.0  # seconds
+
+
+async def test_participants_on_two_instances_share_one_room(tmp_path: Path) -> None:
+    async with cluster(tmp_path, await shared_redis()) as group:
+        a, b = group.start("a"), group.start("b")
+        on_a = await group.first_practice(a)
+        on_b = await group.practice(b, on_a.admin, on_a.documents)
+
+        counselor = await on_a.counselor("Host On A")
+        client = await on_b.client("Client On B")
+        other = await on_b.client("Second Client")
+        room = await on_a.room(counselor, kind="group")
+        room_id = room["id"]
+        await on_a.invite(counselor, room_id, client)
+        await on_a.invite(counselor, room_id, other)
+
+        host = await open_socket(on_a.base, room_id, await on_a.token(counselor, room_id))
+        assert (await recv(host))["state"] == "admitted"
+        token = await on_b.token(client, room_id)
+        guest = await open_socket(on_b.base, room_id, token)
+        assert (await recv(guest))["state"] == "waiting"
+        # A room token's jti, spent on B, is refused on A.
+        replay = await open_socket(on_a.base, room_id, token)
+        assert await closed_with(replay) == 4001
+
+        waiting = await recv_until(host, "presence", timeout=CROSS, event="waiting")
+        assert waiting["account_id"] == client.id
+        await on_b.admit(counselor, room_id, client)
+        await recv_until(guest, "presence", timeout=CROSS, event="admitted", account_id=client.id)
+        await recv_until(host, "presence", timeout=CROSS, event="admitted", account_id=client.id)
+
+        await host.send(json.dumps({"type": "send", "id": "a1", "ciphertext": "AQID"}))
+        assert (await recv_until(host, "ack", timeout=CROSS))["seq"] == 1
+        got = await recv_until(guest, "message", timeout=CROSS)
+        assert (got["seq"], got["ciphertext"]) == (1, "AQID")
+        await guest.send(json.dumps({"type": "send", "id": "b1", "ciphertext": "BAUG"}))
+        assert (await recv_until(guest, "ack", timeout=CROSS))["seq"] == 2
+        assert (await recv_until(host, "message", timeout=CROSS))["seq"] == 2
+
+        # Removal decided on B closes the socket on A.
+        await on_b.admit(counselor, room_id, other)
+        second = await open_socket(on_a.base, room_id, await on_a.token(other, room_id))
+        await recv(second)
+        removed = await on_b.http.delete(
+            f"/v1/rooms/{room_id}/participants/{other.id}", headers=counselor.auth
+        )
+        assert removed.status_code == 204
+        assert await closed_with(second, timeout=CROSS + 1) == 4003
+        gone = await recv_until(guest, "presence", timeout=CROSS, event="removed")
+        assert gone["account_id"] == other.id
+
+        # A device revoked through A closes its socket on B and tells the host on A.
+        revoked = await on_a.http.delete(f"/v1/devices/{client.device}", headers=client.auth)
+        assert revoked.status_code == 204
+        assert await closed_with(guest, timeout=CROSS + 1) == 4003
+        told = await recv_until(host, "device", timeout=CROSS, event="revoked")
+        assert told["device"]["device_id"] == client.device
+
+        # The end, decided on B, closes the host's socket on A.
+        new_device = await on_b.add_device(client, "tablet")
+        back = await open_socket(on_b.base, room_id, await on_b.token(client, room_id, new_device))
+        assert (await recv(back))["state"] == "admitted"
+        ended = await on_b.http.post(f"/v1/rooms/{room_id}/end", headers=counselor.auth)
+        assert ended.status_code == 200
+        assert await closed_with(host, timeout=CROSS + 1) == 4010
+        assert await closed_with(back, timeout=CROSS + 1) == 4010
+
+
+async def test_the_same_device_on_another_instance_replaces_the_first(tmp_path: Path) -> None:
+    async with cluster(tmp_path, await shared_redis()) as group:
+        a, b = group.start("a"), group.start("b")
+        on_a = await group.first_practice(a)
+        on_b = await group.practice(b, on_a.admin, on_a.documents)
+        counselor = await on_a.counselor()
+        room = await on_a.room(counselor)
+        first = await open_socket(on_a.base, room["id"], await on_a.token(counselor, room["id"]))
+        await recv(first)
+        second = await open_socket(on_b.base, room["id"], await on_b.token(counselor, room["id"]))
+        await recv(second)
+        assert await closed_with(first, timeout=CROSS + 1) == 4011
+        await second.close()
