@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -39,8 +40,19 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     load_keys(settings)  # refuse early (production without keys), and generate dev keys
     _migrate(settings)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # SIGTERM: drain the room sockets first (in-flight sends acked, then
+            # 1012), so clients resume on another instance and lose nothing.
+            hub = getattr(app.state, "hub", None)
+            if hub is not None:
+                await hub.drain()
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(
+        app,
         host=args.host,
         port=args.port,
         server_header=False,
@@ -53,7 +65,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         ws_per_message_deflate=False,
         h11_max_incomplete_event_size=16 * 1024,
         timeout_graceful_shutdown=10,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
     )
+    Server(config).run()
     return 0
 
 

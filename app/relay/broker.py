@@ -61,10 +61,6 @@ class BrokerUnavailable(Exception):
 
 
 class Broker(Protocol):
-    #: Unix time from which this broker remembers spent token ids; room tokens
-    #: issued before it are refused (they might have been spent before).
-    epoch: float
-
     async def start(self, on_message: MessageHandler, on_event: EventHandler) -> None: ...
     async def close(self) -> None: ...
     async def ready(self) -> bool: ...
@@ -78,8 +74,12 @@ class Broker(Protocol):
 
     async def latest_seq(self, room: str) -> int: ...
     async def replay(self, room: str, after: int) -> list[Stored]: ...
-    async def spend_jti(self, jti: str, ttl_s: int) -> bool:
-        """True the first time a jti is spent; False ever after (until ttl)."""
+    async def spend_jti(self, jti: str, ttl_s: int, issued_at: float) -> bool:
+        """True the first time a jti is spent; False ever after (until ttl).
+
+        Also False for a token issued before the broker's memory of spent ids
+        began (its epoch): it may have been spent before that memory was lost.
+        """
         ...
 
     async def publish(self, event: dict[str, Any]) -> None: ...
@@ -136,7 +136,9 @@ class InProcessBroker:
         # Retained messages are in seq order: skip to the first one after `after`.
         return [stored for stored in retained if stored.seq > after]
 
-    async def spend_jti(self, jti: str, ttl_s: int) -> bool:
+    async def spend_jti(self, jti: str, ttl_s: int, issued_at: float) -> bool:
+        if issued_at < self.epoch - 1:
+            return False
         now = self._now()
         if len(self._spent) > 10_000:
             self._spent = {k: v for k, v in self._spent.items() if v > now}

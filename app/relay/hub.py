@@ -72,8 +72,13 @@ class Connection:
         self.role = grant.role
         self.session_id = grant.session_id
         self.admitted = grant.admitted
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_FRAMES)
+        # Bounded by send() (frames and bytes), not by the Queue, so that the
+        # closing sentinel always fits behind what is already queued.
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.queued_bytes = 0
+        self.busy = False
+        self.draining = False
+        self.reader: asyncio.Task[None] | None = None
         self.bucket = p.TokenBucket(rate=rate_per_s, burst=2 * rate_per_s)
         self.close_code: int | None = None
         self.close_reason = ""
@@ -84,7 +89,7 @@ class Connection:
     def send(self, frame: str) -> None:
         if self.close_code is not None:
             return
-        if self.queued_bytes + len(frame) > QUEUE_BYTES or self.queue.full():
+        if self.queued_bytes + len(frame) > QUEUE_BYTES or self.queue.qsize() >= QUEUE_FRAMES:
             self.close(p.CLOSE_TRY_AGAIN, "consumer too slow")
             return
         self.queued_bytes += len(frame)
@@ -102,7 +107,15 @@ class Connection:
             self.live_seen = {s for s in self.live_seen if s > floor}
         self.send(frame)
 
+    def finish(self, code: int, reason: str = "") -> None:
+        """Close after what is already queued (acks of in-flight sends) is written."""
+        if self.close_code is not None:
+            return
+        self.close_code, self.close_reason = code, reason
+        self.queue.put_nowait(None)
+
     def close(self, code: int, reason: str = "") -> None:
+        """Close now: what is queued is dropped."""
         if self.close_code is not None:
             return
         self.close_code, self.close_reason = code, reason
@@ -150,6 +163,7 @@ class Hub:
         self.rate_per_s = rate_per_s
         self.idle_timeout = idle_timeout
         self.rooms: dict[str, LiveRoom] = {}
+        self._empty = asyncio.Event()
 
     async def start(self) -> None:
         await self.broker.start(self.on_message, self.on_event)
@@ -160,6 +174,17 @@ class Hub:
     def close_all(self, code: int, reason: str) -> None:
         for conn in self.connections():
             conn.close(code, reason)
+
+    async def drain(self, grace_s: float = 10.0) -> None:
+        """Stop reading, let in-flight sends be acked, then close every socket (1012)."""
+        self._empty.clear()
+        for conn in self.connections():
+            conn.draining = True
+            if not conn.busy and conn.reader is not None:
+                conn.reader.cancel()
+        if self.rooms:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._empty.wait(), grace_s)
 
     # -- joining and leaving -------------------------------------------------
     def _room_for(self, grant: Grant) -> LiveRoom:
@@ -216,19 +241,20 @@ class Hub:
             )
         except BrokerUnavailable:
             conn.close(p.CLOSE_TRY_AGAIN, "broker unavailable")
-        reader = asyncio.create_task(self._read(conn))
+        reader = conn.reader = asyncio.create_task(self._read(conn))
         try:
             await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if not reader.done():
+            if reader.done():
+                # The peer left, or the server is draining: flush, then close.
+                conn.finish(p.CLOSE_SERVICE_RESTART if conn.draining else p.CLOSE_NORMAL)
+            else:
                 conn.close(conn.close_code or p.CLOSE_NORMAL)
                 reader.cancel()
-            if not writer.done():
-                conn.close(conn.close_code or p.CLOSE_NORMAL)
-                try:
-                    await asyncio.wait_for(writer, 5)
-                except (TimeoutError, Exception):
-                    writer.cancel()
+            try:
+                await asyncio.wait_for(writer, 5)
+            except (TimeoutError, Exception):
+                writer.cancel()
             await self._leave(room, conn)
 
     async def _leave(self, room: LiveRoom, conn: Connection) -> None:
@@ -250,6 +276,8 @@ class Hub:
             for timer in room.timers:
                 timer.cancel()
             del self.rooms[room.id]
+            if not self.rooms:
+                self._empty.set()
 
     def _welcome(self, room: LiveRoom, conn: Connection, online: set[str], latest: int) -> str:
         return p.dumps(
@@ -282,7 +310,8 @@ class Hub:
     # -- reading -------------------------------------------------------------
     async def _read(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
-        while conn.close_code is None:
+        while conn.close_code is None and not conn.draining:
+            conn.busy = False
             try:
                 message = await asyncio.wait_for(conn.ws.receive(), self.idle_timeout)
             except TimeoutError:
@@ -293,6 +322,7 @@ class Hub:
                 return
             if message["type"] == "websocket.disconnect":
                 return
+            conn.busy = True
             text = message.get("text")
             if text is None:
                 conn.close(p.CLOSE_POLICY, "binary frames are not allowed")

@@ -15,9 +15,9 @@
 - Pub/sub loses what is published while Redis is down; seq and replay let
   clients find and fill any gap. Redis errors become `BrokerUnavailable`: a
   send is refused with an error frame, never silently dropped.
-- Spent room-token ids are keys with a TTL. `epoch` is the time from which
-  Redis remembers them (set once, re-read after every reconnect): a Redis that
-  lost its memory also forgets spent ids, so tokens issued before are refused.
+- Spent room-token ids are keys with a TTL. The epoch key holds the time from
+  which Redis remembers them: a Redis that lost its memory also forgot spent
+  ids, gets a new epoch, and refuses tokens issued before it.
 """
 
 from __future__ import annotations
@@ -56,6 +56,16 @@ redis.call('PUBLISH', ARGV[5], head .. nl .. ARGV[3] .. nl .. ARGV[4])
 return {seq, 0}
 """
 
+# The epoch is set once and read in the same script as the spend: a Redis that
+# restarted empty gets a new epoch at its first spend, so no stale value is used.
+_SPEND = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local epoch = tonumber(redis.call('GET', KEYS[1]))
+if tonumber(ARGV[2]) < epoch - 1 then return 0 end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then return 1 end
+return 0
+"""
+
 HEARTBEAT_S = 5
 INSTANCE_TTL_S = 15
 
@@ -81,8 +91,8 @@ class RedisBroker:
             decode_responses=True,
         )
         self._append = self._redis.register_script(_APPEND)
+        self._spend = self._redis.register_script(_SPEND)
         self.instance = uuid.uuid4().hex
-        self.epoch = now()
         self._on_message: MessageHandler | None = None
         self._on_event: EventHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -96,10 +106,6 @@ class RedisBroker:
     # -- life -----------------------------------------------------------------
     async def start(self, on_message: MessageHandler, on_event: EventHandler) -> None:
         self._on_message, self._on_event = on_message, on_event
-        try:
-            await self._refresh_epoch()
-        except RedisError:
-            log.warning("broker: Redis unreachable at start; will keep trying")
         ready = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._listen(ready)),
@@ -119,12 +125,6 @@ class RedisBroker:
             await self._redis.delete(f"{self._prefix}:instance:{self.instance}")
         await self._redis.aclose()
 
-    async def _refresh_epoch(self) -> None:
-        key = f"{self._prefix}:epoch"
-        await self._redis.set(key, repr(self._now()), nx=True)
-        value = await self._redis.get(key)
-        self.epoch = float(value) if value is not None else self._now()
-
     async def _heartbeat(self) -> None:
         while True:
             with contextlib.suppress(RedisError):
@@ -139,7 +139,6 @@ class RedisBroker:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._messages, self._events)
-                await self._refresh_epoch()
                 ready.set()
                 backoff = 0.1
                 while True:
@@ -219,11 +218,13 @@ class RedisBroker:
             for entry_id, fields in entries
         ]
 
-    async def spend_jti(self, jti: str, ttl_s: int) -> bool:
+    async def spend_jti(self, jti: str, ttl_s: int, issued_at: float) -> bool:
         try:
-            return bool(
-                await self._redis.set(f"{self._prefix}:jti:{jti}", "1", nx=True, ex=max(1, ttl_s))
+            spent = await self._spend(
+                keys=[f"{self._prefix}:epoch", f"{self._prefix}:jti:{jti}"],
+                args=[repr(self._now()), repr(issued_at), max(1, ttl_s)],
             )
+            return bool(spent)
         except RedisError as error:
             raise BrokerUnavailable(str(error)) from None
 

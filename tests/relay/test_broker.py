@@ -109,9 +109,17 @@ async def test_replay_returns_what_follows_in_order(broker: tuple[Broker, Record
 
 async def test_a_jti_is_spent_once(broker: tuple[Broker, Recorder]) -> None:
     b, _ = broker
-    assert await b.spend_jti("j1", 60) is True
-    assert await b.spend_jti("j1", 60) is False
-    assert await b.spend_jti("j2", 60) is True
+    assert await b.spend_jti("j1", 60, time.time()) is True
+    assert await b.spend_jti("j1", 60, time.time()) is False
+    assert await b.spend_jti("j2", 60, time.time()) is True
+
+
+async def test_a_token_older_than_the_brokers_memory_is_refused(
+    broker: tuple[Broker, Recorder],
+) -> None:
+    b, _ = broker
+    assert await b.spend_jti("fresh", 60, time.time()) is True
+    assert await b.spend_jti("stale", 60, time.time() - 120) is False
 
 
 async def test_events_reach_every_subscriber(broker: tuple[Broker, Recorder]) -> None:
@@ -153,8 +161,8 @@ async def test_two_redis_brokers_share_seq_and_fan_out() -> None:
         await two.wait_for(40)
         assert [s.seq for _, s in one.messages] == list(range(1, 41))
         assert [s.seq for _, s in two.messages] == list(range(1, 41))
-        assert await a.spend_jti("x", 60) is True
-        assert await b.spend_jti("x", 60) is False
+        assert await a.spend_jti("x", 60, time.time()) is True
+        assert await b.spend_jti("x", 60, time.time()) is False
         await a.set_online("r", "da", True)
         await b.set_online("r", "db", True)
         assert await a.online("r") == {"da", "db"}
@@ -175,12 +183,14 @@ async def test_redis_down_is_an_error_never_a_silent_drop(private_redis: Private
     try:
         assert (await b.append(broadcast("r", "d", "a")))[0] == 1
         assert await b.ready() is True
-        epoch = b.epoch
+        issued_before = time.time()
+        assert await b.spend_jti("old", 60, issued_before) is True
+        await asyncio.sleep(1.5)
         private_redis.stop()
         with pytest.raises(BrokerUnavailable):
             await b.append(broadcast("r", "d", "b"))
         with pytest.raises(BrokerUnavailable):
-            await b.spend_jti("j", 10)
+            await b.spend_jti("j", 10, time.time())
         assert await b.ready() is False
         await private_redis.start()
         # Back, without a new broker: sends work and subscribers hear them again.
@@ -196,8 +206,9 @@ async def test_redis_down_is_an_error_never_a_silent_drop(private_redis: Private
                 if any(s.seq == seq for _, s in seen.messages):
                     break
                 await asyncio.sleep(0.3)
-        # The restarted Redis forgot the spent token ids, so the epoch moved:
-        # room tokens issued before it are refused.
-        assert b.epoch > epoch
+        # The restarted Redis forgot the spent token ids, so a token issued
+        # before the restart is refused; one issued now is accepted once.
+        assert await b.spend_jti("old", 60, issued_before) is False
+        assert await b.spend_jti("new", 60, time.time()) is True
     finally:
         await b.close()
