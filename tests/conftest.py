@@ -22,7 +22,11 @@ from app.main import create_app
 from app.models import Base
 from tests.fixtures.services import create_pg_database, drop_pg_database, pg_url, unavailable
 
-pytest_plugins = ["tests.fixtures.accounts", "tests.fixtures.redis_server"]
+pytest_plugins = [
+    "tests.fixtures.accounts",
+    "tests.fixtures.redis_server",
+    "tests.fixtures.postgres_server",
+]
 
 
 async def migrate(engine: AsyncEngine) -> None:

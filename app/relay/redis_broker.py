@@ -96,6 +96,7 @@ class RedisBroker:
         self._on_message: MessageHandler | None = None
         self._on_event: EventHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._subscribed = False
         self._messages = f"{prefix}:messages"
         self._events = f"{prefix}:events"
 
@@ -139,6 +140,7 @@ class RedisBroker:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._messages, self._events)
+                self._subscribed = True
                 ready.set()
                 backoff = 0.1
                 while True:
@@ -155,6 +157,7 @@ class RedisBroker:
             except Exception:
                 log.exception("broker: listener error")
             finally:
+                self._subscribed = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(backoff)
@@ -169,8 +172,9 @@ class RedisBroker:
 
     # -- the interface ----------------------------------------------------------
     async def ready(self) -> bool:
+        """Redis answers and this instance hears the channels (else it would miss messages)."""
         try:
-            return bool(await self._redis.ping())
+            return bool(await self._redis.ping()) and self._subscribed
         except RedisError:
             return False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import signal
 from collections.abc import AsyncIterator
@@ -60,7 +61,9 @@ class Cluster:
 
 
 @asynccontextmanager
-async def cluster(tmp_path: Path, redis_url: str) -> AsyncIterator[Cluster]:
+async def cluster(
+    tmp_path: Path, redis_url: str, database_url: str | None = None
+) -> AsyncIterator[Cluster]:
     signing = tmp_path / "signing_key.pem"
     signing.write_bytes(generate_signing_key_pem())
     signing.chmod(0o600)
@@ -72,11 +75,15 @@ async def cluster(tmp_path: Path, redis_url: str) -> AsyncIterator[Cluster]:
         "CONFIDE_BROKER_URL": redis_url,
         "CONFIDE_BROKER_PREFIX": prefix,
     }
-    try:
-        name = await create_pg_database()
-    except (OSError, TimeoutError) as error:
-        unavailable("PostgreSQL", error)
-        raise
+    if database_url is not None:
+        env_keys["CONFIDE_DATABASE_URL"] = database_url
+        name = None
+    else:
+        try:
+            name = await create_pg_database()
+        except (OSError, TimeoutError) as error:
+            unavailable("PostgreSQL", error)
+            raise
     backend = Backend("postgresql", tmp_path / "data", name)
     group = Cluster(backend, backend.env(**env_keys), tmp_path)
     try:
@@ -86,5 +93,7 @@ async def cluster(tmp_path: Path, redis_url: str) -> AsyncIterator[Cluster]:
             await client.aclose()
         for server in group.servers:
             server.stop()
-        await delete_prefix(redis_url, prefix)
-        await drop_pg_database(name)
+        with contextlib.suppress(Exception):
+            await delete_prefix(redis_url, prefix)
+        if name is not None:
+            await drop_pg_database(name)

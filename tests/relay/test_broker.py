@@ -176,7 +176,8 @@ async def test_two_redis_brokers_share_seq_and_fan_out() -> None:
         await delete_prefix(url, prefix)
 
 
-async def test_redis_down_is_an_error_never_a_silent_drop(private_redis: PrivateRedis) -> None:
+async def test_redis_down_is_an_error_never_a_silent_drop(volatile_redis: PrivateRedis) -> None:
+    private_redis = volatile_redis
     seen = Recorder()
     b = RedisBroker(private_redis.url, prefix="p")
     await b.start(seen.on_message, seen.on_event)
