@@ -1,4 +1,4 @@
-"""The `confide` command: serve, migrate, admin create, keys rotate, audit verify."""
+"""The `confide` command: serve, migrate, admin create, keys rotate, audit verify, purge."""
 
 from __future__ import annotations
 
@@ -155,6 +155,34 @@ def cmd_audit_verify(settings: Settings, _: argparse.Namespace) -> int:
     return asyncio.run(_verify(settings))
 
 
+async def _purge(settings: Settings) -> str:
+    from app.relay.broker import create_broker
+    from app.retention.service import purge
+
+    ctx = build_context(settings)
+    broker = create_broker(settings.broker_url, prefix=settings.broker_prefix)
+
+    async def ignore(*_: object) -> None:
+        return None
+
+    await broker.start(ignore, ignore)
+    try:
+        done = await purge(ctx, broker)
+    finally:
+        await broker.close()
+        await ctx.close()
+    return (
+        f"purged: ciphertexts of {done.rooms} rooms, {done.refresh_tokens} refresh tokens, "
+        f"{done.spent_token_ids} spent token ids"
+    )
+
+
+def cmd_purge(settings: Settings, _: argparse.Namespace) -> int:
+    _migrate(settings)
+    print(asyncio.run(_purge(settings)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="confide", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit", required=True)
     audit.add_parser("verify", help="verify the hash chain").set_defaults(func=cmd_audit_verify)
+
+    sub.add_parser(
+        "purge", help="delete what retention no longer allows (also runs inside serve)"
+    ).set_defaults(func=cmd_purge)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,11 +21,15 @@ from app.core.context import Context, build_context
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimit, Metrics, MetricsMiddleware, SecurityHeaders
 from app.devices.endpoints import router as devices_router
+from app.disclosures.endpoints import router as disclosures_router
+from app.incidents.endpoints import router as incidents_router
+from app.notices.endpoints import router as notices_router
 from app.ops.endpoints import router as ops_router
-from app.relay.broker import create_broker
+from app.relay.broker import Broker, create_broker
 from app.relay.endpoints import router as relay_router
 from app.relay.hub import Hub
 from app.relay.protocol import CLOSE_SERVICE_RESTART
+from app.retention.service import purge
 from app.rooms.endpoints import router as rooms_router
 
 log = logging.getLogger("confide")
@@ -45,6 +50,15 @@ async def prepare(ctx: Context) -> None:
     except IntegrityError:
         # Another instance created it at the same moment.
         pass
+
+
+async def purge_periodically(ctx: Context, broker: Broker) -> None:
+    while True:
+        await asyncio.sleep(ctx.settings.purge_interval_s)
+        try:
+            await purge(ctx, broker)
+        except Exception:  # a failed run is retried at the next interval
+            log.exception("purge failed")
 
 
 def create_app(
@@ -72,9 +86,11 @@ def create_app(
         ctx.publisher = broker.publish
         app.state.ctx = ctx
         app.state.hub = hub
+        purging = asyncio.create_task(purge_periodically(ctx, broker))
         try:
             yield
         finally:
+            purging.cancel()
             hub.close_all(CLOSE_SERVICE_RESTART, "server shutting down")
             await broker.close()
             ctx.publisher = None
@@ -99,6 +115,9 @@ def create_app(
         devices_router,
         consent_router,
         rooms_router,
+        disclosures_router,
+        incidents_router,
+        notices_router,
         relay_router,
     ):
         app.include_router(router)

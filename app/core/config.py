@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     ws_rate_per_s: int = Field(default=100, ge=1, le=10_000)
     ws_idle_timeout: float = Field(default=300.0, gt=0, le=3600)
 
+    retention_ended_room_s: int = Field(default=3600, ge=0, le=86400)
+    retention_dead_tokens_s: int = Field(default=3600, ge=0, le=30 * 86400)
+    purge_interval_s: int = Field(default=300, ge=10, le=86400)
+
     turn_secret: SecretStr | None = None
     turn_urls: CommaList = Field(default_factory=list)
 

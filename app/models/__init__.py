@@ -6,6 +6,9 @@ from app.models.base import Base
 from app.models.consent import ConsentAcceptance, ConsentDocument, ConsentKind
 from app.models.data_key import SYSTEM_KEY_ID, DataKey
 from app.models.device import MAX_PUBLIC_KEY_BYTES, Device
+from app.models.disclosure import Disclosure, DisclosureBasis
+from app.models.incident import Incident, IncidentStatus, Severity
+from app.models.notice import Notice, NoticeKind
 from app.models.refresh_token import RefreshToken
 from app.models.room import AccountRoom, Room, RoomKind, RoomMember
 
@@ -22,9 +25,16 @@ __all__ = [
     "ConsentKind",
     "DataKey",
     "Device",
+    "Disclosure",
+    "DisclosureBasis",
+    "Incident",
+    "IncidentStatus",
+    "Notice",
+    "NoticeKind",
     "RefreshToken",
     "Role",
     "Room",
     "RoomKind",
     "RoomMember",
+    "Severity",
 ]

@@ -89,6 +89,13 @@ class Broker(Protocol):
         ...
 
     async def drop_room(self, room: str) -> None: ...
+    async def has_room(self, room: str) -> bool:
+        """Whether anything of the room is retained."""
+        ...
+
+    async def purge_expired(self) -> int:
+        """Forget spent token ids past their TTL; how many were forgotten."""
+        ...
 
 
 class InProcessBroker:
@@ -140,8 +147,6 @@ class InProcessBroker:
         if issued_at < self.epoch - 1:
             return False
         now = self._now()
-        if len(self._spent) > 10_000:
-            self._spent = {k: v for k, v in self._spent.items() if v > now}
         expires = self._spent.get(jti)
         if expires is not None and expires > now:
             return False
@@ -163,6 +168,16 @@ class InProcessBroker:
 
     async def online(self, room: str) -> set[str]:
         return set(self._online.get(room, ()))
+
+    async def purge_expired(self) -> int:
+        now = self._now()
+        expired = [jti for jti, until in self._spent.items() if until <= now]
+        for jti in expired:
+            del self._spent[jti]
+        return len(expired)
+
+    async def has_room(self, room: str) -> bool:
+        return room in self._retained or room in self._seq
 
     async def drop_room(self, room: str) -> None:
         self._retained.pop(room, None)

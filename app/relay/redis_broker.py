@@ -260,6 +260,15 @@ class RedisBroker:
         live = {i for i, flag in zip(instances, alive, strict=True) if flag}
         return {device for device, instance in devices.items() if instance in live}
 
+    async def purge_expired(self) -> int:
+        return 0  # Redis expires spent token ids itself (each key has its TTL)
+
+    async def has_room(self, room: str) -> bool:
+        try:
+            return bool(await self._redis.exists(self._k(room, "seq"), self._k(room, "log")))
+        except RedisError as error:
+            raise BrokerUnavailable(str(error)) from None
+
     async def drop_room(self, room: str) -> None:
         try:
             await self._redis.delete(

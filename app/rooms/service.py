@@ -9,6 +9,7 @@ sealed room id under the account's key).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -86,6 +87,13 @@ def _time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
+def _is_id(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
 def member_index(vault: Vault, room_id: str, account_id: str) -> bytes:
     return vault.index(f"{room_id}:{account_id}", purpose="room.member")
 
@@ -126,6 +134,10 @@ async def load_for(
     session: AsyncSession, vault: Vault, room_id: str, account_id: str
 ) -> tuple[RoomState, Member]:
     """The room as its participant `account_id` sees it; 404 for anyone else."""
+    if not _is_id(room_id):
+        # Never send a path id that cannot name a room to the database: PostgreSQL
+        # refuses a NUL (a 500) that SQLite would compare; both must answer 404.
+        raise NotFound("No such room.")
     found = (
         await session.execute(
             select(RoomMember.id).where(

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from app.auth.dependencies import CurrentAccount
+from app.core.deps import ContextDep, SessionDep
+from app.core.errors import Forbidden, NotFound, Unauthorized, responses
+from app.disclosures import service
+from app.disclosures.schemas import DisclosureOut, RecordDisclosure
+
+router = APIRouter(tags=["disclosures"])
+
+
+def _disclosure(view: service.DisclosureView) -> DisclosureOut:
+    return DisclosureOut(
+        id=view.id,
+        account_id=view.account_id,
+        basis=view.basis,
+        recipient=view.recipient,
+        purpose=view.purpose,
+        description=view.description,
+        disclosed_at=view.disclosed_at,
+        withhold_until=view.withhold_until,
+        recorded_by=view.recorded_by,
+        recorded_by_role=view.recorded_by_role,
+        recorded_at=view.recorded_at,
+    )
+
+
+@router.post(
+    "/v1/accounts/{account_id}/disclosures",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DisclosureOut,
+    responses=responses(Unauthorized, Forbidden, NotFound),
+    summary="Record a disclosure of a client's information (their counselor, or an admin)",
+    description=(
+        "The caller must be an admin or a counselor who shares a room with the client;"
+        " to any other counselor the client is not found. The client gets a notice,"
+        " shown from `withhold_until` on when that lies in the future."
+    ),
+)
+async def record(
+    account_id: str,
+    body: RecordDisclosure,
+    principal: CurrentAccount,
+    session: SessionDep,
+    ctx: ContextDep,
+) -> DisclosureOut:
+    return _disclosure(await service.record(session, ctx, principal, account_id, body))
+
+
+@router.get(
+    "/v1/me/disclosures",
+    response_model=list[DisclosureOut],
+    responses=responses(Unauthorized, Forbidden),
+    summary="The caller's accounting of disclosures (clients), oldest first",
+    description="Disclosures whose `withhold_until` lies in the future are left out until then.",
+)
+async def my_disclosures(
+    principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+) -> list[DisclosureOut]:
+    return [_disclosure(view) for view in await service.accounting(session, ctx, principal)]

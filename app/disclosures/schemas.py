@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, StringConstraints
+
+from app.core.schemas import AwareDatetime, Clean, RequestModel, ResponseModel
+from app.models import DisclosureBasis
+
+RECIPIENT_MAX = 200
+PURPOSE_MAX = 500
+DESCRIPTION_MAX = 5000
+
+Recipient = Annotated[str, StringConstraints(min_length=1, max_length=RECIPIENT_MAX), Clean]
+Purpose = Annotated[str, StringConstraints(min_length=1, max_length=PURPOSE_MAX), Clean]
+Description = Annotated[str, StringConstraints(min_length=1, max_length=DESCRIPTION_MAX), Clean]
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must lie between the years 1 and 9999 in UTC") from None
+
+
+#: An aware time, stored and answered in UTC.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
+class RecordDisclosure(RequestModel):
+    basis: DisclosureBasis = Field(strict=False, examples=["mandated_report"])
+    recipient: Recipient = Field(
+        description=f"Who received the information, at most {RECIPIENT_MAX} characters.",
+        examples=["County child protective services"],
+    )
+    purpose: Purpose = Field(
+        description=f"Why it was disclosed, at most {PURPOSE_MAX} characters.",
+        examples=["Mandated report of suspected neglect"],
+    )
+    description: Description = Field(
+        description=f"What was disclosed, at most {DESCRIPTION_MAX} characters.",
+        examples=["Session notes of 2026-11-20 concerning the home situation"],
+    )
+    disclosed_at: UtcDatetime = Field(
+        description="When the information was disclosed; not in the future.",
+        examples=["2026-11-24T20:00:00Z"],
+    )
+    withhold_until: UtcDatetime | None = Field(
+        default=None,
+        description=(
+            "Hide the disclosure (and its notice) from the client until then, as a"
+            " health oversight agency or law enforcement official may require"
+            " (45 CFR 164.528(a)(2))."
+        ),
+        examples=["2027-02-24T00:00:00Z"],
+    )
+
+
+class DisclosureOut(ResponseModel):
+    id: str
+    account_id: str = Field(description="The client whose information was disclosed.")
+    basis: DisclosureBasis
+    recipient: str
+    purpose: str
+    description: str
+    disclosed_at: datetime
+    withhold_until: datetime | None
+    recorded_by: str = Field(description="Account id of whoever recorded the disclosure.")
+    recorded_by_role: str
+    recorded_at: datetime

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from app.auth.dependencies import AdminAccount
+from app.core.context import Context
+from app.core.deps import ContextDep, SessionDep
+from app.core.errors import Forbidden, NotFound, Unauthorized, responses
+from app.incidents import service
+from app.incidents.schemas import (
+    CreateIncident,
+    IncidentOut,
+    NotifiedOut,
+    NotifyIncident,
+    PatchIncident,
+)
+from app.incidents.service import InvalidTransition
+
+router = APIRouter(tags=["incidents"])
+INCIDENT = "/v1/incidents/{incident_id}"
+
+
+def _incident(view: service.IncidentView, ctx: Context) -> IncidentOut:
+    return IncidentOut(
+        id=view.id,
+        summary=view.summary,
+        discovered_at=view.discovered_at,
+        severity=view.severity,
+        status=view.status,
+        notify_by=view.notify_by,
+        notified_at=view.notified_at,
+        overdue=view.overdue(ctx.clock.now()),
+        affected_account_ids=view.affected_account_ids,
+    )
+
+
+@router.post(
+    "/v1/incidents",
+    status_code=status.HTTP_201_CREATED,
+    response_model=IncidentOut,
+    responses=responses(Unauthorized, Forbidden),
+    summary="Open an incident (admin)",
+    description="`status` starts at `assessing`; `notify_by` = `discovered_at` + 60 days.",
+)
+async def create(
+    body: CreateIncident, admin: AdminAccount, session: SessionDep, ctx: ContextDep
+) -> IncidentOut:
+    view = await service.create(
+        session,
+        ctx.vault,
+        ctx.clock,
+        summary=body.summary,
+        discovered_at=body.discovered_at,
+        severity=body.severity,
+        affected_account_ids=body.affected_account_ids,
+        actor_id=admin.id,
+        actor_role=admin.role,
+    )
+    return _incident(view, ctx)
+
+
+@router.get(
+    "/v1/incidents",
+    response_model=list[IncidentOut],
+    responses=responses(Unauthorized, Forbidden),
+    summary="Every incident, most recently discovered first (admin)",
+)
+async def list_incidents(
+    admin: AdminAccount, session: SessionDep, ctx: ContextDep
+) -> list[IncidentOut]:
+    views = await service.list_all(session, ctx.vault, actor_id=admin.id, actor_role=admin.role)
+    return [_incident(view, ctx) for view in views]
+
+
+@router.get(
+    INCIDENT,
+    response_model=IncidentOut,
+    responses=responses(Unauthorized, Forbidden, NotFound),
+    summary="One incident (admin)",
+)
+async def get(
+    incident_id: str, admin: AdminAccount, session: SessionDep, ctx: ContextDep
+) -> IncidentOut:
+    view = await service.get(
+        session, ctx.vault, incident_id, actor_id=admin.id, actor_role=admin.role
+    )
+    return _incident(view, ctx)
+
+
+@router.patch(
+    INCIDENT,
+    response_model=IncidentOut,
+    responses=responses(Unauthorized, Forbidden, NotFound, InvalidTransition),
+    summary="Move an incident's status forward (admin)",
+)
+async def patch(
+    incident_id: str,
+    body: PatchIncident,
+    admin: AdminAccount,
+    session: SessionDep,
+    ctx: ContextDep,
+) -> IncidentOut:
+    view = await service.set_status(
+        session, ctx.vault, incident_id, body.status, actor_id=admin.id, actor_role=admin.role
+    )
+    return _incident(view, ctx)
+
+
+@router.post(
+    f"{INCIDENT}/notify",
+    status_code=status.HTTP_201_CREATED,
+    response_model=NotifiedOut,
+    responses=responses(Unauthorized, Forbidden, NotFound),
+    summary="Send a notice to each affected account (admin)",
+    description=(
+        "Each affected account gets one notice with `message`. Notifying again sends a"
+        " further notice; `notified_at` stays the time of the first."
+    ),
+)
+async def notify(
+    incident_id: str,
+    body: NotifyIncident,
+    admin: AdminAccount,
+    session: SessionDep,
+    ctx: ContextDep,
+) -> NotifiedOut:
+    delivered = await service.notify(
+        session,
+        ctx.vault,
+        ctx.clock,
+        incident_id,
+        body.message,
+        actor_id=admin.id,
+        actor_role=admin.role,
+    )
+    return NotifiedOut(notified=delivered)

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+from app.core.schemas import AwareDatetime, Clean, RequestModel, ResponseModel
+from app.models import IncidentStatus, Severity
+
+SUMMARY_MAX = 2000
+MESSAGE_MAX = 5000
+MAX_AFFECTED = 10_000
+
+Summary = Annotated[str, StringConstraints(min_length=1, max_length=SUMMARY_MAX), Clean]
+Message = Annotated[str, StringConstraints(min_length=1, max_length=MESSAGE_MAX), Clean]
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must lie between the years 1 and 9999 in UTC") from None
+
+
+#: An aware time, stored and answered in UTC.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
+class CreateIncident(RequestModel):
+    summary: Summary = Field(
+        description=f"What happened, at most {SUMMARY_MAX} characters.",
+        examples=["A laptop holding an unencrypted export was stolen."],
+    )
+    discovered_at: UtcDatetime = Field(
+        description="When the breach was discovered; not in the future.",
+        examples=["2026-11-24T09:00:00Z"],
+    )
+    severity: Severity = Field(strict=False, examples=["high"])
+    affected_account_ids: list[Annotated[uuid.UUID, Field(strict=False)]] = Field(
+        max_length=MAX_AFFECTED,
+        description=(
+            f"Ids of existing accounts whose information was involved, at most {MAX_AFFECTED};"
+            " an unknown id refuses the whole request (422). Repeats count once."
+        ),
+    )
+
+
+class PatchIncident(RequestModel):
+    status: IncidentStatus = Field(
+        strict=False,
+        description=(
+            "Forward only, along assessing → notifying → mitigated → closed (steps may be"
+            " skipped); the same or an earlier status is 409 `invalid_transition`."
+        ),
+    )
+
+
+class NotifyIncident(RequestModel):
+    message: Message = Field(
+        description=(
+            "The notice each affected account receives: what happened, what information"
+            f" was involved, what they should do. At most {MESSAGE_MAX} characters."
+        ),
+        examples=["On 24 November a laptop with your email address was stolen. …"],
+    )
+
+
+class IncidentOut(ResponseModel):
+    id: str
+    summary: str
+    discovered_at: datetime
+    severity: Severity
+    status: IncidentStatus
+    notify_by: datetime = Field(description="`discovered_at` + 60 days (45 CFR 164.404(b)).")
+    notified_at: datetime | None = Field(description="When affected accounts were first notified.")
+    overdue: bool = Field(description="Not yet notified and past `notify_by`.")
+    affected_account_ids: list[str]
+
+
+class NotifiedOut(BaseModel):
+    notified: int = Field(
+        description="Notices delivered: one per affected account (erased accounts get none)."
+    )

@@ -1,0 +1,285 @@
+"""The breach protocol (45 CFR 164.404): incidents and their notices.
+
+An incident is the practice's record, not any one person's: what happened,
+its times and who was affected are sealed under the system key (`details`,
+`subjects`), so a dump shows no affected account id and no date; only the
+status and severity are plain. Affected accounts are notified by
+`notify()`: one notice each, sealed under the recipient's own key. Notifying
+again sends a further notice (an update to the first) and keeps the first
+`notified_at`, which is what `overdue` measures against `notify_by`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core import audit
+from app.core.clock import Clock
+from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.vault import Vault
+from app.models import (
+    SYSTEM_KEY_ID,
+    Account,
+    AccountStatus,
+    Incident,
+    IncidentStatus,
+    NoticeKind,
+    Severity,
+)
+from app.models.base import new_id
+from app.notices import service as notices
+
+#: 45 CFR 164.404(b): without unreasonable delay, at the latest 60 days after discovery.
+NOTIFY_WITHIN = timedelta(days=60)
+_ORDER = list(IncidentStatus)
+_LOOKUP_CHUNK = 1000
+
+
+class InvalidTransition(Conflict):
+    code, title = "invalid_transition", "Invalid status transition"
+
+
+@dataclass
+class IncidentView:
+    id: str
+    summary: str
+    discovered_at: datetime
+    severity: Severity
+    status: IncidentStatus
+    notify_by: datetime
+    notified_at: datetime | None
+    affected_account_ids: list[str]
+    created_at: str
+    created_by: str
+
+    def overdue(self, now: datetime) -> bool:
+        return self.notified_at is None and now > self.notify_by
+
+
+def _is_id(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
+    return [items[i : i + _LOOKUP_CHUNK] for i in range(0, len(items), _LOOKUP_CHUNK)]
+
+
+async def _seal_details(
+    session: AsyncSession, vault: Vault, row: Incident, v: IncidentView
+) -> None:
+    row.details = await vault.seal_json(
+        session,
+        SYSTEM_KEY_ID,
+        Incident.details,
+        row.id,
+        {
+            "summary": v.summary,
+            "discovered_at": v.discovered_at.isoformat(),
+            "notify_by": v.notify_by.isoformat(),
+            "notified_at": v.notified_at.isoformat() if v.notified_at else None,
+            "created_at": v.created_at,
+            "created_by": v.created_by,
+        },
+    )
+
+
+async def _open(session: AsyncSession, vault: Vault, row: Incident) -> IncidentView:
+    data = await vault.open_json(session, Incident.details, row.id, row.details)
+    subjects = await vault.open_json(session, Incident.subjects, row.id, row.subjects)
+    notified_at = data["notified_at"]
+    return IncidentView(
+        id=row.id,
+        summary=data["summary"],
+        discovered_at=datetime.fromisoformat(data["discovered_at"]),
+        severity=row.severity,
+        status=row.status,
+        notify_by=datetime.fromisoformat(data["notify_by"]),
+        notified_at=datetime.fromisoformat(notified_at) if notified_at else None,
+        affected_account_ids=list(subjects["accounts"]),
+        created_at=data["created_at"],
+        created_by=data["created_by"],
+    )
+
+
+async def _load(session: AsyncSession, incident_id: str) -> Incident:
+    row = await session.get(Incident, incident_id) if _is_id(incident_id) else None
+    if row is None:
+        raise NotFound("No such incident.")
+    return row
+
+
+async def _accounts(session: AsyncSession, ids: Sequence[str]) -> dict[str, Account]:
+    found: dict[str, Account] = {}
+    for chunk in _chunks(ids):
+        rows = (await session.execute(select(Account).where(Account.id.in_(chunk)))).scalars()
+        found.update({account.id: account for account in rows})
+    return found
+
+
+async def create(
+    session: AsyncSession,
+    vault: Vault,
+    clock: Clock,
+    *,
+    summary: str,
+    discovered_at: datetime,
+    severity: Severity,
+    affected_account_ids: Sequence[uuid.UUID],
+    actor_id: str,
+    actor_role: str,
+) -> IncidentView:
+    now = clock.now()
+    if discovered_at > now:
+        raise ValidationFailed("discovered_at must not be in the future.")
+    affected = list(dict.fromkeys(str(account_id) for account_id in affected_account_ids))
+    known = await _accounts(session, affected)
+    unknown = [account_id for account_id in affected if account_id not in known]
+    if unknown:
+        raise ValidationFailed(
+            "affected_account_ids names accounts that do not exist.", unknown=unknown
+        )
+    view = IncidentView(
+        id=new_id(),
+        summary=summary,
+        discovered_at=discovered_at,
+        severity=severity,
+        status=IncidentStatus.assessing,
+        notify_by=discovered_at + NOTIFY_WITHIN,
+        notified_at=None,
+        affected_account_ids=affected,
+        created_at=now.isoformat(),
+        created_by=actor_id,
+    )
+    row = Incident(
+        id=view.id,
+        status=view.status,
+        severity=view.severity,
+        details=b"",
+        subjects=await vault.seal_json(
+            session, SYSTEM_KEY_ID, Incident.subjects, view.id, {"accounts": affected}
+        ),
+    )
+    await _seal_details(session, vault, row, view)
+    session.add(row)
+    await session.flush()
+    audit.record(
+        session,
+        "incident.create",
+        actor_id=actor_id,
+        actor_role=actor_role,
+        target=view.id,
+        details={"severity": severity.value, "affected": len(affected)},
+    )
+    return view
+
+
+async def get(
+    session: AsyncSession, vault: Vault, incident_id: str, *, actor_id: str, actor_role: str
+) -> IncidentView:
+    view = await _open(session, vault, await _load(session, incident_id))
+    audit.record(session, "incident.read", actor_id=actor_id, actor_role=actor_role, target=view.id)
+    return view
+
+
+async def list_all(
+    session: AsyncSession, vault: Vault, *, actor_id: str, actor_role: str
+) -> list[IncidentView]:
+    """Every incident, most recently discovered first."""
+    rows = (await session.execute(select(Incident))).scalars()
+    views = [await _open(session, vault, row) for row in rows]
+    audit.record(session, "incident.list", actor_id=actor_id, actor_role=actor_role)
+    return sorted(views, key=lambda v: (-v.discovered_at.timestamp(), v.id))
+
+
+async def set_status(
+    session: AsyncSession,
+    vault: Vault,
+    incident_id: str,
+    status: IncidentStatus,
+    *,
+    actor_id: str,
+    actor_role: str,
+) -> IncidentView:
+    """Move the incident forward (any number of steps); never back, never in place."""
+    row = await _load(session, incident_id)
+    current = row.status
+    if _ORDER.index(status) <= _ORDER.index(current):
+        raise InvalidTransition(f"An incident cannot go from {current.value} to {status.value}.")
+    # Compare-and-set: of two concurrent moves from the same status, one wins.
+    moved = (
+        await session.execute(
+            update(Incident)
+            .where(Incident.id == row.id, Incident.status == current)
+            .values(status=status)
+            .returning(Incident.id)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one_or_none()
+    if moved is None:
+        raise InvalidTransition("The incident's status changed meanwhile; reload and retry.")
+    await session.refresh(row)
+    audit.record(
+        session,
+        "incident.update",
+        actor_id=actor_id,
+        actor_role=actor_role,
+        target=row.id,
+        details={"from": current.value, "to": status.value},
+    )
+    return await _open(session, vault, row)
+
+
+async def notify(
+    session: AsyncSession,
+    vault: Vault,
+    clock: Clock,
+    incident_id: str,
+    message: str,
+    *,
+    actor_id: str,
+    actor_role: str,
+) -> int:
+    """One notice with `message` to each affected account; the number delivered."""
+    row = await _load(session, incident_id)
+    view = await _open(session, vault, row)
+    recipients = await _accounts(session, view.affected_account_ids)
+    delivered = 0
+    for account_id in view.affected_account_ids:
+        account = recipients.get(account_id)
+        if account is None or account.status != AccountStatus.active:
+            continue  # erased since: no one to tell, nothing to seal a notice under
+        if not await notices.deliver(
+            session, vault, clock, account, kind=NoticeKind.incident, ref=view.id, message=message
+        ):
+            continue
+        delivered += 1
+        audit.record(
+            session,
+            "notice.create",
+            actor_id=actor_id,
+            actor_role=actor_role,
+            target=account_id,
+            details={"kind": NoticeKind.incident.value, "incident": view.id},
+        )
+    if view.notified_at is None:
+        view.notified_at = clock.now()
+        await _seal_details(session, vault, row, view)
+    await session.flush()
+    audit.record(
+        session,
+        "incident.notify",
+        actor_id=actor_id,
+        actor_role=actor_role,
+        target=view.id,
+        details={"notified": delivered},
+    )
+    return delivered

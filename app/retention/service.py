@@ -1,0 +1,117 @@
+"""Retention: what Confide deletes, and when.
+
+- Ciphertexts of ended rooms: kept for replay until the room's end plus
+  `CONFIDE_RETENTION_ENDED_ROOM_S` (default 1 hour, at most 24 hours), then the
+  room's whole replay store (messages, seq, resend ids) is deleted from the broker.
+- Refresh tokens: a spent token must outlive its use, or a replay of it could
+  not be recognised (and its family revoked). So a family's rows are deleted
+  together, `CONFIDE_RETENTION_DEAD_TOKENS_S` after the family died (revoked,
+  idle past the timeout, or past its maximum lifetime).
+- Spent room-token ids live in the broker with a TTL of the token's remaining
+  lifetime plus a minute: Redis expires them itself; the in-process broker
+  drops them here.
+
+One job does all of it: periodically inside `confide serve`, and on demand
+as `confide purge`. It is idempotent, so several instances may run it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.context import Context
+from app.core.vault import DataKeyDestroyed
+from app.models import RefreshToken, Room
+from app.relay.broker import Broker
+
+log = logging.getLogger("confide.retention")
+
+
+@dataclass(frozen=True)
+class Purged:
+    rooms: int
+    refresh_tokens: int
+    spent_token_ids: int
+
+
+def _end_of(details: dict[str, object], ended: bool) -> datetime | None:
+    for key in ("ended_at", "ends_at"):
+        value = details.get(key)
+        if isinstance(value, str):
+            when = datetime.fromisoformat(value)
+            if key == "ended_at" or not ended:
+                return when
+    return None
+
+
+async def _ended_rooms(session: AsyncSession, ctx: Context, cutoff: datetime) -> list[str]:
+    """Rooms whose end (by the host, or by the clock) lies before `cutoff`."""
+    due = []
+    for room in (await session.execute(select(Room))).scalars():
+        try:
+            details = await ctx.vault.open_json(session, Room.details, room.id, room.details)
+        except DataKeyDestroyed:
+            due.append(room.id)  # erased: nothing in it can be read any more
+            continue
+        end = _end_of(details, room.ended)
+        if end is not None and end <= cutoff:
+            due.append(room.id)
+    return due
+
+
+async def _dead_families(session: AsyncSession, ctx: Context, cutoff: datetime) -> list[str]:
+    """Refresh families that died (revoked, idle, or too old) before `cutoff`."""
+    idle = timedelta(seconds=ctx.settings.refresh_idle_timeout)
+    lifetime = timedelta(seconds=ctx.settings.refresh_max_lifetime)
+    newest: dict[str, datetime] = {}
+    started: dict[str, datetime] = {}
+    revoked: dict[str, datetime] = {}
+    rows = await session.execute(
+        select(
+            RefreshToken.family_id,
+            RefreshToken.created_at,
+            RefreshToken.family_started_at,
+            RefreshToken.revoked_at,
+        )
+    )
+    for family, created, family_started, revoked_at in rows:
+        newest[family] = max(newest.get(family, created), created)
+        started[family] = family_started
+        if revoked_at is not None:
+            revoked[family] = min(revoked.get(family, revoked_at), revoked_at)
+    dead = []
+    for family, last in newest.items():
+        died = min(last + idle, started[family] + lifetime, revoked.get(family, last + idle))
+        if died <= cutoff:
+            dead.append(family)
+    return dead
+
+
+async def purge(ctx: Context, broker: Broker) -> Purged:
+    now = ctx.clock.now()
+    room_cutoff = now - timedelta(seconds=ctx.settings.retention_ended_room_s)
+    token_cutoff = now - timedelta(seconds=ctx.settings.retention_dead_tokens_s)
+    async with ctx.transaction() as session:
+        rooms = await _ended_rooms(session, ctx, room_cutoff)
+        families = await _dead_families(session, ctx, token_cutoff)
+        deleted = 0
+        if families:
+            result = await session.execute(
+                delete(RefreshToken).where(RefreshToken.family_id.in_(families))
+            )
+            deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    for room_id in rooms:
+        await broker.drop_room(room_id)
+    spent = await broker.purge_expired()
+    log.info(
+        "purge: %d rooms' ciphertexts, %d refresh tokens, %d spent token ids",
+        len(rooms),
+        deleted,
+        spent,
+    )
+    return Purged(len(rooms), deleted, spent)
