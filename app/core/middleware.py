@@ -14,6 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.errors import PROBLEM_JSON
 
 access_log = logging.getLogger("confide.access")
+# Label values come from this set only: a made-up method must not mint new series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 _DEFAULT_HEADERS = {
     "strict-transport-security": "max-age=63072000; includeSubDomains",
@@ -175,9 +177,10 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.requests.labels(method, template, str(status)).inc()
             elapsed = time.perf_counter() - start
-            self.metrics.latency.labels(scope["method"], template).observe(elapsed)
+            self.metrics.latency.labels(method, template).observe(elapsed)
             # The route template, never the raw path or query string: those may
             # carry ids or a token a client should not have put there.
-            access_log.info("%s %s %s %.1fms", scope["method"], template, status, elapsed * 1000)
+            access_log.info("%s %s %s %.1fms", method, template, status, elapsed * 1000)

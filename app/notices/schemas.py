@@ -2,13 +2,31 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from app.core.schemas import ResponseModel
 from app.models import NoticeKind
 
 
 class NoticeOut(ResponseModel):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5f0c6c1e-8d1b-4a53-9a57-0c1f1b6e2f10",
+                    "kind": "incident",
+                    "message": "On 2 March a laptop holding appointment times was stolen. "
+                    "Your name and session dates were on it. Watch for messages claiming "
+                    "to be from us; call 555-0100 with questions.",
+                    "created_at": "2026-03-04T09:00:00Z",
+                    "incident_id": "0b9e0d4e-3f5c-4f0a-9d6e-2a7c1c3b9e11",
+                    "disclosure_id": None,
+                }
+            ]
+        },
+    )
+
     id: str
     kind: NoticeKind
     message: str = Field(

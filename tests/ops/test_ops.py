@@ -738,3 +738,11 @@ def test_no_json_body_causes_a_500(tmp_path: Path, database_url: str) -> None:
             check()
         finally:
             loop.run(stack.aclose())
+
+
+async def test_made_up_methods_do_not_mint_metric_series(client: httpx.AsyncClient) -> None:
+    response = await client.request("X0Y", "/healthz")
+    assert response.status_code == 405
+    text = (await client.get("/metrics")).text
+    assert "X0Y" not in text
+    assert 'method="other"' in text
