@@ -394,3 +394,46 @@ async def test_plain_http_to_the_socket_path_is_refused(practice: Practice, path
     response = await practice.http.get(path)
     assert response.status_code in (400, 404, 426)
     assert response.status_code < 500
+
+
+async def test_extending_a_running_session_sends_ending_again_and_keeps_it_open(
+    practice: Practice,
+) -> None:
+    from datetime import timedelta
+
+    counselor, client, room_id = await pair(practice)
+    ends = practice.context.clock.now() + timedelta(seconds=3)
+    patched = await practice.http.patch(
+        f"/v1/rooms/{room_id}", json={"ends_at": ends.isoformat()}, headers=counselor.auth
+    )
+    assert patched.status_code == 200
+    ws = await joined(practice, client, room_id)
+    await recv_until(ws, "room", event="ending")
+    later = ends + timedelta(minutes=4)
+    extended = await practice.http.patch(
+        f"/v1/rooms/{room_id}", json={"ends_at": later.isoformat()}, headers=counselor.auth
+    )
+    assert extended.status_code == 200
+    again = await recv_until(ws, "room", event="ending")
+    assert again["ends_at"].startswith(later.strftime("%Y-%m-%dT%H:%M:%S"))
+    # The old end passes and the socket stays open.
+    await asyncio.sleep(4)
+    await ws.send(json.dumps({"type": "ping"}))
+    assert (await recv_until(ws, "pong"))["type"] == "pong"
+    await ws.close()
+
+
+async def test_presence_online_and_offline(practice: Practice) -> None:
+    counselor, client, room_id = await pair(practice)
+    host = await joined(practice, counselor, room_id)
+    guest = await joined(practice, client, room_id)
+    online = await recv_until(host, "presence", event="online")
+    assert (online["account_id"], online["device_id"]) == (client.id, client.device)
+    await guest.close()
+    offline = await recv_until(host, "presence", event="offline")
+    assert (offline["account_id"], offline["device_id"]) == (client.id, client.device)
+    again = await joined(practice, client, room_id)
+    welcome_seen = await recv_until(host, "presence", event="online")
+    assert welcome_seen["account_id"] == client.id
+    await again.close()
+    await host.close()
