@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -25,6 +26,7 @@ from app.disclosures.endpoints import router as disclosures_router
 from app.incidents.endpoints import router as incidents_router
 from app.notices.endpoints import router as notices_router
 from app.ops.endpoints import router as ops_router
+from app.privacy.endpoints import router as privacy_router
 from app.relay.broker import Broker, create_broker
 from app.relay.endpoints import router as relay_router
 from app.relay.hub import Hub
@@ -76,11 +78,18 @@ def create_app(
         broker = create_broker(
             ctx.settings.broker_url, ctx.clock.time, prefix=ctx.settings.broker_prefix
         )
+
+        async def on_event(event: dict[str, Any]) -> None:
+            if event.get("kind") == "data_key_destroyed":
+                # An erasure on any instance: drop this instance's cached copy.
+                ctx.vault.forget(str(event["key"]))
+
         hub = Hub(
             broker,
             ctx.clock,
             rate_per_s=ctx.settings.ws_rate_per_s,
             idle_timeout=ctx.settings.ws_idle_timeout,
+            on_event=on_event,
         )
         await hub.start()
         ctx.publisher = broker.publish
@@ -118,6 +127,7 @@ def create_app(
         disclosures_router,
         incidents_router,
         notices_router,
+        privacy_router,
         relay_router,
     ):
         app.include_router(router)

@@ -17,6 +17,7 @@ Event shapes (a dict with `kind`; ids are strings):
 - `room_locked` / `room_unlocked` {room}
 - `room_schedule`     {room, ends_at}: the end moved (timers are re-armed)
 - `room_ended`        {room}: every socket closes with 4010
+- `data_key_destroyed` {key}: every instance forgets its cached copy (erasure)
 """
 
 from __future__ import annotations

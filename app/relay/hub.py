@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -154,11 +155,24 @@ class LiveRoom:
         return {d: a.account_id for a in self.participants.values() for d in a.devices}
 
 
+EventHook = Callable[[dict[str, Any]], Awaitable[None]]
+
+
 class Hub:
     def __init__(
-        self, broker: Broker, clock: Clock, *, rate_per_s: int, idle_timeout: float
+        self,
+        broker: Broker,
+        clock: Clock,
+        *,
+        rate_per_s: int,
+        idle_timeout: float,
+        on_event: EventHook | None = None,
     ) -> None:
         self.broker = broker
+        #: Called first with every event (the application's own handling, such
+        #: as forgetting a destroyed data key); a failure there is logged and
+        #: never stops the hub's handling.
+        self._event_hook = on_event
         self.clock = clock
         self.rate_per_s = rate_per_s
         self.idle_timeout = idle_timeout
@@ -423,6 +437,11 @@ class Hub:
             conn.deliver(stored.seq, frame)
 
     async def on_event(self, event: dict[str, Any]) -> None:
+        if self._event_hook is not None:
+            try:
+                await self._event_hook(event)
+            except Exception:
+                log.exception("event hook failed for %s", event.get("kind"))
         handler = getattr(self, "_on_" + str(event.get("kind")), None)
         if handler is not None:
             handler(event)

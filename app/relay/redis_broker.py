@@ -56,8 +56,10 @@ redis.call('PUBLISH', ARGV[5], head .. nl .. ARGV[3] .. nl .. ARGV[4])
 return {seq, 0}
 """
 
-# The epoch is set once and read in the same script as the spend: a Redis that
-# restarted empty gets a new epoch at its first spend, so no stale value is used.
+# The epoch is set when an instance (re)subscribes, long before any token of
+# its is spent, and read in the same script as the spend; a Redis that
+# restarted empty gets a new epoch at the latest with its next spend, so no
+# stale value is ever used.
 _SPEND = """
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 local epoch = tonumber(redis.call('GET', KEYS[1]))
@@ -140,6 +142,7 @@ class RedisBroker:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._messages, self._events)
+                await self._redis.set(f"{self._prefix}:epoch", repr(self._now()), nx=True)
                 self._subscribed = True
                 ready.set()
                 backoff = 0.1

@@ -105,13 +105,7 @@ async def add_participant(
     state, member = await service.add_participant(
         session, ctx, principal, room_id, account_id=body.account_id, email=body.email
     )
-    names = await service.display_names(session, ctx.vault, [member.account_id])
-    return ParticipantOut(
-        account_id=member.account_id,
-        display_name=names.get(member.account_id, ""),
-        role=member.role,
-        admitted=state.is_admitted(member),
-    )
+    return await service.participant_view(session, ctx, state, member)
 
 
 @router.delete(
@@ -136,14 +130,8 @@ async def remove_participant(
 async def admit(
     room_id: str, account_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
 ) -> ParticipantOut:
-    _, member = await service.admit(session, ctx, principal, room_id, account_id)
-    names = await service.display_names(session, ctx.vault, [member.account_id])
-    return ParticipantOut(
-        account_id=member.account_id,
-        display_name=names.get(member.account_id, ""),
-        role=member.role,
-        admitted=True,
-    )
+    state, member = await service.admit(session, ctx, principal, room_id, account_id)
+    return await service.participant_view(session, ctx, state, member)
 
 
 @router.post(

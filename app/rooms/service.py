@@ -24,6 +24,7 @@ from app.auth.service import Principal
 from app.consent.service import missing_documents
 from app.core import audit
 from app.core.context import Context
+from app.core.encryption import DecryptionError
 from app.core.errors import Forbidden, NotFound, ValidationFailed
 from app.core.events import emit
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP
@@ -177,8 +178,8 @@ async def display_names(
             names[account.id] = await vault.open(
                 session, Account.display_name, account.id, account.display_name
             )
-        except DataKeyDestroyed:
-            names[account.id] = ""
+        except (DataKeyDestroyed, DecryptionError):
+            names[account.id] = ""  # erased: the key is gone and the name overwritten
     return names
 
 
@@ -203,6 +204,18 @@ async def view(session: AsyncSession, ctx: Context, state: RoomState) -> RoomOut
             )
             for m in state.members
         ],
+    )
+
+
+async def participant_view(
+    session: AsyncSession, ctx: Context, state: RoomState, member: Member
+) -> ParticipantOut:
+    names = await display_names(session, ctx.vault, [member.account_id])
+    return ParticipantOut(
+        account_id=member.account_id,
+        display_name=names.get(member.account_id, ""),
+        role=member.role,
+        admitted=state.is_admitted(member),
     )
 
 

@@ -398,7 +398,7 @@ async def test_unknown_path_is_a_404_problem(client: httpx.AsyncClient) -> None:
 
 
 async def test_wrong_method_is_a_405_problem(client: httpx.AsyncClient) -> None:
-    response = await client.delete("/v1/me")
+    response = await client.delete("/v1/me/notices")
     assert_problem(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "GET"
 
@@ -521,7 +521,7 @@ async def test_every_response_carries_the_security_headers(client: httpx.AsyncCl
         await client.get("/v1/me", headers=user.auth),
         await client.get("/v1/me"),
         await client.get("/nothing/here"),
-        await client.delete("/v1/me"),
+        await client.delete("/v1/me/notices"),
         await client.post(
             "/v1/accounts", content=b"{", headers={"content-type": "application/json"}
         ),

@@ -122,6 +122,15 @@ async def test_a_token_older_than_the_brokers_memory_is_refused(
     assert await b.spend_jti("stale", 60, time.time() - 120) is False
 
 
+async def test_a_token_issued_after_start_but_spent_later_is_accepted(
+    broker: tuple[Broker, Recorder],
+) -> None:
+    b, _ = broker
+    issued = time.time()
+    await asyncio.sleep(1.5)  # the first spend comes well after the issue
+    assert await b.spend_jti("slow", 60, issued) is True
+
+
 async def test_events_reach_every_subscriber(broker: tuple[Broker, Recorder]) -> None:
     b, seen = broker
     await b.publish({"kind": "room_ended", "room": "r"})

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from app.auth.dependencies import CurrentAccount
+from app.core.deps import ContextDep, SessionDep
+from app.core.errors import Unauthorized, responses
+from app.privacy import service
+from app.privacy.schemas import AccessEntry, Export
+from app.privacy.service import LastAdmin
+
+router = APIRouter(tags=["privacy"])
+
+EXPORT_FILENAME = "confide-export.json"
+
+
+@router.get(
+    "/v1/me/access-log",
+    response_model=list[AccessEntry],
+    responses=responses(Unauthorized),
+    summary="Who read or changed the caller's records, and when (oldest first)",
+    description=(
+        "Every audit entry whose target is the caller, the caller's own reads and"
+        " changes included. Reading the log is itself recorded (`access_log.read`),"
+        " after the answer is read: a response never lists its own read, the next one does."
+    ),
+)
+async def access_log(
+    principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+) -> list[AccessEntry]:
+    return await service.access_log(session, ctx, principal)
+
+
+@router.get(
+    "/v1/me/export",
+    response_model=Export,
+    responses=responses(Unauthorized),
+    summary="Everything held about the caller, decrypted, as one JSON document",
+    description=(
+        "Sent as an attachment (`confide-export.json`). Each section is shaped as its"
+        " own endpoint answers it; `devices` also lists revoked devices."
+    ),
+)
+async def export(
+    principal: CurrentAccount, session: SessionDep, ctx: ContextDep, response: Response
+) -> Export:
+    document = await service.export(session, ctx, principal)
+    response.headers["Content-Disposition"] = f'attachment; filename="{EXPORT_FILENAME}"'
+    return document
+
+
+@router.delete(
+    "/v1/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=responses(Unauthorized, LastAdmin),
+    summary="Erase the caller's account",
+    description=(
+        "The account's data key is destroyed, so every record sealed under it becomes"
+        " unreadable; the account can no longer log in, every token it holds answers"
+        " 401, and its live sockets close with 4001. The last active admin cannot"
+        " erase their account (409 `last_admin`)."
+    ),
+)
+async def erase(principal: CurrentAccount, session: SessionDep, ctx: ContextDep) -> None:
+    await service.erase(session, ctx, principal)

@@ -1,0 +1,270 @@
+"""The person's own data: who touched it (the access log), all of it (the export), erasure.
+
+Access log: the audit entries whose target is the caller (the audit log
+finds them through the blind index of the target), the caller's own actions
+included: their reads are accesses to their record too. Reading the log is
+itself audited (`access_log.read`); that entry is appended when the request
+commits, after the list was read, so a response never contains its own read
+and the next one shows it.
+
+Export: every section decrypted, each shaped as its own endpoint answers it.
+The export reads through the domains' services, which audit their reads as
+usual (`consent.read`, `notice.read`, `disclosure.read`), then records
+`account.export`.
+
+Erasure (decision note 0006): the account's data key row is deleted, so
+everything sealed under it (email, name, device labels, acceptances, the
+list of rooms, notices, the client's accounting of disclosures) can never be
+opened again; the account row stays as a tombstone (id, role, creation time,
+status `erased`) because audit entries, disclosures recorded by a counselor
+and room memberships name it by id. Every log-in family is revoked, every
+device revoked, every socket closed (4001), and every instance forgets the
+unwrapped key it may hold in memory.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts import service as accounts
+from app.auth.service import Principal, revoke_family
+from app.consent import service as consent
+from app.core import audit
+from app.core.context import Context
+from app.core.errors import Conflict, Unauthorized
+from app.core.events import emit
+from app.devices.service import encode_key
+from app.disclosures import service as disclosures
+from app.disclosures.schemas import DisclosureOut
+from app.models import (
+    Account,
+    AccountStatus,
+    ConsentDocument,
+    DataKey,
+    Device,
+    NoticeKind,
+    RefreshToken,
+    Role,
+)
+from app.notices import service as notices
+from app.notices.schemas import NoticeOut
+from app.privacy.schemas import AccessEntry, Actor, ConsentRecord, DeviceRecord, Export
+from app.rooms import service as rooms
+
+#: Not an argon2 hash: verification of any password against it fails.
+UNUSABLE_PASSWORD = "!erased"
+#: Close code of an erased account's sockets (as for an invalid token).
+ERASED_CLOSE = 4001
+
+
+class LastAdmin(Conflict):
+    code, title = "last_admin", "The last active admin"
+
+
+# -- access log ----------------------------------------------------------------------
+async def _access_entries(
+    session: AsyncSession, ctx: Context, account_id: str
+) -> list[AccessEntry]:
+    entries = await ctx.audit.entries_about(session, account_id)
+    return [
+        AccessEntry(
+            at=entry.at,
+            actor=Actor(account_id=entry.actor_id, role=entry.actor_role),
+            action=entry.action,
+        )
+        for entry in entries
+    ]
+
+
+async def access_log(
+    session: AsyncSession, ctx: Context, principal: Principal
+) -> list[AccessEntry]:
+    """Who read or changed the caller's records, oldest first (chain order)."""
+    found = await _access_entries(session, ctx, principal.id)
+    audit.record(
+        session,
+        "access_log.read",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=principal.id,
+    )
+    return found
+
+
+# -- export --------------------------------------------------------------------------
+async def _devices(session: AsyncSession, ctx: Context, account: Account) -> list[DeviceRecord]:
+    rows = (
+        await session.execute(
+            select(Device)
+            .where(Device.account_id == account.id)
+            .order_by(Device.created_at, Device.id)
+        )
+    ).scalars()
+    return [
+        DeviceRecord(
+            device_id=device.id,
+            label=await ctx.vault.open(session, Device.label, device.id, device.label),
+            public_key=encode_key(device.public_key),
+            created_at=device.created_at,
+            revoked_at=device.revoked_at,
+        )
+        for device in rows
+    ]
+
+
+async def _consents(session: AsyncSession, ctx: Context, account: Account) -> list[ConsentRecord]:
+    accepted = await consent.acceptances(session, ctx.vault, account)
+    ids = [a.document_id for a in accepted]
+    documents = {
+        d.id: d
+        for d in (
+            await session.execute(select(ConsentDocument).where(ConsentDocument.id.in_(ids)))
+        ).scalars()
+    }
+    out = []
+    for acceptance in accepted:
+        document = documents.get(acceptance.document_id)
+        out.append(
+            ConsentRecord(
+                document_id=acceptance.document_id,
+                sha256=acceptance.sha256,
+                accepted_at=acceptance.accepted_at,
+                kind=document.kind if document else None,
+                locale=document.locale if document else None,
+                version=document.version if document else None,
+                title=document.title if document else None,
+            )
+        )
+    return out
+
+
+def _notice(notice: notices.NoticeView) -> NoticeOut:
+    return NoticeOut(
+        id=notice.id,
+        kind=notice.kind,
+        message=notice.message,
+        created_at=notice.created_at,
+        incident_id=notice.ref if notice.kind == NoticeKind.incident else None,
+        disclosure_id=notice.ref if notice.kind == NoticeKind.disclosure else None,
+    )
+
+
+async def export(session: AsyncSession, ctx: Context, principal: Principal) -> Export:
+    """Everything held about the caller, decrypted."""
+    account = principal.account
+    exported_at = ctx.clock.now()
+    states = await rooms.list_rooms(session, ctx, account)
+    accounting = (
+        await disclosures.accounting(session, ctx, principal) if account.role == Role.client else []
+    )
+    document = Export(
+        exported_at=exported_at,
+        account=await accounts.view(session, ctx.vault, account),
+        devices=await _devices(session, ctx, account),
+        rooms=[await rooms.view(session, ctx, state) for state in states],
+        consents=await _consents(session, ctx, account),
+        disclosures=[DisclosureOut.model_validate(view) for view in accounting],
+        notices=[
+            _notice(n) for n in await notices.notices_for(session, ctx.vault, ctx.clock, account)
+        ],
+        access_log=await _access_entries(session, ctx, account.id),
+    )
+    audit.record(
+        session,
+        "account.export",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=principal.id,
+    )
+    return document
+
+
+# -- erasure -------------------------------------------------------------------------
+async def _lock(session: AsyncSession, account: Account) -> None:
+    """Take the account's row (an admin: every active admin's row), still active.
+
+    PostgreSQL: two admins erasing themselves at once take the same rows in
+    the same order, so the second waits, then sees the first one erased.
+    SQLite ignores FOR UPDATE but serializes writers; the admin count in
+    `erase` runs after this transaction's own write, so it sees the first.
+    """
+    query = select(Account.id).where(Account.status == AccountStatus.active)
+    if account.role == Role.admin:
+        query = query.where(Account.role == Role.admin)
+    else:
+        query = query.where(Account.id == account.id)
+    locked = set((await session.execute(query.order_by(Account.id).with_for_update())).scalars())
+    if account.id not in locked:
+        # Erased by a concurrent request with another of its tokens.
+        raise Unauthorized("This session has ended.")
+
+
+async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> None:
+    """Erase the caller's account: crypto-shred its records and end every way in."""
+    account = principal.account
+    await _lock(session, account)
+    key_id = account.data_key_id
+    account.status = AccountStatus.erased
+    account.password_hash = UNUSABLE_PASSWORD
+    # Random, unique: log-in by the email finds nothing, and it may register again.
+    account.email_ix = secrets.token_bytes(32)
+    account.email = b""
+    account.display_name = b""
+    account.data_key_id = None
+    await session.flush()
+    if account.role == Role.admin:
+        remaining = await session.scalar(
+            select(func.count())
+            .select_from(Account)
+            .where(Account.role == Role.admin, Account.status == AccountStatus.active)
+        )
+        if not remaining:
+            raise LastAdmin("The last active admin cannot erase their account.")
+
+    # Sockets first, with 4001: the device revocations below would close them with 4003.
+    emit(
+        session,
+        {"kind": "account_closed", "account": account.id, "code": ERASED_CLOSE, "reason": "erased"},
+    )
+    families = sorted(
+        set(
+            (
+                await session.execute(
+                    select(RefreshToken.family_id).where(
+                        RefreshToken.account_id == account.id, RefreshToken.revoked_at.is_(None)
+                    )
+                )
+            ).scalars()
+        )
+    )
+    for family_id in families:
+        await revoke_family(session, ctx, family_id)
+    devices = sorted(
+        (
+            await session.execute(
+                update(Device)
+                .where(Device.account_id == account.id, Device.revoked_at.is_(None))
+                .values(revoked_at=ctx.clock.now())
+                .returning(Device.id)
+            )
+        ).scalars()
+    )
+    # Other participants' apps stop encrypting to these devices.
+    for device_id in devices:
+        emit(session, {"kind": "device_revoked", "account": account.id, "device": device_id})
+    if key_id is not None:
+        await session.execute(delete(DataKey).where(DataKey.id == key_id))
+        ctx.vault.forget(key_id)
+        # Every instance drops its cached copy once this commits.
+        emit(session, {"kind": "data_key_destroyed", "key": key_id})
+    audit.record(
+        session,
+        "account.erase",
+        actor_id=account.id,
+        actor_role=account.role.value,
+        target=account.id,
+        details={"devices": devices, "sessions": len(families)},
+    )

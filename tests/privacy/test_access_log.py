@@ -1,0 +1,108 @@
+"""GET /v1/me/access-log: who read or changed the caller's records, and when."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import httpx
+
+from app.core.clock import FrozenClock
+from tests.fixtures.accounts import User, register_client
+from tests.privacy.helpers import (
+    Json,
+    access_log,
+    audit_entries,
+    disclosure,
+    get_json,
+    record_disclosure,
+    share_a_room,
+)
+
+
+def who(entries: list[Json]) -> list[tuple[str | None, str | None, str]]:
+    return [(e["actor"]["account_id"], e["actor"]["role"], e["action"]) for e in entries]
+
+
+async def test_the_log_shows_who_touched_the_callers_records_in_time_order(
+    client: httpx.AsyncClient,
+    counselor: User,
+    admin: User,
+    clock: FrozenClock,
+) -> None:
+    registered_at = clock.now()
+    person = await register_client(client)  # account.create, then auth.login
+    clock.advance(10)
+    room_id = await share_a_room(client, counselor, person)  # room.participant_add
+    room = await get_json(client, counselor, f"/v1/rooms/{room_id}")  # a read of the room
+    assert person.id in [p["account_id"] for p in room["participants"]]
+    clock.advance(10)
+    await record_disclosure(client, admin, person.id, disclosure(clock))  # disclosure.record
+    clock.advance(10)
+
+    # Someone else, and what happens to their records, never shows up here.
+    other = await register_client(client)
+    await share_a_room(client, counselor, other)
+    await record_disclosure(client, admin, other.id, disclosure(clock))
+    await get_json(client, other, "/v1/me")
+    await access_log(client, other)
+
+    found = await access_log(client, person)
+    assert list(found[0]) == ["at", "actor", "action"]
+    assert who(found) == [
+        (person.id, "client", "account.create"),
+        (person.id, "client", "auth.login"),
+        (counselor.id, "counselor", "room.participant_add"),
+        (admin.id, "admin", "disclosure.record"),
+    ]
+    t0 = registered_at
+    times = [datetime.fromisoformat(e["at"]) for e in found]
+    assert times == [t0, t0, t0 + timedelta(seconds=10), t0 + timedelta(seconds=20)]
+
+    # Reading the log is itself recorded, and shows from the next read on; the
+    # caller's own reads are accesses to their record too.
+    await get_json(client, person, "/v1/me")
+    again = await access_log(client, person)
+    assert again[: len(found)] == found
+    assert who(again[len(found) :]) == [
+        (person.id, "client", "access_log.read"),
+        (person.id, "client", "account.read"),
+    ]
+    assert other.id not in {e["actor"]["account_id"] for e in again}
+
+    # And the admin's audit log holds each read of the log.
+    reads = [
+        e
+        for e in await audit_entries(client, admin)
+        if e["action"] == "access_log.read" and e["target"] == person.id
+    ]
+    assert [e["actor"] for e in reads] == [person.id, person.id]
+
+
+async def test_a_failed_log_in_on_the_account_shows_with_no_actor(
+    client: httpx.AsyncClient, client_user: User
+) -> None:
+    failed = await client.post(
+        "/v1/auth/token", data={"username": client_user.email, "password": "not the password!"}
+    )
+    assert failed.status_code == 401
+    found = await access_log(client, client_user)
+    assert found[-1]["action"] == "auth.login_failed"
+    assert found[-1]["actor"] == {"account_id": None, "role": None}
+
+
+async def test_staff_have_an_access_log_too(
+    client: httpx.AsyncClient, counselor: User, client_user: User
+) -> None:
+    await share_a_room(client, counselor, client_user)
+    found = await access_log(client, counselor)
+    # The counselor's own log-in concerns the counselor; adding a client concerns the client.
+    assert (counselor.id, "counselor", "auth.login") in who(found)
+    assert "room.participant_add" not in {e["action"] for e in found}
+
+
+async def test_anonymous_and_invalid_callers_get_401(client: httpx.AsyncClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        response = await client.get("/v1/me/access-log", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["code"] == "token_invalid"
+        assert response.headers["content-type"] == "application/problem+json"
