@@ -1,0 +1,219 @@
+"""Processes the benchmark runs and measures: `confide serve`, the baseline, Redis.
+
+CPU time and memory are read from /proc, never from inside the measured
+process: utime + stime of `/proc/<pid>/stat` (all threads, in clock ticks)
+and VmRSS of `/proc/<pid>/status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT_S = 60.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process `pid` (every thread), in seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        data = handle.read()
+    # The command name is in parentheses and may hold spaces: split after the last ")".
+    fields = data[data.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def readable(pid: int) -> bool:
+    """Whether this process can read the CPU time of `pid` (e.g. a Redis server's)."""
+    try:
+        cpu_seconds(pid)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size (VmRSS) of the process `pid`, in bytes."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def raise_open_files() -> int:
+    """Raise this process's soft open-file limit to the hard one (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def settle(pids: list[int], *, idle_cores: float = 0.05, timeout_s: float = 60.0) -> None:
+    """Wait until the processes are quiet (e.g. sockets of the last run have all left)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = sum(cpu_seconds(pid) for pid in pids)
+        await asyncio.sleep(0.3)
+        if sum(cpu_seconds(pid) for pid in pids) - before <= idle_cores * 0.3:
+            return
+
+
+def confide_command() -> list[str]:
+    script = Path(sys.executable).parent / "confide"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("confide")
+    return [found] if found else [sys.executable, "-m", "app.cli"]
+
+
+def run_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(
+        [*confide_command(), *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"confide {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+@dataclass
+class Process:
+    """A server subprocess: started, waited for, measured, stopped."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [*self.command, "--host", "127.0.0.1", "--port", str(self.port)]
+
+    async def start(self) -> Process:
+        self._spawn()
+        assert self.proc is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log()}")
+            if await self._ready():
+                return self
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start in {START_TIMEOUT_S}s: {self.log()}")
+
+    def _spawn(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._log = (self.log_dir / f"{self.name}.log").open("ab")
+        self.proc = subprocess.Popen(
+            self.argv(),
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def _ready(self) -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return False
+        writer.close()
+        return True
+
+    def log(self) -> str:
+        path = self.log_dir / f"{self.name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        return rss_bytes(self.pid)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+@dataclass
+class ConfideServer(Process):
+    """`confide serve` as deployed: uvicorn as app/cli.py configures it."""
+
+    async def _ready(self) -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=1) as http:
+                response = await http.get(f"{self.http_base}/healthz")
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200
+
+
+def confide_server(name: str, env: dict[str, str], log_dir: Path) -> ConfideServer:
+    return ConfideServer(name, [*confide_command(), "serve"], env, log_dir)
+
+
+def bench_env() -> dict[str, str]:
+    """This environment, with the project root importable (for `python -m bench.*`)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def baseline_server(log_dir: Path) -> Process:
+    return Process("baseline", [sys.executable, "-m", "bench.baseline"], bench_env(), log_dir)

@@ -1,0 +1,111 @@
+"""The benchmarks (bench/) run end to end in a tiny configuration.
+
+Against the real `confide serve` (PostgreSQL, the in-process broker, then
+Redis with one and two instances) and the baseline. Nothing here is timed:
+it checks that every part of `python -m bench.run` completes and measures
+something, so the benchmark does not rot between full runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bench import load as loadgen
+from bench import run as bench
+from tests.fixtures.processes import run_async
+from tests.fixtures.services import PG_HOST, PG_PORT, PG_USER, REDIS_URL, pg_dsn, unavailable
+
+
+async def _services() -> None:
+    try:
+        conn = await asyncpg.connect(pg_dsn("postgres"), timeout=5)
+        await conn.close()
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        unavailable("PostgreSQL", error)
+    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as error:
+        unavailable("Redis", error)
+    finally:
+        await client.aclose()
+
+
+def test_the_benchmark_runs_against_the_relay_and_the_baseline(tmp_path: Path) -> None:
+    run_async(_services())
+    results = bench.main(
+        [
+            "--rooms=3",
+            "--participants=3",
+            "--window=2",
+            "--rate=150",
+            "--duration=0.5",
+            "--warmup=0.2",
+            "--idle-sockets=200",
+            "--reuse-servers",
+            "--token-concurrency=8",
+            f"--pg-dsn=postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}",
+            f"--redis-url={REDIS_URL}",
+            f"--workdir={tmp_path}",
+            f"--json={tmp_path / 'results.json'}",
+            "--quiet",
+        ]
+    )
+
+    assert [(r.target, r.mode, r.broker, r.instances) for r in results.loads] == [
+        ("baseline", "closed", "-", 1),
+        ("relay", "closed", "memory", 1),
+        ("baseline", "open", "-", 1),
+        ("relay", "open", "memory", 1),
+        ("relay", "closed", "redis", 1),
+        ("relay", "open", "redis", 1),
+        ("relay", "closed", "redis", 2),
+        ("relay", "open", "redis", 2),
+    ]
+    for load in results.loads:
+        assert load.sockets == 9, load.name
+        assert load.sent > 0, load.name
+        assert load.delivered > 0, load.name
+        assert load.deliveries_per_s > 0, load.name
+        assert load.server_cpu_s > 0, load.name
+        assert load.deliveries_per_cpu_s > 0, load.name
+        assert load.p50_ms is not None, load.name
+        assert load.p99_ms is not None, load.name
+        assert 0 < load.p50_ms <= load.p99_ms, load.name
+        assert load.lost == 0, load.name
+        assert load.errors == {}, load.name
+        assert load.unexpected_closes == {}, load.name
+
+    assert [i.target for i in results.idle] == ["relay", "baseline"]
+    for idle in results.idle:
+        assert idle.sockets == 200
+        assert idle.rss_after_mb > 0
+        assert idle.kb_per_socket > 0
+
+    assert results.tokens is not None
+    assert results.tokens.tokens > 200
+    assert results.tokens.tokens_per_s > 0
+
+    assert len(results.targets) == 4
+    assert all(isinstance(t["met"], bool) for t in results.targets)
+    assert (tmp_path / "results.json").is_file()
+    assert "| relay, closed loop |" in bench.report(results)
+
+
+@pytest.mark.parametrize(
+    ("hist", "q", "expected"),
+    [({}, 0.5, None), ({loadgen.bucket(2_000_000): 10}, 0.99, 2.0)],
+)
+def test_percentiles_come_from_the_log_histogram(
+    hist: dict[int, int], q: float, expected: float | None
+) -> None:
+    value = loadgen.percentile_ms(hist, q)
+    if expected is None:
+        assert value is None
+    else:
+        assert value == pytest.approx(expected, rel=0.02)
