@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 @dataclass(frozen=True)
@@ -34,18 +34,23 @@ class Outgoing:
     directed: dict[str, str] | None  # device id -> fragment
 
 
-@dataclass(frozen=True)
-class Stored:
+class Stored(NamedTuple):
+    """A retained message. Only strings, ints and tuples: the garbage collector
+    stops tracking such tuples, so a long session's history costs no GC time."""
+
     seq: int
     sender_device: str
     broadcast: str | None
-    directed: dict[str, str] | None
+    directed: tuple[tuple[str, str], ...] | None  # (device id, fragment) pairs
 
     def fragment_for(self, device_id: str) -> str | None:
         if self.broadcast is not None:
             return self.broadcast if device_id != self.sender_device else None
         assert self.directed is not None
-        return self.directed.get(device_id)
+        for device, fragment in self.directed:
+            if device == device_id:
+                return fragment
+        return None
 
 
 def message_frame(seq: int, fragment: str) -> str:
@@ -127,7 +132,8 @@ class InProcessBroker:
         seq = self._seq.get(message.room, 0) + 1
         self._seq[message.room] = seq
         self._sent[key] = seq
-        stored = Stored(seq, message.sender_device, message.broadcast, message.directed)
+        directed = tuple(message.directed.items()) if message.directed is not None else None
+        stored = Stored(seq, message.sender_device, message.broadcast, directed)
         self._retained.setdefault(message.room, deque()).append(stored)
         if self._on_message is not None:
             await self._on_message(message.room, stored)

@@ -80,6 +80,7 @@ class Connection:
         self.busy = False
         self.draining = False
         self.reader: asyncio.Task[None] | None = None
+        self.last_active = 0.0
         self.bucket = p.TokenBucket(rate=rate_per_s, burst=2 * rate_per_s)
         self.close_code: int | None = None
         self.close_reason = ""
@@ -178,9 +179,32 @@ class Hub:
         self.idle_timeout = idle_timeout
         self.rooms: dict[str, LiveRoom] = {}
         self._empty = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.broker.start(self.on_message, self.on_event)
+        self._sweeper = asyncio.create_task(self._sweep_idle())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def _sweep_idle(self) -> None:
+        """Close sockets silent for the idle timeout: one timer for all of them,
+        not a timeout around every receive."""
+        loop = asyncio.get_running_loop()
+        period = max(0.5, min(30.0, self.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            deadline = loop.time() - self.idle_timeout
+            for conn in self.connections():
+                if conn.last_active < deadline:
+                    conn.close(p.CLOSE_GOING_AWAY, "idle timeout")
+                    if conn.reader is not None:
+                        conn.reader.cancel()
 
     def connections(self) -> list[Connection]:
         return [c for room in self.rooms.values() for c in room.connections.values()]
@@ -324,19 +348,18 @@ class Hub:
     # -- reading -------------------------------------------------------------
     async def _read(self, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
+        conn.last_active = loop.time()
         while conn.close_code is None and not conn.draining:
             conn.busy = False
             try:
-                message = await asyncio.wait_for(conn.ws.receive(), self.idle_timeout)
-            except TimeoutError:
-                conn.close(p.CLOSE_GOING_AWAY, "idle timeout")
-                return
+                message = await conn.ws.receive()
             except (WebSocketDisconnect, RuntimeError):
                 conn.close(p.CLOSE_NORMAL)
                 return
             if message["type"] == "websocket.disconnect":
                 return
             conn.busy = True
+            conn.last_active = loop.time()
             text = message.get("text")
             if text is None:
                 conn.close(p.CLOSE_POLICY, "binary frames are not allowed")

@@ -75,7 +75,7 @@ INSTANCE_TTL_S = 15
 def _stored(seq: int, device: str, kind: str, payload: str) -> Stored:
     if kind == "b":
         return Stored(seq, device, payload, None)
-    return Stored(seq, device, None, json.loads(payload))
+    return Stored(seq, device, None, tuple(json.loads(payload).items()))
 
 
 class RedisBroker:
@@ -85,13 +85,18 @@ class RedisBroker:
         self._url = url
         self._prefix = prefix
         self._now = now
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+        # A blocking pool: past its size, a send waits its turn for a
+        # connection instead of failing at once with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=256,
+            timeout=5,
             socket_timeout=2,
             socket_connect_timeout=2,
             health_check_interval=10,
             decode_responses=True,
         )
+        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._append = self._redis.register_script(_APPEND)
         self._spend = self._redis.register_script(_SPEND)
         self.instance = uuid.uuid4().hex
@@ -127,6 +132,7 @@ class RedisBroker:
         with contextlib.suppress(RedisError, Exception):
             await self._redis.delete(f"{self._prefix}:instance:{self.instance}")
         await self._redis.aclose()
+        await self._redis.connection_pool.disconnect()
 
     async def _heartbeat(self) -> None:
         while True:
