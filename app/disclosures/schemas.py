@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
 from app.core.schemas import AwareDatetime, Clean, RequestModel, ResponseModel
 from app.models import DisclosureBasis
@@ -58,6 +58,27 @@ class RecordDisclosure(RequestModel):
 
 
 class DisclosureOut(ResponseModel):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "9b2f3c1a-5d8e-4f6a-b7c9-0d1e2f3a4b5c",
+                    "account_id": "3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f",
+                    "basis": "mandated_report",
+                    "recipient": "County child protective services",
+                    "purpose": "Mandated report of suspected neglect",
+                    "description": "Session notes of 2026-11-20 concerning the home situation",
+                    "disclosed_at": "2026-11-24T20:00:00Z",
+                    "withhold_until": None,
+                    "recorded_by": "7e8f9a0b-1c2d-4e3f-9a4b-5c6d7e8f9a0b",
+                    "recorded_by_role": "counselor",
+                    "recorded_at": "2026-11-24T20:05:00Z",
+                }
+            ]
+        },
+    )
+
     id: str
     account_id: str = Field(description="The client whose information was disclosed.")
     basis: DisclosureBasis

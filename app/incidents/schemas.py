@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.core.schemas import AwareDatetime, Clean, RequestModel, ResponseModel
 from app.models import IncidentStatus, Severity
@@ -68,6 +68,25 @@ class NotifyIncident(RequestModel):
 
 
 class IncidentOut(ResponseModel):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b9e0d4e-3f5c-4f0a-9d6e-2a7c1c3b9e11",
+                    "summary": "A laptop holding an unencrypted export was stolen.",
+                    "discovered_at": "2026-11-24T09:00:00Z",
+                    "severity": "high",
+                    "status": "assessing",
+                    "notify_by": "2027-01-23T09:00:00Z",
+                    "notified_at": None,
+                    "overdue": False,
+                    "affected_account_ids": ["3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f"],
+                }
+            ]
+        },
+    )
+
     id: str
     summary: str
     discovered_at: datetime

@@ -27,7 +27,7 @@ class Actor(ResponseModel):
 
 
 class AccessEntry(ResponseModel):
-    at: datetime
+    at: datetime = Field(examples=["2026-11-24T20:01:00Z"])
     actor: Actor
     action: str = Field(examples=["room.participant_add"])
 
