@@ -16,6 +16,7 @@ from app.core.clock import FrozenClock
 from app.core.context import Context
 from app.models import Account
 from tests.fixtures.accounts import User, register_client
+from tests.fixtures.dump import column_bytes
 
 Doc = dict[str, Any]
 
@@ -421,12 +422,6 @@ async def test_missing_documents_in_a_locale_and_acceptance_in_any_locale(
 
 
 # -- the dump promise -----------------------------------------------------------------
-def _column_bytes(value: object) -> bytes:
-    if value is None:
-        return b""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    return str(value).encode()
 
 
 async def test_a_dump_of_acceptances_shows_neither_who_nor_what(
@@ -447,6 +442,6 @@ async def test_a_dump_of_acceptances_shows_neither_who_nor_what(
     needles += [uuid.UUID(client_user.id).bytes]
     needles += [bytes.fromhex(document["sha256"]) for document in documents]
     for row in rows:
-        dump = b"|".join(_column_bytes(value) for value in row)
+        dump = b"|".join(column_bytes(value) for value in row)
         for needle in needles:
             assert needle not in dump

@@ -14,6 +14,7 @@ from app.core.clock import FrozenClock
 from app.core.context import Context
 from app.models import Account, AccountStatus, Role
 from tests.fixtures.accounts import User, login, make_account, register_client
+from tests.fixtures.dump import column_bytes
 
 Json = dict[str, Any]
 DAY = 24 * 3600
@@ -445,14 +446,6 @@ async def test_every_change_is_audited(
 ISO_DATE = re.compile(rb"\d{4}-\d{2}-\d{2}")
 
 
-def _column_bytes(value: object) -> bytes:
-    if value is None:
-        return b""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    return str(value).encode()
-
-
 async def test_a_dump_shows_no_incident_text_no_affected_account_and_no_time(
     ctx: Context,
     client: httpx.AsyncClient,
@@ -492,7 +485,7 @@ async def test_a_dump_shows_no_incident_text_no_affected_account_and_no_time(
             assert len(rows) == expected
             for row in rows:
                 for value in row:
-                    column = _column_bytes(value)
+                    column = column_bytes(value)
                     assert not ISO_DATE.search(column), table
                     for needle in needles:
                         assert needle not in column, (table, needle)

@@ -18,6 +18,7 @@ from app.core.clock import FrozenClock
 from app.core.context import Context
 from app.models import Role
 from tests.fixtures.accounts import User, login, make_account, register_client
+from tests.fixtures.dump import column_bytes
 
 CONSENT_KINDS = ("informed_consent", "telehealth", "group_agreement")
 ROOM_TABLES = ("rooms", "room_members", "account_rooms")
@@ -124,12 +125,6 @@ async def count_rows(ctx: Context) -> dict[str, int]:
             table: int((await conn.execute(text(f'SELECT COUNT(*) FROM "{table}"'))).scalar_one())
             for table in ROOM_TABLES
         }
-
-
-def column_bytes(value: object) -> bytes:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    return str(value).encode()
 
 
 async def status_now(client: httpx.AsyncClient, user: User, room_id: str) -> str:
