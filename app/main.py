@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.exc import IntegrityError
+from starlette.types import Receive, Scope, Send
 
 from app.accounts.endpoints import router as accounts_router
 from app.audit.endpoints import router as audit_router
@@ -64,6 +65,23 @@ async def purge_periodically(ctx: Context, broker: Broker) -> None:
             log.exception("purge failed")
 
 
+class Confide(FastAPI):
+    """FastAPI, with room sockets routed straight to the router.
+
+    The HTTP middleware (security headers, body limit, metrics, CORS) has
+    nothing to do for a WebSocket, yet its frames would stay alive for the
+    whole life of every socket: a few KB each, times thousands of sockets.
+    The socket route checks the Origin itself.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope["app"] = self
+            await self.router(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -112,7 +130,7 @@ def create_app(
             if context is None:
                 await ctx.close()
 
-    app = FastAPI(
+    app = Confide(
         title="Confide",
         version="1.0.0",
         description=DESCRIPTION,

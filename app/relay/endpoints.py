@@ -165,20 +165,24 @@ async def room_socket(ws: WebSocket, room_id: str) -> None:
             await ws.close(refused.code, refused.reason)
         return
     conn = Connection(ws, grant, ctx.settings.ws_rate_per_s)
+    room = hub.join(grant)
+    # Only the connection lives on: the grant's copy of the participants is not
+    # kept for the socket's whole life.
+    del grant
     try:
-        await hub.run(conn, grant)
+        await hub.run(conn, room)
     finally:
-        await _record_leave(ctx, grant)
+        await _record_leave(ctx, conn)
 
 
-async def _record_leave(ctx: Context, grant: Grant) -> None:
+async def _record_leave(ctx: Context, conn: Connection) -> None:
     with contextlib.suppress(Exception):
         async with ctx.transaction() as session:
             audit.record(
                 session,
                 "room.leave",
-                actor_id=grant.account_id,
-                actor_role=grant.role,
-                target=grant.account_id,
-                details={"room": grant.room_id, "device": grant.device_id},
+                actor_id=conn.account_id,
+                actor_role=conn.role,
+                target=conn.account_id,
+                details={"room": conn.room_id, "device": conn.device_id},
             )

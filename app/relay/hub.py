@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -73,9 +74,11 @@ class Connection:
         self.role = grant.role
         self.session_id = grant.session_id
         self.admitted = grant.admitted
-        # Bounded by send() (frames and bytes), not by the Queue, so that the
-        # closing sentinel always fits behind what is already queued.
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        # Bounded by send() (frames and bytes), so that the closing sentinel
+        # always fits behind what is already queued. A deque and one waiter:
+        # an asyncio.Queue costs several deques per socket.
+        self.queue: deque[str | None] = deque()
+        self._wake: asyncio.Future[None] | None = None
         self.queued_bytes = 0
         self.busy = False
         self.draining = False
@@ -91,11 +94,25 @@ class Connection:
     def send(self, frame: str) -> None:
         if self.close_code is not None:
             return
-        if self.queued_bytes + len(frame) > QUEUE_BYTES or self.queue.qsize() >= QUEUE_FRAMES:
+        if self.queued_bytes + len(frame) > QUEUE_BYTES or len(self.queue) >= QUEUE_FRAMES:
             self.close(p.CLOSE_TRY_AGAIN, "consumer too slow")
             return
         self.queued_bytes += len(frame)
-        self.queue.put_nowait(frame)
+        self._put(frame)
+
+    def _put(self, item: str | None) -> None:
+        self.queue.append(item)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def _get(self) -> str | None:
+        while not self.queue:
+            self._wake = asyncio.get_running_loop().create_future()
+            try:
+                await self._wake
+            finally:
+                self._wake = None
+        return self.queue.popleft()
 
     def deliver(self, seq: int, frame: str) -> None:
         if self.resuming:
@@ -114,7 +131,7 @@ class Connection:
         if self.close_code is not None:
             return
         self.close_code, self.close_reason = code, reason
-        self.queue.put_nowait(None)
+        self._put(None)
 
     def close(self, code: int, reason: str = "") -> None:
         """Close now: what is queued is dropped."""
@@ -122,15 +139,14 @@ class Connection:
             return
         self.close_code, self.close_reason = code, reason
         # Drop what is queued: a closing socket owes nothing more.
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        self.queue.clear()
         self.queued_bytes = 0
-        self.queue.put_nowait(None)
+        self._put(None)
 
     async def writer(self) -> None:
         try:
             while True:
-                frame = await self.queue.get()
+                frame = await self._get()
                 if frame is None:
                     break
                 self.queued_bytes -= len(frame)
@@ -240,14 +256,18 @@ class Hub:
                 self._arm(room)
         return room
 
-    async def run(self, conn: Connection, grant: Grant) -> None:
-        room = self._room_for(grant)
+    def join(self, grant: Grant) -> LiveRoom:
+        """The live room for a granted socket (created, or refreshed from the grant)."""
+        return self._room_for(grant)
+
+    async def run(self, conn: Connection, room: LiveRoom) -> None:
         try:
             online = await self.broker.online(room.id)
             latest = await self.broker.latest_seq(room.id)
         except BrokerUnavailable:
             conn.close(p.CLOSE_TRY_AGAIN, "broker unavailable")
             await conn.writer()
+            await self._leave(room, conn)
             return
         previous = room.connections.get(conn.device_id)
         if previous is not None:
