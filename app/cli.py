@@ -30,7 +30,8 @@ def _migrate(settings: Settings) -> None:
 
     if settings.resolved_database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.resolved_database_url)
+    keys = load_keys(settings)  # a migration may re-seal rows (0004)
+    upgrade(settings.resolved_database_url, keys=(keys.keyring, keys.index_key))
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@ account's own data key; the email is found through its blind index."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,8 +13,9 @@ from app.accounts.passwords import check_strength, hash_password
 from app.accounts.schemas import AccountOut
 from app.core import audit
 from app.core.clock import Clock
-from app.core.errors import EmailTaken
-from app.core.vault import Vault
+from app.core.encryption import DecryptionError
+from app.core.errors import EmailTaken, NotFound
+from app.core.vault import DataKeyDestroyed, Vault
 from app.models import Account, AccountStatus, Role
 from app.models.base import new_id
 
@@ -61,7 +64,9 @@ async def create_account(
         ),
         password_hash=await hash_password(password),
         data_key_id=key_id,
-        created_at=clock.now(),
+        created=await vault.seal(
+            session, key_id, Account.created, account_id, clock.now().isoformat()
+        ),
     )
     session.add(account)
     try:
@@ -81,12 +86,29 @@ async def create_account(
 
 
 async def view(session: AsyncSession, vault: Vault, account: Account) -> AccountOut:
+    key_id = account.data_key_id
+    if key_id is None:
+        raise NotFound("No such account.")
     return AccountOut(
         id=account.id,
-        email=await vault.open(session, Account.email, account.id, account.email),
+        email=await vault.open(session, key_id, Account.email, account.id, account.email),
         display_name=await vault.open(
-            session, Account.display_name, account.id, account.display_name
+            session, key_id, Account.display_name, account.id, account.display_name
         ),
         role=account.role,
-        created_at=account.created_at,
+        created_at=datetime.fromisoformat(
+            await vault.open(session, key_id, Account.created, account.id, account.created)
+        ),
     )
+
+
+async def display_name(session: AsyncSession, vault: Vault, account: Account) -> str:
+    """The account's name; empty once it is erased (its key is gone)."""
+    if account.data_key_id is None:
+        return ""
+    try:
+        return await vault.open(
+            session, account.data_key_id, Account.display_name, account.id, account.display_name
+        )
+    except (DataKeyDestroyed, DecryptionError):
+        return ""

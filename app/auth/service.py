@@ -24,31 +24,76 @@ from app.core import audit
 from app.core.context import Context
 from app.core.errors import InvalidCredentials, RateLimited, RefreshReused, Unauthorized
 from app.core.events import emit
+from app.core.slots import Slots
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP
-from app.models import Account, RefreshToken
+from app.models import SYSTEM_KEY_ID, Account, LoginFamily, RefreshToken
 from app.models.base import new_id
+
+SLOTS = Slots(LoginFamily.slot_ix, "login.owner.slot")
 
 
 def _hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+@dataclass
+class Family:
+    """A log-in family as the system key opens it."""
+
+    row: LoginFamily
+    account_id: str
+    started_at: datetime
+    last_at: datetime
+    revoked_at: datetime | None
+
+
+async def open_family(session: AsyncSession, ctx: Context, row: LoginFamily) -> Family:
+    data = await ctx.vault.open_json(
+        session, SYSTEM_KEY_ID, LoginFamily.details, row.id, row.details
+    )
+    revoked_at = data.get("revoked_at")
+    return Family(
+        row=row,
+        account_id=data["account"],
+        started_at=datetime.fromisoformat(data["started_at"]),
+        last_at=datetime.fromisoformat(data["last_at"]),
+        revoked_at=datetime.fromisoformat(revoked_at) if revoked_at else None,
+    )
+
+
+async def _seal_family(session: AsyncSession, ctx: Context, family: Family) -> None:
+    family.row.details = await ctx.vault.seal_json(
+        session,
+        SYSTEM_KEY_ID,
+        LoginFamily.details,
+        family.row.id,
+        {
+            "account": family.account_id,
+            "started_at": family.started_at.isoformat(),
+            "last_at": family.last_at.isoformat(),
+            "revoked_at": family.revoked_at.isoformat() if family.revoked_at else None,
+        },
+    )
+
+
 async def _issue(
-    session: AsyncSession,
-    ctx: Context,
-    account: Account,
-    family_id: str,
-    family_started_at: datetime,
+    session: AsyncSession, ctx: Context, account: Account, family: Family
 ) -> TokenPair:
     refresh = secrets.token_urlsafe(32)
+    token_id = new_id()
     session.add(
         RefreshToken(
-            id=new_id(),
-            family_id=family_id,
-            account_id=account.id,
+            id=token_id,
+            family_id=family.row.id,
             token_hash=_hash(refresh),
-            family_started_at=family_started_at,
-            created_at=ctx.clock.now(),
+            spent=False,
+            details=await ctx.vault.seal_json(
+                session,
+                SYSTEM_KEY_ID,
+                RefreshToken.details,
+                token_id,
+                {"created_at": ctx.clock.now().isoformat()},
+            ),
         )
     )
     await session.flush()
@@ -58,9 +103,23 @@ async def _issue(
         typ=ACCESS_TYP,
         subject=account.id,
         ttl=ttl,
-        claims={"role": account.role.value, "sid": family_id},
+        claims={"role": account.role.value, "sid": family.row.id},
     )
     return TokenPair(access_token=access.token, expires_in=ttl, refresh_token=refresh)
+
+
+async def _start_family(session: AsyncSession, ctx: Context, account: Account) -> Family:
+    now = ctx.clock.now()
+    family = Family(
+        row=LoginFamily(id=new_id(), revoked=False, details=b""),
+        account_id=account.id,
+        started_at=now,
+        last_at=now,
+        revoked_at=None,
+    )
+    await _seal_family(session, ctx, family)
+    await SLOTS.add(session, ctx.vault, account.id, family.row)
+    return family
 
 
 async def login(
@@ -89,7 +148,7 @@ async def login(
         raise InvalidCredentials("The email or password is wrong.")
 
     throttle.clear(account_key)
-    pair = await _issue(session, ctx, account, new_id(), ctx.clock.now())
+    pair = await _issue(session, ctx, account, await _start_family(session, ctx, account))
     audit.record(
         session,
         "auth.login",
@@ -103,39 +162,81 @@ async def login(
 async def revoke_family(session: AsyncSession, ctx: Context, family_id: str) -> None:
     """End a log-in: its refresh tokens, its access tokens and its sockets."""
     emit(session, {"kind": "session_revoked", "sid": family_id})
-    await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=ctx.clock.now())
-    )
+    revoked = (
+        await session.execute(
+            update(LoginFamily)
+            .where(LoginFamily.id == family_id, LoginFamily.revoked.is_(False))
+            .values(revoked=True)
+            .returning(LoginFamily.id)
+        )
+    ).scalar_one_or_none()
+    if revoked is None:
+        return
+    row = await session.get(LoginFamily, family_id)
+    assert row is not None
+    await session.refresh(row)
+    family = await open_family(session, ctx, row)
+    family.revoked_at = ctx.clock.now()
+    await _seal_family(session, ctx, family)
+    await session.flush()
+
+
+async def remove_families(session: AsyncSession, ctx: Context, account: Account) -> int:
+    """Delete every log-in of the account at once (erasure); how many were live."""
+    rows = await SLOTS.rows(session, ctx.vault, account.id)
+    live = [row.id for row in rows if not row.revoked]
+    for family_id in live:
+        emit(session, {"kind": "session_revoked", "sid": family_id})
+    await SLOTS.remove_all(session, ctx.vault, account.id)
+    return len(live)
 
 
 async def refresh(session: AsyncSession, ctx: Context, token: str) -> TokenPair:
+    digest = _hash(token)
     row = (
-        await session.execute(select(RefreshToken).where(RefreshToken.token_hash == _hash(token)))
+        await session.execute(select(RefreshToken).where(RefreshToken.token_hash == digest))
     ).scalar_one_or_none()
-    if row is None or row.revoked_at is not None:
+    family_row = await session.get(LoginFamily, row.family_id) if row is not None else None
+    if row is None or family_row is None or family_row.revoked:
         raise Unauthorized("Unknown or revoked refresh token.")
-    now = ctx.clock.now()
-    if row.spent_at is not None:
-        await revoke_family(session, ctx, row.family_id)
+    family = await open_family(session, ctx, family_row)
+    # Spending is one conditional update: of several requests presenting the
+    # same token at once, exactly one wins; every other one is a reuse.
+    won = (
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id == row.id, RefreshToken.spent.is_(False))
+            .values(spent=True)
+            .returning(RefreshToken.id)
+        )
+    ).scalar_one_or_none()
+    if won is None:
+        await revoke_family(session, ctx, family.row.id)
         audit.record(
             session,
             "auth.refresh_reused",
-            actor_id=row.account_id,
-            target=row.account_id,
-            details={"family": row.family_id},
+            actor_id=family.account_id,
+            target=family.account_id,
+            details={"family": family.row.id},
         )
         raise RefreshReused("This refresh token was already used; the session is revoked.")
+    now = ctx.clock.now()
+    created = await ctx.vault.open_json(
+        session, SYSTEM_KEY_ID, RefreshToken.details, row.id, row.details
+    )
     idle = timedelta(seconds=ctx.settings.refresh_idle_timeout)
     lifetime = timedelta(seconds=ctx.settings.refresh_max_lifetime)
-    if row.created_at + idle <= now or row.family_started_at + lifetime <= now:
+    if (
+        datetime.fromisoformat(created["created_at"]) + idle <= now
+        or family.started_at + lifetime <= now
+    ):
         raise Unauthorized("The refresh token has expired.", code="token_expired")
-    account = await accounts.get_active(session, row.account_id)
+    account = await accounts.get_active(session, family.account_id)
     if account is None:
         raise Unauthorized("Unknown or revoked refresh token.")
-    row.spent_at = now
-    pair = await _issue(session, ctx, account, row.family_id, row.family_started_at)
+    family.last_at = now
+    await _seal_family(session, ctx, family)
+    pair = await _issue(session, ctx, account, family)
     audit.record(
         session,
         "auth.refresh",
@@ -148,9 +249,7 @@ async def refresh(session: AsyncSession, ctx: Context, token: str) -> TokenPair:
 
 async def session_is_live(session: AsyncSession, family_id: str) -> bool:
     live = await session.execute(
-        select(RefreshToken.id)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .limit(1)
+        select(LoginFamily.id).where(LoginFamily.id == family_id, LoginFamily.revoked.is_(False))
     )
     return live.first() is not None
 

@@ -21,6 +21,7 @@ Which document is current:
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from app.core import audit
 from app.core.clock import Clock
 from app.core.errors import Conflict, NotFound
 from app.core.events import emit
+from app.core.slots import Slots
 from app.core.vault import DataKeyDestroyed, Vault
 from app.models import Account, ConsentAcceptance, ConsentDocument, ConsentKind
 from app.models.base import new_id
@@ -84,8 +86,7 @@ def _document_id(value: str) -> str | None:
         return None
 
 
-def _owner_index(vault: Vault, account_id: str) -> bytes:
-    return vault.index(account_id, purpose="consent.owner")
+SLOTS = Slots(ConsentAcceptance.owner_ix, "consent.owner.slot")
 
 
 def _acceptance_index(vault: Vault, account_id: str, document_id: str) -> bytes:
@@ -242,8 +243,12 @@ async def _find(session: AsyncSession, acceptance_ix: bytes) -> ConsentAcceptanc
     ).scalar_one_or_none()
 
 
-async def _open(session: AsyncSession, vault: Vault, row: ConsentAcceptance) -> Acceptance:
-    data = await vault.open_json(session, ConsentAcceptance.details, row.id, row.details)
+async def _open(
+    session: AsyncSession, vault: Vault, account: Account, row: ConsentAcceptance
+) -> Acceptance:
+    data = await vault.open_json(
+        session, _data_key(account), ConsentAcceptance.details, row.id, row.details
+    )
     return Acceptance(
         document_id=str(data["document_id"]),
         sha256=str(data["sha256"]),
@@ -262,7 +267,7 @@ async def accept(
     acceptance_ix = _acceptance_index(vault, account.id, document.id)
     existing = await _find(session, acceptance_ix)
     if existing is not None:
-        return await _open(session, vault, existing)
+        return await _open(session, vault, account, existing)
 
     row_id = new_id()
     accepted = Acceptance(document.id, document.sha256.hex(), clock.now())
@@ -276,7 +281,7 @@ async def accept(
         ConsentAcceptance,
         ["acceptance_ix"],
         id=row_id,
-        owner_ix=_owner_index(vault, account.id),
+        owner_ix=os.urandom(32),  # until it takes its slot, below
         acceptance_ix=acceptance_ix,
         details=await vault.seal_json(
             session, _data_key(account), ConsentAcceptance.details, row_id, details
@@ -287,7 +292,10 @@ async def accept(
         existing = await _find(session, acceptance_ix)
         if existing is None:
             raise Conflict("The acceptance could not be recorded; retry.")
-        return await _open(session, vault, existing)
+        return await _open(session, vault, account, existing)
+    row = await _find(session, acceptance_ix)
+    assert row is not None
+    await SLOTS.place(session, vault, account.id, row)
     audit.record(
         session,
         "consent.accept",
@@ -306,14 +314,8 @@ async def accept(
 
 async def acceptances(session: AsyncSession, vault: Vault, account: Account) -> list[Acceptance]:
     """The account's acceptances, oldest first."""
-    rows = (
-        await session.execute(
-            select(ConsentAcceptance).where(
-                ConsentAcceptance.owner_ix == _owner_index(vault, account.id)
-            )
-        )
-    ).scalars()
-    opened = [await _open(session, vault, row) for row in rows]
+    rows = await SLOTS.rows(session, vault, account.id) if account.data_key_id else []
+    opened = [await _open(session, vault, account, row) for row in rows]
     audit.record(
         session,
         "consent.read",
@@ -332,8 +334,7 @@ async def withdraw(session: AsyncSession, vault: Vault, account: Account, docume
     row = await _find(session, _acceptance_index(vault, account.id, canonical))
     if row is None:
         raise NotFound(_NOT_ACCEPTED)
-    await session.delete(row)
-    await session.flush()
+    await SLOTS.remove(session, vault, account.id, row)
     # Simplest safe rule: any withdrawal closes the account's sockets; a room
     # that still has every consent it needs issues a new token at once.
     emit(

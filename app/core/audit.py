@@ -8,8 +8,10 @@ SQLite by a process lock (SQLite serves one process), so two requests never
 read the same head and fork the chain; the primary key on `seq` refuses a
 fork outright should anything get past that.
 
-Each entry stores `seq`, `prev_hash`, `hash`, a blind index of the target
-(for the person's access log) and a payload sealed under the system key
+Each entry stores `seq`, `prev_hash`, `hash`, the target's slot index (for
+the person's access log: `HMAC(target, i)` on the target's i-th entry, so a
+dump cannot group one person's entries; `app.core.slots`) and a payload
+sealed under the system key
 holding when, who, what and on whom. `hash` = SHA-256(prev_hash || canonical
 content), where the content covers seq, the target index and the sealed
 payload's bytes: verification needs no key, and any edit, deletion or
@@ -31,12 +33,15 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import Clock
+from app.core.slots import Slots
 from app.core.vault import Vault
 from app.models import SYSTEM_KEY_ID, AuditEntry
 
 PENDING = "confide.audit.pending"
 GENESIS = b"\x00" * 32
 _PG_LOCK_KEY = 0x636F6E666964  # "confid"
+_SLOT_CACHE = 10_000
+TARGET_SLOTS = Slots(AuditEntry.target_ix, "audit.target.slot")
 
 
 @dataclass(frozen=True)
@@ -103,9 +108,9 @@ class AuditLog:
         self._clock = clock
         self._sqlite = sqlite
         self._lock = asyncio.Lock()
-
-    def target_index(self, target: str) -> bytes:
-        return self._vault.index(target, purpose="audit.target")
+        # The next slot of recent targets: appends run under the chain's lock,
+        # and `Slots.count` checks a hint with one look-up before trusting it.
+        self._next_slot: dict[str, int] = {}
 
     async def commit(self, session: AsyncSession) -> None:
         """Append the queued entries to the chain, then commit the transaction."""
@@ -130,8 +135,19 @@ class AuditLog:
         ).one_or_none()
         seq, prev = (head[0], head[1]) if head is not None else (0, GENESIS)
         at = self._clock.now().isoformat()
+        claimed: dict[str, int] = {}
         for item in pending:
             seq += 1
+            target_ix = None
+            if item.target is not None:
+                if item.target in claimed:
+                    slot = claimed[item.target]
+                    target_ix = TARGET_SLOTS.ix(self._vault, item.target, slot)
+                else:
+                    target_ix, slot = await TARGET_SLOTS.claim(
+                        session, self._vault, item.target, hint=self._next_slot.get(item.target)
+                    )
+                claimed[item.target] = slot + 1
             payload = await self._vault.seal_json(
                 session,
                 SYSTEM_KEY_ID,
@@ -146,7 +162,6 @@ class AuditLog:
                     "details": item.details,
                 },
             )
-            target_ix = self.target_index(item.target) if item.target is not None else None
             digest = chain_hash(prev, seq, target_ix, payload)
             session.add(
                 AuditEntry(
@@ -155,9 +170,14 @@ class AuditLog:
             )
             prev = digest
         await session.flush()
+        if len(self._next_slot) > _SLOT_CACHE:
+            self._next_slot.clear()
+        self._next_slot.update(claimed)
 
     async def _decode(self, session: AsyncSession, row: AuditEntry) -> Entry:
-        data = await self._vault.open_json(session, AuditEntry.payload, str(row.seq), row.payload)
+        data = await self._vault.open_json(
+            session, SYSTEM_KEY_ID, AuditEntry.payload, str(row.seq), row.payload
+        )
         return Entry(
             seq=row.seq,
             at=datetime.fromisoformat(data["at"]),
@@ -182,14 +202,8 @@ class AuditLog:
         return [await self._decode(session, row) for row in rows]
 
     async def entries_about(self, session: AsyncSession, target: str) -> list[Entry]:
-        rows = (
-            await session.execute(
-                select(AuditEntry)
-                .where(AuditEntry.target_ix == self.target_index(target))
-                .order_by(AuditEntry.seq)
-            )
-        ).scalars()
-        return [await self._decode(session, row) for row in rows]
+        rows = await TARGET_SLOTS.rows(session, self._vault, target)
+        return [await self._decode(session, row) for row in sorted(rows, key=lambda r: r.seq)]
 
     async def verify(self, session: AsyncSession, batch: int = 1000) -> Verification:
         return await verify_chain(_batches(session, batch))

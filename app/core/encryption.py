@@ -34,19 +34,32 @@ becomes unreadable once the master key that wrapped it is retired, which is
 why master keys are rotated and old ones dropped after the backup retention
 window.
 
-Why AES-256-GCM with random 96-bit nonces
------------------------------------------
-GCM is an AEAD: it encrypts and authenticates, so any tampering with a
-stored blob is detected rather than decrypted into garbage. Its native nonce
-size is 96 bits; other sizes are hashed down internally and have weaker
-bounds. Nonces are random (``os.urandom``) rather than counters because many
-processes on many hosts write with the same key and share no counter;
-random 96-bit nonces keep the chance of a repeat below 2**-32 for up to
-2**32 encryptions under one key (NIST SP 800-38D), and a per-account key
-sees a tiny fraction of that. A repeated nonce under GCM would leak the XOR
-of two plaintexts and the authentication subkey, so this bound matters; a
-key that could approach it (the shared "system" data key) must be rotated
-long before.
+Why a fresh key for every field, derived from the data key
+------------------------------------------------------------
+GCM with random 96-bit nonces is safe for about 2**32 encryptions under one
+key (NIST SP 800-38D); past that a repeated nonce leaks the XOR of two
+plaintexts and the authentication subkey. A shared key (the "system" data key
+seals every audit payload, incident and login) would walk towards that budget
+and never reset it. So each sealed field draws a random 128-bit salt and is
+encrypted under HKDF-SHA256(data key, salt): every derived key encrypts
+exactly one field, a nonce can never repeat under it, and no data key has a
+budget to exhaust, however long it lives. The nonce is random too, so a
+repeat would need 224 random bits to collide.
+
+Why a sealed field names no key
+-------------------------------
+Version 1 started each sealed field with the id of its data key in clear, and
+that id also stood in the owner's account row: one join named the owner of
+every disclosure, notice and membership in a dump. Version 2 carries no key
+id. The caller says whose record it opens (the person or room it looked the
+row up for) and passes that data key's id; it is bound into the associated
+data, so a field opened with another owner's key fails like a flipped bit. A
+dump shows, for every sealed field, one constant version byte and then
+random bytes; nothing groups the fields of one owner. Plaintexts are padded
+to a multiple of 32 bytes, so lengths tell little (a role, a short name).
+
+A wrapped data key still starts with the kid of the master key that wrapped
+it: master kids name no person, and they let master keys rotate.
 
 Why the associated data names version, table, column, row id and key id
 -----------------------------------------------------------------------
@@ -55,23 +68,17 @@ ciphertext to its place (table, column, row id) means an attacker with
 write access to the database cannot copy a ciphertext into another row or
 column (say, swap two clients' emails, or move a disclosure onto another
 account) and have it decrypt: it fails as surely as a flipped bit. Binding
-the format version and the key id (both also readable in the prefix) means
-the prefix cannot be edited either. The parts are length-prefixed, so
-("a|b", "c") and ("a", "b|c") are different associated data.
+the data key's id means a field only opens as the record of the owner it was
+sealed for. The parts are length-prefixed, so ("a|b", "c") and ("a", "b|c")
+are different associated data.
 
-Why the key id travels in the prefix
-------------------------------------
-A sealed field starts with the id of the data key that sealed it, and a
-wrapped data key starts with the kid of the master key that wrapped it. The
-reader thus knows which data key to fetch (`sealed_key_id`) and which master
-key to unwrap it with (`wrapped_kid`) without trying every key, and old
-blobs keep naming old keys while new ones name new keys, which is what lets
-keys rotate without rewriting everything at once. Ids are not secret.
-
-Formats (version 1)
--------------------
-sealed field: 0x01 | len(key_id) (1 byte) | key_id (ASCII) | nonce (12) | ciphertext | tag (16)
-wrapped key:  0x01 | len(kid) (1 byte) | kid (ASCII) | nonce (12) | ciphertext (32) | tag (16)
+Formats
+-------
+sealed field (v2): 0x02 | salt (16) | nonce (12) | ciphertext of padded plaintext | tag (16)
+wrapped key (v1):  0x01 | len(kid) (1 byte) | kid (ASCII) | nonce (12) | ciphertext (32) | tag (16)
+Sealed fields of version 1 (0x01 | len(key_id) | key_id | nonce | ciphertext |
+tag, no padding, no derived key) are only read by the migration that
+re-seals them (`open_sealed_v1`, `sealed_key_id_v1`).
 
 Every failure to open or unwrap, whatever its cause (malformed, truncated,
 unknown version, unknown kid, wrong key, wrong place, tampered), raises
@@ -94,6 +101,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
     "KEY_BYTES",
@@ -103,11 +111,12 @@ __all__ = [
     "generate_key",
     "normalize_email",
     "open_sealed",
+    "open_sealed_v1",
     "open_str",
     "rewrap_data_key",
     "seal",
     "seal_str",
-    "sealed_key_id",
+    "sealed_key_id_v1",
     "unwrap_data_key",
     "wrap_data_key",
     "wrapped_kid",
@@ -368,11 +377,18 @@ def rewrap_data_key(keyring: Keyring, data_key_id: str, wrapped: bytes) -> bytes
 # --------------------------------------------------------------------------
 # Sealed fields
 
+_FIELD_VERSION = 2
+_FIELD_VERSION_BYTE = bytes([_FIELD_VERSION])
+_SALT_BYTES = 16
+_PAD_TO = 32
+_FIELD_HEADER = 1 + _SALT_BYTES + _NONCE_BYTES
+_DERIVE_INFO = b"confide/field/v2/key"
 
-def _field_aad(key_id: str, table: str, column: str, row_id: str) -> bytes:
+
+def _field_aad(version: bytes, key_id: str, table: str, column: str, row_id: str) -> bytes:
     return _frame(
         _FIELD_DOMAIN,
-        _VERSION_BYTE,
+        version,
         key_id.encode("ascii"),
         _encode(table, "table"),
         _encode(column, "column"),
@@ -380,45 +396,72 @@ def _field_aad(key_id: str, table: str, column: str, row_id: str) -> bytes:
     )
 
 
+def _field_key(key: bytes, salt: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=_DERIVE_INFO).derive(
+        bytes(key)
+    )
+
+
+def _pad(data: bytes) -> bytes:
+    """ISO/IEC 7816-4 padding: 0x80, then zeros up to a multiple of 32 bytes."""
+    padded = data + b"\x80"
+    return padded + b"\x00" * (-len(padded) % _PAD_TO)
+
+
+def _unpad(data: bytes) -> bytes:
+    end = data.rfind(b"\x80")
+    if end < 0 or data[end + 1 :].strip(b"\x00") or len(data) % _PAD_TO:
+        raise DecryptionError("bad padding")
+    return data[:end]
+
+
 def seal(
     key: bytes, key_id: str, plaintext: bytes, *, table: str, column: str, row_id: str
 ) -> bytes:
     """Encrypt one field of one row under data key `key` (whose id is `key_id`).
 
-    The result opens only with the same key, at the same (table, column,
-    row_id); see the module docstring for the format.
+    The result opens only with the same key and key id, at the same (table,
+    column, row_id); it names neither (see the module docstring).
     """
     _check_key(key, "data key")
     _check_key_id(key_id)
-    aad = _field_aad(key_id, table, column, row_id)
+    aad = _field_aad(_FIELD_VERSION_BYTE, key_id, table, column, row_id)
+    salt = os.urandom(_SALT_BYTES)
     nonce = os.urandom(_NONCE_BYTES)
-    body = AESGCM(bytes(key)).encrypt(nonce, bytes(plaintext), aad)
-    return _VERSION_BYTE + bytes([len(key_id)]) + key_id.encode("ascii") + nonce + body
+    body = AESGCM(_field_key(key, salt)).encrypt(nonce, _pad(bytes(plaintext)), aad)
+    return _FIELD_VERSION_BYTE + salt + nonce + body
 
 
-def sealed_key_id(blob: bytes) -> str:
-    """The id of the data key to fetch to open `blob` (no key needed)."""
-    key_id, _nonce, _body = _split(blob, _KEY_ID_RE, _TAG_BYTES)
-    return key_id
-
-
-def open_sealed(key: bytes, blob: bytes, *, table: str, column: str, row_id: str) -> bytes:
+def open_sealed(
+    key: bytes, blob: bytes, *, key_id: str, table: str, column: str, row_id: str
+) -> bytes:
     """Decrypt a sealed field; DecryptionError on any failure.
 
-    Fails with the wrong key, at another table, column or row id, or if the
-    blob was altered or truncated in any way.
+    Fails with the wrong key or key id, at another table, column or row id,
+    or if the blob was altered or truncated in any way.
     """
-    key_id, nonce, body = _split(blob, _KEY_ID_RE, _TAG_BYTES)
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise DecryptionError("not a byte string")
+    data = bytes(blob)
+    if len(data) < _FIELD_HEADER + _PAD_TO + _TAG_BYTES:
+        raise DecryptionError("truncated")
+    if data[0] != _FIELD_VERSION:
+        raise DecryptionError("unknown format version")
     if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
         raise DecryptionError("data key has the wrong length")
+    if not isinstance(key_id, str) or _KEY_ID_RE.fullmatch(key_id) is None:
+        raise DecryptionError("malformed data key id")
     try:
-        aad = _field_aad(key_id, table, column, row_id)
+        aad = _field_aad(_FIELD_VERSION_BYTE, key_id, table, column, row_id)
     except ValueError:
         raise DecryptionError("place is not encodable") from None
+    salt = data[1 : 1 + _SALT_BYTES]
+    nonce = data[1 + _SALT_BYTES : _FIELD_HEADER]
     try:
-        return AESGCM(bytes(key)).decrypt(nonce, body, aad)
+        padded = AESGCM(_field_key(key, salt)).decrypt(nonce, data[_FIELD_HEADER:], aad)
     except InvalidTag:
         raise DecryptionError("cannot open sealed field") from None
+    return _unpad(padded)
 
 
 def seal_str(
@@ -429,13 +472,34 @@ def seal_str(
     return seal(key, key_id, data, table=table, column=column, row_id=row_id)
 
 
-def open_str(key: bytes, blob: bytes, *, table: str, column: str, row_id: str) -> str:
+def open_str(key: bytes, blob: bytes, *, key_id: str, table: str, column: str, row_id: str) -> str:
     """`open_sealed` for text; DecryptionError also if the plaintext is not UTF-8."""
-    data = open_sealed(key, blob, table=table, column=column, row_id=row_id)
+    data = open_sealed(key, blob, key_id=key_id, table=table, column=column, row_id=row_id)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise DecryptionError("sealed field is not text") from None
+
+
+def sealed_key_id_v1(blob: bytes) -> str:
+    """The data key id in the clear prefix of a version 1 field (migration only)."""
+    key_id, _nonce, _body = _split(blob, _KEY_ID_RE, _TAG_BYTES)
+    return key_id
+
+
+def open_sealed_v1(key: bytes, blob: bytes, *, table: str, column: str, row_id: str) -> bytes:
+    """Open a version 1 field (migration only); DecryptionError on any failure."""
+    key_id, nonce, body = _split(blob, _KEY_ID_RE, _TAG_BYTES)
+    if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
+        raise DecryptionError("data key has the wrong length")
+    try:
+        aad = _field_aad(_VERSION_BYTE, key_id, table, column, row_id)
+    except ValueError:
+        raise DecryptionError("place is not encodable") from None
+    try:
+        return AESGCM(bytes(key)).decrypt(nonce, body, aad)
+    except InvalidTag:
+        raise DecryptionError("cannot open sealed field") from None
 
 
 # --------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 Every person's records are sealed under that person's own data key; records
 that belong to no one person (the audit payload) use the system data key.
+A sealed field does not say which key sealed it: the caller names the owner
+whose record it opens (decision note 0007).
 Data keys are stored wrapped by the newest master key; unwrapped keys are
 cached in memory. Destroying a data key row shreds everything it sealed.
 """
@@ -61,7 +63,6 @@ class Vault:
                 id=key_id,
                 master_kid=self.keyring.current_kid,
                 wrapped=wrapped,
-                created_at=self._clock.now(),
             )
         )
         await session.flush()
@@ -124,11 +125,19 @@ class Vault:
         )
 
     async def open(
-        self, session: AsyncSession, attr: InstrumentedAttribute[Any], row_id: str, blob: bytes
+        self,
+        session: AsyncSession,
+        key_id: str,
+        attr: InstrumentedAttribute[Any],
+        row_id: str,
+        blob: bytes,
     ) -> str:
+        """Open a field of the record of `key_id`'s owner (a sealed field names no key)."""
         table, column = _where(attr)
-        key = await self.data_key(session, encryption.sealed_key_id(blob))
-        return encryption.open_str(key, blob, table=table, column=column, row_id=row_id)
+        key = await self.data_key(session, key_id)
+        return encryption.open_str(
+            key, blob, key_id=key_id, table=table, column=column, row_id=row_id
+        )
 
     async def seal_json(
         self,
@@ -142,9 +151,14 @@ class Vault:
         return await self.seal(session, key_id, attr, row_id, text)
 
     async def open_json(
-        self, session: AsyncSession, attr: InstrumentedAttribute[Any], row_id: str, blob: bytes
+        self,
+        session: AsyncSession,
+        key_id: str,
+        attr: InstrumentedAttribute[Any],
+        row_id: str,
+        blob: bytes,
     ) -> dict[str, Any]:
-        value = json.loads(await self.open(session, attr, row_id, blob))
+        value = json.loads(await self.open(session, key_id, attr, row_id, blob))
         assert isinstance(value, dict)
         return value
 

@@ -30,7 +30,7 @@ async def register(
         label=body.label,
         public_key=body.public_key,
     )
-    return await service.view(session, ctx.vault, device)
+    return service.view(device)
 
 
 @router.get(
@@ -42,8 +42,8 @@ async def register(
 async def list_devices(
     principal: CurrentAccount, session: SessionDep, ctx: ContextDep
 ) -> list[DeviceOut]:
-    devices = await service.list_active(session, principal.id)
-    return [await service.view(session, ctx.vault, device) for device in devices]
+    devices = await service.list_active(session, ctx.vault, principal.account)
+    return [service.view(device) for device in devices]
 
 
 @router.delete(
@@ -56,4 +56,4 @@ async def list_devices(
 async def revoke(
     device_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
 ) -> None:
-    await service.revoke(session, ctx.clock, principal.account, device_id)
+    await service.revoke(session, ctx.vault, ctx.clock, principal.account, device_id)

@@ -1,8 +1,10 @@
 """Devices: the end-to-end public keys of an account's app installations.
 
-The label is sealed under the owner's data key; the public key is stored as
-the raw bytes the client sent and never parsed. A revoked device keeps its
-row (revoked_at set) and disappears from every answer.
+A device row names no owner (see `app.models.Device`): label, public key and
+times are sealed under the owner's data key, the owner is only a keyed hash
+of (account, device) and a slot index. The public key is the raw bytes the
+client sent, never parsed. A revoked device keeps its row (revoked set) and
+disappears from every answer; erasure deletes the rows.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit
 from app.core.clock import Clock
 from app.core.errors import Conflict, NotFound
 from app.core.events import emit
+from app.core.slots import Slots
 from app.core.vault import Vault
 from app.devices.schemas import DeviceOut
 from app.models import Account, Device
@@ -45,6 +50,69 @@ def _is_id(value: str) -> bool:
         return False
 
 
+SLOTS = Slots(Device.slot_ix, "device.owner.slot")
+
+
+def owner_index(vault: Vault, account_id: str, device_id: str) -> bytes:
+    return vault.index(f"{account_id}:{device_id}", purpose="device.owner")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """A device as its owner's key opens it."""
+
+    id: str
+    account_id: str
+    label: str
+    public_key: bytes
+    created_at: datetime
+    revoked_at: datetime | None
+    row: Device
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None and not self.row.revoked
+
+
+async def _open(session: AsyncSession, vault: Vault, account: Account, row: Device) -> DeviceInfo:
+    assert account.data_key_id is not None
+    key_id = account.data_key_id
+    details = await vault.open_json(session, key_id, Device.details, row.id, row.details)
+    revoked_at = details.get("revoked_at")
+    return DeviceInfo(
+        id=row.id,
+        account_id=account.id,
+        label=await vault.open(session, key_id, Device.label, row.id, row.label),
+        public_key=base64.urlsafe_b64decode(details["public_key"] + "==="),
+        created_at=datetime.fromisoformat(details["created_at"]),
+        revoked_at=datetime.fromisoformat(revoked_at) if revoked_at else None,
+        row=row,
+    )
+
+
+async def _seal_details(
+    session: AsyncSession,
+    vault: Vault,
+    account: Account,
+    device_id: str,
+    public_key: bytes,
+    created_at: datetime,
+    revoked_at: datetime | None,
+) -> bytes:
+    assert account.data_key_id is not None
+    return await vault.seal_json(
+        session,
+        account.data_key_id,
+        Device.details,
+        device_id,
+        {
+            "public_key": encode_key(public_key),
+            "created_at": created_at.isoformat(),
+            "revoked_at": revoked_at.isoformat() if revoked_at else None,
+        },
+    )
+
+
 async def register(
     session: AsyncSession,
     vault: Vault,
@@ -53,29 +121,25 @@ async def register(
     *,
     label: str,
     public_key: bytes,
-) -> Device:
-    # Registrations of one account take turns, so two at once cannot both see
-    # room for one more: PostgreSQL by this row lock; SQLite (which drops FOR
-    # UPDATE) serializes writers, and the count below runs after our insert.
+) -> DeviceInfo:
+    # Registrations of one account take turns (the slot lock; on SQLite the
+    # write that comes first), and the count runs after our own row is in, so
+    # two at once cannot both see room for one more. The account's row is
+    # not locked: a lock leaves the transaction's id on it (PostgreSQL
+    # `xmax`), which would pair the account with its device in the data files.
     if account.data_key_id is None:  # shredded: the account is being erased
         raise NotFound("No such account.")
-    await session.execute(select(Account.id).where(Account.id == account.id).with_for_update())
     device_id = new_id()
+    now = clock.now()
     device = Device(
         id=device_id,
-        account_id=account.id,
+        owner_ix=owner_index(vault, account.id, device_id),
+        revoked=False,
         label=await vault.seal(session, account.data_key_id, Device.label, device_id, label),
-        public_key=public_key,
-        created_at=clock.now(),
+        details=await _seal_details(session, vault, account, device_id, public_key, now, None),
     )
-    session.add(device)
-    await session.flush()
-    active = await session.scalar(
-        select(func.count())
-        .select_from(Device)
-        .where(Device.account_id == account.id, Device.revoked_at.is_(None))
-    )
-    if (active or 0) > MAX_ACTIVE_DEVICES:
+    await SLOTS.add(session, vault, account.id, device)
+    if len(await all_of(session, vault, account, active_only=True)) > MAX_ACTIVE_DEVICES:
         raise TooManyDevices(
             f"An account holds at most {MAX_ACTIVE_DEVICES} active devices; revoke one first."
         )
@@ -96,15 +160,38 @@ async def register(
         target=account.id,
         details={"device": device_id},
     )
-    return device
+    return await _open(session, vault, account, device)
 
 
-async def list_active(session: AsyncSession, account_id: str) -> list[Device]:
+async def all_of(
+    session: AsyncSession, vault: Vault, account: Account, *, active_only: bool
+) -> list[DeviceInfo]:
+    """The account's devices (only the active ones, or all), oldest first."""
+    return (await _devices_of(session, vault, [account], active_only=active_only))[account.id]
+
+
+async def _devices_of(
+    session: AsyncSession, vault: Vault, owners: Sequence[Account], *, active_only: bool
+) -> dict[str, list[DeviceInfo]]:
+    live = [a for a in owners if a.data_key_id is not None]
+    rows = await SLOTS.rows_many(session, vault, [a.id for a in live])
+    out: dict[str, list[DeviceInfo]] = {a.id: [] for a in owners}
+    for account in live:
+        infos = [await _open(session, vault, account, row) for row in rows[account.id]]
+        if active_only:
+            infos = [info for info in infos if info.active]
+        out[account.id] = sorted(infos, key=lambda d: (d.created_at, d.id))
+    return out
+
+
+async def list_active(session: AsyncSession, vault: Vault, account: Account) -> list[DeviceInfo]:
     """The account's active devices, oldest first."""
-    return (await active_devices_of(session, [account_id]))[account_id]
+    return await all_of(session, vault, account, active_only=True)
 
 
-async def active_device(session: AsyncSession, account_id: str, device_id: str) -> Device | None:
+async def active_device(
+    session: AsyncSession, vault: Vault, account_id: str, device_id: str
+) -> Device | None:
     """The account's own device `device_id`, unless it is revoked or unknown."""
     if not _is_id(device_id):
         return None
@@ -112,33 +199,34 @@ async def active_device(session: AsyncSession, account_id: str, device_id: str) 
         await session.execute(
             select(Device).where(
                 Device.id == device_id,
-                Device.account_id == account_id,
-                Device.revoked_at.is_(None),
+                Device.owner_ix == owner_index(vault, account_id, device_id),
+                Device.revoked.is_(False),
             )
         )
     ).scalar_one_or_none()
 
 
 async def active_devices_of(
-    session: AsyncSession, account_ids: Sequence[str]
-) -> dict[str, list[Device]]:
-    """Every given account id mapped to its active devices (oldest first), in one query."""
-    out: dict[str, list[Device]] = {account_id: [] for account_id in account_ids}
+    session: AsyncSession, vault: Vault, account_ids: Sequence[str]
+) -> dict[str, list[DeviceInfo]]:
+    """Every given account id mapped to its active devices (oldest first).
+
+    A constant number of queries, whatever the number of accounts (a room's
+    participants, when a socket joins).
+    """
+    out: dict[str, list[DeviceInfo]] = {account_id: [] for account_id in account_ids}
     if not out:
         return out
-    rows = (
-        await session.execute(
-            select(Device)
-            .where(Device.account_id.in_(list(out)), Device.revoked_at.is_(None))
-            .order_by(Device.created_at, Device.id)
-        )
-    ).scalars()
-    for device in rows:
-        out[device.account_id].append(device)
+    owners = list(
+        (await session.execute(select(Account).where(Account.id.in_(list(out))))).scalars()
+    )
+    out.update(await _devices_of(session, vault, owners, active_only=True))
     return out
 
 
-async def revoke(session: AsyncSession, clock: Clock, account: Account, device_id: str) -> None:
+async def revoke(
+    session: AsyncSession, vault: Vault, clock: Clock, account: Account, device_id: str
+) -> None:
     """Revoke the account's own active device; anything else is not found.
 
     One conditional UPDATE, so two revocations at once succeed exactly once.
@@ -150,15 +238,23 @@ async def revoke(session: AsyncSession, clock: Clock, account: Account, device_i
                 update(Device)
                 .where(
                     Device.id == device_id,
-                    Device.account_id == account.id,
-                    Device.revoked_at.is_(None),
+                    Device.owner_ix == owner_index(vault, account.id, device_id),
+                    Device.revoked.is_(False),
                 )
-                .values(revoked_at=clock.now())
+                .values(revoked=True)
                 .returning(Device.id)
             )
         ).scalar_one_or_none()
     if revoked is None:
         raise NotFound("No such device.")
+    row = await session.get(Device, device_id)
+    assert row is not None
+    await session.refresh(row)
+    info = await _open(session, vault, account, row)
+    row.details = await _seal_details(
+        session, vault, account, device_id, info.public_key, info.created_at, clock.now()
+    )
+    await session.flush()
     emit(session, {"kind": "device_revoked", "account": account.id, "device": device_id})
     audit.record(
         session,
@@ -170,10 +266,17 @@ async def revoke(session: AsyncSession, clock: Clock, account: Account, device_i
     )
 
 
-async def view(session: AsyncSession, vault: Vault, device: Device) -> DeviceOut:
+async def remove_all(session: AsyncSession, vault: Vault, account: Account) -> list[str]:
+    """Delete every device row of the account (erasure); the ids of the active ones."""
+    active = [d.id for d in await list_active(session, vault, account)]
+    await SLOTS.remove_all(session, vault, account.id)
+    return sorted(active)
+
+
+def view(device: DeviceInfo) -> DeviceOut:
     return DeviceOut(
         device_id=device.id,
-        label=await vault.open(session, Device.label, device.id, device.label),
+        label=device.label,
         public_key=encode_key(device.public_key),
         created_at=device.created_at,
     )

@@ -23,7 +23,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
@@ -31,6 +30,7 @@ from app.auth.service import Principal
 from app.core import audit
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, ValidationFailed
+from app.core.slots import Slots
 from app.core.vault import Vault
 from app.disclosures.schemas import RecordDisclosure
 from app.models import Account, Disclosure, DisclosureBasis, NoticeKind, Role
@@ -68,8 +68,7 @@ def _is_id(value: str) -> bool:
         return False
 
 
-def _client_index(vault: Vault, account_id: str) -> bytes:
-    return vault.index(account_id, purpose="disclosure.client")
+SLOTS = Slots(Disclosure.client_ix, "disclosure.client.slot")
 
 
 def _time(value: str | None) -> datetime | None:
@@ -136,14 +135,16 @@ async def record(
         "recorded_by_role": view.recorded_by_role,
         "recorded_at": view.recorded_at.isoformat(),
     }
-    session.add(
+    await SLOTS.add(
+        session,
+        ctx.vault,
+        client.id,
         Disclosure(
             id=view.id,
-            client_ix=_client_index(ctx.vault, client.id),
             details=await ctx.vault.seal_json(
                 session, client.data_key_id, Disclosure.details, view.id, details
             ),
-        )
+        ),
     )
     await notices.deliver(
         session,
@@ -171,8 +172,10 @@ async def record(
     return view
 
 
-async def _open(session: AsyncSession, vault: Vault, row: Disclosure) -> DisclosureView:
-    data = await vault.open_json(session, Disclosure.details, row.id, row.details)
+async def _open(
+    session: AsyncSession, vault: Vault, key_id: str, row: Disclosure
+) -> DisclosureView:
+    data = await vault.open_json(session, key_id, Disclosure.details, row.id, row.details)
     return DisclosureView(
         id=row.id,
         account_id=data["client"],
@@ -196,16 +199,10 @@ async def accounting(
         raise Forbidden("The accounting of disclosures is the client's.")
     now = ctx.clock.now()
     found: list[DisclosureView] = []
-    if principal.account.data_key_id is not None:
-        rows = (
-            await session.execute(
-                select(Disclosure).where(
-                    Disclosure.client_ix == _client_index(ctx.vault, principal.id)
-                )
-            )
-        ).scalars()
-        for row in rows:
-            view = await _open(session, ctx.vault, row)
+    key_id = principal.account.data_key_id
+    if key_id is not None:
+        for row in await SLOTS.rows(session, ctx.vault, principal.id):
+            view = await _open(session, ctx.vault, key_id, row)
             if not view.withheld(now):
                 found.append(view)
     audit.record(

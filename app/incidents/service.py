@@ -93,8 +93,10 @@ async def _seal_details(
 
 
 async def _open(session: AsyncSession, vault: Vault, row: Incident) -> IncidentView:
-    data = await vault.open_json(session, Incident.details, row.id, row.details)
-    subjects = await vault.open_json(session, Incident.subjects, row.id, row.subjects)
+    data = await vault.open_json(session, SYSTEM_KEY_ID, Incident.details, row.id, row.details)
+    subjects = await vault.open_json(
+        session, SYSTEM_KEY_ID, Incident.subjects, row.id, row.subjects
+    )
     notified_at = data["notified_at"]
     return IncidentView(
         id=row.id,

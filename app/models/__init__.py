@@ -9,7 +9,7 @@ from app.models.device import MAX_PUBLIC_KEY_BYTES, Device
 from app.models.disclosure import Disclosure, DisclosureBasis
 from app.models.incident import Incident, IncidentStatus, Severity
 from app.models.notice import Notice, NoticeKind
-from app.models.refresh_token import RefreshToken
+from app.models.refresh_token import LoginFamily, RefreshToken
 from app.models.room import AccountRoom, Room, RoomKind, RoomMember
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "DisclosureBasis",
     "Incident",
     "IncidentStatus",
+    "LoginFamily",
     "Notice",
     "NoticeKind",
     "RefreshToken",

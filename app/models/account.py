@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
 
 from sqlalchemy import Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, UTCDateTime, blind_index, encrypted, new_id
+from app.models.base import Base, blind_index, encrypted, new_id
 
 
 class Role(enum.StrEnum):
@@ -35,4 +34,5 @@ class Account(Base):
     data_key_id: Mapped[str | None] = mapped_column(
         ForeignKey("data_keys.id", ondelete="SET NULL"), nullable=True
     )
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The creation time, sealed under the account's key: a dump shows no time.
+    created: Mapped[bytes] = encrypted()

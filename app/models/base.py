@@ -64,6 +64,15 @@ def blind_index(*, nullable: bool = False, unique: bool = False, index: bool = T
     )
 
 
+def slot_index(*, nullable: bool = False) -> Any:
+    """HMAC(index key, purpose | owner | i) on an owner's i-th row: unique, groups nothing.
+
+    See `app.core.slots`: the value occurs once in the database, so the rows
+    of one owner cannot be told apart from anyone else's.
+    """
+    return mapped_column(LargeBinary(32), nullable=nullable, unique=True)
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 

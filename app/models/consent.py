@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import Enum, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, UTCDateTime, blind_index, encrypted, new_id
+from app.models.base import Base, UTCDateTime, blind_index, encrypted, new_id, slot_index
 
 
 class ConsentKind(enum.StrEnum):
@@ -32,12 +32,15 @@ class ConsentDocument(Base):
 
 
 class ConsentAcceptance(Base):
-    """A person's acceptance: which document and when are sealed under their key."""
+    """A person's acceptance: which document and when are sealed under their key.
+
+    `owner_ix` is the owner's slot index (`app.core.slots`): unique, it groups nothing.
+    """
 
     __tablename__ = "consent_acceptances"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    owner_ix: Mapped[bytes] = blind_index()
+    owner_ix: Mapped[bytes] = slot_index()
     # HMAC(owner + document): one acceptance per person and document.
     acceptance_ix: Mapped[bytes] = blind_index(unique=True)
     details: Mapped[bytes] = encrypted()

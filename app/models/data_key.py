@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, UTCDateTime
+from app.models.base import Base
 
 SYSTEM_KEY_ID = "system"
 
@@ -18,4 +16,3 @@ class DataKey(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     master_kid: Mapped[str] = mapped_column(String(32), index=True)
     wrapped: Mapped[bytes] = mapped_column(LargeBinary(128))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -5,7 +5,7 @@ import enum
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, blind_index, encrypted, new_id
+from app.models.base import Base, encrypted, new_id, slot_index
 
 
 class DisclosureBasis(enum.StrEnum):
@@ -20,9 +20,10 @@ class DisclosureBasis(enum.StrEnum):
 class Disclosure(Base):
     """One entry of a client's accounting of disclosures (45 CFR 164.528).
 
-    Whose information it was is only `client_ix` = HMAC(index key, client
-    account id); everything else, times included (`withhold_until` too, so a
-    dump shows no date at all), is in `details`, sealed under the client's own
+    Whose information it was is only `client_ix`, the client's slot index
+    (`app.core.slots`: unique, it groups nothing); everything else, times
+    included (`withhold_until` too, so a dump shows no date at all), is in
+    `details`, sealed under the client's own
     data key: it is the client's information, readable after the recording
     counselor is erased, shredded when the client is.
     """
@@ -30,7 +31,7 @@ class Disclosure(Base):
     __tablename__ = "disclosures"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    client_ix: Mapped[bytes] = blind_index()
+    client_ix: Mapped[bytes] = slot_index()
     # {client, basis, recipient, purpose, description, disclosed_at,
     #  withhold_until, recorded_by, recorded_by_role, recorded_at}
     details: Mapped[bytes] = encrypted()

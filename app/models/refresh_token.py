@@ -1,25 +1,45 @@
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy import ForeignKey, LargeBinary, String
+from sqlalchemy import Boolean, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, UTCDateTime, new_id
+from app.models.base import Base, encrypted, new_id, slot_index
+
+
+class LoginFamily(Base):
+    """One log-in: the family of refresh tokens that rotate from it.
+
+    Whose log-in it is and every time (started, last used, revoked) are
+    sealed under the system key; `slot_ix` is the account's slot index
+    (`app.core.slots`), so erasure finds and deletes every log-in of the
+    account at once, and a dump cannot group them. The purge opens each
+    family to learn when it died (decision note 0007).
+    """
+
+    __tablename__ = "login_families"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    slot_ix: Mapped[bytes] = slot_index()
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # {account, started_at, last_at, revoked_at}
+    details: Mapped[bytes] = encrypted()
 
 
 class RefreshToken(Base):
-    """One refresh token of a login's family; only its SHA-256 is stored."""
+    """One refresh token of a family; only its SHA-256 is stored.
+
+    `spent` is plain so that spending is one conditional update: of several
+    requests with the same token, exactly one wins. When it was issued and
+    spent is sealed under the system key.
+    """
 
     __tablename__ = "refresh_tokens"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    family_id: Mapped[str] = mapped_column(String(36), index=True)
-    account_id: Mapped[str] = mapped_column(
-        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    family_id: Mapped[str] = mapped_column(
+        ForeignKey("login_families.id", ondelete="CASCADE"), index=True
     )
     token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    family_started_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    spent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    spent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # {created_at}
+    details: Mapped[bytes] = encrypted()

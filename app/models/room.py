@@ -5,7 +5,7 @@ import enum
 from sqlalchemy import Boolean, Enum, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, blind_index, encrypted, new_id
+from app.models.base import Base, blind_index, encrypted, new_id, slot_index
 
 
 class RoomKind(enum.StrEnum):
@@ -52,14 +52,16 @@ class RoomMember(Base):
 class AccountRoom(Base):
     """The other direction, for "my rooms": sealed under the member's own key.
 
-    `owner_ix` = HMAC(index key, account id); the room id is inside `room`,
-    sealed under the account's data key, so erasure shreds the list and a
-    dump cannot join this table to `room_members`.
+    `owner_ix` is the member's slot index (`app.core.slots`: unique, it
+    groups nothing) and the room id is inside `room`, sealed under the
+    account's data key. A row written beside a `room_members` row pairs with
+    it by row order, but leads to no one: nothing in it is shared with any
+    other row of the same person (decision note 0007).
     """
 
     __tablename__ = "account_rooms"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    owner_ix: Mapped[bytes] = blind_index()
+    owner_ix: Mapped[bytes] = slot_index()
     room_ix: Mapped[bytes] = blind_index(unique=True)
     room: Mapped[bytes] = encrypted()

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit
 from app.core.clock import Clock
+from app.core.slots import Slots
 from app.core.vault import Vault
 from app.models import Account, Notice, NoticeKind
 from app.models.base import new_id
@@ -34,8 +34,7 @@ class NoticeView:
     created_at: datetime
 
 
-def _recipient_index(vault: Vault, account_id: str) -> bytes:
-    return vault.index(account_id, purpose="notice.recipient")
+SLOTS = Slots(Notice.recipient_ix, "notice.recipient.slot")
 
 
 async def deliver(
@@ -63,14 +62,16 @@ async def deliver(
         if visible_from is not None and visible_from > now
         else None,
     }
-    session.add(
+    await SLOTS.add(
+        session,
+        vault,
+        recipient.id,
         Notice(
             id=notice_id,
-            recipient_ix=_recipient_index(vault, recipient.id),
             details=await vault.seal_json(
                 session, recipient.data_key_id, Notice.details, notice_id, details
             ),
-        )
+        ),
     )
     return True
 
@@ -81,14 +82,10 @@ async def notices_for(
     """The account's visible notices, newest first."""
     now = clock.now()
     out: list[NoticeView] = []
-    if account.data_key_id is not None:
-        rows = (
-            await session.execute(
-                select(Notice).where(Notice.recipient_ix == _recipient_index(vault, account.id))
-            )
-        ).scalars()
-        for row in rows:
-            data = await vault.open_json(session, Notice.details, row.id, row.details)
+    key_id = account.data_key_id
+    if key_id is not None:
+        for row in await SLOTS.rows(session, vault, account.id):
+            data = await vault.open_json(session, key_id, Notice.details, row.id, row.details)
             shown = datetime.fromisoformat(data["visible_from"] or data["created_at"])
             if shown > now:
                 continue

@@ -16,26 +16,28 @@ Erasure (decision note 0006): the account's data key row is deleted, so
 everything sealed under it (email, name, device labels, acceptances, the
 list of rooms, notices, the client's accounting of disclosures) can never be
 opened again; the account row stays as a tombstone (id, role, creation time,
-status `erased`) because audit entries, disclosures recorded by a counselor
-and room memberships name it by id. Every log-in family is revoked, every
-device revoked, every socket closed (4001), and every instance forgets the
-unwrapped key it may hold in memory.
+status `erased`) because audit entries and disclosures recorded by a
+counselor name it by id. Every log-in family and every device row is
+deleted, the person leaves every room, the rows sealed under their key are
+deleted, every socket closes (4001), and every instance forgets the
+unwrapped key it may hold in memory (decision note 0007).
 """
 
 from __future__ import annotations
 
 import secrets
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
-from app.auth.service import Principal, revoke_family
+from app.auth.service import Principal, remove_families
 from app.consent import service as consent
 from app.core import audit
 from app.core.context import Context
 from app.core.errors import Conflict, Unauthorized
 from app.core.events import emit
+from app.devices import service as devices
 from app.devices.service import encode_key
 from app.disclosures import service as disclosures
 from app.disclosures.schemas import DisclosureOut
@@ -44,9 +46,7 @@ from app.models import (
     AccountStatus,
     ConsentDocument,
     DataKey,
-    Device,
     NoticeKind,
-    RefreshToken,
     Role,
 )
 from app.notices import service as notices
@@ -96,22 +96,15 @@ async def access_log(
 
 # -- export --------------------------------------------------------------------------
 async def _devices(session: AsyncSession, ctx: Context, account: Account) -> list[DeviceRecord]:
-    rows = (
-        await session.execute(
-            select(Device)
-            .where(Device.account_id == account.id)
-            .order_by(Device.created_at, Device.id)
-        )
-    ).scalars()
     return [
         DeviceRecord(
             device_id=device.id,
-            label=await ctx.vault.open(session, Device.label, device.id, device.label),
+            label=device.label,
             public_key=encode_key(device.public_key),
             created_at=device.created_at,
             revoked_at=device.revoked_at,
         )
-        for device in rows
+        for device in await devices.all_of(session, ctx.vault, account, active_only=False)
     ]
 
 
@@ -213,7 +206,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
     account.email_ix = secrets.token_bytes(32)
     account.email = b""
     account.display_name = b""
-    account.data_key_id = None
+    account.created = b""
     await session.flush()
     if account.role == Role.admin:
         remaining = await session.scalar(
@@ -229,32 +222,24 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         session,
         {"kind": "account_closed", "account": account.id, "code": ERASED_CLOSE, "reason": "erased"},
     )
-    families = sorted(
-        set(
-            (
-                await session.execute(
-                    select(RefreshToken.family_id).where(
-                        RefreshToken.account_id == account.id, RefreshToken.revoked_at.is_(None)
-                    )
-                )
-            ).scalars()
-        )
-    )
-    for family_id in families:
-        await revoke_family(session, ctx, family_id)
-    devices = sorted(
-        (
-            await session.execute(
-                update(Device)
-                .where(Device.account_id == account.id, Device.revoked_at.is_(None))
-                .values(revoked_at=ctx.clock.now())
-                .returning(Device.id)
-            )
-        ).scalars()
-    )
-    # Other participants' apps stop encrypting to these devices.
-    for device_id in devices:
-        emit(session, {"kind": "device_revoked", "account": account.id, "device": device_id})
+    # Everything that names the person goes now, not at the next purge: their
+    # log-ins, devices (public keys included), memberships, and the rows
+    # sealed under their key (which the key's destruction shreds anyway).
+    sessions = await remove_families(session, ctx, account)
+    device_ids = []
+    if key_id is not None:
+        device_ids = await devices.remove_all(session, ctx.vault, account)
+        # Other participants' apps stop encrypting to these devices, then see
+        # the person leave each room.
+        for device_id in device_ids:
+            emit(session, {"kind": "device_revoked", "account": account.id, "device": device_id})
+        for state in await rooms.list_rooms(session, ctx, account):
+            await rooms.forget_member(session, ctx, state, account.id)
+        await rooms.SLOTS.remove_all(session, ctx.vault, account.id)
+        await consent.SLOTS.remove_all(session, ctx.vault, account.id)
+        await notices.SLOTS.remove_all(session, ctx.vault, account.id)
+        await disclosures.SLOTS.remove_all(session, ctx.vault, account.id)
+    account.data_key_id = None
     if key_id is not None:
         await session.execute(delete(DataKey).where(DataKey.id == key_id))
         ctx.vault.forget(key_id)
@@ -266,5 +251,5 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         actor_id=account.id,
         actor_role=account.role.value,
         target=account.id,
-        details={"devices": devices, "sessions": len(families)},
+        details={"devices": device_ids, "sessions": sessions},
     )

@@ -76,7 +76,7 @@ async def authorize(ctx: Context, hub: Hub, room_id: str, token: str) -> Grant:
             raise Refused(p.CLOSE_NOT_FOUND, "not_found")
         try:
             state, member = await rooms.load_for(session, ctx.vault, room_id, account_id)
-            if await active_device(session, account_id, device_id) is None:
+            if await active_device(session, ctx.vault, account_id, device_id) is None:
                 raise Refused(p.CLOSE_FORBIDDEN, "device_revoked")
             missing = (
                 []
@@ -90,7 +90,7 @@ async def authorize(ctx: Context, hub: Hub, room_id: str, token: str) -> Grant:
             raise Refused(_CLOSE_FOR.get(type(error), p.CLOSE_FORBIDDEN), error.code) from None
         ids = [m.account_id for m in state.members]
         names = await rooms.display_names(session, ctx.vault, ids)
-        devices = await active_devices_of(session, ids)
+        devices = await active_devices_of(session, ctx.vault, ids)
         audit.record(
             session,
             "room.join",

@@ -24,9 +24,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import service as auth
 from app.core.context import Context
 from app.core.vault import DataKeyDestroyed
-from app.models import RefreshToken, Room
+from app.models import LoginFamily, RefreshToken, Room
 from app.relay.broker import Broker
 
 log = logging.getLogger("confide.retention")
@@ -54,7 +55,11 @@ async def _ended_rooms(session: AsyncSession, ctx: Context, cutoff: datetime) ->
     due = []
     for room in (await session.execute(select(Room))).scalars():
         try:
-            details = await ctx.vault.open_json(session, Room.details, room.id, room.details)
+            if room.data_key_id is None:
+                raise DataKeyDestroyed(room.id)
+            details = await ctx.vault.open_json(
+                session, room.data_key_id, Room.details, room.id, room.details
+            )
         except DataKeyDestroyed:
             due.append(room.id)  # erased: nothing in it can be read any more
             continue
@@ -64,29 +69,22 @@ async def _ended_rooms(session: AsyncSession, ctx: Context, cutoff: datetime) ->
     return due
 
 
-async def _dead_families(session: AsyncSession, ctx: Context, cutoff: datetime) -> list[str]:
-    """Refresh families that died (revoked, idle, or too old) before `cutoff`."""
+async def _dead_families(
+    session: AsyncSession, ctx: Context, cutoff: datetime
+) -> list[auth.Family]:
+    """Log-in families that died (revoked, idle, or too old) before `cutoff`.
+
+    Every time is sealed (decision note 0007), so each family is opened; a
+    family's last use is when its newest refresh token was issued.
+    """
     idle = timedelta(seconds=ctx.settings.refresh_idle_timeout)
     lifetime = timedelta(seconds=ctx.settings.refresh_max_lifetime)
-    newest: dict[str, datetime] = {}
-    started: dict[str, datetime] = {}
-    revoked: dict[str, datetime] = {}
-    rows = await session.execute(
-        select(
-            RefreshToken.family_id,
-            RefreshToken.created_at,
-            RefreshToken.family_started_at,
-            RefreshToken.revoked_at,
-        )
-    )
-    for family, created, family_started, revoked_at in rows:
-        newest[family] = max(newest.get(family, created), created)
-        started[family] = family_started
-        if revoked_at is not None:
-            revoked[family] = min(revoked.get(family, revoked_at), revoked_at)
     dead = []
-    for family, last in newest.items():
-        died = min(last + idle, started[family] + lifetime, revoked.get(family, last + idle))
+    for row in (await session.execute(select(LoginFamily))).scalars():
+        family = await auth.open_family(session, ctx, row)
+        died = min(family.last_at + idle, family.started_at + lifetime)
+        if family.revoked_at is not None:
+            died = min(died, family.revoked_at)
         if died <= cutoff:
             dead.append(family)
     return dead
@@ -100,11 +98,12 @@ async def purge(ctx: Context, broker: Broker) -> Purged:
         rooms = await _ended_rooms(session, ctx, room_cutoff)
         families = await _dead_families(session, ctx, token_cutoff)
         deleted = 0
-        if families:
+        for family in families:
             result = await session.execute(
-                delete(RefreshToken).where(RefreshToken.family_id.in_(families))
+                delete(RefreshToken).where(RefreshToken.family_id == family.row.id)
             )
-            deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
+            deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
+            await auth.SLOTS.remove(session, ctx.vault, family.account_id, family.row)
     for room_id in rooms:
         await broker.drop_room(room_id)
     spent = await broker.purge_expired()

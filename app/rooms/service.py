@@ -1,9 +1,9 @@
 """Rooms, their participants, and the room tokens that admit one device to one room.
 
-Storage (decision note 0004): a room's title and times are sealed under the
-room's own data key. Membership is two rows that a dump cannot join:
+Storage (decision notes 0004 and 0007): a room's title and times are sealed
+under the room's own data key. Membership is two rows that a dump cannot join:
 `room_members` (room id, HMAC of room+account, sealed {account, role,
-admitted} under the room key) and `account_rooms` (HMAC of the account,
+admitted} under the room key) and `account_rooms` (the account's slot index,
 sealed room id under the account's key).
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,11 +24,11 @@ from app.auth.service import Principal
 from app.consent.service import missing_documents
 from app.core import audit
 from app.core.context import Context
-from app.core.encryption import DecryptionError
 from app.core.errors import Forbidden, NotFound, ValidationFailed
 from app.core.events import emit
+from app.core.slots import Slots
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP
-from app.core.vault import DataKeyDestroyed, Vault
+from app.core.vault import Vault
 from app.devices.service import active_device, active_devices_of, encode_key
 from app.models import Account, AccountRoom, Role, Room, RoomKind, RoomMember
 from app.models.base import new_id
@@ -99,8 +99,7 @@ def member_index(vault: Vault, room_id: str, account_id: str) -> bytes:
     return vault.index(f"{room_id}:{account_id}", purpose="room.member")
 
 
-def _owner_index(vault: Vault, account_id: str) -> bytes:
-    return vault.index(account_id, purpose="account.rooms")
+SLOTS = Slots(AccountRoom.owner_ix, "account.rooms.slot")
 
 
 def _account_room_index(vault: Vault, account_id: str, room_id: str) -> bytes:
@@ -111,9 +110,10 @@ def _account_room_index(vault: Vault, account_id: str, room_id: str) -> bytes:
 
 
 async def _state(session: AsyncSession, vault: Vault, room: Room) -> RoomState:
-    if room.data_key_id is None:
+    key_id = room.data_key_id
+    if key_id is None:
         raise NotFound("No such room.")
-    details = await vault.open_json(session, Room.details, room.id, room.details)
+    details = await vault.open_json(session, key_id, Room.details, room.id, room.details)
     state = RoomState(
         room=room,
         title=details["title"],
@@ -126,7 +126,7 @@ async def _state(session: AsyncSession, vault: Vault, room: Room) -> RoomState:
         await session.execute(select(RoomMember).where(RoomMember.room_id == room.id))
     ).scalars()
     for row in rows:
-        data = await vault.open_json(session, RoomMember.details, row.id, row.details)
+        data = await vault.open_json(session, key_id, RoomMember.details, row.id, row.details)
         state.members.append(Member(data["account"], data["role"], data["admitted"], row))
     return state
 
@@ -172,15 +172,8 @@ async def display_names(
     rows = (
         await session.execute(select(Account).where(Account.id.in_(list(account_ids))))
     ).scalars()
-    names: dict[str, str] = {}
-    for account in rows:
-        try:
-            names[account.id] = await vault.open(
-                session, Account.display_name, account.id, account.display_name
-            )
-        except (DataKeyDestroyed, DecryptionError):
-            names[account.id] = ""  # erased: the key is gone and the name overwritten
-    return names
+    # An erased account's key is gone and its name overwritten: "".
+    return {account.id: await accounts.display_name(session, vault, account) for account in rows}
 
 
 async def view(session: AsyncSession, ctx: Context, state: RoomState) -> RoomOut:
@@ -266,15 +259,15 @@ async def _add_member(
     link_id = new_id()
     link = AccountRoom(
         id=link_id,
-        owner_ix=_owner_index(vault, account.id),
         room_ix=_account_room_index(vault, account.id, state.room.id),
         room=await vault.seal(
             session, account.data_key_id, AccountRoom.room, link_id, state.room.id
         ),
     )
-    session.add_all([row, link])
+    session.add(row)
     try:
         await session.flush()
+        await SLOTS.add(session, vault, account.id, link)
     except IntegrityError:
         raise AlreadyParticipant("This account is already in the room.") from None
     state.members.append(member)
@@ -319,14 +312,11 @@ async def create_room(
 async def list_rooms(session: AsyncSession, ctx: Context, account: Account) -> list[RoomState]:
     if account.data_key_id is None:
         return []
-    links = (
-        await session.execute(
-            select(AccountRoom).where(AccountRoom.owner_ix == _owner_index(ctx.vault, account.id))
-        )
-    ).scalars()
     states = []
-    for link in links:
-        room_id = await ctx.vault.open(session, AccountRoom.room, link.id, link.room)
+    for link in await SLOTS.rows(session, ctx.vault, account.id):
+        room_id = await ctx.vault.open(
+            session, account.data_key_id, AccountRoom.room, link.id, link.room
+        )
         room = await session.get(Room, room_id)
         if room is not None and room.data_key_id is not None:
             states.append(await _state(session, ctx.vault, room))
@@ -408,7 +398,7 @@ async def add_participant(
     role = HOST if account.role == Role.counselor else PARTICIPANT
     member = await _add_member(session, ctx.vault, state, account, role)
     names = await display_names(session, ctx.vault, [account.id])
-    devices = (await active_devices_of(session, [account.id])).get(account.id, [])
+    devices = (await active_devices_of(session, ctx.vault, [account.id])).get(account.id, [])
     emit(
         session,
         {
@@ -442,12 +432,16 @@ async def remove_participant(
     if member.role == HOST and sum(m.role == HOST for m in state.members) == 1:
         raise LastHost("A room keeps at least one host.")
     await session.delete(member.row)
-    await session.execute(
-        delete(AccountRoom).where(
-            AccountRoom.room_ix == _account_room_index(ctx.vault, account_id, room_id)
-        )
-    )
     await session.flush()
+    link = (
+        await session.execute(
+            select(AccountRoom).where(
+                AccountRoom.room_ix == _account_room_index(ctx.vault, account_id, room_id)
+            )
+        )
+    ).scalar_one_or_none()
+    if link is not None:
+        await SLOTS.remove(session, ctx.vault, account_id, link)
     emit(session, {"kind": "participant_removed", "room": room_id, "account": account_id})
     audit.record(
         session,
@@ -457,6 +451,19 @@ async def remove_participant(
         target=account_id,
         details={"room": room_id},
     )
+
+
+async def forget_member(
+    session: AsyncSession, ctx: Context, state: RoomState, account_id: str
+) -> None:
+    """Take an erased account out of the room (its own list of rooms goes with its key)."""
+    member = state.member(account_id)
+    if member is None:
+        return
+    await session.delete(member.row)
+    await session.flush()
+    state.members.remove(member)
+    emit(session, {"kind": "participant_removed", "room": state.room.id, "account": account_id})
 
 
 async def admit(
@@ -552,7 +559,7 @@ async def issue_token(
     device_id: str,
 ) -> IssuedRoomToken:
     state, member = await load_for(session, ctx.vault, room_id, principal.id)
-    if await active_device(session, principal.id, device_id) is None:
+    if await active_device(session, ctx.vault, principal.id, device_id) is None:
         raise NotFound("No such device.")
     now = ctx.clock.now()
     missing = (

@@ -12,10 +12,12 @@ import contextlib
 import hashlib
 import hmac
 import struct
-import uuid
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -27,11 +29,12 @@ from app.core.encryption import (
     generate_key,
     normalize_email,
     open_sealed,
+    open_sealed_v1,
     open_str,
     rewrap_data_key,
     seal,
     seal_str,
-    sealed_key_id,
+    sealed_key_id_v1,
     unwrap_data_key,
     wrap_data_key,
     wrapped_kid,
@@ -45,6 +48,7 @@ MASTER_2 = bytes([7]) * 32
 INDEX_KEY = bytes(range(50, 82))
 DATA_KEY_ID = "7f1d3c2a-5b6e-4f70-8a91-b2c3d4e5f607"
 PLACE = {"table": "accounts", "column": "email", "row_id": "42"}
+OPEN = {**PLACE, "key_id": DATA_KEY_ID}
 
 FAST = settings(max_examples=60, deadline=None)
 QUICK = settings(max_examples=25, deadline=None)
@@ -94,8 +98,7 @@ def test_seal_open_round_trip(
     key: bytes, key_id: str, plaintext: bytes, t: str, c: str, r: str
 ) -> None:
     blob = seal(key, key_id, plaintext, table=t, column=c, row_id=r)
-    assert sealed_key_id(blob) == key_id
-    assert open_sealed(key, blob, table=t, column=c, row_id=r) == plaintext
+    assert open_sealed(key, blob, key_id=key_id, table=t, column=c, row_id=r) == plaintext
 
 
 @FAST
@@ -104,16 +107,28 @@ def test_seal_str_open_str_round_trip(
     key: bytes, key_id: str, text: str, t: str, c: str, r: str
 ) -> None:
     blob = seal_str(key, key_id, text, table=t, column=c, row_id=r)
-    assert open_str(key, blob, table=t, column=c, row_id=r) == text
+    assert open_str(key, blob, key_id=key_id, table=t, column=c, row_id=r) == text
 
 
 def test_sealed_layout_matches_the_documented_format() -> None:
     blob = seal(KEY_A, DATA_KEY_ID, b"hello", **PLACE)
-    assert blob[0] == 1
-    assert blob[1] == len(DATA_KEY_ID)
-    assert blob[2 : 2 + len(DATA_KEY_ID)] == DATA_KEY_ID.encode("ascii")
-    assert len(blob) == 2 + len(DATA_KEY_ID) + 12 + len(b"hello") + 16
+    assert blob[0] == 2
+    # version, salt, nonce, padded plaintext (a multiple of 32 bytes), tag
+    assert len(blob) == 1 + 16 + 12 + 32 + 16
+    assert len(seal(KEY_A, DATA_KEY_ID, b"x" * 31, **PLACE)) == 1 + 16 + 12 + 32 + 16
+    assert len(seal(KEY_A, DATA_KEY_ID, b"x" * 32, **PLACE)) == 1 + 16 + 12 + 64 + 16
     assert b"hello" not in blob
+
+
+@FAST
+@given(key=keys, key_id=key_ids, plaintext=st.binary(max_size=64))
+def test_a_sealed_field_names_no_key(key: bytes, key_id: str, plaintext: bytes) -> None:
+    blob = seal(key, key_id, plaintext, **PLACE)
+    assert key_id.encode() not in blob[:-16] or len(key_id) < 4
+    # Two fields of one owner share nothing beyond the version byte.
+    other = seal(key, key_id, plaintext, **PLACE)
+    assert blob[0] == other[0] == 2
+    assert blob[1:5] != other[1:5]
 
 
 def test_known_answer_sealed_field_stays_readable() -> None:
@@ -121,35 +136,60 @@ def test_known_answer_sealed_field_stays_readable() -> None:
 
     Stored data outlives code; if this fails, existing databases become unreadable.
     """
-    nonce = bytes(12)
+    salt, nonce = bytes(range(16)), bytes(12)
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=salt, info=b"confide/field/v2/key"
+    ).derive(KEY_A)
     aad = frame(
-        b"confide/field", b"\x01", b"system", b"accounts", b"email", b"row-1"
+        b"confide/field", b"\x02", b"system", b"accounts", b"email", b"row-1"
     )  # domain, version, key id, table, column, row id
-    body = AESGCM(KEY_A).encrypt(nonce, b"alice@example.com", aad)
-    blob = b"\x01" + bytes([6]) + b"system" + nonce + body
-    assert sealed_key_id(blob) == "system"
-    opened = open_sealed(KEY_A, blob, table="accounts", column="email", row_id="row-1")
+    padded = b"alice@example.com" + b"\x80" + bytes(14)
+    body = AESGCM(derived).encrypt(nonce, padded, aad)
+    blob = b"\x02" + salt + nonce + body
+    opened = open_sealed(
+        KEY_A, blob, key_id="system", table="accounts", column="email", row_id="row-1"
+    )
     assert opened == b"alice@example.com"
 
 
-def test_sealed_key_id_names_the_data_key() -> None:
-    account_key_id = str(uuid.uuid4())
-    assert sealed_key_id(seal(KEY_A, account_key_id, b"x", **PLACE)) == account_key_id
-    assert sealed_key_id(seal(KEY_A, "system", b"x", **PLACE)) == "system"
+def test_a_version_1_field_opens_for_the_migration_only() -> None:
+    nonce = bytes(12)
+    aad = frame(b"confide/field", b"\x01", b"system", b"accounts", b"email", b"row-1")
+    body = AESGCM(KEY_A).encrypt(nonce, b"alice@example.com", aad)
+    blob = b"\x01" + bytes([6]) + b"system" + nonce + body
+    assert sealed_key_id_v1(blob) == "system"
+    place = {"table": "accounts", "column": "email", "row_id": "row-1"}
+    assert open_sealed_v1(KEY_A, blob, **place) == b"alice@example.com"
+    with pytest.raises(DecryptionError):
+        open_sealed(KEY_A, blob, key_id="system", **place)
+
+
+def test_every_field_is_encrypted_under_a_key_of_its_own() -> None:
+    """No data key encrypts anything itself, so none has a nonce budget to exhaust
+    (the system key seals every audit entry and is never re-sealed)."""
+    aad = frame(b"confide/field", b"\x02", b"system", b"accounts", b"email", b"42")
+    for _ in range(20):
+        blob = seal(KEY_A, "system", b"audit payload", **PLACE)
+        salt, nonce, body = blob[1:17], blob[17:29], blob[29:]
+        with pytest.raises(InvalidTag):
+            AESGCM(KEY_A).decrypt(nonce, body, aad)
+        derived = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=salt, info=b"confide/field/v2/key"
+        ).derive(KEY_A)
+        assert AESGCM(derived).decrypt(nonce, body, aad).startswith(b"audit payload\x80")
 
 
 def test_two_seals_of_the_same_plaintext_differ() -> None:
     first = seal(KEY_A, DATA_KEY_ID, b"same", **PLACE)
     second = seal(KEY_A, DATA_KEY_ID, b"same", **PLACE)
     assert first != second
-    prefix = 2 + len(DATA_KEY_ID)
-    assert first[prefix : prefix + 12] != second[prefix : prefix + 12]
+    assert first[1:29] != second[1:29]
 
 
-def test_nonces_do_not_repeat() -> None:
-    prefix = 2 + len("system")
-    nonces = {seal(KEY_A, "system", b"", **PLACE)[prefix : prefix + 12] for _ in range(2000)}
-    assert len(nonces) == 2000
+def test_salts_and_nonces_do_not_repeat() -> None:
+    heads = {seal(KEY_A, "system", b"", **PLACE)[1:29] for _ in range(2000)}
+    assert len(heads) == 2000
+    assert len({head[:16] for head in heads}) == 2000
 
 
 # --------------------------------------------------------------------------
@@ -173,7 +213,7 @@ def test_open_at_another_place_fails(
     t, c, r = place
     blob = seal(key, "system", plaintext, table=t, column=c, row_id=r)
     with pytest.raises(DecryptionError):
-        open_sealed(key, blob, table=other[0], column=other[1], row_id=other[2])
+        open_sealed(key, blob, key_id="system", table=other[0], column=other[1], row_id=other[2])
 
 
 @pytest.mark.parametrize(
@@ -182,12 +222,13 @@ def test_open_at_another_place_fails(
         pytest.param({"row_id": "43"}, id="another-row"),
         pytest.param({"column": "display_name"}, id="another-column"),
         pytest.param({"table": "incidents"}, id="another-table"),
+        pytest.param({"key_id": "system"}, id="another-owner"),
     ],
 )
 def test_ciphertext_moved_elsewhere_fails(moved: dict[str, str]) -> None:
     blob = seal(KEY_A, DATA_KEY_ID, b"alice@example.com", **PLACE)
     with pytest.raises(DecryptionError):
-        open_sealed(KEY_A, blob, **{**PLACE, **moved})
+        open_sealed(KEY_A, blob, **{**OPEN, **moved})
 
 
 @pytest.mark.parametrize(
@@ -204,7 +245,14 @@ def test_associated_data_is_unambiguous(
 ) -> None:
     blob = seal(KEY_A, "system", b"x", table=sealed_at[0], column=sealed_at[1], row_id=sealed_at[2])
     with pytest.raises(DecryptionError):
-        open_sealed(KEY_A, blob, table=opened_at[0], column=opened_at[1], row_id=opened_at[2])
+        open_sealed(
+            KEY_A,
+            blob,
+            key_id="system",
+            table=opened_at[0],
+            column=opened_at[1],
+            row_id=opened_at[2],
+        )
 
 
 @FAST
@@ -213,14 +261,14 @@ def test_open_with_wrong_key_fails(key: bytes, other: bytes, plaintext: bytes) -
     assume(key != other)
     blob = seal(key, DATA_KEY_ID, plaintext, **PLACE)
     with pytest.raises(DecryptionError):
-        open_sealed(other, blob, **PLACE)
+        open_sealed(other, blob, **OPEN)
 
 
 def test_every_single_bit_flip_fails() -> None:
     blob = seal(KEY_A, DATA_KEY_ID, b"Tuesday 14:00 with Dr. Rivera", **PLACE)
     for bit in range(len(blob) * 8):
         with pytest.raises(DecryptionError):
-            open_sealed(KEY_A, flip_bit(blob, bit), **PLACE)
+            open_sealed(KEY_A, flip_bit(blob, bit), **OPEN)
 
 
 @FAST
@@ -229,86 +277,95 @@ def test_any_bit_flip_fails(key: bytes, key_id: str, plaintext: bytes, data: st.
     blob = seal(key, key_id, plaintext, **PLACE)
     bit = data.draw(st.integers(0, len(blob) * 8 - 1), label="bit")
     with pytest.raises(DecryptionError):
-        open_sealed(key, flip_bit(blob, bit), **PLACE)
+        open_sealed(key, flip_bit(blob, bit), key_id=key_id, **PLACE)
 
 
 def test_truncation_at_every_length_fails() -> None:
     blob = seal(KEY_A, DATA_KEY_ID, b"a short secret", **PLACE)
     for length in range(len(blob)):
         with pytest.raises(DecryptionError):
-            open_sealed(KEY_A, blob[:length], **PLACE)
+            open_sealed(KEY_A, blob[:length], **OPEN)
 
 
 def test_appended_bytes_fail() -> None:
     blob = seal(KEY_A, DATA_KEY_ID, b"secret", **PLACE)
     for extra in (b"\x00", b"=", bytes(16)):
         with pytest.raises(DecryptionError):
-            open_sealed(KEY_A, blob + extra, **PLACE)
+            open_sealed(KEY_A, blob + extra, **OPEN)
 
 
-def test_relabelled_key_id_fails_even_with_the_right_key() -> None:
-    blob = seal(KEY_A, "system", b"secret", **PLACE)
-    relabelled = blob[:2] + b"systen" + blob[8:]
-    assert sealed_key_id(relabelled) == "systen"
-    with pytest.raises(DecryptionError):
-        open_sealed(KEY_A, relabelled, **PLACE)
-
-
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 1, 3, 255])
 def test_unknown_version_fails(version: int) -> None:
     blob = seal(KEY_A, DATA_KEY_ID, b"secret", **PLACE)
     bad = bytes([version]) + blob[1:]
     with pytest.raises(DecryptionError):
-        open_sealed(KEY_A, bad, **PLACE)
-    with pytest.raises(DecryptionError):
-        sealed_key_id(bad)
+        open_sealed(KEY_A, bad, **OPEN)
 
 
 @pytest.mark.parametrize(
     "blob",
     [
         b"",
-        b"\x01",
-        b"\x01\x00" + bytes(28),  # empty key id
-        b"\x01\x06sys\xfftm" + bytes(28),  # non-ASCII key id
-        b"\x01\x06sys tm" + bytes(28),  # space in key id
-        b"\x01\x06system" + bytes(27),  # one byte short of nonce and tag
-        b"\x01\xff" + b"a" * 100,  # key id longer than the blob allows
+        b"\x02",
+        b"\x02" + bytes(28),  # salt and nonce, nothing else
+        b"\x02" + bytes(28 + 47),  # one byte short of a padded block and tag
+        b"\x01\x06system" + bytes(60),  # version 1
     ],
 )
 def test_malformed_blobs_fail(blob: bytes) -> None:
     with pytest.raises(DecryptionError):
-        sealed_key_id(blob)
-    with pytest.raises(DecryptionError):
-        open_sealed(KEY_A, blob, **PLACE)
+        open_sealed(KEY_A, blob, **OPEN)
 
 
 @FAST
 @given(blob=st.binary(max_size=120))
 def test_arbitrary_bytes_only_ever_raise_decryption_error(blob: bytes) -> None:
     with pytest.raises(DecryptionError):
-        open_sealed(KEY_A, blob, **PLACE)
+        open_sealed(KEY_A, blob, **OPEN)
     with contextlib.suppress(DecryptionError):
-        assert isinstance(sealed_key_id(blob), str)
+        assert isinstance(sealed_key_id_v1(blob), str)
+
+
+@FAST
+@given(key=keys, plaintext=st.binary(max_size=80), data=st.data())
+def test_a_forged_padding_is_refused(key: bytes, plaintext: bytes, data: st.DataObject) -> None:
+    """A ciphertext whose padding is wrong cannot be made without the key; the
+    check still refuses one built with it (no 0x80, or non-zero bytes after it)."""
+    salt, nonce = bytes(16), bytes(12)
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=salt, info=b"confide/field/v2/key"
+    ).derive(key)
+    aad = frame(b"confide/field", b"\x02", b"system", b"accounts", b"email", b"42")
+    bad = data.draw(
+        st.sampled_from(
+            [plaintext + bytes(-len(plaintext) % 32 or 32), plaintext + b"\x80\x01" + bytes(30)]
+        )
+    )
+    bad = bad + bytes(-len(bad) % 32)
+    blob = b"\x02" + salt + nonce + AESGCM(derived).encrypt(nonce, bad, aad)
+    with pytest.raises(DecryptionError):
+        open_sealed(key, blob, key_id="system", **PLACE)
 
 
 @pytest.mark.parametrize("bad_key", [b"", bytes(16), bytes(31), bytes(33)])
 def test_open_with_a_key_of_the_wrong_length_fails(bad_key: bytes) -> None:
     blob = seal(KEY_A, DATA_KEY_ID, b"secret", **PLACE)
     with pytest.raises(DecryptionError):
-        open_sealed(bad_key, blob, **PLACE)
+        open_sealed(bad_key, blob, **OPEN)
 
 
 def test_open_str_of_non_utf8_plaintext_fails() -> None:
     blob = seal(KEY_A, DATA_KEY_ID, b"\xff\xfe", **PLACE)
     with pytest.raises(DecryptionError):
-        open_str(KEY_A, blob, **PLACE)
+        open_str(KEY_A, blob, **OPEN)
 
 
 def test_open_at_an_unencodable_place_fails() -> None:
     blob = seal(KEY_A, DATA_KEY_ID, b"secret", **PLACE)
     with pytest.raises(DecryptionError):
-        open_sealed(KEY_A, blob, table="accounts", column="email", row_id="\ud800")
+        open_sealed(
+            KEY_A, blob, key_id=DATA_KEY_ID, table="accounts", column="email", row_id="\ud800"
+        )
 
 
 @pytest.mark.parametrize("bad_key", [b"", bytes(16), bytes(31), bytes(33)])
@@ -558,7 +615,7 @@ def test_rewrap_preserves_the_data_key_and_survives_retirement() -> None:
     assert wrapped_kid(rewrapped) == "k2"
     data_key = unwrap_data_key(new, DATA_KEY_ID, rewrapped)
     assert data_key == KEY_A
-    assert open_sealed(data_key, field, **PLACE) == b"Dr. Rivera"
+    assert open_sealed(data_key, field, **OPEN) == b"Dr. Rivera"
     with pytest.raises(DecryptionError):
         unwrap_data_key(new, DATA_KEY_ID, wrapped_old)  # old master retired
 
@@ -640,7 +697,7 @@ def test_wrapped_key_does_not_open_as_a_sealed_field() -> None:
     """Domain separation: even if a master key were misused as a data key."""
     wrapped = wrap_data_key(ring(("k1", MASTER_1)), "k1", KEY_A)
     with pytest.raises(DecryptionError):
-        open_sealed(MASTER_1, wrapped, **PLACE)
+        open_sealed(MASTER_1, wrapped, **OPEN)
 
 
 def test_erasure_by_destroying_the_wrapped_key() -> None:
@@ -653,9 +710,9 @@ def test_erasure_by_destroying_the_wrapped_key() -> None:
     del stored["wrapped"]  # erasure
     # What is left (the field, the keyring) cannot open it; a guessed key fails.
     with pytest.raises(DecryptionError):
-        open_sealed(generate_key(), field, **PLACE)
+        open_sealed(generate_key(), field, **OPEN)
     with pytest.raises(DecryptionError):
-        open_sealed(MASTER_1, field, **PLACE)
+        open_sealed(MASTER_1, field, **OPEN)
 
 
 # --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from sqlalchemy import event, select
 from app.core.clock import FrozenClock
 from app.core.context import Context
 from app.devices import service
-from app.models import Device
+from app.models import Account, Device
 from tests.fixtures.accounts import User, register_client
 
 P256_POINT = 65  # an uncompressed P-256 public key: 65 bytes, so its base64 needs padding
@@ -184,9 +184,12 @@ async def test_revocation_is_stamped_with_the_clock(
     response = await client.delete(f"/v1/devices/{device['device_id']}", headers=client_user.auth)
     assert response.status_code == 204
     async with ctx.sessionmaker() as session:
-        row = await session.get(Device, device["device_id"])
-    assert row is not None
-    assert row.revoked_at == clock.now()
+        account = await session.get(Account, client_user.id)
+        assert account is not None
+        [info] = await service.all_of(session, ctx.vault, account, active_only=False)
+    assert info.id == device["device_id"]
+    assert info.revoked_at == clock.now()
+    assert info.row.revoked
 
 
 async def test_another_account_cannot_see_or_revoke_a_device(
@@ -312,7 +315,7 @@ async def test_register_and_revoke_are_audited(
     ]
 
 
-async def test_database_dump_does_not_contain_the_label(
+async def test_database_dump_does_not_contain_the_label_key_or_owner(
     client: httpx.AsyncClient, client_user: User, ctx: Context
 ) -> None:
     label = "Confidential Clinic Tablet ünïcødé"
@@ -325,10 +328,13 @@ async def test_database_dump_does_not_contain_the_label(
         stored = value if isinstance(value, bytes) else str(value).encode()
         assert label.encode() not in stored
         assert b"Confidential" not in stored
+        assert client_user.id.encode() not in stored
+        assert base64.urlsafe_b64decode(device["public_key"] + "==") not in stored
+        assert device["public_key"].encode() not in stored
     assert rows[0]["label"]  # ciphertext is there, just unreadable
 
 
-async def test_active_devices_of_answers_for_many_accounts_in_one_query(
+async def test_active_devices_of_answers_for_many_accounts_in_a_few_queries(
     client: httpx.AsyncClient, client_user: User, ctx: Context, clock: FrozenClock
 ) -> None:
     other = await register_client(client)
@@ -348,10 +354,13 @@ async def test_active_devices_of_answers_for_many_accounts_in_one_query(
     event.listen(ctx.engine.sync_engine, "before_cursor_execute", count)
     try:
         async with ctx.sessionmaker() as session:
-            found = await service.active_devices_of(session, [client_user.id, other.id, nobody])
+            found = await service.active_devices_of(
+                session, ctx.vault, [client_user.id, other.id, nobody]
+            )
     finally:
         event.remove(ctx.engine.sync_engine, "before_cursor_execute", count)
-    assert len([s for s in statements if "devices" in s]) == 1
+    # The slot search (two rounds) and one read, whatever the number of accounts.
+    assert len([s for s in statements if "devices" in s]) == 3
     assert {k: [d.id for d in v] for k, v in found.items()} == {
         client_user.id: [first["device_id"], second["device_id"]],
         other.id: [theirs["device_id"]],
@@ -370,14 +379,16 @@ async def test_active_device_is_only_the_owners_unrevoked_device(
     device = await add_device(client, client_user)
     device_id = device["device_id"]
     async with ctx.sessionmaker() as session:
-        found = await service.active_device(session, client_user.id, device_id)
+        found = await service.active_device(session, ctx.vault, client_user.id, device_id)
         assert found is not None
-        assert service.encode_key(found.public_key) == device["public_key"]
-        assert await service.active_device(session, other.id, device_id) is None
-        assert await service.active_device(session, client_user.id, "not\x00an id") is None
+        assert found.id == device_id
+        assert await service.active_device(session, ctx.vault, other.id, device_id) is None
+        assert (
+            await service.active_device(session, ctx.vault, client_user.id, "not\x00an id") is None
+        )
     await client.delete(f"/v1/devices/{device_id}", headers=client_user.auth)
     async with ctx.sessionmaker() as session:
-        assert await service.active_device(session, client_user.id, device_id) is None
+        assert await service.active_device(session, ctx.vault, client_user.id, device_id) is None
 
 
 def test_encode_key_is_base64url_without_padding() -> None:

@@ -1,0 +1,405 @@
+"""The attacker's test: from a dump alone, nobody is linked to a session or a record.
+
+A practice of 21 people runs a story (consents, devices, 10 rooms, individual
+and group, admissions, room tokens, refreshes, disclosures with their notices,
+an incident with its notices, one erasure) on SQLite and on PostgreSQL. Then
+a linker reads every table as a thief would (SQLite: the file, in rowid
+order; PostgreSQL: every row with its physical position and the transaction
+ids `xmin`/`xmax` that the data files hold) and tries everything it can:
+- every value of every column against every value of every other column,
+  and every value as a substring of every other (an id inside a blob);
+- byte prefixes of sealed values (a key id or any shared header);
+- plain times, equal to the second;
+- rows written by one transaction (PostgreSQL `xmin`, and `xmax` = `xmin`);
+- row order: the i-th row of one table against the i-th of every other.
+
+It must recover no membership pair (an account beside a room it is in) and
+no owner of a personal record (a device, log-in, acceptance, notice,
+disclosure, membership or list-of-rooms row beside its account), and its
+guesses from row order must do no better than chance (decision note 0007).
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+
+from app.core.context import Context
+from app.models import Base, Role
+from tests.fixtures.accounts import User, make_account, register_client
+from tests.fixtures.dump import column_bytes
+
+SEED = 20261201
+PERSONAL = {
+    "devices",
+    "login_families",
+    "refresh_tokens",
+    "consent_acceptances",
+    "notices",
+    "disclosures",
+    "account_rooms",
+    "room_members",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    table: str
+    rank: int
+    cells: dict[str, bytes]
+    xmin: str | None = None
+    xmax: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.table, self.rank)
+
+
+@dataclass
+class Truth:
+    accounts: set[str] = field(default_factory=set)
+    rooms: set[str] = field(default_factory=set)
+    members: set[tuple[str, str]] = field(default_factory=set)
+
+
+# -- the story -------------------------------------------------------------------------
+
+
+async def _call(http: httpx.AsyncClient, method: str, path: str, user: User, **kwargs: Any) -> Any:
+    response = await http.request(method, path, headers=user.auth, **kwargs)
+    assert response.status_code < 300, f"{method} {path}: {response.text}"
+    return response.json() if response.content else None
+
+
+async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
+    rng = random.Random(SEED)
+    truth = Truth()
+    admin = await make_account(ctx, http, Role.admin, display_name="Admin Ada")
+    documents = {}
+    for kind in ("informed_consent", "telehealth", "group_agreement"):
+        doc = await _call(
+            http,
+            "POST",
+            "/v1/consent-documents",
+            admin,
+            json={"kind": kind, "locale": "en", "title": kind, "body": f"The {kind} terms."},
+        )
+        documents[kind] = doc["id"]
+    people: list[tuple[str, int]] = [("counselor", i) for i in range(4)]
+    people += [("client", i) for i in range(16)]
+    rng.shuffle(people)  # accounts are created in an order unrelated to the rooms
+    counselors: list[User] = []
+    clients: list[User] = []
+    for role, i in people:
+        if role == "counselor":
+            counselors.append(await make_account(ctx, http, Role.counselor, display_name=f"Dr {i}"))
+        else:
+            clients.append(await register_client(http, display_name=f"Client {i}"))
+    truth.accounts = {u.id for u in [admin, *counselors, *clients]}
+    devices: dict[str, str] = {}
+    for user in rng.sample([*counselors, *clients], k=len(counselors) + len(clients)):
+        key = f"{rng.getrandbits(256):064x}"
+        device = await _call(
+            http, "POST", "/v1/devices", user, json={"label": "Phone", "public_key": key}
+        )
+        devices[user.id] = device["device_id"]
+    for user in rng.sample(clients, k=len(clients)):
+        for document_id in documents.values():
+            await _call(http, "POST", "/v1/me/consents", user, json={"document_id": document_id})
+
+    now = ctx.clock.now()
+    pool = clients[:]
+    rng.shuffle(pool)
+    rooms: list[tuple[str, User, list[User]]] = []
+    for n in range(10):
+        host = counselors[n % len(counselors)]
+        kind = "group" if n % 3 == 2 else "individual"
+        size = 3 if kind == "group" else 1
+        guests = [pool.pop() if pool else rng.choice(clients) for _ in range(size)]
+        guests = list({g.id: g for g in guests}.values())
+        room = await _call(
+            http,
+            "POST",
+            "/v1/rooms",
+            host,
+            json={
+                "title": f"Session {n}",
+                "kind": kind,
+                "starts_at": (now + timedelta(minutes=5)).isoformat(),
+                "ends_at": (now + timedelta(minutes=55 + n)).isoformat(),
+                "waiting_room": n % 2 == 0,
+            },
+        )
+        rooms.append((room["id"], host, guests))
+        truth.rooms.add(room["id"])
+        truth.members.add((host.id, room["id"]))
+    # Participants are added in an order that interleaves the rooms.
+    adds = [(room_id, host, guest) for room_id, host, guests in rooms for guest in guests]
+    rng.shuffle(adds)
+    for room_id, host, guest in adds:
+        await _call(
+            http,
+            "POST",
+            f"/v1/rooms/{room_id}/participants",
+            host,
+            json={"account_id": guest.id},
+        )
+        truth.members.add((guest.id, room_id))
+        if rng.random() < 0.5:
+            await _call(http, "POST", f"/v1/rooms/{room_id}/participants/{guest.id}/admit", host)
+    for room_id, host, guests in rooms:
+        for user in [host, *guests]:
+            if rng.random() < 0.6:
+                await _call(
+                    http,
+                    "POST",
+                    f"/v1/rooms/{room_id}/token",
+                    user,
+                    json={"device_id": devices[user.id]},
+                )
+    for user in rng.sample(clients, k=6):
+        refreshed = await http.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+        assert refreshed.status_code == 200, refreshed.text
+    for _room_id, host, guests in rng.sample(rooms, k=3):
+        await _call(
+            http,
+            "POST",
+            f"/v1/accounts/{guests[0].id}/disclosures",
+            host,
+            json={
+                "basis": "imminent_harm",
+                "recipient": "County crisis team",
+                "purpose": "Safety",
+                "description": "A plan was described.",
+                "disclosed_at": now.isoformat(),
+            },
+        )
+    affected = rng.sample(clients, k=4)
+    incident = await _call(
+        http,
+        "POST",
+        "/v1/incidents",
+        admin,
+        json={
+            "summary": "Laptop stolen",
+            "discovered_at": now.isoformat(),
+            "severity": "high",
+            "affected_account_ids": [u.id for u in affected],
+        },
+    )
+    await _call(
+        http, "POST", f"/v1/incidents/{incident['id']}/notify", admin, json={"message": "Sorry."}
+    )
+    for user in affected:
+        await _call(http, "GET", "/v1/me/notices", user)
+    erased = next(g for _, _, guests in rooms for g in guests if g not in affected)
+    await _call(http, "DELETE", "/v1/me", erased)
+    return truth
+
+
+# -- the dump --------------------------------------------------------------------------
+
+
+async def _dump(ctx: Context) -> list[Row]:
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    rows: list[Row] = []
+    if ctx.engine.dialect.name == "sqlite":
+        path = ctx.settings.resolved_database_url.split("///", 1)[1]
+        with sqlite3.connect(path) as db:
+            for table in tables:
+                cursor = db.execute(f'SELECT * FROM "{table}" ORDER BY rowid')
+                names = [d[0] for d in cursor.description]
+                for rank, values in enumerate(cursor.fetchall()):
+                    cells = {n: column_bytes(v) for n, v in zip(names, values, strict=True)}
+                    rows.append(Row(table, rank, cells))
+        return rows
+    async with ctx.engine.connect() as conn:
+        for table in tables:
+            result = await conn.execute(
+                text(f'SELECT xmin::text, xmax::text, * FROM "{table}" ORDER BY ctid')
+            )
+            names = list(result.keys())[2:]
+            for rank, values in enumerate(result.all()):
+                cells = {n: column_bytes(v) for n, v in zip(names, values[2:], strict=True)}
+                rows.append(Row(table, rank, cells, str(values[0]), str(values[1])))
+    return rows
+
+
+# -- the linker ------------------------------------------------------------------------
+
+
+class Links:
+    """Union-find over rows: two rows in one set are linked for certain."""
+
+    def __init__(self, rows: Iterable[Row]) -> None:
+        self.parent = {row.key: row.key for row in rows}
+
+    def find(self, key: tuple[str, int]) -> tuple[str, int]:
+        while self.parent[key] != key:
+            self.parent[key] = self.parent[self.parent[key]]
+            key = self.parent[key]
+        return key
+
+    def join(self, a: tuple[str, int], b: tuple[str, int]) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+#: The audit chain's own links: each entry names the one before it. They give
+#: the order of the entries (which `seq` states anyway), not who; followed
+#: transitively they would merge every transaction into one set.
+CHAIN = {("audit_log", "prev_hash"), ("audit_log", "hash")}
+
+
+def _informative(rows: list[Row]) -> dict[tuple[str, str], set[bytes]]:
+    """Per column, the values worth joining on: long enough, and not shared by most rows."""
+    values: dict[tuple[str, str], list[bytes]] = defaultdict(list)
+    for row in rows:
+        for column, value in row.cells.items():
+            if (row.table, column) not in CHAIN:
+                values[(row.table, column)].append(value)
+    out: dict[tuple[str, str], set[bytes]] = {}
+    for place, seen in values.items():
+        counts: dict[bytes, int] = defaultdict(int)
+        for value in seen:
+            counts[value] += 1
+        out[place] = {
+            v for v, c in counts.items() if len(v) >= 8 and (c == 1 or c <= len(seen) // 2)
+        }
+    return out
+
+
+def _time(value: bytes) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def link(rows: list[Row]) -> Links:
+    links = Links(rows)
+    useful = _informative(rows)
+    by_value: dict[bytes, list[Row]] = defaultdict(list)
+    for row in rows:
+        for column, value in row.cells.items():
+            if value in useful.get((row.table, column), set()):
+                by_value[value].append(row)
+            else:
+                continue
+            # Prefix of a sealed value (a clear key id would be shared by all of one owner's).
+            if len(value) > 40:
+                by_value[b"prefix:" + value[:12]].append(row)
+            when = _time(value)
+            if when is not None:
+                by_value[b"time:" + when.replace(microsecond=0).isoformat().encode()].append(row)
+        if row.xmin is not None:
+            by_value[b"tx:" + row.xmin.encode()].append(row)
+        if row.xmax not in (None, "0"):
+            by_value[b"tx:" + str(row.xmax).encode()].append(row)
+    for group in by_value.values():
+        for other in group[1:]:
+            links.join(group[0].key, other.key)
+    # Substrings: an id (or any long value) inside another cell.
+    needles = {v for values in useful.values() for v in values if 16 <= len(v) <= 64}
+    for row in rows:
+        for value in row.cells.values():
+            for needle in needles:
+                if needle != value and needle in value:
+                    for owner in by_value.get(needle, []):
+                        links.join(row.key, owner.key)
+    return links
+
+
+def _rows_naming(rows: list[Row], wanted: set[str]) -> dict[str, list[Row]]:
+    found: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        for value in row.cells.values():
+            for ident in wanted:
+                if ident.encode() in value:
+                    found[ident].append(row)
+    return found
+
+
+def _check(rows: list[Row], truth: Truth) -> None:
+    links = link(rows)
+    accounts = {row.cells["id"].decode(): row for row in rows if row.table == "accounts"}
+    assert set(accounts) == truth.accounts
+    # An account id appears nowhere but in its own row.
+    named = _rows_naming(rows, truth.accounts)
+    for account_id, where in named.items():
+        assert {r.key for r in where} == {accounts[account_id].key}, (
+            f"an account id is stored outside its row: {[r.table for r in where]}"
+        )
+    # No plain time but the publication of the (public) consent documents.
+    for row in rows:
+        for column, value in row.cells.items():
+            if _time(value) is not None:
+                assert (row.table, column) == ("consent_documents", "published_at"), (
+                    f"{row.table}.{column} holds a time in clear"
+                )
+    # No membership pair: an account's row is never linked to a row naming its room.
+    rooms = _rows_naming(rows, truth.rooms)
+    for account_id, room_id in truth.members:
+        mine = links.find(accounts[account_id].key)
+        assert all(links.find(r.key) != mine for r in rooms.get(room_id, [])), (
+            f"a dump links a member to room ({account_id}, {room_id})"
+        )
+    # No owner: an account's row is never linked to a personal record.
+    for row in rows:
+        if row.table in PERSONAL:
+            assert all(links.find(row.key) != links.find(a.key) for a in accounts.values()), (
+                f"a {row.table} row is linked to an account"
+            )
+    # Row order: pairing the i-th row of the accounts with the i-th row of a
+    # table naming rooms (by relative position) guesses no better than chance.
+    room_rows = [r for r in rows if r.table in ("rooms", "room_members")]
+    ordered_accounts = [r for r in rows if r.table == "accounts"]
+    hits = guesses = 0
+    for table in ("rooms", "room_members"):
+        in_table = [r for r in room_rows if r.table == table]
+        for i, account_row in enumerate(ordered_accounts):
+            position = round(i * (len(in_table) - 1) / max(1, len(ordered_accounts) - 1))
+            room_id = (
+                in_table[position].cells.get("room_id") or in_table[position].cells["id"]
+            ).decode()
+            guesses += 1
+            hits += (account_row.cells["id"].decode(), room_id) in truth.members
+    chance = len(truth.members) / (len(truth.accounts) * len(truth.rooms))
+    assert hits / guesses <= max(3 * chance, 0.2), (hits, guesses, chance)
+
+
+async def test_a_dump_links_nobody_to_a_session_or_a_record(
+    ctx: Context, client: httpx.AsyncClient
+) -> None:
+    truth = await _story(ctx, client)
+    rows = await _dump(ctx)
+    assert {r.table for r in rows} >= PERSONAL | {"accounts", "rooms", "audit_log"}
+    _check(rows, truth)
+
+
+def test_the_linker_finds_the_links_a_naive_schema_would_leave() -> None:
+    """The linker itself can fail: on rows shaped like the old storage it finds the links."""
+    account, room = "0d9ae6f2-2d3f-4a55-9a0a-1c4b8f0a7e11", "6b0c1f0e-8c11-4d8e-a2a1-0f2f5d0b9c3a"
+    key_id = b"\x01\x24" + b"5f3c2a1e-9d8b-4c7a-b6e5-d4c3b2a1f0e9"
+    truth = Truth({account}, {room}, {(account, room)})
+    rows = [
+        Row("accounts", 0, {"id": account.encode(), "data_key_id": key_id[2:]}),
+        Row("rooms", 0, {"id": room.encode(), "details": b"\x01" + bytes(60)}),
+        # A sealed membership whose clear key id names its owner's data key.
+        Row("account_rooms", 0, {"owner_ix": bytes(range(32)), "room": key_id + bytes(40)}),
+        Row("room_members", 0, {"room_id": room.encode(), "details": key_id + bytes(41)}),
+    ]
+    links = link(rows)
+    assert links.find(("account_rooms", 0)) == links.find(("room_members", 0))
+    try:
+        _check(rows, truth)
+    except AssertionError:
+        return
+    raise AssertionError("the linker missed a key id in clear")
