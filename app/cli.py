@@ -8,6 +8,7 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from app.core.config import Settings, get_settings
 from app.core.context import build_context
@@ -138,22 +139,43 @@ def cmd_keys_rotate(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-async def _verify(settings: Settings) -> int:
+async def _verify(settings: Settings, checkpoint_file: Path | None) -> int:
+    from app.core.checkpoints import read_checkpoints, verify_anchored
+
     ctx = build_context(settings)
     try:
+        if checkpoint_file is None:
+            async with ctx.transaction() as session:
+                result = await ctx.audit.verify(session)
+            if result.ok:
+                print(f"audit log intact: {result.entries} entries, head {result.head}")
+                return 0
+            print(
+                f"audit log BROKEN at seq {result.broken_seq} ({result.entries} entries verified)"
+            )
+            return 1
+        try:
+            checkpoints, refused = read_checkpoints(checkpoint_file, ctx.tokens)
+        except OSError as error:
+            print(f"confide: cannot read {checkpoint_file}: {error.strerror}", file=sys.stderr)
+            return 2
+        if refused:
+            first = refused[0]
+            print(
+                f"checkpoint REFUSED: {checkpoint_file} line {first.line}: {first.reason}"
+                + (f" ({len(refused)} lines refused)" if len(refused) > 1 else "")
+            )
+            return 1
         async with ctx.transaction() as session:
-            result = await ctx.audit.verify(session)
+            anchored = await verify_anchored(session, ctx.audit, checkpoints)
     finally:
         await ctx.close()
-    if result.ok:
-        print(f"audit log intact: {result.entries} entries, head {result.head}")
-        return 0
-    print(f"audit log BROKEN at seq {result.broken_seq} ({result.entries} entries verified)")
-    return 1
+    print(anchored.message)
+    return 0 if anchored.ok else 1
 
 
-def cmd_audit_verify(settings: Settings, _: argparse.Namespace) -> int:
-    return asyncio.run(_verify(settings))
+def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_verify(settings, args.checkpoints))
 
 
 async def _purge(settings: Settings) -> str:
@@ -208,7 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(func=cmd_keys_rotate)
 
     audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit", required=True)
-    audit.add_parser("verify", help="verify the hash chain").set_defaults(func=cmd_audit_verify)
+    verify = audit.add_parser(
+        "verify", help="verify the hash chain (and hold it against signed checkpoints)"
+    )
+    verify.add_argument(
+        "--checkpoints",
+        type=Path,
+        metavar="FILE",
+        help="a checkpoint file (CONFIDE_AUDIT_CHECKPOINT_FILE): check each signature, and "
+        "that the chain holds each checkpointed seq with exactly its hash",
+    )
+    verify.set_defaults(func=cmd_audit_verify)
 
     sub.add_parser(
         "purge", help="delete what retention no longer allows (also runs inside serve)"

@@ -18,6 +18,7 @@ from app.accounts.endpoints import router as accounts_router
 from app.audit.endpoints import router as audit_router
 from app.auth.endpoints import router as auth_router
 from app.consent.endpoints import router as consent_router
+from app.core.checkpoints import CheckpointWriter, write_final, write_periodically
 from app.core.clock import Clock
 from app.core.config import Settings, get_settings
 from app.core.context import Context, build_context
@@ -115,6 +116,17 @@ def create_app(
         app.state.ctx = ctx
         app.state.hub = hub
         purging = asyncio.create_task(purge_periodically(ctx, broker))
+        checkpoints = CheckpointWriter(
+            ctx.tokens,
+            ctx.sessionmaker,
+            ctx.settings.resolved_audit_checkpoint_file,
+            syslog=ctx.settings.audit_checkpoint_syslog,
+        )
+        checkpoints.load()
+        app.state.checkpoints = checkpoints
+        checkpointing = asyncio.create_task(
+            write_periodically(checkpoints, ctx.settings.audit_checkpoint_interval_s)
+        )
         # What start-up built lives as long as the process: keep it out of every
         # future collection, so GC pauses stay short under load.
         gc.collect()
@@ -123,10 +135,15 @@ def create_app(
             yield
         finally:
             purging.cancel()
+            checkpointing.cancel()
+            await asyncio.wait([checkpointing])  # a tick in progress ends first
             await hub.stop()
             hub.close_all(CLOSE_SERVICE_RESTART, "server shutting down")
             await broker.close()
             ctx.publisher = None
+            # Anchor the head the last requests left, before the database closes.
+            await write_final(checkpoints)
+            checkpoints.close()
             if context is None:
                 await ctx.close()
 

@@ -48,6 +48,18 @@ class Settings(BaseSettings):
     retention_dead_tokens_s: int = Field(default=3600, ge=0, le=30 * 86400)
     purge_interval_s: int = Field(default=300, ge=10, le=86400)
 
+    # Signed checkpoints of the audit chain's head, written outside the database.
+    audit_checkpoint_interval_s: int = Field(default=300, ge=1, le=86400)
+    audit_checkpoint_file: Path | None = Field(
+        default=None,
+        description="append-only JSON lines; default: audit-checkpoints.jsonl in the data dir",
+    )
+    audit_checkpoint_syslog: str | None = Field(
+        default=None,
+        pattern=r"^(/\S+|[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5})$",
+        description="also send each checkpoint to syslog: a Unix socket path or host:port (UDP)",
+    )
+
     turn_secret: SecretStr | None = None
     turn_urls: CommaList = Field(default_factory=list)
 
@@ -57,6 +69,11 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: str = "info"
+
+    @field_validator("audit_checkpoint_syslog", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("allowed_origins", "turn_urls", mode="before")
     @classmethod
@@ -70,6 +87,10 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{(self.data_dir / 'confide.db').resolve()}"
+
+    @property
+    def resolved_audit_checkpoint_file(self) -> Path:
+        return self.audit_checkpoint_file or self.data_dir / "audit-checkpoints.jsonl"
 
     @property
     def is_production(self) -> bool:

@@ -11,6 +11,10 @@ Verification is layered: we vet the raw string and the header ourselves
 every claim ourselves against an injectable clock. Every refusal is a
 `TokenError`; no other exception escapes `TokenService.verify`.
 
+Audit checkpoints (the signed head of the audit chain, see app/core/checkpoints.py)
+are signed and verified here too, with their own `typ` and audience, so one is
+never taken for an access or room token, nor the other way round.
+
 Pure module: no FastAPI, no database, no settings.
 """
 
@@ -39,6 +43,10 @@ ROOM_AUDIENCE: Final = "confide:room"
 # kind of token being substituted for another even if an audience check slips.
 ACCESS_TYP: Final = "at+jwt"
 ROOM_TYP: Final = "room+jwt"
+# Audit checkpoints: a signed (seq, head hash, time) of the audit chain. Their own audience
+# and typ, so a checkpoint never passes as a token and no token passes as a checkpoint.
+CHECKPOINT_AUDIENCE: Final = "confide:audit-checkpoint"
+CHECKPOINT_TYP: Final = "confide-audit-checkpoint+jwt"
 # Bound the work an unauthenticated caller can make us do (ASVS: limit input size).
 MAX_TOKEN_BYTES: Final = 4096
 
@@ -60,6 +68,11 @@ _REGISTERED_CLAIMS: Final = ("iss", "aud", "sub", "jti", "iat", "nbf", "exp")
 # Three non-empty base64url segments and nothing else: no `=` padding, no whitespace,
 # no trailing newline (fullmatch, not `$`), checked before python-jose parses anything.
 _COMPACT_JWS: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+# A checkpoint carries exactly these claims. No exp: it is evidence that must still verify
+# years later, and it grants nothing. No sub: it speaks for no account.
+_CHECKPOINT_CLAIMS: Final = frozenset({"iss", "aud", "jti", "iat", "seq", "head"})
+# The audit chain's SHA-256 hashes as Confide writes them: 64 lowercase hex digits.
+_HEX_SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
 
 class TokenError(Exception):
@@ -139,6 +152,18 @@ class IssuedToken:
     token: str
     jti: str
     expires_at: int
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    """A signed audit checkpoint: the chain held entry `seq` with hash `head` at `iat`."""
+
+    token: str
+    kid: str
+    jti: str
+    iat: int
+    seq: int
+    head: str
 
 
 # ------------------------------------------------------------------ raw parsing
@@ -237,6 +262,31 @@ def _check_claims(
     # RFC 7519 §4.1.4: invalid "on or after" exp, so exp == now is expired (jose says valid).
     if claims["exp"] <= now:
         raise TokenError(TOKEN_EXPIRED, "exp has passed")
+    return dict(claims)
+
+
+def _check_checkpoint_claims(
+    claims: Mapping[str, Any], *, issuer: str, now: float
+) -> dict[str, Any]:
+    """A checkpoint's claims: exactly the expected set, each of the expected type."""
+    # Exactly our claims: a token (with sub, exp, ...) is not a checkpoint, whatever its typ.
+    if set(claims) != _CHECKPOINT_CLAIMS:
+        raise _invalid("checkpoint claims are not exactly iss, aud, jti, iat, seq, head")
+    if type(claims["iss"]) is not str or claims["iss"] != issuer:
+        raise _invalid("iss mismatch")
+    if type(claims["aud"]) is not str or claims["aud"] != CHECKPOINT_AUDIENCE:
+        raise _invalid("aud mismatch")
+    if type(claims["jti"]) is not str or not claims["jti"]:
+        raise _invalid("jti is not a non-empty string")
+    if not _is_int(claims["iat"]):
+        raise _invalid("iat is not an integer")
+    # Signed in the future: a broken or hostile clock (same 30 s skew as tokens).
+    if claims["iat"] > now + _LEEWAY_SECONDS:
+        raise _invalid("iat in the future")
+    if not _is_int(claims["seq"]) or claims["seq"] < 1:
+        raise _invalid("seq is not a positive integer")
+    if type(claims["head"]) is not str or not _HEX_SHA256.fullmatch(claims["head"]):
+        raise _invalid("head is not a hex SHA-256")
     return dict(claims)
 
 
@@ -356,6 +406,13 @@ class TokenService:
             raise _invalid("unexpected error while verifying") from exc
 
     def _verify(self, token: object, *, audience: str, typ: str) -> dict[str, Any]:
+        text, kid = self._vet(token, typ=typ)
+        decoded = self._decode_with_jose(text, kid=kid, audience=audience)
+        return _check_claims(decoded, audience=audience, issuer=self._issuer, now=self._now())
+
+    def _vet(self, token: object, *, typ: str) -> tuple[str, str]:
+        """The checks made before python-jose sees anything: the token and the kid of one
+        of our keys."""
         # Text only: bytes or other objects have no business here.
         if not isinstance(token, str):
             raise _invalid("token is not a string")
@@ -381,10 +438,8 @@ class TokenService:
         # Parse the payload strictly too, so jose's lenient json.loads (last duplicate
         # wins) can never see something we would read differently.
         _strict_json_object(payload_raw, "payload")
-
         kid: str = header["kid"]
-        decoded = self._decode_with_jose(token, kid=kid, audience=audience)
-        return _check_claims(decoded, audience=audience, issuer=self._issuer, now=self._now())
+        return token, kid
 
     def _check_header(self, header: Mapping[str, Any], *, typ: str) -> None:
         # Exactly ES256: refuse "none" in any case, HS256 (public key as HMAC secret),
@@ -442,3 +497,68 @@ class TokenService:
         except Exception as exc:  # JOSEError, JWKError, TypeError, ValueError, KeyError...
             # Class name only: jose messages can echo attacker-chosen header values.
             raise _invalid(f"rejected by jose ({type(exc).__name__})") from exc
+
+    # --------------------------------------------------------------- checkpoints
+
+    def sign_checkpoint(self, *, seq: int, head: str) -> SignedCheckpoint:
+        """Sign "the audit chain held entry `seq` with hash `head`, now" as a compact JWS.
+
+        Its own typ and audience (never an access or room token), no exp (evidence that
+        must verify for as long as the signing key is kept), no sub.
+        """
+        if not _is_int(seq) or seq < 1:
+            raise ValueError("seq must be a positive integer")
+        if not isinstance(head, str) or not _HEX_SHA256.fullmatch(head):
+            raise ValueError("head must be 64 lowercase hex digits")
+        body: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": CHECKPOINT_AUDIENCE,
+            "jti": uuid.uuid4().hex,
+            "iat": math.floor(self._now()),
+            "seq": seq,
+            "head": head,
+        }
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        headers = {"kid": self._signing_kid, "typ": CHECKPOINT_TYP}
+        token = jws.sign(payload, self._signer, headers=headers, algorithm=_ALG)
+        return SignedCheckpoint(
+            token=token,
+            kid=self._signing_kid,
+            jti=body["jti"],
+            iat=body["iat"],
+            seq=seq,
+            head=head,
+        )
+
+    def verify_checkpoint(self, token: object) -> SignedCheckpoint:
+        """The verified checkpoint, or TokenError (never any other exception).
+
+        Signed by any of our keys (by kid), typ and audience of a checkpoint, exactly the
+        checkpoint claims; the same raw-string and header rules as tokens.
+        """
+        try:
+            return self._verify_checkpoint(token)
+        except TokenError:
+            raise
+        except Exception as exc:  # belt and braces, as in verify()
+            raise _invalid("unexpected error while verifying") from exc
+
+    def _verify_checkpoint(self, token: object) -> SignedCheckpoint:
+        text, kid = self._vet(token, typ=CHECKPOINT_TYP)
+        try:
+            # Signature only, with the one key `kid` names, ES256 only: a checkpoint has
+            # none of the registered claims jwt.decode would check.
+            payload = jws.verify(text, self._verifiers[kid], algorithms=[_ALG])
+        except Exception as exc:  # JWSError, JWKError, TypeError, ValueError...
+            raise _invalid(f"rejected by jose ({type(exc).__name__})") from exc
+        claims = _check_checkpoint_claims(
+            _strict_json_object(payload, "payload"), issuer=self._issuer, now=self._now()
+        )
+        return SignedCheckpoint(
+            token=text,
+            kid=kid,
+            jti=claims["jti"],
+            iat=claims["iat"],
+            seq=claims["seq"],
+            head=claims["head"],
+        )
