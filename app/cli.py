@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
+
+from app.core import logging as logs
 from app.core.config import Settings, get_settings
 from app.core.context import build_context
 from app.core.errors import ConfideError
@@ -18,12 +23,18 @@ from app.core.keys import KeyConfigError, load_keys
 log = logging.getLogger("confide")
 
 
-def _setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def _setup_logging(settings: Settings) -> dict[str, Any]:
+    """JSON lines on standard error, for this process and (as log_config) its uvicorn."""
+    return logs.configure(settings.log_level)
+
+
+def _settings_errors(error: ValidationError) -> list[str]:
+    """One line per bad setting, naming its variable; never the value (it may be a secret)."""
+    lines = []
+    for item in error.errors(include_input=False, include_url=False):
+        name = "CONFIDE_" + "_".join(str(part) for part in item["loc"]).upper()
+        lines.append(f"confide: {name}: {item['msg']}")
+    return lines
 
 
 def _migrate(settings: Settings) -> None:
@@ -35,16 +46,78 @@ def _migrate(settings: Settings) -> None:
     upgrade(settings.resolved_database_url, keys=(keys.keyring, keys.index_key))
 
 
+def _metrics_mode(settings: Settings) -> str:
+    if settings.metrics_listener is not None:
+        return "listener"
+    return "token" if settings.metrics_token is not None else "off"
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
+    from app.ops.metrics import MetricsServer, create_metrics_app
 
+    log_config = logs.log_config(settings.log_level)
     load_keys(settings)  # refuse early (production without keys), and generate dev keys
     _migrate(settings)
     app = create_app(settings)
+    log.info(
+        "logging configured",
+        extra={
+            "log_level": settings.log_level,
+            "client_addresses": settings.log_client_addresses,
+            "metrics": _metrics_mode(settings),
+        },
+    )
+    if settings.is_production and _metrics_mode(settings) == "off":
+        log.warning(
+            "/metrics is not served: set CONFIDE_METRICS_TOKEN (served here behind that "
+            "bearer token) or CONFIDE_METRICS_ADDR (a listener of its own, host:port)"
+        )
+
+    metrics_server: uvicorn.Server | None = None
+    metrics_sockets: list[socket.socket] = []
+    if settings.metrics_listener is not None:
+        host, port = settings.metrics_listener
+        try:
+            metrics_sockets.append(
+                socket.create_server(
+                    (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+                )
+            )
+        except OSError as error:
+            print(
+                f"confide: CONFIDE_METRICS_ADDR: cannot listen on {host}:{port}: "
+                f"{error.strerror or error}",
+                file=sys.stderr,
+            )
+            return 2
+        log.info("/metrics is served on its own listener", extra={"listener": f"{host}:{port}"})
+        metrics_server = MetricsServer(
+            uvicorn.Config(
+                create_metrics_app(app.state.metrics, settings.metrics_token),
+                host=host,
+                port=port,
+                server_header=False,
+                access_log=False,
+                log_config=None,  # configured above, once for the process
+                log_level=None,
+                lifespan="off",
+                proxy_headers=False,
+                ws="none",
+            )
+        )
 
     class Server(uvicorn.Server):
+        metrics_task: asyncio.Task[None] | None = None
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            if metrics_server is not None:
+                # On the socket bound above, beside this server, in this loop.
+                self.metrics_task = asyncio.create_task(metrics_server.serve(metrics_sockets))
+            await super().startup(sockets)
+
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             # SIGTERM: drain the room sockets first (in-flight sends acked, then
             # 1012), so clients resume on another instance and lose nothing.
@@ -52,16 +125,21 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             if hub is not None:
                 await hub.drain()
             await super().shutdown(sockets)
+            if metrics_server is not None and self.metrics_task is not None:
+                metrics_server.should_exit = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.metrics_task, 10)
 
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         server_header=False,
-        # Query strings may carry secrets a client should not have sent:
-        # Confide writes its own access log, by route template.
+        # Confide writes its own access line, by route template: uvicorn's
+        # would carry raw paths (room ids) and the client's address.
         access_log=False,
-        log_level=settings.log_level,
+        log_config=log_config,
+        log_level=None,  # the levels are in log_config (libraries never below INFO)
         proxy_headers=True,
         ws_max_size=256 * 1024,
         ws_per_message_deflate=False,
@@ -250,7 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        for line in _settings_errors(error):
+            print(line, file=sys.stderr)
+        return 2
     _setup_logging(settings)
     try:
         code: int = args.func(settings, args)

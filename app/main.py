@@ -23,11 +23,14 @@ from app.core.clock import Clock
 from app.core.config import Settings, get_settings
 from app.core.context import Context, build_context
 from app.core.errors import install_error_handlers
-from app.core.middleware import BodyLimit, Metrics, MetricsMiddleware, SecurityHeaders
+from app.core.logging import ClientAddresses
+from app.core.logging import configure as configure_logging
+from app.core.middleware import AccessMiddleware, BodyLimit, Metrics, SecurityHeaders
 from app.devices.endpoints import router as devices_router
 from app.disclosures.endpoints import router as disclosures_router
 from app.incidents.endpoints import router as incidents_router
 from app.notices.endpoints import router as notices_router
+from app.ops import metrics as metrics_endpoint
 from app.ops.endpoints import router as ops_router
 from app.privacy.endpoints import router as privacy_router
 from app.relay.broker import Broker, create_broker
@@ -114,6 +117,9 @@ def create_app(
         await hub.start()
         ctx.publisher = broker.publish
         app.state.ctx = ctx
+        app.state.client_addresses = ClientAddresses(
+            settings.log_client_addresses, ctx.keys.index_key
+        )
         app.state.hub = hub
         purging = asyncio.create_task(purge_periodically(ctx, broker))
         checkpoints = CheckpointWriter(
@@ -156,7 +162,11 @@ def create_app(
         redoc_url=None,
     )
     app.state.metrics = Metrics()
+    app.state.client_addresses = None  # set by the lifespan (the keyed form needs the index key)
     install_error_handlers(app)
+    if settings.metrics_token is not None and settings.metrics_listener is None:
+        # Otherwise /metrics is on its own listener (confide serve), or nowhere.
+        metrics_endpoint.install(app, app.state.metrics, settings.metrics_token)
     for router in (
         ops_router,
         auth_router,
@@ -182,6 +192,19 @@ def create_app(
         max_age=600,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessMiddleware, metrics=app.state.metrics, state=app.state)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """For `uvicorn --factory app.main:create_served_app`: the JSON log first, then the app.
+
+    uvicorn has set up its own plain-text logging by the time it calls the
+    factory; this replaces it with Confide's (see app/core/logging.py), so a
+    server started without `confide serve` logs the same way. Run
+    `confide migrate` before; the metrics listener is `confide serve`'s only.
+    """
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -7,6 +7,7 @@ database, and is always stopped by its fixture.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import stat
@@ -141,6 +142,11 @@ def test_production_with_configured_keys_serves(tmp_path: Path) -> None:
         assert server.me(server.login(email, password)["access_token"])["email"] == email
         assert not (backend.data_dir / "keys").exists()
         assert "development keys" not in server.logs().lower()
+        # Neither metrics setting: nothing serves /metrics, and the start says so.
+        assert server.http.get("/metrics").status_code == 404
+        warned = [line for line in server.stderr().splitlines() if "CONFIDE_METRICS_TOKEN" in line]
+        assert len(warned) == 1
+        assert json.loads(warned[0])["level"] == "WARNING"
 
 
 # -- 3. the first admin, from the command line --------------------------------------------

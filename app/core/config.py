@@ -14,6 +14,17 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
+METRICS_TOKEN_MIN = 16
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port); ValueError otherwise."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be host:port, such as 10.0.0.5:9100")
+    return host, int(port)
 
 
 class Settings(BaseSettings):
@@ -68,7 +79,16 @@ class Settings(BaseSettings):
     login_window_s: int = Field(default=900, ge=1)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: What the log shows of a client's address: nothing, its /24 (IPv4) or
+    #: /48 (IPv6), or a keyed hash (HMAC-SHA256 under a key derived from the
+    #: index key, 16 hex digits).
+    log_client_addresses: Literal["off", "truncated", "keyed"] = "off"
+
+    # /metrics: behind a bearer token on the main listener, or on a listener of
+    # its own (host:port, for the internal network), or not served at all.
+    metrics_token: SecretStr | None = None
+    metrics_addr: str | None = None
 
     @field_validator("audit_checkpoint_syslog", mode="before")
     @classmethod
@@ -81,6 +101,35 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("log_level", "log_client_addresses", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _metrics_token(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        if not isinstance(raw, str) or len(raw.strip()) < METRICS_TOKEN_MIN:
+            raise ValueError(f"must be at least {METRICS_TOKEN_MIN} characters")
+        return raw.strip()
+
+    @field_validator("metrics_addr", mode="before")
+    @classmethod
+    def _metrics_addr(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be host:port")
+        split_host_port(value.strip())
+        return value.strip()
+
+    @property
+    def metrics_listener(self) -> tuple[str, int] | None:
+        return split_host_port(self.metrics_addr) if self.metrics_addr else None
 
     @property
     def resolved_database_url(self) -> str:

@@ -18,7 +18,9 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "echo": echo}
+    # hide_parameters: a database error's text (which reaches the log with its
+    # traceback) names the statement, never the values (ids side by side).
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "echo": echo, "hide_parameters": True}
     if not is_sqlite(url):
         kwargs.update(pool_size=10, max_overflow=20, pool_recycle=1800)
     engine = create_async_engine(url, **kwargs)

@@ -1,16 +1,18 @@
-"""Pure ASGI middleware: security headers, the request body limit, metrics."""
+"""Pure ASGI middleware: security headers, body limit, request ids, access log, metrics."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core import logging as logs
 from app.core.errors import PROBLEM_JSON
 
 access_log = logging.getLogger("confide.access")
@@ -134,9 +136,14 @@ class BodyLimit:
 
 
 class Metrics:
-    """Request counts and latencies by route template (never by raw path: ids stay out)."""
+    """Request counts and latencies by route template (never by raw path: ids stay out).
+
+    No `*_created` series: each would carry the exact time its label set was
+    first seen, such as the moment of the first `DELETE /v1/me` (an erasure).
+    """
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "confide_http_requests_total",
@@ -152,17 +159,32 @@ class Metrics:
         )
 
 
-class MetricsMiddleware:
-    """Counts and times every request; writes the access log line."""
+class AccessMiddleware:
+    """Outermost: a request id, the access line, and the request counters.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    Every request gets a fresh random id (never the client's own
+    `x-request-id`: a client could plant a marker that links its requests),
+    sent back as `x-request-id` and carried by every log line written while
+    the request is served. The access line and the metrics name the route
+    TEMPLATE (`/v1/rooms/{room_id}`), never the raw path or query string:
+    those carry ids, or a token a client should not have put there. The
+    client's address is on the line only when CONFIDE_LOG_CLIENT_ADDRESSES
+    asks (its form comes from `app.state.client_addresses`).
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, state: Any = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        rid = logs.new_id()
+        # Not reset afterwards: the task serving this request ends with it, and
+        # uvicorn's own line about an unhandled error still carries the id.
+        logs.request_id.set(rid)
         status = 500
         start = time.perf_counter()
 
@@ -170,6 +192,7 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                MutableHeaders(scope=message)["x-request-id"] = rid
             await send(message)
 
         try:
@@ -181,6 +204,14 @@ class MetricsMiddleware:
             self.metrics.requests.labels(method, template, str(status)).inc()
             elapsed = time.perf_counter() - start
             self.metrics.latency.labels(method, template).observe(elapsed)
-            # The route template, never the raw path or query string: those may
-            # carry ids or a token a client should not have put there.
-            access_log.info("%s %s %s %.1fms", method, template, status, elapsed * 1000)
+            addresses: logs.ClientAddresses | None = getattr(self.state, "client_addresses", None)
+            fields: dict[str, Any] = {
+                "kind": "http",
+                "method": method,
+                "route": template,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 1),
+            }
+            if addresses is not None:
+                fields.update(addresses.field(scope.get("client")))
+            access_log.info("%s %s %s", method, template, status, extra=fields)

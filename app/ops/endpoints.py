@@ -1,4 +1,4 @@
-"""Health, readiness, metrics and the API docs."""
+"""Health, readiness and the API docs (/metrics is in metrics.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import hashlib
 import re
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from app.core.deps import ContextDep
@@ -49,13 +48,6 @@ async def readyz(ctx: ContextDep, request: Request) -> JSONResponse:
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
-    )
-
-
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
-    return Response(
-        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
     )
 
 

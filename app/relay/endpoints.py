@@ -7,6 +7,12 @@ checked (signature, audience, the path's room), its `jti` is spent, and the
 database is asked once, in a short transaction, whether the account, the
 login, the membership, the device, the consent and the room still allow it.
 Nothing on the socket afterwards touches the database.
+
+Logging: every line written for a socket carries its connection id
+(`conn_id`, random, tied to no device, account or room), and the socket ends
+with one access line by route template (`/v1/rooms/{room_id}/ws`), its close
+code and duration. No line names the room, the account or the device: with
+an address, a token or a time beside it, that would say who met whom.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from fastapi import APIRouter, WebSocket
 
@@ -21,6 +28,7 @@ from app.accounts import service as accounts
 from app.auth.service import session_is_live
 from app.consent.service import missing_documents
 from app.core import audit
+from app.core import logging as logs
 from app.core.context import Context
 from app.core.errors import ConfideError, NotFound
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP, TokenError
@@ -33,7 +41,10 @@ from app.rooms import service as rooms
 from app.rooms.errors import ConsentRequired, OutsideTimeWindow, RoomEnded, RoomLocked
 
 log = logging.getLogger("confide.relay")
+access_log = logging.getLogger("confide.access")
 router = APIRouter()
+ROOM_SOCKET = "/v1/rooms/{room_id}/ws"
+_CLOSE_INTERNAL_ERROR = 1011  # what the access line says when serving the socket raised
 
 
 class Refused(Exception):
@@ -141,8 +152,29 @@ async def _first_frame_token(ws: WebSocket) -> str:
     return frame.token
 
 
-@router.websocket("/v1/rooms/{room_id}/ws")
+@router.websocket(ROOM_SOCKET)
 async def room_socket(ws: WebSocket, room_id: str) -> None:
+    # Not reset afterwards: the task serving this socket ends with it.
+    logs.connection_id.set(logs.new_id())
+    started = time.perf_counter()
+    code = _CLOSE_INTERNAL_ERROR
+    try:
+        code = await _serve_socket(ws, room_id)
+    finally:
+        addresses: logs.ClientAddresses | None = getattr(ws.app.state, "client_addresses", None)
+        fields: dict[str, object] = {
+            "kind": "websocket",
+            "route": ROOM_SOCKET,
+            "code": code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        if addresses is not None:
+            fields.update(addresses.field(ws.scope.get("client")))
+        access_log.info("WEBSOCKET %s %s", ROOM_SOCKET, code, extra=fields)
+
+
+async def _serve_socket(ws: WebSocket, room_id: str) -> int:
+    """Serve one socket; its close code."""
     ctx: Context = ws.app.state.ctx
     hub: Hub = ws.app.state.hub
     offered: list[str] = list(ws.scope.get("subprotocols") or [])
@@ -163,16 +195,18 @@ async def room_socket(ws: WebSocket, room_id: str) -> None:
         log.info("socket refused: %s (%s)", refused.code, refused.reason)
         with contextlib.suppress(Exception):
             await ws.close(refused.code, refused.reason)
-        return
+        return refused.code
     conn = Connection(ws, grant, ctx.settings.ws_rate_per_s)
     room = hub.join(grant)
     # Only the connection lives on: the grant's copy of the participants is not
     # kept for the socket's whole life.
     del grant
+    log.info("socket open: %s", "admitted" if conn.admitted else "waiting")
     try:
         await hub.run(conn, room)
     finally:
         await _record_leave(ctx, conn)
+    return conn.close_code or p.CLOSE_NORMAL
 
 
 async def _record_leave(ctx: Context, conn: Connection) -> None:

@@ -254,9 +254,30 @@ def request_counts(text: str) -> dict[tuple[str, str, str], float]:
     return counts
 
 
+METRICS_TOKEN = "ops-test-metrics-token-4f9c2a"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
+def with_metrics(ctx: Context) -> FastAPI:
+    """The app with /metrics served (behind a token: see tests/ops/test_metrics.py)."""
+    configured = Settings(
+        data_dir=ctx.settings.data_dir,
+        database_url=ctx.settings.database_url,
+        metrics_token=SecretStr(METRICS_TOKEN),
+    )
+    return create_app(configured, context=ctx)
+
+
+@pytest.fixture
+async def metrics_client(ctx: Context) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(with_metrics(ctx)) as client:
+        yield client
+
+
 async def test_metrics_are_prometheus_text_labelled_by_route_template(
-    client: httpx.AsyncClient,
+    metrics_client: httpx.AsyncClient,
 ) -> None:
+    client = metrics_client
     user = await register_client(client)
     for _ in range(2):
         assert (await client.get("/v1/me", headers=user.auth)).status_code == 200
@@ -265,7 +286,7 @@ async def test_metrics_are_prometheus_text_labelled_by_route_template(
     assert (await client.get(f"/v1/nonexistent/{raw_id}")).status_code == 404
     assert (await client.get(f"/v1/me?id={raw_id}", headers=user.auth)).status_code == 200
 
-    response = await client.get("/metrics")
+    response = await client.get("/metrics", headers=METRICS_AUTH)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
@@ -283,7 +304,7 @@ async def test_metrics_are_prometheus_text_labelled_by_route_template(
 
 
 async def test_metrics_label_a_parametrized_route_by_its_template(ctx: Context) -> None:
-    app = create_app(context=ctx)
+    app = with_metrics(ctx)
 
     @app.get("/v1/probe/{item_id}")
     async def probe(item_id: str) -> dict[str, str]:
@@ -292,7 +313,7 @@ async def test_metrics_label_a_parametrized_route_by_its_template(ctx: Context) 
     async with serve(app) as client:
         raw_id = str(uuid.uuid4())
         assert (await client.get(f"/v1/probe/{raw_id}")).status_code == 200
-        text = (await client.get("/metrics")).text
+        text = (await client.get("/metrics", headers=METRICS_AUTH)).text
     assert request_counts(text)[("GET", "/v1/probe/{item_id}", "200")] == 1
     assert raw_id not in text
 
@@ -517,7 +538,7 @@ async def test_every_response_carries_the_security_headers(client: httpx.AsyncCl
     responses = [
         await client.get("/healthz"),
         await client.get("/readyz"),
-        await client.get("/metrics"),
+        await client.get("/metrics"),  # not served without a metrics setting
         await client.get("/v1/me", headers=user.auth),
         await client.get("/v1/me"),
         await client.get("/nothing/here"),
@@ -534,7 +555,7 @@ async def test_every_response_carries_the_security_headers(client: httpx.AsyncCl
         await client.get("/openapi.json"),
     ]
     assert [r.status_code for r in responses] == [
-        200, 200, 200, 200, 401, 404, 405, 422, 413, 200, 200,
+        200, 200, 404, 200, 401, 404, 405, 422, 413, 200, 200,
     ]  # fmt: skip
     for response in responses:
         assert_security_headers(response)
@@ -740,9 +761,12 @@ def test_no_json_body_causes_a_500(tmp_path: Path, database_url: str) -> None:
             loop.run(stack.aclose())
 
 
-async def test_made_up_methods_do_not_mint_metric_series(client: httpx.AsyncClient) -> None:
+async def test_made_up_methods_do_not_mint_metric_series(
+    metrics_client: httpx.AsyncClient,
+) -> None:
+    client = metrics_client
     response = await client.request("X0Y", "/healthz")
     assert response.status_code == 405
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=METRICS_AUTH)).text
     assert "X0Y" not in text
     assert 'method="other"' in text
