@@ -18,7 +18,8 @@ list of rooms, notices, the client's accounting of disclosures) can never be
 opened again; the account row stays as a tombstone (id, role, creation time,
 status `erased`) because audit entries, disclosures recorded by a counselor
 and room memberships name it by id. Every log-in family is revoked, every
-device revoked, every socket closed (4001), and every instance forgets the
+device revoked, every socket closed (4001), the relay's replay store forgets
+the account and its devices (`account_erased`), and every instance forgets the
 unwrapped key it may hold in memory.
 """
 
@@ -206,6 +207,8 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
     """Erase the caller's account: crypto-shred its records and end every way in."""
     account = principal.account
     await _lock(session, account)
+    # For the relay's replay stores (account_erased below): listed while the key opens the list.
+    room_ids = [state.room.id for state in await rooms.list_rooms(session, ctx, account)]
     key_id = account.data_key_id
     account.status = AccountStatus.erased
     account.password_hash = UNUSABLE_PASSWORD
@@ -255,6 +258,19 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
     # Other participants' apps stop encrypting to these devices.
     for device_id in devices:
         emit(session, {"kind": "device_revoked", "account": account.id, "device": device_id})
+    # The replay stores forget every device the person ever had (decision note 0005).
+    every_device = sorted(
+        (await session.execute(select(Device.id).where(Device.account_id == account.id))).scalars()
+    )
+    emit(
+        session,
+        {
+            "kind": "account_erased",
+            "account": account.id,
+            "devices": every_device,
+            "rooms": room_ids,
+        },
+    )
     if key_id is not None:
         await session.execute(delete(DataKey).where(DataKey.id == key_id))
         ctx.vault.forget(key_id)
