@@ -18,6 +18,8 @@ Event shapes (a dict with `kind`; ids are strings):
 - `room_schedule`     {room, ends_at}: the end moved (timers are re-armed)
 - `room_ended`        {room}: every socket closes with 4010
 - `data_key_destroyed` {key}: every instance forgets its cached copy (erasure)
+- `account_erased`    {account, devices, rooms}: the broker's replay store
+                      forgets the account and every one of its devices in those rooms
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ opened again; the account row stays as a tombstone (id, role, creation time,
 status `erased`) because audit entries and disclosures recorded by a
 counselor name it by id. Every log-in family and every device row is
 deleted, the person leaves every room, the rows sealed under their key are
-deleted, every socket closes (4001), and every instance forgets the
+deleted, every socket closes (4001), the relay's replay stores forget the
+account and its devices (`account_erased`), and every instance forgets the
 unwrapped key it may hold in memory (decision note 0007).
 """
 
@@ -199,6 +200,8 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
     """Erase the caller's account: crypto-shred its records and end every way in."""
     account = principal.account
     await _lock(session, account)
+    # The person's rooms, listed while their key still opens the list.
+    states = await rooms.list_rooms(session, ctx, account)
     key_id = account.data_key_id
     account.status = AccountStatus.erased
     account.password_hash = UNUSABLE_PASSWORD
@@ -226,20 +229,34 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
     # log-ins, devices (public keys included), memberships, and the rows
     # sealed under their key (which the key's destruction shreds anyway).
     sessions = await remove_families(session, ctx, account)
-    device_ids = []
+    device_ids: list[str] = []
+    every_device: list[str] = []
     if key_id is not None:
+        every_device = sorted(
+            d.id for d in await devices.all_of(session, ctx.vault, account, active_only=False)
+        )
         device_ids = await devices.remove_all(session, ctx.vault, account)
         # Other participants' apps stop encrypting to these devices, then see
         # the person leave each room.
         for device_id in device_ids:
             emit(session, {"kind": "device_revoked", "account": account.id, "device": device_id})
-        for state in await rooms.list_rooms(session, ctx, account):
+        for state in states:
             await rooms.forget_member(session, ctx, state, account.id)
         await rooms.SLOTS.remove_all(session, ctx.vault, account.id)
         await consent.SLOTS.remove_all(session, ctx.vault, account.id)
         await notices.SLOTS.remove_all(session, ctx.vault, account.id)
         await disclosures.SLOTS.remove_all(session, ctx.vault, account.id)
     account.data_key_id = None
+    # The replay stores forget every device the person ever had (decision note 0005).
+    emit(
+        session,
+        {
+            "kind": "account_erased",
+            "account": account.id,
+            "devices": every_device,
+            "rooms": [state.room.id for state in states],
+        },
+    )
     if key_id is not None:
         await session.execute(delete(DataKey).where(DataKey.id == key_id))
         ctx.vault.forget(key_id)

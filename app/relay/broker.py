@@ -14,13 +14,20 @@ A message is stored as a JSON *fragment* without its `seq` and `type`:
 `"id":…,"sender":…,"ciphertext":…,"sent_at":…}`; the frame a recipient gets
 is `{"type":"message","seq":N,` + fragment, so a broadcast is serialized once,
 whatever the number of recipients.
+
+Erasure (decision notes 0005 and 0006): `forget` rewrites what the broker
+retains so that nothing names the erased person's account or devices. Each
+retained message keeps its `seq`; one sent by those devices gets the sender
+`ERASED_SENDER` (empty account and device ids), a directed message loses the
+fragments addressed to them, and their resend records and presence go.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -55,6 +62,41 @@ class Stored(NamedTuple):
 
 def message_frame(seq: int, fragment: str) -> str:
     return '{"type":"message","seq":' + str(seq) + "," + fragment
+
+
+def sender_json(account_id: str, device_id: str) -> str:
+    """The `"sender":{...}` member of a fragment, exactly as the hub writes it."""
+    ids = json.dumps(
+        {"account_id": account_id, "device_id": device_id},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return '"sender":' + ids
+
+
+#: What replaces the sender of a retained message once its sender is erased.
+ERASED_SENDER = sender_json("", "")
+
+
+def forgotten(stored: Stored, account_id: str, devices: set[str]) -> Stored:
+    """`stored` with nothing left that names `devices` or `account_id` as their sender."""
+    sender = stored.sender_device
+    erased = sender in devices
+    old = sender_json(account_id, sender) if erased else ""
+    broadcast, directed = stored.broadcast, stored.directed
+    if broadcast is not None:
+        if not erased:
+            return stored
+        return Stored(stored.seq, "", broadcast.replace(old, ERASED_SENDER, 1), None)
+    assert directed is not None
+    if not erased and not any(device in devices for device, _ in directed):
+        return stored
+    kept = tuple(
+        (device, fragment.replace(old, ERASED_SENDER, 1) if erased else fragment)
+        for device, fragment in directed
+        if device not in devices
+    )
+    return Stored(stored.seq, "" if erased else sender, None, kept)
 
 
 MessageHandler = Callable[[str, Stored], Awaitable[None]]
@@ -100,6 +142,17 @@ class Broker(Protocol):
 
     async def purge_expired(self) -> int:
         """Forget spent token ids past their TTL; how many were forgotten."""
+        ...
+
+    async def forget(self, account_id: str, devices: Sequence[str], rooms: Sequence[str]) -> None:
+        """Erasure: in `rooms`, leave nothing that names `account_id` or `devices`.
+
+        Every retained message keeps its seq (replay stays contiguous): those
+        sent by `devices` get the sender `ERASED_SENDER`, directed ones lose the
+        fragments addressed to `devices`; the resend records of `devices` and
+        their presence are deleted. Idempotent, and safe to run on several
+        instances at once.
+        """
         ...
 
 
@@ -189,6 +242,22 @@ class InProcessBroker:
         self._retained.pop(room, None)
         self._seq.pop(room, None)
         for key in [k for k in self._sent if k[0] == room]:
+            del self._sent[key]
+
+    async def forget(self, account_id: str, devices: Sequence[str], rooms: Sequence[str]) -> None:
+        gone, where = set(devices), set(rooms)
+        if not gone or not where:
+            return
+        for room in where:
+            retained = self._retained.get(room)
+            if retained:
+                self._retained[room] = deque(forgotten(s, account_id, gone) for s in retained)
+            online = self._online.get(room)
+            if online is not None:
+                online -= gone
+                if not online:
+                    del self._online[room]
+        for key in [k for k in self._sent if k[1] in gone and k[0] in where]:
             del self._sent[key]
 
 

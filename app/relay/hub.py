@@ -485,9 +485,28 @@ class Hub:
                 await self._event_hook(event)
             except Exception:
                 log.exception("event hook failed for %s", event.get("kind"))
+        if event.get("kind") == "account_erased":
+            await self._forget(event)
+            return
         handler = getattr(self, "_on_" + str(event.get("kind")), None)
         if handler is not None:
             handler(event)
+
+    async def _forget(self, event: dict[str, Any]) -> None:
+        """An erasure: the broker's replay store forgets the person (decision note 0005).
+
+        Every instance hears the event, after the account's `account_closed` and
+        `device_revoked`, and asks the broker; the first does the work, and the
+        others find nothing left to do.
+        """
+        try:
+            await self.broker.forget(
+                str(event["account"]),
+                [str(d) for d in event.get("devices", ())],
+                [str(r) for r in event.get("rooms", ())],
+            )
+        except Exception:
+            log.exception("erasure: the broker could not forget an erased account")
 
     def _broadcast(self, room: LiveRoom, frame: str, *, admitted_only: bool = False) -> None:
         for conn in list(room.connections.values()):

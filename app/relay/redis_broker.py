@@ -17,7 +17,17 @@
   send is refused with an error frame, never silently dropped.
 - Spent room-token ids are keys with a TTL. The epoch key holds the time from
   which Redis remembers them: a Redis that lost its memory also forgot spent
-  ids, gets a new epoch, and refuses tokens issued before it.
+  ids, gets a new epoch, and refuses tokens issued before it. No key or value
+  outside a room's own keys names an account or a device.
+- Erasure (`forget`) rewrites a room's stream. An entry cannot be changed in
+  place, nor added again below the stream's top id, so the stream is copied,
+  rewritten, into a temporary key of the same room (batches of
+  `FORGET_BATCH` entries, each one script), and one last script copies what
+  was appended meanwhile and renames the copy over the stream: a reader sees
+  the old stream or the new one, never a mix, and every seq stays. A first
+  read-only pass finds whether anything names the person at all, so the
+  instances that come after the first find nothing to do. The resend records
+  (`HSCAN` by the device's field prefix) and presence of the devices go too.
 """
 
 from __future__ import annotations
@@ -28,18 +38,20 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app.relay.broker import (
+    ERASED_SENDER,
     BrokerUnavailable,
     EventHandler,
     MessageHandler,
     Outgoing,
     Stored,
+    sender_json,
 )
 
 log = logging.getLogger("confide.broker")
@@ -67,6 +79,127 @@ if tonumber(ARGV[2]) < epoch - 1 then return 0 end
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then return 1 end
 return 0
 """
+
+# Erasure. Every script below gets, from ARGV[n] on: the erased sender's
+# replacement, then (device id, its `"sender":{...}` member) pairs.
+_REWRITE = """
+local function erased_devices(from)
+  local devices = {}
+  for i = from + 1, #ARGV, 2 do devices[ARGV[i]] = ARGV[i + 1] end
+  return ARGV[from], devices
+end
+
+local function swap(text, old, new)
+  local i, j = string.find(text, old, 1, true)
+  if not i then return text end
+  return string.sub(text, 1, i - 1) .. new .. string.sub(text, j + 1)
+end
+
+-- An entry's fields without the erased devices: d, k, p, and whether any changed.
+local function rewrite(fields, erased, devices)
+  local f = {}
+  for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+  local d, k, p = f['d'], f['k'], f['p']
+  local old = devices[d]
+  if k == 'b' then
+    if not old then return d, k, p, false end
+    return '', k, swap(p, old, erased), true
+  end
+  local named = old ~= nil
+  if not named then
+    for device in pairs(devices) do
+      if string.find(p, '"' .. device .. '"', 1, true) then named = true; break end
+    end
+  end
+  if not named then return d, k, p, false end
+  local changed = old ~= nil
+  local kept = {}
+  for device, fragment in pairs(cjson.decode(p)) do
+    if devices[device] then
+      changed = true
+    elseif old then
+      kept[device] = swap(fragment, old, erased)
+    else
+      kept[device] = fragment
+    end
+  end
+  if not changed then return d, k, p, false end
+  if old then d = '' end
+  return d, k, cjson.encode(kept), true
+end
+"""
+
+# KEYS: the stream. ARGV: after, count, then the erased devices. Read only:
+# {last id read, entries read, 1 if an entry names an erased device}.
+_FORGET_LOOK = (
+    _REWRITE
+    + """
+local erased, devices = erased_devices(3)
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+local last = ARGV[1]
+for _, entry in ipairs(entries) do
+  local _, _, _, changed = rewrite(entry[2], erased, devices)
+  if changed then return {entry[1], #entries, 1} end
+  last = entry[1]
+end
+return {last, #entries, 0}
+"""
+)
+
+# KEYS: the stream, the copy. ARGV: after, count, the copy's TTL (ms), then the
+# erased devices. {last id copied, entries copied, 1 if any was rewritten}.
+_FORGET_COPY = (
+    _REWRITE
+    + """
+local erased, devices = erased_devices(4)
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+local last, any = ARGV[1], 0
+for _, entry in ipairs(entries) do
+  local d, k, p, changed = rewrite(entry[2], erased, devices)
+  if changed then any = 1 end
+  redis.call('XADD', KEYS[2], entry[1], 'd', d, 'k', k, 'p', p)
+  last = entry[1]
+end
+if #entries > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return {last, #entries, any}
+"""
+)
+
+# KEYS: the stream, the copy. ARGV: after, copied so far (0/1), rewritten so
+# far (0/1), then the erased devices. Copies the rest and puts the copy in the
+# stream's place: 1; nothing to change (or the room was purged meanwhile): 0;
+# the copy expired before it was finished: -1 (start again).
+_FORGET_SWAP = (
+    _REWRITE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local erased, devices = erased_devices(4)
+local any = ARGV[3] == '1'
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+')
+for _, entry in ipairs(entries) do
+  local d, k, p, changed = rewrite(entry[2], erased, devices)
+  if changed then any = true end
+  redis.call('XADD', KEYS[2], entry[1], 'd', d, 'k', k, 'p', p)
+end
+if not any or redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+redis.call('RENAME', KEYS[2], KEYS[1])
+redis.call('PERSIST', KEYS[1])
+return 1
+"""
+)
+
+#: Stream entries per erasure script: each script stays short, whatever the stream's length.
+FORGET_BATCH = 100
+#: The rewritten copy of a stream disappears this long after its last batch (an
+#: instance that died half-way leaves nothing behind for long).
+FORGET_COPY_TTL_MS = 60_000
 
 HEARTBEAT_S = 5
 INSTANCE_TTL_S = 15
@@ -99,6 +232,9 @@ class RedisBroker:
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._append = self._redis.register_script(_APPEND)
         self._spend = self._redis.register_script(_SPEND)
+        self._forget_look = self._redis.register_script(_FORGET_LOOK)
+        self._forget_copy = self._redis.register_script(_FORGET_COPY)
+        self._forget_swap = self._redis.register_script(_FORGET_SWAP)
         self.instance = uuid.uuid4().hex
         self._on_message: MessageHandler | None = None
         self._on_event: EventHandler | None = None
@@ -285,3 +421,69 @@ class RedisBroker:
             )
         except RedisError as error:
             raise BrokerUnavailable(str(error)) from None
+
+    async def forget(self, account_id: str, devices: Sequence[str], rooms: Sequence[str]) -> None:
+        if not devices:
+            return
+        erased: list[str] = [ERASED_SENDER]
+        for device in devices:
+            erased += [device, sender_json(account_id, device)]
+        try:
+            for room in dict.fromkeys(rooms):
+                await self._forget_stream(room, erased)
+                await self._forget_sent(room, devices)
+                await self._redis.hdel(self._k(room, "online"), *devices)
+        except RedisError as error:
+            raise BrokerUnavailable(str(error)) from None
+
+    async def _names_erased(self, stream: str, erased: list[str]) -> bool:
+        after = "0-0"
+        while True:
+            last, count, found = await self._forget_look(
+                keys=[stream], args=[after, FORGET_BATCH, *erased]
+            )
+            if found:
+                return True
+            if int(count) < FORGET_BATCH:
+                return False
+            after = str(last)
+
+    async def _forget_stream(self, room: str, erased: list[str]) -> None:
+        stream = self._k(room, "log")
+        for _ in range(3):
+            if not await self._names_erased(stream, erased):
+                return
+            copy = self._k(room, f"log:forget:{uuid.uuid4().hex}")
+            after, copied, changed = "0-0", False, False
+            while True:
+                last, count, any_changed = await self._forget_copy(
+                    keys=[stream, copy], args=[after, FORGET_BATCH, FORGET_COPY_TTL_MS, *erased]
+                )
+                after = str(last)
+                copied = copied or int(count) > 0
+                changed = changed or bool(any_changed)
+                if int(count) < FORGET_BATCH:
+                    break
+            swapped = await self._forget_swap(
+                keys=[stream, copy], args=[after, int(copied), int(changed), *erased]
+            )
+            if int(swapped) >= 0:
+                return
+        raise BrokerUnavailable("erasure: the rewritten copy of a stream kept expiring")
+
+    async def _forget_sent(self, room: str, devices: Sequence[str]) -> None:
+        """Delete the resend records `<device>:<client id>` of `devices`."""
+        sent = self._k(room, "sent")
+        for device in devices:
+            fields = [
+                name
+                async for name, _ in self._redis.hscan_iter(
+                    sent, match=_glob_escape(device) + ":*", count=500
+                )
+            ]
+            for start in range(0, len(fields), 500):
+                await self._redis.hdel(sent, *fields[start : start + 500])
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

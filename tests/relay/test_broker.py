@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from app.relay import redis_broker
 from app.relay.broker import Broker, BrokerUnavailable, InProcessBroker, Outgoing, Stored
+from app.relay.hub import _fragment
 from app.relay.redis_broker import RedisBroker
-from tests.fixtures.redis_server import PrivateRedis, delete_prefix, shared_redis, unique_prefix
+from tests.fixtures.redis_server import (
+    PrivateRedis,
+    delete_prefix,
+    dump_prefix,
+    shared_redis,
+    unique_prefix,
+)
 
 
 class Recorder:
@@ -222,3 +231,179 @@ async def test_redis_down_is_an_error_never_a_silent_drop(volatile_redis: Privat
         assert await b.spend_jti("new", 60, time.time()) is True
     finally:
         await b.close()
+
+
+# -- erasure -----------------------------------------------------------------------
+
+
+async def dump(b: Broker) -> str:
+    """Everything the broker holds, as text: every key of its Redis prefix, or its memory."""
+    if isinstance(b, InProcessBroker):
+        return repr(vars(b))
+    assert isinstance(b, RedisBroker)
+    return await dump_prefix(b._url, b._prefix)
+
+
+def uid() -> str:
+    return str(uuid.uuid4())
+
+
+def said(cid: str, account: str, device: str, ciphertext: str) -> str:
+    return _fragment(cid, {"account_id": account, "device_id": device}, ciphertext, "T")
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis forgets in batches of 4 entries, so that a short stream takes several."""
+    monkeypatch.setattr(redis_broker, "FORGET_BATCH", 4, raising=False)
+
+
+async def test_forget_leaves_nothing_that_names_the_erased_person(
+    broker: tuple[Broker, Recorder], small_batches: None
+) -> None:
+    b, _ = broker
+    erased, e1, e2 = uid(), uid(), uid()  # the erased account and its two devices
+    alice, a1, bob, b1 = uid(), uid(), uid(), uid()
+    room, elsewhere = uid(), uid()
+
+    def send(device: str, cid: str, text: str, to: list[str] | None = None) -> Outgoing:
+        account = {e1: erased, e2: erased, a1: alice, b1: bob}[device]
+        if to is None:
+            return Outgoing(room, device, cid, said(cid, account, device, text), None)
+        directed = {d: said(cid, account, device, f"{text}.{d[:4]}") for d in to}
+        return Outgoing(room, device, cid, None, directed)
+
+    sends = [
+        send(a1, "a", "AAAA"),  # 1
+        send(e1, "b", "BBBB"),  # 2: the erased person's broadcast
+        send(e1, "c", "CCCC", [a1, b1]),  # 3: directed, from the erased person
+        send(a1, "d", "DDDD", [e1, b1]),  # 4: directed, partly to the erased person
+        send(b1, "e", "EEEE", [e2]),  # 5: directed to the erased person only
+        send(e2, "f", "FFFF"),  # 6
+    ]
+    sends += [send(a1 if i % 2 else e2, f"x{i}", f"X{i:03}") for i in range(7, 16)]  # 7..15
+    for message in sends:
+        await b.append(message)
+    await b.append(Outgoing(elsewhere, e1, "b", said("b", erased, e1, "GGGG"), None))
+    await b.set_online(room, e1, True)
+    await b.set_online(room, a1, True)
+    assert await b.spend_jti(uid(), 60, time.time())
+    before = await dump(b)
+    for named in (erased, e1, e2):
+        assert named in before
+
+    await b.forget(erased, [e1, e2], [room, elsewhere])
+
+    after = await dump(b)
+    for gone in (erased, e1, e2):
+        assert gone not in after
+    for kept in (alice, a1, b1):
+        assert kept in after
+    assert ":forget:" not in after  # no copy left behind
+
+    # Every seq is still there, in order; the erased sender is empty.
+    replayed = await b.replay(room, 0)
+    assert [s.seq for s in replayed] == list(range(1, 16))
+    by_seq = {s.seq: s for s in replayed}
+    nobody = '"sender":{"account_id":"","device_id":""}'
+    assert by_seq[2].fragment_for(a1) == f'"id":"b",{nobody},"ciphertext":"BBBB","sent_at":"T"}}'
+    assert by_seq[2].fragment_for(b1) == by_seq[2].fragment_for(a1)
+    assert (
+        by_seq[3].fragment_for(a1)
+        == f'"id":"c",{nobody},"ciphertext":"CCCC.{a1[:4]}","sent_at":"T"}}'
+    )
+    assert (
+        by_seq[3].fragment_for(b1)
+        == f'"id":"c",{nobody},"ciphertext":"CCCC.{b1[:4]}","sent_at":"T"}}'
+    )
+    assert by_seq[4].fragment_for(b1) == said("d", alice, a1, f"DDDD.{b1[:4]}")  # untouched
+    assert by_seq[4].fragment_for(e1) is None
+    assert by_seq[5].fragment_for(e2) is None
+    assert by_seq[5].fragment_for(a1) is None
+    assert by_seq[6].fragment_for(a1) == f'"id":"f",{nobody},"ciphertext":"FFFF","sent_at":"T"}}'
+    assert by_seq[1].fragment_for(a1) is None  # still its own broadcast
+    assert by_seq[1].fragment_for(b1) == said("a", alice, a1, "AAAA")
+    (other,) = await b.replay(elsewhere, 0)
+    assert other.fragment_for(a1) == f'"id":"b",{nobody},"ciphertext":"GGGG","sent_at":"T"}}'
+
+    # Resends by the others still dedupe; the seq goes on.
+    assert await b.append(sends[0]) == (1, True)
+    assert await b.append(sends[4]) == (5, True)
+    assert await b.latest_seq(room) == 15
+    assert await b.append(send(b1, "next", "HHHH")) == (16, False)
+    assert await b.online(room) == {a1}
+
+    # Idempotent: a second erasure of the same person (another instance's) changes nothing.
+    again = await dump(b)
+    await b.forget(erased, [e1, e2], [room, elsewhere])
+    assert await dump(b) == again
+
+
+async def test_forget_of_rooms_with_nothing_retained_creates_nothing(
+    broker: tuple[Broker, Recorder],
+) -> None:
+    b, _ = broker
+    room = uid()
+    await b.append(broadcast(room, "d1", "a"))
+    before = await dump(b)
+    await b.forget(uid(), [uid()], [room, uid()])
+    await b.forget(uid(), [], [room])
+    assert await dump(b) == before
+    assert not await b.has_room(uid())
+
+
+async def test_forget_while_others_keep_sending_loses_nothing(
+    broker: tuple[Broker, Recorder], small_batches: None
+) -> None:
+    b, _ = broker
+    erased, gone, stays, room = uid(), uid(), uid(), uid()
+    for i in range(40):
+        device, account = (gone, erased) if i % 3 == 0 else (stays, "a")
+        await b.append(Outgoing(room, device, f"m{i}", said(f"m{i}", account, device, "QQ"), None))
+
+    async def keep_sending() -> list[int]:
+        seqs = []
+        for i in range(40):
+            seqs.append((await b.append(broadcast(room, stays, f"late{i}")))[0])
+            await asyncio.sleep(0)
+        return seqs
+
+    async with asyncio.TaskGroup() as group:  # a failure of either cancels the other
+        sending = group.create_task(keep_sending())
+        group.create_task(b.forget(erased, [gone], [room]))
+    late = sending.result()
+    assert late == list(range(41, 81))
+    replayed = await b.replay(room, 0)
+    assert [s.seq for s in replayed] == list(range(1, 81))
+    text = await dump(b)
+    assert erased not in text
+    assert gone not in text
+    assert await b.append(broadcast(room, stays, "late0")) == (41, True)
+
+
+async def test_two_redis_instances_forget_at_once() -> None:
+    url = await shared_redis()
+    prefix = unique_prefix()
+    a, b = RedisBroker(url, prefix=prefix), RedisBroker(url, prefix=prefix)
+    one, two = Recorder(), Recorder()
+    await a.start(one.on_message, one.on_event)
+    await b.start(two.on_message, two.on_event)
+    try:
+        erased, gone, stays, room = uid(), uid(), uid(), uid()
+        for i in range(300):
+            device, account = (gone, erased) if i % 2 else (stays, "a")
+            to = {stays: said(f"m{i}", account, device, "Z")} if i % 5 == 0 else None
+            body = None if to else said(f"m{i}", account, device, "Y")
+            await a.append(Outgoing(room, device, f"m{i}", body, to))
+        async with asyncio.TaskGroup() as group:
+            group.create_task(a.forget(erased, [gone], [room]))
+            group.create_task(b.forget(erased, [gone], [room]))
+        text = await dump(a)
+        for left in (erased, gone, ":forget:"):
+            assert left not in text
+        assert [s.seq for s in await b.replay(room, 0)] == list(range(1, 301))
+        assert await a._redis.ttl(f"{prefix}:room:{{{room}}}:log") == -1  # kept, no TTL
+    finally:
+        await a.close()
+        await b.close()
+        await delete_prefix(url, prefix)
