@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -167,6 +167,12 @@ async def record(
             "disclosure": view.id,
             "basis": view.basis.value,
             "withheld": view.withheld(now),
+            # Until then no trace of it reaches the client (their access log hides it).
+            "visible_from": (
+                view.withhold_until.isoformat()
+                if view.withhold_until is not None and view.withheld(now)
+                else None
+            ),
         },
     )
     return view
@@ -189,6 +195,17 @@ async def _open(
         recorded_by_role=data["recorded_by_role"],
         recorded_at=datetime.fromisoformat(data["recorded_at"]),
     )
+
+
+async def withheld_until(
+    session: AsyncSession, ctx: Context, client: Account, disclosure_id: str
+) -> datetime | None:
+    """When the client may learn of this disclosure (None: now); far future if unreadable."""
+    key_id = client.data_key_id
+    row = await session.get(Disclosure, disclosure_id) if _is_id(disclosure_id) else None
+    if row is None or key_id is None:
+        return datetime.max.replace(tzinfo=UTC)
+    return (await _open(session, ctx.vault, key_id, row)).withhold_until
 
 
 async def accounting(

@@ -27,6 +27,7 @@ unwrapped key it may hold in memory (decision note 0007).
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -66,25 +67,44 @@ class LastAdmin(Conflict):
 
 
 # -- access log ----------------------------------------------------------------------
+async def _hidden_until(
+    session: AsyncSession, ctx: Context, account: Account, entry: audit.Entry
+) -> datetime | None:
+    """When a withheld disclosure's trace may reach the person (164.528(a)(2))."""
+    if entry.action != "disclosure.record" or not entry.details.get("withheld"):
+        return None
+    visible_from = entry.details.get("visible_from")
+    if isinstance(visible_from, str):
+        return datetime.fromisoformat(visible_from)
+    return await disclosures.withheld_until(
+        session, ctx, account, str(entry.details.get("disclosure"))
+    )
+
+
 async def _access_entries(
-    session: AsyncSession, ctx: Context, account_id: str
+    session: AsyncSession, ctx: Context, account: Account
 ) -> list[AccessEntry]:
-    entries = await ctx.audit.entries_about(session, account_id)
-    return [
-        AccessEntry(
-            at=entry.at,
-            actor=Actor(account_id=entry.actor_id, role=entry.actor_role),
-            action=entry.action,
+    now = ctx.clock.now()
+    shown = []
+    for entry in await ctx.audit.entries_about(session, account.id):
+        hidden_until = await _hidden_until(session, ctx, account, entry)
+        if hidden_until is not None and hidden_until > now:
+            continue
+        shown.append(
+            AccessEntry(
+                at=entry.at,
+                actor=Actor(account_id=entry.actor_id, role=entry.actor_role),
+                action=entry.action,
+            )
         )
-        for entry in entries
-    ]
+    return shown
 
 
 async def access_log(
     session: AsyncSession, ctx: Context, principal: Principal
 ) -> list[AccessEntry]:
     """Who read or changed the caller's records, oldest first (chain order)."""
-    found = await _access_entries(session, ctx, principal.id)
+    found = await _access_entries(session, ctx, principal.account)
     audit.record(
         session,
         "access_log.read",
@@ -164,7 +184,7 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
         notices=[
             _notice(n) for n in await notices.notices_for(session, ctx.vault, ctx.clock, account)
         ],
-        access_log=await _access_entries(session, ctx, account.id),
+        access_log=await _access_entries(session, ctx, account),
     )
     audit.record(
         session,

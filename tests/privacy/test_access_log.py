@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import httpx
 
 from app.core.clock import FrozenClock
-from tests.fixtures.accounts import User, register_client
+from tests.fixtures.accounts import User, login, register_client
 from tests.privacy.helpers import (
     Json,
     access_log,
@@ -106,3 +106,35 @@ async def test_anonymous_and_invalid_callers_get_401(client: httpx.AsyncClient) 
         assert response.status_code == 401
         assert response.json()["code"] == "token_invalid"
         assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_withheld_disclosure_leaves_no_trace_for_the_client_until_its_date(
+    client: httpx.AsyncClient, counselor: User, clock: FrozenClock
+) -> None:
+    """A law-enforcement hold (164.528(a)(2)): nothing reaches the client before it ends."""
+    person = await register_client(client)
+    await share_a_room(client, counselor, person)
+    until = clock.now() + timedelta(days=30)
+    made = await record_disclosure(
+        client, counselor, person.id, disclosure(clock, withhold_until=until.isoformat())
+    )
+
+    def traces(entries: list[Json]) -> list[Json]:
+        return [e for e in entries if e["action"] == "disclosure.record"]
+
+    assert traces(await access_log(client, person)) == []
+    exported = await get_json(client, person, "/v1/me/export")
+    assert traces(exported["access_log"]) == []
+    assert exported["disclosures"] == []
+    assert exported["notices"] == []
+    assert await get_json(client, person, "/v1/me/notices") == []
+    assert await get_json(client, person, "/v1/me/disclosures") == []
+    assert made["id"] not in str(exported)
+
+    clock.advance(int(timedelta(days=30, seconds=1).total_seconds()))
+    await login(client, person)
+    shown = traces(await access_log(client, person))
+    assert [(e["actor"]["account_id"], e["actor"]["role"]) for e in shown] == [
+        (counselor.id, "counselor")
+    ]
+    assert [d["id"] for d in await get_json(client, person, "/v1/me/disclosures")] == [made["id"]]
