@@ -24,7 +24,7 @@ import asyncio
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -66,6 +66,32 @@ def record(
     session.info.setdefault(PENDING, []).append(
         Pending(action, actor_id, actor_role, target, dict(details or {}))
     )
+
+
+def record_reads(
+    session: AsyncSession,
+    action: str,
+    subjects: Iterable[str],
+    *,
+    actor_id: str | None,
+    actor_role: str | None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """One entry for each person whose records a read showed (never the reader).
+
+    Each entry targets the person, so it shows in their own access log. The
+    targets are slot indexes (`app.core.slots`): many entries about many
+    people, written together, still group nothing in a dump.
+    """
+    for subject in sorted(set(subjects) - {actor_id}):
+        record(
+            session,
+            action,
+            actor_id=actor_id,
+            actor_role=actor_role,
+            target=subject,
+            details=details,
+        )
 
 
 def chain_hash(prev_hash: bytes, seq: int, target_ix: bytes | None, payload: bytes) -> bytes:

@@ -189,6 +189,15 @@ async def get(
 ) -> IncidentView:
     view = await _open(session, vault, await _load(session, incident_id))
     audit.record(session, "incident.read", actor_id=actor_id, actor_role=actor_role, target=view.id)
+    # Whom it affected is each affected person's record: their access log shows the read.
+    audit.record_reads(
+        session,
+        "incident.read",
+        view.affected_account_ids,
+        actor_id=actor_id,
+        actor_role=actor_role,
+        details={"incident": view.id},
+    )
     return view
 
 
@@ -199,6 +208,15 @@ async def list_all(
     rows = (await session.execute(select(Incident))).scalars()
     views = [await _open(session, vault, row) for row in rows]
     audit.record(session, "incident.list", actor_id=actor_id, actor_role=actor_role)
+    for view in views:
+        audit.record_reads(
+            session,
+            "incident.read",
+            view.affected_account_ids,
+            actor_id=actor_id,
+            actor_role=actor_role,
+            details={"incident": view.id},
+        )
     return sorted(views, key=lambda v: (-v.discovered_at.timestamp(), v.id))
 
 

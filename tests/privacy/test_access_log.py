@@ -138,3 +138,30 @@ async def test_a_withheld_disclosure_leaves_no_trace_for_the_client_until_its_da
         (counselor.id, "counselor")
     ]
     assert [d["id"] for d in await get_json(client, person, "/v1/me/disclosures")] == [made["id"]]
+
+
+async def test_an_admin_reading_an_incident_shows_in_each_affected_persons_log(
+    client: httpx.AsyncClient, admin: User, clock: FrozenClock
+) -> None:
+    affected, bystander = await register_client(client), await register_client(client)
+    created = await client.post(
+        "/v1/incidents",
+        headers=admin.auth,
+        json={
+            "summary": "A laptop was stolen",
+            "discovered_at": clock.now().isoformat(),
+            "severity": "high",
+            "affected_account_ids": [affected.id],
+        },
+    )
+    assert created.status_code == 201, created.text
+    incident_id = created.json()["id"]
+    assert (await client.get(f"/v1/incidents/{incident_id}", headers=admin.auth)).is_success
+    assert (await client.get("/v1/incidents", headers=admin.auth)).is_success
+
+    reads = [e for e in await access_log(client, affected) if e["action"] == "incident.read"]
+    assert [(e["actor"]["account_id"], e["actor"]["role"]) for e in reads] == [
+        (admin.id, "admin"),
+        (admin.id, "admin"),
+    ]
+    assert "incident.read" not in {e["action"] for e in await access_log(client, bystander)}
