@@ -184,12 +184,10 @@ async def create(
     return view
 
 
-async def get(
-    session: AsyncSession, vault: Vault, incident_id: str, *, actor_id: str, actor_role: str
-) -> IncidentView:
-    view = await _open(session, vault, await _load(session, incident_id))
-    audit.record(session, "incident.read", actor_id=actor_id, actor_role=actor_role, target=view.id)
-    # Whom it affected is each affected person's record: their access log shows the read.
+def _reads_of_the_affected(
+    session: AsyncSession, view: IncidentView, actor_id: str, actor_role: str
+) -> None:
+    """Whom it affected is each affected person's record: their access log shows the read."""
     audit.record_reads(
         session,
         "incident.read",
@@ -198,6 +196,14 @@ async def get(
         actor_role=actor_role,
         details={"incident": view.id},
     )
+
+
+async def get(
+    session: AsyncSession, vault: Vault, incident_id: str, *, actor_id: str, actor_role: str
+) -> IncidentView:
+    view = await _open(session, vault, await _load(session, incident_id))
+    audit.record(session, "incident.read", actor_id=actor_id, actor_role=actor_role, target=view.id)
+    _reads_of_the_affected(session, view, actor_id, actor_role)
     return view
 
 
@@ -209,14 +215,7 @@ async def list_all(
     views = [await _open(session, vault, row) for row in rows]
     audit.record(session, "incident.list", actor_id=actor_id, actor_role=actor_role)
     for view in views:
-        audit.record_reads(
-            session,
-            "incident.read",
-            view.affected_account_ids,
-            actor_id=actor_id,
-            actor_role=actor_role,
-            details={"incident": view.id},
-        )
+        _reads_of_the_affected(session, view, actor_id, actor_role)
     return sorted(views, key=lambda v: (-v.discovered_at.timestamp(), v.id))
 
 
