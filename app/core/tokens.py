@@ -11,6 +11,10 @@ Verification is layered: we vet the raw string and the header ourselves
 every claim ourselves against an injectable clock. Every refusal is a
 `TokenError`; no other exception escapes `TokenService.verify`.
 
+One signed token has one spelling: base64url must be canonical, and ECDSA's
+(r, s) / (r, n - s) twin is closed by issuing only low-s signatures and
+refusing high-s ones before python-jose sees them.
+
 Audit checkpoints (the signed head of the audit chain, see app/core/checkpoints.py)
 are signed and verified here too, with their own `typ` and audience, so one is
 never taken for an access or room token, nor the other way round.
@@ -57,6 +61,12 @@ TOKEN_EXPIRED: Final = "token_expired"
 _ALG: Final = "ES256"
 # ES256 signatures are the fixed-length r||s concatenation (RFC 7518 §3.4).
 _ES256_SIGNATURE_BYTES: Final = 64
+# The order n of the P-256 group (SEC 2 §2.4.2). An ECDSA signature (r, s) verifies exactly
+# when (r, n - s) does, so every token would have a second valid spelling; we issue only the
+# "low" one (s <= n/2, as BIP 62 / libsecp256k1 do) and refuse the other before python-jose
+# sees it: one token string per signed token.
+_P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_HALF_ORDER: Final = _P256_ORDER // 2
 # Clock skew we tolerate on `iat` and `nbf`; RFC 7519 allows "a few minutes", we allow 30 s.
 _LEEWAY_SECONDS: Final = 30
 # The only header parameters our issuer writes; anything else is refused (RFC 8725 §3.10:
@@ -164,6 +174,30 @@ class SignedCheckpoint:
     iat: int
     seq: int
     head: str
+
+
+# ------------------------------------------------------------------------ signing
+
+
+def _low_s(token: str) -> str:
+    """The same token with its signature's s normalised to the low half (s > n/2 -> n - s).
+
+    (r, n - s) verifies exactly when (r, s) does (ECDSA's inherent malleability), so this
+    changes the spelling, never the validity; verify() refuses the high spelling.
+    """
+    signing_input, _, signature_b64 = token.rpartition(".")
+    signature = base64.urlsafe_b64decode(signature_b64 + "=" * (-len(signature_b64) % 4))
+    if len(signature) != _ES256_SIGNATURE_BYTES:  # never from python-jose's ES256
+        raise ValueError("unexpected ES256 signature length")
+    s = int.from_bytes(signature[32:], "big")
+    if s > _P256_HALF_ORDER:
+        signature = signature[:32] + (_P256_ORDER - s).to_bytes(32, "big")
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+def _sign(payload: bytes, signer: Key, headers: Mapping[str, str]) -> str:
+    """A compact JWS of `payload` (ES256, our header parameters), its signature low-s."""
+    return _low_s(jws.sign(payload, signer, headers=dict(headers), algorithm=_ALG))
 
 
 # ------------------------------------------------------------------ raw parsing
@@ -385,8 +419,7 @@ class TokenService:
         except (TypeError, ValueError) as exc:
             raise ValueError("claims are not JSON-serialisable") from exc
         # Header: alg ES256 (python-jose adds it), our kid, our explicit typ.
-        headers = {"kid": self._signing_kid, "typ": typ}
-        token = jws.sign(payload, self._signer, headers=headers, algorithm=_ALG)
+        token = _sign(payload, self._signer, {"kid": self._signing_kid, "typ": typ})
         if len(token) > MAX_TOKEN_BYTES:
             # Never mint a token that verify() would refuse.
             raise ValueError("token would exceed MAX_TOKEN_BYTES")
@@ -435,6 +468,14 @@ class TokenService:
         # ES256 signatures are exactly 64 bytes; jose would hand anything to the backend.
         if len(signature) != _ES256_SIGNATURE_BYTES:
             raise _invalid("signature has the wrong length")
+        # r and s in range, and s low: (r, n - s) is the same signature spelled another way,
+        # and we accept one spelling only (we never issue the high one, see _sign).
+        r = int.from_bytes(signature[:32], "big")
+        s = int.from_bytes(signature[32:], "big")
+        if not 0 < r < _P256_ORDER or not 0 < s < _P256_ORDER:
+            raise _invalid("signature r or s out of range")
+        if s > _P256_HALF_ORDER:
+            raise _invalid("signature s is high (malleable)")
         # Parse the payload strictly too, so jose's lenient json.loads (last duplicate
         # wins) can never see something we would read differently.
         _strict_json_object(payload_raw, "payload")
@@ -519,8 +560,7 @@ class TokenService:
             "head": head,
         }
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-        headers = {"kid": self._signing_kid, "typ": CHECKPOINT_TYP}
-        token = jws.sign(payload, self._signer, headers=headers, algorithm=_ALG)
+        token = _sign(payload, self._signer, {"kid": self._signing_kid, "typ": CHECKPOINT_TYP})
         return SignedCheckpoint(
             token=token,
             kid=self._signing_kid,

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jose import jwk, jwt
+from jose import jwk, jws, jwt
 from jose.backends.base import Key
 from jose.exceptions import JWKError
 
@@ -49,6 +49,8 @@ TTL = 300
 KEY = load_signing_key(generate_signing_key_pem())
 OTHER_KEY = load_signing_key(generate_signing_key_pem())
 REGISTERED = ("iss", "aud", "sub", "jti", "iat", "nbf", "exp")
+# The order of the P-256 group (SEC 2 §2.4.2), written out here rather than imported.
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 class _Drop:
@@ -115,16 +117,33 @@ def as_json(value: Mapping[str, Any] | bytes) -> bytes:
     return value if isinstance(value, bytes) else json.dumps(value).encode()
 
 
+def signature_s(token: str) -> int:
+    return int.from_bytes(unb64(token.rsplit(".", 1)[1])[32:], "big")
+
+
+def with_s(token: str, s: int) -> str:
+    """The token with its signature's s replaced (r kept)."""
+    signing_input, _, signature = token.rpartition(".")
+    r = unb64(signature)[:32]
+    return f"{signing_input}.{b64(r + s.to_bytes(32, 'big'))}"
+
+
+def low_s(token: str) -> str:
+    s = signature_s(token)
+    return with_s(token, P256_N - s) if s > P256_N // 2 else token
+
+
 def forge(
     head: Mapping[str, Any] | bytes,
     body: Mapping[str, Any] | bytes,
     *,
     pem: bytes = KEY.private_pem,
 ) -> str:
-    """A token signed with ES256 by the given key (ours by default), header as given."""
+    """A token signed with ES256 by the given key (ours by default), header as given, its
+    signature normalised to low s as our issuer does (so only the rule under test breaks)."""
     signing_input = f"{b64(as_json(head))}.{b64(as_json(body))}"
     signature = jwk.construct(pem, "ES256").sign(signing_input.encode("ascii"))
-    return f"{signing_input}.{b64(signature)}"
+    return low_s(f"{signing_input}.{b64(signature)}")
 
 
 def forge_hs256(head: Mapping[str, Any], body: Mapping[str, Any], secret: bytes) -> str:
@@ -946,6 +965,78 @@ def test_issue_never_mints_an_oversized_token(service: TokenService) -> None:
             ttl=TTL,
             claims={"blob": "x" * MAX_TOKEN_BYTES},
         )
+
+
+# ------------------------------------------------------------------------- low s
+
+
+def test_issued_signatures_are_low_s(service: TokenService) -> None:
+    # Each raw ECDSA signature has a high s half the time: 64 tokens all low is no accident.
+    for _ in range(64):
+        issued = service.issue(audience=ACCESS_AUDIENCE, typ=ACCESS_TYP, subject="s", ttl=TTL)
+        assert signature_s(issued.token) <= P256_N // 2
+
+
+def test_the_high_s_twin_is_refused_though_jose_would_accept_it(service: TokenService) -> None:
+    issued = service.issue(audience=ACCESS_AUDIENCE, typ=ACCESS_TYP, subject="s", ttl=TTL)
+    twin = with_s(issued.token, P256_N - signature_s(issued.token))
+    assert twin != issued.token
+    # The twin is a valid ECDSA signature of the same bytes: python-jose alone takes it...
+    assert jws.verify(twin, jwk.construct(public_pem(KEY), "ES256"), algorithms=["ES256"])
+    # ...we do not.
+    refused(service, twin, detail="signature s is high")
+
+
+def test_the_high_s_twin_is_refused_before_jose_sees_it(
+    service: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issued = service.issue(audience=ACCESS_AUDIENCE, typ=ACCESS_TYP, subject="s", ttl=TTL)
+    twin = with_s(issued.token, P256_N - signature_s(issued.token))
+
+    def never(*args: object, **kwargs: object) -> dict[str, Any]:
+        raise AssertionError("python-jose saw a high-s token")
+
+    monkeypatch.setattr(jwt, "decode", never)
+    refused(service, twin, detail="signature s is high")
+
+
+@pytest.mark.parametrize(
+    ("part", "value"),
+    [("r", 0), ("r", P256_N), ("r", 2**256 - 1), ("s", 0), ("s", P256_N), ("s", 2**256 - 1)],
+)
+def test_signature_r_and_s_must_be_in_range(service: TokenService, part: str, value: int) -> None:
+    issued = service.issue(audience=ACCESS_AUDIENCE, typ=ACCESS_TYP, subject="s", ttl=TTL)
+    signing_input, _, signature = issued.token.rpartition(".")
+    raw = unb64(signature)
+    r, s = (
+        (value.to_bytes(32, "big"), raw[32:])
+        if part == "r"
+        else (raw[:32], value.to_bytes(32, "big"))
+    )
+    refused(service, f"{signing_input}.{b64(r + s)}", detail="out of range")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    subject=st.text(min_size=1, max_size=40),
+    extra=st.dictionaries(
+        st.text(max_size=8).filter(lambda name: name not in REGISTERED),
+        st.text(max_size=20),
+        max_size=3,
+    ),
+    audience=st.sampled_from([(ACCESS_AUDIENCE, ACCESS_TYP), (ROOM_AUDIENCE, ROOM_TYP)]),
+)
+def test_property_issued_tokens_are_low_s_and_their_twin_is_refused(
+    subject: str, extra: dict[str, str], audience: tuple[str, str]
+) -> None:
+    aud, typ = audience
+    issued = VERIFIER.issue(audience=aud, typ=typ, subject=subject, ttl=TTL, claims=extra)
+    s = signature_s(issued.token)
+    assert 0 < s <= P256_N // 2
+    assert VERIFIER.verify(issued.token, audience=aud, typ=typ)["sub"] == subject
+    with pytest.raises(TokenError) as info:
+        VERIFIER.verify(with_s(issued.token, P256_N - s), audience=aud, typ=typ)
+    assert info.value.detail == "signature s is high (malleable)"
 
 
 # -------------------------------------------------------------------- properties
