@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -112,13 +113,27 @@ def test_checkpoints_outlive_any_token_lifetime() -> None:
     assert years_later.verify_checkpoint(signed.token).seq == 1
 
 
-def test_any_published_key_verifies_by_kid() -> None:
-    old = service(OTHER_KEY).sign_checkpoint(seq=3, head=HEAD)
-    new = service(KEY, OTHER_KEY).sign_checkpoint(seq=4, head=HEAD)
-    both = service(KEY, OTHER_KEY)
+def test_any_key_held_verifies_by_kid() -> None:
+    older = replace(OTHER_KEY, active_from=NOW - 100)
+    newer = replace(KEY, active_from=NOW - 10)
+    old = service(older).sign_checkpoint(seq=3, head=HEAD)
+    new = service(older, newer).sign_checkpoint(seq=4, head=HEAD)
+    both = service(older, newer)
     assert both.verify_checkpoint(old.token).kid == OTHER_KEY.kid
     assert both.verify_checkpoint(new.token).kid == KEY.kid
     refused(old.token, "unknown kid", by=service(KEY))
+
+
+def test_a_retired_key_still_verifies_its_checkpoints() -> None:
+    # Retired for tokens (its successor has signed for longer than any token lives), but a
+    # checkpoint is evidence: it verifies for as long as the key is held.
+    older = replace(OTHER_KEY, active_from=NOW - 100)
+    old = service(older).sign_checkpoint(seq=3, head=HEAD)
+    newer = replace(KEY, active_from=NOW)
+    years_later = service(older, newer, at=NOW + 10 * 365 * 86400)
+    assert [s.state for s in years_later.key_status()] == ["retired", "signing"]
+    assert years_later.verify_checkpoint(old.token).kid == OTHER_KEY.kid
+    assert years_later.sign_checkpoint(seq=4, head=HEAD).kid == KEY.kid
 
 
 @settings(max_examples=64, deadline=None)
