@@ -448,8 +448,8 @@ class TokenService:
 
     `keys` in any order, each with its `active_from`. `reload`, if given, returns the
     current key list (or None to keep the one held); it is called at most once per
-    `reload_interval` seconds (monotonic), before issuing, signing or publishing, and when a
-    token names a kid we do not hold, so a key added by `confide keys rotate-signing`
+    `reload_interval` seconds (monotonic), before issuing, signing, publishing or
+    verifying, so a key added by `confide keys rotate-signing` (or a key file deleted)
     reaches a running server. A list that fails to load or to validate is ignored.
     """
 
@@ -630,15 +630,6 @@ class TokenService:
         kid: str = header["kid"]
         return token, kid
 
-    def _ring_for(self, kid: object) -> _Keyring:
-        """The key list holding `kid`: re-read once (rate-limited) if ours does not, so a
-        token signed by a key another instance has just started using verifies here too."""
-        # Check the type first so an unhashable kid (a list, an object) cannot raise
-        # TypeError on lookup.
-        if type(kid) is str and kid not in self._ring.verifiers:
-            self._refresh_keys()
-        return self._ring
-
     def _check_header(self, header: Mapping[str, Any], *, typ: str) -> None:
         # Exactly ES256: refuse "none" in any case, HS256 (public key as HMAC secret),
         # RS/PS/other ES variants (RFC 8725 §2.1, §3.1). Compare as a str, exact case.
@@ -652,7 +643,12 @@ class TokenService:
         # kid must name one of our own keys in the fixed map; check the type first so an
         # unhashable kid (a list, an object) cannot raise TypeError on lookup.
         kid = header.get("kid")
-        if type(kid) is not str or kid not in self._ring_for(kid).verifiers:
+        # The current key list (re-read at most once per reload interval): a key another
+        # instance has just started signing with verifies here too, and a key file deleted
+        # (a leaked key) stops verifying within the interval, even on an instance that
+        # issues nothing.
+        self._refresh_keys()
+        if type(kid) is not str or kid not in self._ring.verifiers:
             raise _invalid("unknown kid")
         # Explicit typing (RFC 8725 §3.11): an access token is never a room token.
         if header.get("typ") != typ:

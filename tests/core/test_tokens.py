@@ -902,6 +902,18 @@ def test_a_token_of_a_key_we_do_not_hold_yet_triggers_a_reload(clock: FrozenCloc
     assert svc.verify(token, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
 
 
+def test_a_deleted_key_stops_verifying_at_the_next_reload(clock: FrozenClock) -> None:
+    # A leaked key: the operator rotates, then deletes its file. Even an instance that
+    # issues nothing stops accepting its tokens.
+    old, new = rotated(KEY, NOW - 3600), rotated(OTHER_KEY, NOW - 10)
+    loader = Loader(old, new)
+    svc = TokenService([old, new], issuer=ISSUER, now=clock.time, reload=loader, reload_interval=0)
+    leaked = forge(header(), claims())
+    assert svc.verify(leaked, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
+    loader.keys = [new]
+    refused(svc, leaked, detail="unknown kid")
+
+
 def test_reloads_are_rate_limited(clock: FrozenClock) -> None:
     loader = Loader(KEY)
     svc = TokenService([KEY], issuer=ISSUER, now=clock.time, reload=loader, reload_interval=60)
