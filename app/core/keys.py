@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,6 +103,8 @@ class KeySource:
     `confide keys rotate-signing`) again on demand."""
 
     settings: Settings
+    # The last problem reload_signing_keys logged (it runs up to once a second).
+    _reload_error: str | None = field(default=None, init=False, repr=False)
 
     @property
     def key_dir(self) -> Path:
@@ -154,12 +156,17 @@ class KeySource:
         return found
 
     def reload_signing_keys(self) -> list[SigningKey] | None:
-        """For a running server: the current signing keys, or None (logged) to keep its own."""
+        """For a running server: the current signing keys, or None (logged, once per
+        distinct problem) to keep its own."""
         try:
-            return self.signing_keys()
+            keys = self.signing_keys()
         except (KeyConfigError, OSError) as error:
-            log.error("signing keys not re-read, keeping the loaded ones: %s", error)
+            if str(error) != self._reload_error:
+                self._reload_error = str(error)
+                log.error("signing keys not re-read, keeping the loaded ones: %s", error)
             return None
+        self._reload_error = None
+        return keys
 
     def add_signing_key(self, activate_at: int) -> SigningKey:
         """A new signing key in the key directory, signing from `activate_at` (Unix time;
