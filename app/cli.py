@@ -1,4 +1,4 @@
-"""The `confide` command: serve, migrate, admin create, keys rotate, audit verify, purge."""
+"""The `confide` command: serve, migrate, admin create, keys, audit verify, purge."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import contextlib
 import logging
 import socket
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from app.core import logging as logs
 from app.core.config import Settings, get_settings
 from app.core.context import build_context
 from app.core.errors import ConfideError
-from app.core.keys import KeyConfigError, load_keys
+from app.core.keys import KeyConfigError, KeySource, load_keys, signing_key_name
+from app.core.tokens import KeyStatus, TokenService
 
 log = logging.getLogger("confide")
 
@@ -217,6 +220,46 @@ def cmd_keys_rotate(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _iso(moment: int) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _signing_status(source: KeySource, settings: Settings) -> list[KeyStatus]:
+    return TokenService(source.signing_keys(), issuer=settings.issuer).key_status()
+
+
+def _print_signing_status(statuses: list[KeyStatus]) -> None:
+    for status in statuses:
+        line = f"{status.state:<9}  {status.kid}  from {_iso(status.active_from)}"
+        if status.state == "pending" and status.until is not None:
+            line += f"  (signs from {_iso(status.until)})"
+        elif status.state == "verifying" and status.until is not None:
+            line += f"  (its tokens verify until {_iso(status.until)})"
+        elif status.state == "retired":
+            line += "  (verifies audit checkpoints only)"
+        print(line)
+
+
+def cmd_keys_rotate_signing(settings: Settings, args: argparse.Namespace) -> int:
+    if args.activate_in < 0:
+        print("--activate-in must be 0 or more seconds", file=sys.stderr)
+        return 2
+    source = load_keys(settings).source  # refuses a broken configuration first
+    key = source.add_signing_key(int(time.time()) + args.activate_in)
+    print(
+        f"new signing key {key.kid} in {source.signing_path / signing_key_name(key.active_from)}"
+        f"; it signs from {_iso(key.active_from)}"
+    )
+    _print_signing_status(_signing_status(source, settings))
+    return 0
+
+
+def cmd_keys_list_signing(settings: Settings, _: argparse.Namespace) -> int:
+    source = load_keys(settings).source
+    _print_signing_status(_signing_status(source, settings))
+    return 0
+
+
 async def _verify(settings: Settings, checkpoint_file: Path | None) -> int:
     from app.core.checkpoints import read_checkpoints, verify_anchored
 
@@ -306,6 +349,23 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(
         "rotate", help="add a master key and re-wrap every data key under it"
     ).set_defaults(func=cmd_keys_rotate)
+    rotate_signing = keys.add_parser(
+        "rotate-signing",
+        help="add a signing key that signs new tokens from now (or --activate-in seconds); "
+        "the older keys keep verifying the tokens they signed until those have expired",
+    )
+    rotate_signing.add_argument(
+        "--activate-in",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="publish the key now, sign with it only after SECONDS (time to copy it to "
+        "instances that do not share the key directory)",
+    )
+    rotate_signing.set_defaults(func=cmd_keys_rotate_signing)
+    keys.add_parser("list-signing", help="the signing keys and what each does now").set_defaults(
+        func=cmd_keys_list_signing
+    )
 
     audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit", required=True)
     verify = audit.add_parser(

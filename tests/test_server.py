@@ -96,8 +96,10 @@ def test_readme_flow(shared_server: Server) -> None:
 
     keys = server.backend.data_dir / "keys"
     assert stat.S_IMODE(keys.stat().st_mode) & 0o077 == 0
-    for name_ in ("master_keys", "index_key", "signing_key.pem"):
-        assert stat.S_IMODE((keys / name_).stat().st_mode) == 0o600, name_
+    (signing_key,) = (keys / "signing").glob("signing-*.pem")  # named by its start time
+    assert stat.S_IMODE((keys / "signing").stat().st_mode) & 0o077 == 0
+    for path in (keys / "master_keys", keys / "index_key", signing_key):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
     assert DEV_KEY_WARNING in server.stderr()
 
 

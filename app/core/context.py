@@ -79,6 +79,12 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
         vault=vault,
-        tokens=TokenService(keys.signing_keys, issuer=settings.issuer, now=clock.time),
+        # Re-reads the signing keys (at most once a second): a rotation reaches the server.
+        tokens=TokenService(
+            keys.signing_keys,
+            issuer=settings.issuer,
+            now=clock.time,
+            reload=keys.source.reload_signing_keys,
+        ),
         audit=AuditLog(vault, clock, sqlite=is_sqlite(url)),
     )

@@ -11,9 +11,21 @@ Verification is layered: we vet the raw string and the header ourselves
 every claim ourselves against an injectable clock. Every refusal is a
 `TokenError`; no other exception escapes `TokenService.verify`.
 
+One signed token has one spelling: base64url must be canonical, and ECDSA's
+(r, s) / (r, n - s) twin is closed by issuing only low-s signatures and
+refusing high-s ones before python-jose sees them.
+
 Audit checkpoints (the signed head of the audit chain, see app/core/checkpoints.py)
 are signed and verified here too, with their own `typ` and audience, so one is
 never taken for an access or room token, nor the other way round.
+
+Several signing keys (rotation, decision note 0001): each has the time it starts
+signing (`active_from`); the newest active one signs. A key that a newer one has
+replaced keeps verifying tokens (and stays in the JWKS) for RETIREMENT_GRACE_SECONDS
+after it stopped signing, longer than any token it signed can live, then is
+dropped; it still verifies audit checkpoints for as long as it is given. The key
+list can be re-read at run time (`reload`), so a rotation made by the CLI reaches
+a running server without a restart.
 
 Pure module: no FastAPI, no database, no settings.
 """
@@ -23,6 +35,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -30,7 +43,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -50,6 +63,16 @@ CHECKPOINT_TYP: Final = "confide-audit-checkpoint+jwt"
 # Bound the work an unauthenticated caller can make us do (ASVS: limit input size).
 MAX_TOKEN_BYTES: Final = 4096
 
+# The longest lifetime of any token we issue (access and room tokens are both capped at 15
+# minutes, see Settings); issue() refuses a longer ttl, so a retired key can be dropped.
+MAX_TOKEN_TTL: Final = 900
+# A key replaced by a newer one verifies tokens for this long after it stopped signing: the
+# longest token lifetime, plus 60 s for clock skew between instances (30 s, as in the claim
+# checks) and for the instances that pick the newer key up a little later (reload interval).
+RETIREMENT_GRACE_SECONDS: Final = MAX_TOKEN_TTL + 60
+# How often, at most, the key list is re-read (see TokenService `reload`).
+RELOAD_INTERVAL_SECONDS: Final = 1.0
+
 TOKEN_INVALID: Final = "token_invalid"
 TOKEN_EXPIRED: Final = "token_expired"
 
@@ -57,6 +80,12 @@ TOKEN_EXPIRED: Final = "token_expired"
 _ALG: Final = "ES256"
 # ES256 signatures are the fixed-length r||s concatenation (RFC 7518 §3.4).
 _ES256_SIGNATURE_BYTES: Final = 64
+# The order n of the P-256 group (SEC 2 §2.4.2). An ECDSA signature (r, s) verifies exactly
+# when (r, n - s) does, so every token would have a second valid spelling; we issue only the
+# "low" one (s <= n/2, as BIP 62 / libsecp256k1 do) and refuse the other before python-jose
+# sees it: one token string per signed token.
+_P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_HALF_ORDER: Final = _P256_ORDER // 2
 # Clock skew we tolerate on `iat` and `nbf`; RFC 7519 allows "a few minutes", we allow 30 s.
 _LEEWAY_SECONDS: Final = 30
 # The only header parameters our issuer writes; anything else is refused (RFC 8725 §3.10:
@@ -98,6 +127,28 @@ class SigningKey:
     # repr=False: a logged or printed SigningKey must never show the private key.
     private_pem: bytes = field(repr=False)
     public_jwk: dict[str, str]
+    # When this key starts signing (Unix seconds): of the keys whose time has come, the
+    # newest signs. 0 for a key that has always been the one (a single configured file).
+    active_from: int = 0
+
+
+KeyState = Literal["signing", "pending", "verifying", "retired"]
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    """What one signing key does at a given time.
+
+    signing: it signs new tokens and checkpoints. pending: published and verifying, it
+    signs from `until` on. verifying: replaced; its tokens verify (and it is published)
+    until `until`. retired: gone from the JWKS and from token verification; it still
+    verifies the audit checkpoints it signed.
+    """
+
+    kid: str
+    active_from: int
+    state: KeyState
+    until: int | None
 
 
 def generate_signing_key_pem() -> bytes:
@@ -164,6 +215,30 @@ class SignedCheckpoint:
     iat: int
     seq: int
     head: str
+
+
+# ------------------------------------------------------------------------ signing
+
+
+def _low_s(token: str) -> str:
+    """The same token with its signature's s normalised to the low half (s > n/2 -> n - s).
+
+    (r, n - s) verifies exactly when (r, s) does (ECDSA's inherent malleability), so this
+    changes the spelling, never the validity; verify() refuses the high spelling.
+    """
+    signing_input, _, signature_b64 = token.rpartition(".")
+    signature = base64.urlsafe_b64decode(signature_b64 + "=" * (-len(signature_b64) % 4))
+    if len(signature) != _ES256_SIGNATURE_BYTES:  # never from python-jose's ES256
+        raise ValueError("unexpected ES256 signature length")
+    s = int.from_bytes(signature[32:], "big")
+    if s > _P256_HALF_ORDER:
+        signature = signature[:32] + (_P256_ORDER - s).to_bytes(32, "big")
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+def _sign(payload: bytes, signer: Key, headers: Mapping[str, str]) -> str:
+    """A compact JWS of `payload` (ES256, our header parameters), its signature low-s."""
+    return _low_s(jws.sign(payload, signer, headers=dict(headers), algorithm=_ALG))
 
 
 # ------------------------------------------------------------------ raw parsing
@@ -293,9 +368,90 @@ def _check_checkpoint_claims(
 # ----------------------------------------------------------------- the service
 
 
+@dataclass(frozen=True)
+class _Keyring:
+    """A validated key list, oldest first, and what each key may verify."""
+
+    keys: tuple[SigningKey, ...]
+    # kid -> public key: verifies checkpoints for as long as the key is in the list.
+    verifiers: Mapping[str, Key]
+    # kid -> private key object that signs, for every key (the newest active one is used).
+    signers: Mapping[str, Key]
+    # kid -> when its tokens stop verifying: the next key's active_from + the grace; None for
+    # the newest key. A key is dropped only once its successor has been signing that long.
+    drop_at: Mapping[str, int | None]
+
+    @classmethod
+    def build(cls, keys: Sequence[SigningKey]) -> _Keyring:
+        if not keys:
+            # Production refuses to start without signing keys (SECURITY.md).
+            raise ValueError("at least one signing key is required")
+        verifiers: dict[str, Key] = {}
+        signers: dict[str, Key] = {}
+        for key in keys:
+            loaded = load_signing_key(key.private_pem)
+            if loaded.kid != key.kid or loaded.public_jwk != key.public_jwk:
+                raise ValueError("SigningKey kid / public_jwk do not match its private key")
+            if loaded.kid in verifiers:
+                raise ValueError("duplicate signing key")
+            if not _is_int(key.active_from) or key.active_from < 0:
+                raise ValueError("active_from must be a non-negative integer")
+            # Public keys are rebuilt from the private PEM, so a caller mutating
+            # SigningKey.public_jwk cannot change what we trust.
+            private = serialization.load_pem_private_key(loaded.private_pem, password=None)
+            public_pem = private.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            verifiers[loaded.kid] = jwk.construct(public_pem, _ALG)
+            signers[loaded.kid] = jwk.construct(loaded.private_pem, _ALG)
+        ordered = tuple(sorted(keys, key=lambda k: k.active_from))
+        starts = [k.active_from for k in ordered]
+        if len(set(starts)) != len(starts):
+            # Which of two keys starting at once would sign is a coin toss: refuse.
+            raise ValueError("two signing keys have the same active_from")
+        drop_at: dict[str, int | None] = {}
+        for older, newer in itertools.pairwise(ordered):
+            drop_at[older.kid] = newer.active_from + RETIREMENT_GRACE_SECONDS
+        drop_at[ordered[-1].kid] = None
+        return cls(ordered, verifiers, signers, drop_at)
+
+    def signer(self, now: float) -> SigningKey:
+        """The newest key whose time has come (the oldest one if none has yet)."""
+        for key in reversed(self.keys):
+            if key.active_from <= now:
+                return key
+        return self.keys[0]
+
+    def verifies_tokens(self, kid: str, now: float) -> bool:
+        drop = self.drop_at[kid]
+        return drop is None or now < drop
+
+    def status(self, now: float) -> list[KeyStatus]:
+        signing = self.signer(now).kid
+        result = []
+        for key in self.keys:
+            drop = self.drop_at[key.kid]
+            if key.kid == signing:
+                result.append(KeyStatus(key.kid, key.active_from, "signing", None))
+            elif key.active_from > now:
+                result.append(KeyStatus(key.kid, key.active_from, "pending", key.active_from))
+            elif self.verifies_tokens(key.kid, now):
+                result.append(KeyStatus(key.kid, key.active_from, "verifying", drop))
+            else:
+                result.append(KeyStatus(key.kid, key.active_from, "retired", None))
+        return result
+
+
 class TokenService:
-    """Issues with keys[0]; verifies with every key (a retired signer keeps verifying
-    the tokens it issued until it is removed from the list)."""
+    """Signs with the newest active key; verifies tokens with every key not yet retired and
+    checkpoints with every key it holds.
+
+    `keys` in any order, each with its `active_from`. `reload`, if given, returns the
+    current key list (or None to keep the one held); it is called at most once per
+    `reload_interval` seconds (monotonic), before issuing, signing, publishing or
+    verifying, so a key added by `confide keys rotate-signing` (or a key file deleted)
+    reaches a running server. A list that fails to load or to validate is ignored.
+    """
 
     def __init__(
         self,
@@ -303,39 +459,54 @@ class TokenService:
         *,
         issuer: str,
         now: Callable[[], float] = time.time,
+        reload: Callable[[], Sequence[SigningKey] | None] | None = None,
+        reload_interval: float = RELOAD_INTERVAL_SECONDS,
     ) -> None:
-        if not keys:
-            # Production refuses to start without signing keys (SECURITY.md).
-            raise ValueError("at least one signing key is required")
         if not isinstance(issuer, str) or not issuer:
             raise ValueError("issuer must be a non-empty string")
         self._issuer = issuer
         self._now = now
         # kid -> verification key: a fixed map of our own keys, never anything the token
-        # names or carries (RFC 8725 §3.10). Public keys are rebuilt from the private PEM
-        # so a caller mutating SigningKey.public_jwk cannot change what we trust.
-        self._verifiers: dict[str, Key] = {}
-        self._public_jwks: list[dict[str, str]] = []
-        for key in keys:
-            loaded = load_signing_key(key.private_pem)
-            if loaded.kid != key.kid or loaded.public_jwk != key.public_jwk:
-                raise ValueError("SigningKey kid / public_jwk do not match its private key")
-            if loaded.kid in self._verifiers:
-                raise ValueError("duplicate signing key")
-            private = serialization.load_pem_private_key(loaded.private_pem, password=None)
-            public_pem = private.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            self._verifiers[loaded.kid] = jwk.construct(public_pem, _ALG)
-            self._public_jwks.append(loaded.public_jwk)
-        # keys[0] signs; the rest only verify (rotation: add the new key first, keep the
-        # old one until its last token has expired, then remove it).
-        self._signing_kid = keys[0].kid
-        self._signer = jwk.construct(keys[0].private_pem, _ALG)
+        # names or carries (RFC 8725 §3.10); replaced whole, never edited, on reload.
+        self._ring = _Keyring.build(keys)
+        self._reload = reload
+        self._reload_interval = reload_interval
+        self._loaded_at = time.monotonic()
+
+    def _refresh_keys(self) -> None:
+        """Re-read the key list if `reload` is set and the interval has passed."""
+        if self._reload is None:
+            return
+        moment = time.monotonic()
+        if moment - self._loaded_at < self._reload_interval:
+            return
+        self._loaded_at = moment
+        try:
+            keys = self._reload()
+            if keys is None or tuple(sorted(keys, key=lambda k: k.active_from)) == self._ring.keys:
+                return
+            self._ring = _Keyring.build(keys)
+        except Exception:  # a broken key file must not take verification down: keep ours
+            return
+
+    def key_status(self) -> list[KeyStatus]:
+        """Each key, oldest first, and what it does now."""
+        self._refresh_keys()
+        return self._ring.status(self._now())
 
     def jwks(self) -> dict[str, Any]:
-        """The JWK set for `/.well-known/jwks.json` (copies: callers cannot alter ours)."""
-        return {"keys": [dict(k) for k in self._public_jwks]}
+        """The JWK set for `/.well-known/jwks.json`: the signing key first, then every other
+        key whose tokens still verify (pending and replaced ones), newest first. Copies:
+        callers cannot alter ours."""
+        self._refresh_keys()
+        ring, now = self._ring, self._now()
+        signing = ring.signer(now)
+        others = [
+            k
+            for k in reversed(ring.keys)
+            if k.kid != signing.kid and ring.verifies_tokens(k.kid, now)
+        ]
+        return {"keys": [dict(k.public_jwk) for k in (signing, *others)]}
 
     # --------------------------------------------------------------------- issue
 
@@ -357,6 +528,10 @@ class TokenService:
             raise ValueError("subject must be a non-empty string")
         if not _is_int(ttl) or ttl <= 0:
             raise ValueError("ttl must be a positive integer number of seconds")
+        # A retired key is dropped RETIREMENT_GRACE_SECONDS after it stopped signing: no
+        # token may outlive that.
+        if ttl > MAX_TOKEN_TTL:
+            raise ValueError(f"ttl may not exceed MAX_TOKEN_TTL ({MAX_TOKEN_TTL} s)")
         extra = dict(claims or {})
         if any(not isinstance(name, str) for name in extra):
             raise ValueError("claim names must be strings")
@@ -366,7 +541,10 @@ class TokenService:
         if overridden:
             raise ValueError(f"extra claims may not set registered claims: {overridden}")
 
-        iat = math.floor(self._now())
+        self._refresh_keys()
+        now = self._now()
+        iat = math.floor(now)
+        signer = self._ring.signer(now)
         body: dict[str, Any] = {
             "iss": self._issuer,
             "aud": audience,
@@ -385,8 +563,7 @@ class TokenService:
         except (TypeError, ValueError) as exc:
             raise ValueError("claims are not JSON-serialisable") from exc
         # Header: alg ES256 (python-jose adds it), our kid, our explicit typ.
-        headers = {"kid": self._signing_kid, "typ": typ}
-        token = jws.sign(payload, self._signer, headers=headers, algorithm=_ALG)
+        token = _sign(payload, self._ring.signers[signer.kid], {"kid": signer.kid, "typ": typ})
         if len(token) > MAX_TOKEN_BYTES:
             # Never mint a token that verify() would refuse.
             raise ValueError("token would exceed MAX_TOKEN_BYTES")
@@ -407,12 +584,16 @@ class TokenService:
 
     def _verify(self, token: object, *, audience: str, typ: str) -> dict[str, Any]:
         text, kid = self._vet(token, typ=typ)
+        now = self._now()
+        # A replaced key verifies tokens for the grace period only, then it is retired.
+        if not self._ring.verifies_tokens(kid, now):
+            raise _invalid("kid retired")
         decoded = self._decode_with_jose(text, kid=kid, audience=audience)
-        return _check_claims(decoded, audience=audience, issuer=self._issuer, now=self._now())
+        return _check_claims(decoded, audience=audience, issuer=self._issuer, now=now)
 
     def _vet(self, token: object, *, typ: str) -> tuple[str, str]:
         """The checks made before python-jose sees anything: the token and the kid of one
-        of our keys."""
+        of our keys (after _vet, nothing re-reads the key list until verification ends)."""
         # Text only: bytes or other objects have no business here.
         if not isinstance(token, str):
             raise _invalid("token is not a string")
@@ -435,6 +616,14 @@ class TokenService:
         # ES256 signatures are exactly 64 bytes; jose would hand anything to the backend.
         if len(signature) != _ES256_SIGNATURE_BYTES:
             raise _invalid("signature has the wrong length")
+        # r and s in range, and s low: (r, n - s) is the same signature spelled another way,
+        # and we accept one spelling only (we never issue the high one, see _sign).
+        r = int.from_bytes(signature[:32], "big")
+        s = int.from_bytes(signature[32:], "big")
+        if not 0 < r < _P256_ORDER or not 0 < s < _P256_ORDER:
+            raise _invalid("signature r or s out of range")
+        if s > _P256_HALF_ORDER:
+            raise _invalid("signature s is high (malleable)")
         # Parse the payload strictly too, so jose's lenient json.loads (last duplicate
         # wins) can never see something we would read differently.
         _strict_json_object(payload_raw, "payload")
@@ -454,7 +643,12 @@ class TokenService:
         # kid must name one of our own keys in the fixed map; check the type first so an
         # unhashable kid (a list, an object) cannot raise TypeError on lookup.
         kid = header.get("kid")
-        if type(kid) is not str or kid not in self._verifiers:
+        # The current key list (re-read at most once per reload interval): a key another
+        # instance has just started signing with verifies here too, and a key file deleted
+        # (a leaked key) stops verifying within the interval, even on an instance that
+        # issues nothing.
+        self._refresh_keys()
+        if type(kid) is not str or kid not in self._ring.verifiers:
             raise _invalid("unknown kid")
         # Explicit typing (RFC 8725 §3.11): an access token is never a room token.
         if header.get("typ") != typ:
@@ -488,7 +682,7 @@ class TokenService:
         try:
             return jwt.decode(
                 token,
-                self._verifiers[kid],  # a Key object: jose never parses it as PEM/JWK/secret
+                self._ring.verifiers[kid],  # a Key object: jose never parses it as PEM/JWK/secret
                 algorithms=[_ALG],
                 audience=audience,
                 issuer=self._issuer,
@@ -510,20 +704,23 @@ class TokenService:
             raise ValueError("seq must be a positive integer")
         if not isinstance(head, str) or not _HEX_SHA256.fullmatch(head):
             raise ValueError("head must be 64 lowercase hex digits")
+        self._refresh_keys()
+        now = self._now()
+        signer = self._ring.signer(now)
         body: dict[str, Any] = {
             "iss": self._issuer,
             "aud": CHECKPOINT_AUDIENCE,
             "jti": uuid.uuid4().hex,
-            "iat": math.floor(self._now()),
+            "iat": math.floor(now),
             "seq": seq,
             "head": head,
         }
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-        headers = {"kid": self._signing_kid, "typ": CHECKPOINT_TYP}
-        token = jws.sign(payload, self._signer, headers=headers, algorithm=_ALG)
+        key = self._ring.signers[signer.kid]
+        token = _sign(payload, key, {"kid": signer.kid, "typ": CHECKPOINT_TYP})
         return SignedCheckpoint(
             token=token,
-            kid=self._signing_kid,
+            kid=signer.kid,
             jti=body["jti"],
             iat=body["iat"],
             seq=seq,
@@ -544,11 +741,13 @@ class TokenService:
             raise _invalid("unexpected error while verifying") from exc
 
     def _verify_checkpoint(self, token: object) -> SignedCheckpoint:
+        # Any key we hold, retired or not: a checkpoint is evidence that must keep verifying
+        # for as long as its key is kept.
         text, kid = self._vet(token, typ=CHECKPOINT_TYP)
         try:
             # Signature only, with the one key `kid` names, ES256 only: a checkpoint has
             # none of the registered claims jwt.decode would check.
-            payload = jws.verify(text, self._verifiers[kid], algorithms=[_ALG])
+            payload = jws.verify(text, self._ring.verifiers[kid], algorithms=[_ALG])
         except Exception as exc:  # JWSError, JWKError, TypeError, ValueError...
             raise _invalid(f"rejected by jose ({type(exc).__name__})") from exc
         claims = _check_checkpoint_claims(

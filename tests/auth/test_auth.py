@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 
 import httpx
@@ -220,3 +221,20 @@ async def test_jwks_publishes_the_signing_key(client: httpx.AsyncClient, ctx: Co
     kids = {key["kid"] for key in jwks["keys"]}
     assert ctx.keys.signing_keys[0].kid in kids
     assert all(key["alg"] == "ES256" and "d" not in key for key in jwks["keys"])
+
+
+async def test_the_high_s_twin_of_an_access_token_is_refused(client: httpx.AsyncClient) -> None:
+    # ECDSA: (r, n - s) verifies whenever (r, s) does. We issue low s and refuse the twin,
+    # so an access token has exactly one valid spelling.
+    n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    user = await register_client(client)
+    signing_input, _, signature = user.access_token.rpartition(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    s = int.from_bytes(raw[32:], "big")
+    assert s <= n // 2
+    twin_signature = raw[:32] + (n - s).to_bytes(32, "big")
+    twin = f"{signing_input}.{base64.urlsafe_b64encode(twin_signature).rstrip(b'=').decode()}"
+    assert (await client.get("/v1/me", headers=user.auth)).status_code == 200
+    response = await client.get("/v1/me", headers={"Authorization": f"Bearer {twin}"})
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_invalid"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ HEAD = "ab" * 32
 
 KEY = load_signing_key(generate_signing_key_pem())
 OTHER_KEY = load_signing_key(generate_signing_key_pem())
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def service(*keys: SigningKey, at: float = NOW) -> TokenService:
@@ -47,10 +49,26 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def unb64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def with_s(token: str, s: int) -> str:
+    signing_input, _, signature = token.rpartition(".")
+    return f"{signing_input}.{b64(unb64(signature)[:32] + s.to_bytes(32, 'big'))}"
+
+
+def signature_s(token: str) -> int:
+    return int.from_bytes(unb64(token.rsplit(".", 1)[1])[32:], "big")
+
+
 def forge(head: Mapping[str, Any], body: Mapping[str, Any], *, key: SigningKey = KEY) -> str:
+    """Signed by hand, its signature normalised to low s as our signer does."""
     signing_input = f"{b64(json.dumps(head).encode())}.{b64(json.dumps(body).encode())}"
     signature = jwk.construct(key.private_pem, "ES256").sign(signing_input.encode("ascii"))
-    return f"{signing_input}.{b64(signature)}"
+    token = f"{signing_input}.{b64(signature)}"
+    s = signature_s(token)
+    return with_s(token, P256_N - s) if s > P256_N // 2 else token
 
 
 def header(**changes: object) -> dict[str, Any]:
@@ -95,13 +113,37 @@ def test_checkpoints_outlive_any_token_lifetime() -> None:
     assert years_later.verify_checkpoint(signed.token).seq == 1
 
 
-def test_any_published_key_verifies_by_kid() -> None:
-    old = service(OTHER_KEY).sign_checkpoint(seq=3, head=HEAD)
-    new = service(KEY, OTHER_KEY).sign_checkpoint(seq=4, head=HEAD)
-    both = service(KEY, OTHER_KEY)
+def test_any_key_held_verifies_by_kid() -> None:
+    older = replace(OTHER_KEY, active_from=NOW - 100)
+    newer = replace(KEY, active_from=NOW - 10)
+    old = service(older).sign_checkpoint(seq=3, head=HEAD)
+    new = service(older, newer).sign_checkpoint(seq=4, head=HEAD)
+    both = service(older, newer)
     assert both.verify_checkpoint(old.token).kid == OTHER_KEY.kid
     assert both.verify_checkpoint(new.token).kid == KEY.kid
     refused(old.token, "unknown kid", by=service(KEY))
+
+
+def test_a_retired_key_still_verifies_its_checkpoints() -> None:
+    # Retired for tokens (its successor has signed for longer than any token lives), but a
+    # checkpoint is evidence: it verifies for as long as the key is held.
+    older = replace(OTHER_KEY, active_from=NOW - 100)
+    old = service(older).sign_checkpoint(seq=3, head=HEAD)
+    newer = replace(KEY, active_from=NOW)
+    years_later = service(older, newer, at=NOW + 10 * 365 * 86400)
+    assert [s.state for s in years_later.key_status()] == ["retired", "signing"]
+    assert years_later.verify_checkpoint(old.token).kid == OTHER_KEY.kid
+    assert years_later.sign_checkpoint(seq=4, head=HEAD).kid == KEY.kid
+
+
+@settings(max_examples=64, deadline=None)
+@given(seq=st.integers(min_value=1, max_value=2**53), head=st.binary(min_size=32, max_size=32))
+def test_property_checkpoints_are_low_s_and_their_twin_is_refused(seq: int, head: bytes) -> None:
+    signed = service().sign_checkpoint(seq=seq, head=head.hex())
+    s = signature_s(signed.token)
+    assert 0 < s <= P256_N // 2
+    assert service().verify_checkpoint(signed.token).seq == seq
+    refused(with_s(signed.token, P256_N - s), "signature s is high")
 
 
 def test_bad_signature_is_refused() -> None:

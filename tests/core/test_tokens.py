@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jose import jwk, jwt
+from jose import jwk, jws, jwt
 from jose.backends.base import Key
 from jose.exceptions import JWKError
 
@@ -32,6 +33,8 @@ from app.core.tokens import (
     ACCESS_AUDIENCE,
     ACCESS_TYP,
     MAX_TOKEN_BYTES,
+    MAX_TOKEN_TTL,
+    RETIREMENT_GRACE_SECONDS,
     ROOM_AUDIENCE,
     ROOM_TYP,
     IssuedToken,
@@ -48,7 +51,11 @@ TTL = 300
 
 KEY = load_signing_key(generate_signing_key_pem())
 OTHER_KEY = load_signing_key(generate_signing_key_pem())
+THIRD_KEY = load_signing_key(generate_signing_key_pem())
+FOURTH_KEY = load_signing_key(generate_signing_key_pem())
 REGISTERED = ("iss", "aud", "sub", "jti", "iat", "nbf", "exp")
+# The order of the P-256 group (SEC 2 §2.4.2), written out here rather than imported.
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 class _Drop:
@@ -115,16 +122,33 @@ def as_json(value: Mapping[str, Any] | bytes) -> bytes:
     return value if isinstance(value, bytes) else json.dumps(value).encode()
 
 
+def signature_s(token: str) -> int:
+    return int.from_bytes(unb64(token.rsplit(".", 1)[1])[32:], "big")
+
+
+def with_s(token: str, s: int) -> str:
+    """The token with its signature's s replaced (r kept)."""
+    signing_input, _, signature = token.rpartition(".")
+    r = unb64(signature)[:32]
+    return f"{signing_input}.{b64(r + s.to_bytes(32, 'big'))}"
+
+
+def low_s(token: str) -> str:
+    s = signature_s(token)
+    return with_s(token, P256_N - s) if s > P256_N // 2 else token
+
+
 def forge(
     head: Mapping[str, Any] | bytes,
     body: Mapping[str, Any] | bytes,
     *,
     pem: bytes = KEY.private_pem,
 ) -> str:
-    """A token signed with ES256 by the given key (ours by default), header as given."""
+    """A token signed with ES256 by the given key (ours by default), header as given, its
+    signature normalised to low s as our issuer does (so only the rule under test breaks)."""
     signing_input = f"{b64(as_json(head))}.{b64(as_json(body))}"
     signature = jwk.construct(pem, "ES256").sign(signing_input.encode("ascii"))
-    return f"{signing_input}.{b64(signature)}"
+    return low_s(f"{signing_input}.{b64(signature)}")
 
 
 def forge_hs256(head: Mapping[str, Any], body: Mapping[str, Any], secret: bytes) -> str:
@@ -725,21 +749,228 @@ def test_token_error_attributes() -> None:
 # ----------------------------------------------------------------------- rotation
 
 
-def test_key_rotation() -> None:
-    old = make_service(keys=(KEY,))
-    rotated = make_service(keys=(OTHER_KEY, KEY))  # new signer first, old still verifies
-    old_token = old.issue(audience=ACCESS_AUDIENCE, typ=ACCESS_TYP, subject="s", ttl=TTL)
-    new_token = rotated.issue(audience=ACCESS_AUDIENCE, typ=ACCESS_TYP, subject="s", ttl=TTL)
+def rotated(key: SigningKey, at: int) -> SigningKey:
+    return replace(key, active_from=at)
 
-    assert json.loads(unb64(new_token.token.split(".")[0]))["kid"] == OTHER_KEY.kid
-    assert rotated.verify(old_token.token, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
-    assert rotated.verify(new_token.token, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
-    assert [k["kid"] for k in rotated.jwks()["keys"]] == [OTHER_KEY.kid, KEY.kid]
-    # A service that does not know the new key refuses its tokens...
-    refused(old, new_token.token, detail="unknown kid")
-    # ...and once the old key is removed, its tokens stop verifying.
-    retired = make_service(keys=(OTHER_KEY,))
-    refused(retired, old_token.token, detail="unknown kid")
+
+def issue_access(service: TokenService, ttl: int = TTL) -> IssuedToken:
+    return service.issue(audience=ACCESS_AUDIENCE, typ=ACCESS_TYP, subject="s", ttl=ttl)
+
+
+def kid_of(token: str) -> str:
+    kid: str = json.loads(unb64(token.split(".")[0]))["kid"]
+    return kid
+
+
+def test_the_newest_active_key_signs_whatever_the_order_given() -> None:
+    old, new = rotated(KEY, NOW - 100), rotated(OTHER_KEY, NOW - 10)
+    for keys in ((old, new), (new, old)):
+        svc = make_service(keys=keys)
+        assert kid_of(issue_access(svc).token) == OTHER_KEY.kid
+        assert [k["kid"] for k in svc.jwks()["keys"]] == [OTHER_KEY.kid, KEY.kid]
+
+
+def test_a_token_signed_before_a_rotation_verifies_until_it_expires(clock: FrozenClock) -> None:
+    old = rotated(KEY, NOW - 3600)
+    before = TokenService([old], issuer=ISSUER, now=clock.time)
+    token = issue_access(before, ttl=MAX_TOKEN_TTL)
+
+    clock.advance(1)  # the rotation: a new key signs from now on
+    new = rotated(OTHER_KEY, int(clock.time()))
+    after = TokenService([old, new], issuer=ISSUER, now=clock.time)
+    assert kid_of(issue_access(after).token) == OTHER_KEY.kid
+    assert [s.state for s in after.key_status()] == ["verifying", "signing"]
+
+    clock.advance(MAX_TOKEN_TTL - 2)  # the last second of the old token's life
+    assert after.verify(token.token, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)["sub"] == "s"
+    assert KEY.kid in [k["kid"] for k in after.jwks()["keys"]]
+    clock.advance(1)
+    refused(after, token.token, code="token_expired")
+
+
+def test_a_replaced_key_is_dropped_once_its_last_token_has_expired(clock: FrozenClock) -> None:
+    old, new = rotated(KEY, NOW - 3600), rotated(OTHER_KEY, NOW)
+    svc = TokenService([old, new], issuer=ISSUER, now=clock.time)
+    drop_at = NOW + RETIREMENT_GRACE_SECONDS
+    assert RETIREMENT_GRACE_SECONDS > MAX_TOKEN_TTL  # longer than any token it signed lives
+    # A token signed by the old key in the last second it signed (a lagging instance).
+    last = forge(header(), claims(iat=NOW, nbf=NOW, exp=NOW + MAX_TOKEN_TTL))
+    assert svc.verify(last, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
+    status = {s.kid: s for s in svc.key_status()}
+    assert (status[KEY.kid].state, status[KEY.kid].until) == ("verifying", drop_at)
+
+    clock.advance(RETIREMENT_GRACE_SECONDS - 1)
+    assert [k["kid"] for k in svc.jwks()["keys"]] == [OTHER_KEY.kid, KEY.kid]
+    # A (forged-long-lived) token of the old key still checks out against the key...
+    long_lived = forge(header(), claims(exp=NOW + 10 * RETIREMENT_GRACE_SECONDS))
+    assert svc.verify(long_lived, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
+    clock.advance(1)
+    # ...until the key is retired: gone from the JWKS and from token verification.
+    assert [k["kid"] for k in svc.jwks()["keys"]] == [OTHER_KEY.kid]
+    refused(svc, long_lived, detail="kid retired")
+    assert [s.state for s in svc.key_status()] == ["retired", "signing"]
+    assert svc.verify(issue_access(svc).token, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
+
+
+def test_a_pending_key_is_published_and_verifies_but_does_not_sign_yet(
+    clock: FrozenClock,
+) -> None:
+    current, pending = rotated(KEY, NOW - 60), rotated(OTHER_KEY, NOW + 300)
+    svc = TokenService([current, pending], issuer=ISSUER, now=clock.time)
+    assert kid_of(issue_access(svc).token) == KEY.kid
+    assert [k["kid"] for k in svc.jwks()["keys"]] == [KEY.kid, OTHER_KEY.kid]
+    assert [(s.state, s.until) for s in svc.key_status()] == [
+        ("signing", None),
+        ("pending", NOW + 300),
+    ]
+    # An instance whose clock is ahead already signs with it: we accept its tokens.
+    ahead = forge(header(kid=OTHER_KEY.kid), claims(), pem=OTHER_KEY.private_pem)
+    assert svc.verify(ahead, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
+    clock.advance(300)
+    assert kid_of(issue_access(svc).token) == OTHER_KEY.kid
+
+
+def test_with_no_key_active_yet_the_oldest_signs() -> None:
+    # A key dated a little ahead of this instance's clock must not leave it unable to sign.
+    svc = make_service(keys=(rotated(KEY, NOW + 5), rotated(OTHER_KEY, NOW + 50)))
+    assert kid_of(issue_access(svc).token) == KEY.kid
+
+
+def test_an_unknown_key_is_refused_and_a_removed_one_too() -> None:
+    old_only = make_service(keys=(KEY,))
+    both = make_service(keys=(rotated(KEY, 0), rotated(OTHER_KEY, NOW)))
+    new_token = issue_access(both)
+    refused(old_only, new_token.token, detail="unknown kid")
+    old_token = issue_access(old_only)
+    refused(make_service(keys=(OTHER_KEY,)), old_token.token, detail="unknown kid")
+
+
+def test_two_keys_starting_at_once_are_refused() -> None:
+    with pytest.raises(ValueError, match="same active_from"):
+        make_service(keys=(rotated(KEY, NOW), rotated(OTHER_KEY, NOW)))
+
+
+@pytest.mark.parametrize("active_from", [-1, True, 1.5, "0"])
+def test_active_from_must_be_a_non_negative_integer(active_from: Any) -> None:
+    with pytest.raises(ValueError, match="active_from"):
+        make_service(keys=(replace(KEY, active_from=active_from),))
+
+
+def test_no_token_outlives_the_retirement_grace(service: TokenService) -> None:
+    assert issue_access(service, ttl=MAX_TOKEN_TTL).expires_at == NOW + MAX_TOKEN_TTL
+    with pytest.raises(ValueError, match="MAX_TOKEN_TTL"):
+        issue_access(service, ttl=MAX_TOKEN_TTL + 1)
+
+
+class Loader:
+    """A `reload` callable: returns `keys`, or raises `error`; counts its calls."""
+
+    def __init__(self, *keys: SigningKey) -> None:
+        self.keys: list[SigningKey] | None = list(keys)
+        self.error: Exception | None = None
+        self.calls = 0
+
+    def __call__(self) -> list[SigningKey] | None:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return self.keys
+
+
+def test_a_rotation_reaches_a_running_service_through_reload(clock: FrozenClock) -> None:
+    old = rotated(KEY, NOW - 3600)
+    loader = Loader(old)
+    svc = TokenService([old], issuer=ISSUER, now=clock.time, reload=loader, reload_interval=0)
+    before = issue_access(svc)
+    loader.keys = [old, rotated(OTHER_KEY, NOW)]  # what `confide keys rotate-signing` does
+    after = issue_access(svc)
+    assert (kid_of(before.token), kid_of(after.token)) == (KEY.kid, OTHER_KEY.kid)
+    for issued in (before, after):
+        assert svc.verify(issued.token, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
+    assert [k["kid"] for k in svc.jwks()["keys"]] == [OTHER_KEY.kid, KEY.kid]
+
+
+def test_a_token_of_a_key_we_do_not_hold_yet_triggers_a_reload(clock: FrozenClock) -> None:
+    # Another instance started signing with a new key before this one re-read the list.
+    old = rotated(KEY, NOW - 3600)
+    loader = Loader(old)
+    svc = TokenService([old], issuer=ISSUER, now=clock.time, reload=loader, reload_interval=0)
+    new = rotated(OTHER_KEY, NOW)
+    token = forge(header(kid=OTHER_KEY.kid), claims(), pem=OTHER_KEY.private_pem)
+    refused(svc, token, detail="unknown kid")
+    loader.keys = [old, new]
+    assert svc.verify(token, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
+
+
+def test_a_deleted_key_stops_verifying_at_the_next_reload(clock: FrozenClock) -> None:
+    # A leaked key: the operator rotates, then deletes its file. Even an instance that
+    # issues nothing stops accepting its tokens.
+    old, new = rotated(KEY, NOW - 3600), rotated(OTHER_KEY, NOW - 10)
+    loader = Loader(old, new)
+    svc = TokenService([old, new], issuer=ISSUER, now=clock.time, reload=loader, reload_interval=0)
+    leaked = forge(header(), claims())
+    assert svc.verify(leaked, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
+    loader.keys = [new]
+    refused(svc, leaked, detail="unknown kid")
+
+
+def test_reloads_are_rate_limited(clock: FrozenClock) -> None:
+    loader = Loader(KEY)
+    svc = TokenService([KEY], issuer=ISSUER, now=clock.time, reload=loader, reload_interval=60)
+    unknown = forge(header(kid=OTHER_KEY.kid), claims(), pem=OTHER_KEY.private_pem)
+    for _ in range(20):  # an attacker's stream of made-up kids costs no file reads
+        refused(svc, unknown, detail="unknown kid")
+        issue_access(svc)
+    assert loader.calls == 0
+
+
+@pytest.mark.parametrize(
+    "failure",
+    ["raises", "returns none", "returns nothing", "returns a duplicate", "returns a bad key"],
+)
+def test_a_broken_reload_keeps_the_keys_held(clock: FrozenClock, failure: str) -> None:
+    loader = Loader(KEY)
+    svc = TokenService([KEY], issuer=ISSUER, now=clock.time, reload=loader, reload_interval=0)
+    token = issue_access(svc)
+    if failure == "raises":
+        loader.error = OSError("disk gone")
+    elif failure == "returns none":
+        loader.keys = None
+    elif failure == "returns nothing":
+        loader.keys = []
+    elif failure == "returns a duplicate":
+        loader.keys = [rotated(KEY, 1), rotated(OTHER_KEY, 1)]
+    else:
+        loader.keys = [replace(KEY, kid=OTHER_KEY.kid)]
+    assert svc.verify(token.token, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
+    assert kid_of(issue_access(svc).token) == KEY.kid
+    assert svc.jwks() == {"keys": [KEY.public_jwk]}
+    refused(svc, forge(header(kid="made-up"), claims()), detail="unknown kid")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    starts=st.lists(st.integers(min_value=0, max_value=5000), min_size=1, max_size=4, unique=True),
+    issued_at=st.integers(min_value=0, max_value=6000),
+    ttl=st.integers(min_value=1, max_value=MAX_TOKEN_TTL),
+    checked_after=st.floats(min_value=0, max_value=1),
+)
+def test_property_every_token_verifies_until_it_expires_whatever_the_rotations(
+    starts: list[int], issued_at: int, ttl: int, checked_after: float
+) -> None:
+    """Keys start signing at `starts` (all known from the outset: pending ones are published
+    ahead). A token issued at any time verifies at any later time before its exp, with the
+    key that signed it, and is expired at exp; the JWKS holds that key all the while."""
+    pool = [KEY, OTHER_KEY, THIRD_KEY, FOURTH_KEY]
+    keys = [rotated(pool[i], start) for i, start in enumerate(starts)]
+    issuer = TokenService(keys, issuer=ISSUER, now=lambda: float(NOW + issued_at))
+    issued = issue_access(issuer, ttl=ttl)
+    later = NOW + issued_at + min(int(checked_after * ttl), ttl - 1)
+    verifier = TokenService(keys, issuer=ISSUER, now=lambda: float(later))
+    assert verifier.verify(issued.token, audience=ACCESS_AUDIENCE, typ=ACCESS_TYP)
+    assert kid_of(issued.token) in [k["kid"] for k in verifier.jwks()["keys"]]
+    expired = TokenService(keys, issuer=ISSUER, now=lambda: float(issued.expires_at))
+    refused(expired, issued.token, code="token_expired")
 
 
 # -------------------------------------------------------------------------- keys
@@ -948,6 +1179,78 @@ def test_issue_never_mints_an_oversized_token(service: TokenService) -> None:
         )
 
 
+# ------------------------------------------------------------------------- low s
+
+
+def test_issued_signatures_are_low_s(service: TokenService) -> None:
+    # Each raw ECDSA signature has a high s half the time: 64 tokens all low is no accident.
+    for _ in range(64):
+        issued = service.issue(audience=ACCESS_AUDIENCE, typ=ACCESS_TYP, subject="s", ttl=TTL)
+        assert signature_s(issued.token) <= P256_N // 2
+
+
+def test_the_high_s_twin_is_refused_though_jose_would_accept_it(service: TokenService) -> None:
+    issued = service.issue(audience=ACCESS_AUDIENCE, typ=ACCESS_TYP, subject="s", ttl=TTL)
+    twin = with_s(issued.token, P256_N - signature_s(issued.token))
+    assert twin != issued.token
+    # The twin is a valid ECDSA signature of the same bytes: python-jose alone takes it...
+    assert jws.verify(twin, jwk.construct(public_pem(KEY), "ES256"), algorithms=["ES256"])
+    # ...we do not.
+    refused(service, twin, detail="signature s is high")
+
+
+def test_the_high_s_twin_is_refused_before_jose_sees_it(
+    service: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issued = service.issue(audience=ACCESS_AUDIENCE, typ=ACCESS_TYP, subject="s", ttl=TTL)
+    twin = with_s(issued.token, P256_N - signature_s(issued.token))
+
+    def never(*args: object, **kwargs: object) -> dict[str, Any]:
+        raise AssertionError("python-jose saw a high-s token")
+
+    monkeypatch.setattr(jwt, "decode", never)
+    refused(service, twin, detail="signature s is high")
+
+
+@pytest.mark.parametrize(
+    ("part", "value"),
+    [("r", 0), ("r", P256_N), ("r", 2**256 - 1), ("s", 0), ("s", P256_N), ("s", 2**256 - 1)],
+)
+def test_signature_r_and_s_must_be_in_range(service: TokenService, part: str, value: int) -> None:
+    issued = service.issue(audience=ACCESS_AUDIENCE, typ=ACCESS_TYP, subject="s", ttl=TTL)
+    signing_input, _, signature = issued.token.rpartition(".")
+    raw = unb64(signature)
+    r, s = (
+        (value.to_bytes(32, "big"), raw[32:])
+        if part == "r"
+        else (raw[:32], value.to_bytes(32, "big"))
+    )
+    refused(service, f"{signing_input}.{b64(r + s)}", detail="out of range")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    subject=st.text(min_size=1, max_size=40),
+    extra=st.dictionaries(
+        st.text(max_size=8).filter(lambda name: name not in REGISTERED),
+        st.text(max_size=20),
+        max_size=3,
+    ),
+    audience=st.sampled_from([(ACCESS_AUDIENCE, ACCESS_TYP), (ROOM_AUDIENCE, ROOM_TYP)]),
+)
+def test_property_issued_tokens_are_low_s_and_their_twin_is_refused(
+    subject: str, extra: dict[str, str], audience: tuple[str, str]
+) -> None:
+    aud, typ = audience
+    issued = VERIFIER.issue(audience=aud, typ=typ, subject=subject, ttl=TTL, claims=extra)
+    s = signature_s(issued.token)
+    assert 0 < s <= P256_N // 2
+    assert VERIFIER.verify(issued.token, audience=aud, typ=typ)["sub"] == subject
+    with pytest.raises(TokenError) as info:
+        VERIFIER.verify(with_s(issued.token, P256_N - s), audience=aud, typ=typ)
+    assert info.value.detail == "signature s is high (malleable)"
+
+
 # -------------------------------------------------------------------- properties
 
 VERIFIER = make_service()
@@ -1025,7 +1328,7 @@ def test_the_unmutated_token_used_by_the_property_verifies() -> None:
 @settings(max_examples=150, deadline=None)
 @given(
     subject=st.text(min_size=1, max_size=40),
-    ttl=st.integers(min_value=1, max_value=10**7),
+    ttl=st.integers(min_value=1, max_value=MAX_TOKEN_TTL),
     extra=st.dictionaries(
         st.text(max_size=8).filter(lambda name: name not in REGISTERED), json_values, max_size=3
     ),
