@@ -3,9 +3,10 @@
 An admin (created with `confide admin create --password-stdin`) publishes the
 consent documents and creates the counselors; clients register, accept every
 document and add one device each; counselors create rooms (no waiting room,
-so every member is admitted) and invite clients. Room tokens are then asked
-for with `POST /v1/rooms/{id}/token`, as a client app does before each
-socket. Nothing is written to the database behind the server's back.
+so every member is admitted) and invite clients, who accept (a client who has
+accepted one of a counselor's invitations is added directly after that). Room
+tokens are then asked for with `POST /v1/rooms/{id}/token`, as a client app
+does before each socket. Nothing is written to the database behind the server's back.
 
 A room of `size` sockets is one counselor and `size - 1` distinct clients
 (one device each). Clients and counselors are reused across rooms (a device
@@ -205,7 +206,14 @@ async def create_rooms(
                 json={"account_id": guest.id},
                 headers=host.auth,
             )
-            _ok(invited, 201)
+            if invited.status_code == 202:  # not yet the host's client: they accept
+                invitation = _ok(invited, 202)["invitation_id"]
+                accepted = await http.post(
+                    f"/v1/me/invitations/{invitation}/accept", headers=guest.auth
+                )
+                _ok(accepted)
+            else:
+                _ok(invited, 201)
         return Room(room_id, [host, *guests])
 
     numbers = range(offset, offset + count)

@@ -1,8 +1,9 @@
 """The attacker's test: from a dump alone, nobody is linked to a session or a record.
 
 A practice of 21 people runs a story (consents, devices, 10 rooms, individual
-and group, admissions, room tokens, refreshes, disclosures with their notices,
-an incident with its notices, one erasure) on SQLite and on PostgreSQL. Then
+and group, invitations accepted, declined and left pending, decoy invitations,
+admissions, room tokens, refreshes, disclosures with their notices, an
+incident with its notices, one erasure) on SQLite and on PostgreSQL. Then
 a linker reads every table as a thief would (SQLite: the file, in rowid
 order; PostgreSQL: every row with its physical position and the transaction
 ids `xmin`/`xmax` that the data files hold) and tries everything it can:
@@ -13,9 +14,10 @@ ids `xmin`/`xmax` that the data files hold) and tries everything it can:
 - rows written by one transaction (PostgreSQL `xmin`, and `xmax` = `xmin`);
 - row order: the i-th row of one table against the i-th of every other.
 
-It must recover no membership pair (an account beside a room it is in) and
-no owner of a personal record (a device, log-in, acceptance, notice,
-disclosure, membership or list-of-rooms row beside its account), and its
+It must recover no membership or invitation pair (an account beside a room
+it is in or invited to) and no owner of a personal record (a device, log-in,
+acceptance, notice, disclosure, membership, list-of-rooms, invitation or care
+relationship row beside its account), and its
 guesses from row order must do no better than chance (decision note 0007).
 """
 
@@ -47,6 +49,8 @@ PERSONAL = {
     "disclosures",
     "account_rooms",
     "room_members",
+    "room_invitations",
+    "care_relationships",
 }
 
 
@@ -68,6 +72,7 @@ class Truth:
     accounts: set[str] = field(default_factory=set)
     rooms: set[str] = field(default_factory=set)
     members: set[tuple[str, str]] = field(default_factory=set)
+    invited: set[tuple[str, str]] = field(default_factory=set)  # pending invitations
 
 
 # -- the story -------------------------------------------------------------------------
@@ -145,16 +150,43 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
     adds = [(room_id, host, guest) for room_id, host, guests in rooms for guest in guests]
     rng.shuffle(adds)
     for room_id, host, guest in adds:
-        await _call(
+        # The host invites; the guest accepts (a client already the host's is added at once).
+        added = await _call(
             http,
             "POST",
             f"/v1/rooms/{room_id}/participants",
             host,
             json={"account_id": guest.id},
         )
+        if "invitation_id" in added:
+            await _call(http, "POST", f"/v1/me/invitations/{added['invitation_id']}/accept", guest)
         truth.members.add((guest.id, room_id))
         if rng.random() < 0.5:
             await _call(http, "POST", f"/v1/rooms/{room_id}/participants/{guest.id}/admit", host)
+    # Invitations left pending, one declined, and decoys (no one's address, an admin's).
+    groups = [(room_id, host, guests) for room_id, host, guests in rooms if len(guests) > 1]
+    for room_id, host, guests in rng.sample(groups, k=2):
+        outsiders = [c for c in clients if c not in guests]
+        for n, invitee in enumerate(rng.sample(outsiders, k=2)):
+            invited = await _call(
+                http,
+                "POST",
+                f"/v1/rooms/{room_id}/participants",
+                host,
+                json={"email": invitee.email},
+            )
+            if "invitation_id" not in invited:  # already this host's client: added
+                truth.members.add((invitee.id, room_id))
+            elif n == 0:
+                truth.invited.add((invitee.id, room_id))
+            else:
+                path = f"/v1/me/invitations/{invited['invitation_id']}/decline"
+                await _call(http, "POST", path, invitee)
+        for email in ("nobody@example.org", admin.email):
+            await _call(
+                http, "POST", f"/v1/rooms/{room_id}/participants", host, json={"email": email}
+            )
+    assert truth.invited, "the story leaves an invitation pending"
     for room_id, host, guests in rooms:
         for user in [host, *guests]:
             if rng.random() < 0.6:
@@ -344,9 +376,10 @@ def _check(rows: list[Row], truth: Truth) -> None:
                 assert (row.table, column) == ("consent_documents", "published_at"), (
                     f"{row.table}.{column} holds a time in clear"
                 )
-    # No membership pair: an account's row is never linked to a row naming its room.
+    # No membership pair (nor invitation): an account's row is never linked to a row
+    # naming its room.
     rooms = _rows_naming(rows, truth.rooms)
-    for account_id, room_id in truth.members:
+    for account_id, room_id in truth.members | truth.invited:
         mine = links.find(accounts[account_id].key)
         assert all(links.find(r.key) != mine for r in rooms.get(room_id, [])), (
             f"a dump links a member to room ({account_id}, {room_id})"

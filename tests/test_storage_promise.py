@@ -135,9 +135,10 @@ def test_a_whole_story_leaves_nothing_readable(server: Server, backend: Backend)
             "waiting_room": False,
         },
     )
-    story.call(
+    invited = story.call(
         "POST", f"/v1/rooms/{room['id']}/participants", counselor, json={"account_id": client_id}
     )
+    story.call("POST", f"/v1/me/invitations/{invited['invitation_id']}/accept", client)
 
     def socket(token: str, device: str) -> Any:
         issued = story.call(

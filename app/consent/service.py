@@ -11,11 +11,12 @@ Which document is current:
 - For reading (the list clients show), per kind, the newest version in the
   first locale of the lookup chain that has one: the tag asked, then shorter
   prefixes of it, then English (`de-CH` → `de-CH`, `de`, `en`).
-- For room tokens (`missing_documents`), a kind is satisfied by accepting the
+- For room tokens (`consent_gate`), a kind is satisfied by accepting the
   newest version in any locale: a person who read the German text has
   consented even if the English one is what the server would show first.
   An acceptance of an older version stops counting once a newer version of
-  that kind and locale is published.
+  that kind and locale is published. A kind the room needs of which nothing
+  is published yet is not satisfied by anything: no client gets a token.
 """
 
 from __future__ import annotations
@@ -356,24 +357,38 @@ async def withdraw(session: AsyncSession, vault: Vault, account: Account, docume
     )
 
 
-async def missing_documents(
+@dataclass(frozen=True)
+class ConsentGate:
+    """What stands between a client and a room token, as far as consent goes."""
+
+    #: Kinds the room needs of which the practice has published no document yet.
+    unpublished: list[str]
+    #: Ids of the current documents the client still has to accept.
+    missing: list[str]
+
+
+async def consent_gate(
     session: AsyncSession, vault: Vault, account: Account, *, group: bool, locale: str = "en"
-) -> list[str]:
-    """Ids of the current documents this account still has to accept.
+) -> ConsentGate:
+    """The consent a room token for `account` waits for.
 
     Required: `informed_consent` and `telehealth`, plus `group_agreement` when
-    `group`; a kind with no published document requires nothing. A kind is
-    satisfied by an acceptance of the newest version of that kind in any
-    locale; an acceptance of an older version no longer counts once a newer
-    one is published. For an unsatisfied kind, the id returned is the one to
+    `group`. A kind with no published document cannot be consented to, so it
+    is not "nothing to accept": it is listed in `unpublished`, and no client
+    gets a token until the practice publishes it. A kind is satisfied by an
+    acceptance of the newest version of that kind in any locale; an
+    acceptance of an older version no longer counts once a newer one is
+    published. For an unsatisfied kind, the id in `missing` is the one to
     show: the current document in `locale`, else English (else the first
     locale that has one). Whether the caller needs consent at all (hosts do
     not) is the caller's decision.
     """
     kinds = [*REQUIRED_KINDS, GROUP_KIND] if group else list(REQUIRED_KINDS)
     newest = await _newest(session, kinds, None)
+    published = {d.kind for d in newest}
+    unpublished = [kind.value for kind in kinds if kind not in published]
     if not newest:
-        return []
+        return ConsentGate(unpublished, [])
     by_index = {_acceptance_index(vault, account.id, d.id): d for d in newest}
     accepted = (
         await session.execute(
@@ -391,4 +406,4 @@ async def missing_documents(
             continue
         picked = _pick(candidates, chain) or candidates[0]
         missing.append(picked.id)
-    return missing
+    return ConsentGate(unpublished, missing)

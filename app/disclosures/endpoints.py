@@ -34,8 +34,9 @@ def _disclosure(view: service.DisclosureView) -> DisclosureOut:
     responses=responses(Unauthorized, Forbidden, NotFound),
     summary="Record a disclosure of a client's information (their counselor, or an admin)",
     description=(
-        "The caller must be an admin or a counselor who shares a room with the client;"
-        " to any other counselor the client is not found. The client gets a notice,"
+        "The caller must be an admin or a counselor whom the client accepted (by"
+        " accepting one of that counselor's room invitations); to any other counselor"
+        " the client is not found. The client gets a notice,"
         " shown from `withhold_until` on when that lies in the future."
     ),
 )

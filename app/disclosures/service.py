@@ -6,9 +6,11 @@ a dump shows neither whose it is, what, to whom nor when. The counselor who
 recorded it is kept as an id inside the sealed details: erasing the counselor
 leaves the client's accounting readable; erasing the client shreds it.
 
-Who may record one: an admin, or a counselor who shares a room with the
-client (now: a room the client is still a participant of). To any other
-counselor the client does not exist (404, as for an unknown account).
+Who may record one: an admin, or a counselor the client has accepted as
+theirs (a care relationship, `app.rooms.care`: the client accepted one of the
+counselor's invitations). Sharing a room is not enough: a co-host of the
+client's room is not the client's counselor. To any other counselor the
+client does not exist (404, as for an unknown account).
 
 Withholding: a disclosure with `withhold_until` in the future is hidden from
 the client's accounting until then. Its notice is created with it, carrying
@@ -36,7 +38,7 @@ from app.disclosures.schemas import RecordDisclosure
 from app.models import Account, Disclosure, DisclosureBasis, NoticeKind, Role
 from app.models.base import new_id
 from app.notices import service as notices
-from app.rooms.service import list_rooms
+from app.rooms.care import has_care
 
 _NO_SUCH_ACCOUNT = "No such account."
 
@@ -83,13 +85,6 @@ def notice_message(view: DisclosureView) -> str:
     )
 
 
-async def _shares_a_room(
-    session: AsyncSession, ctx: Context, counselor_id: str, client: Account
-) -> bool:
-    rooms = await list_rooms(session, ctx, client)
-    return any(state.member(counselor_id) is not None for state in rooms)
-
-
 async def record(
     session: AsyncSession,
     ctx: Context,
@@ -103,8 +98,8 @@ async def record(
     client = await accounts.get_active(session, account_id) if _is_id(account_id) else None
     if client is None or client.role != Role.client or client.data_key_id is None:
         raise NotFound(_NO_SUCH_ACCOUNT)
-    if principal.account.role != Role.admin and not await _shares_a_room(
-        session, ctx, principal.id, client
+    if principal.account.role != Role.admin and not await has_care(
+        session, ctx.vault, principal.id, client.id
     ):
         raise NotFound(_NO_SUCH_ACCOUNT)
     now = ctx.clock.now()

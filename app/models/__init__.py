@@ -10,7 +10,14 @@ from app.models.disclosure import Disclosure, DisclosureBasis
 from app.models.incident import Incident, IncidentStatus, Severity
 from app.models.notice import Notice, NoticeKind
 from app.models.refresh_token import LoginFamily, RefreshToken
-from app.models.room import AccountRoom, Room, RoomKind, RoomMember
+from app.models.room import (
+    AccountRoom,
+    CareRelationship,
+    Room,
+    RoomInvitation,
+    RoomKind,
+    RoomMember,
+)
 
 __all__ = [
     "MAX_PUBLIC_KEY_BYTES",
@@ -20,6 +27,7 @@ __all__ = [
     "AccountStatus",
     "AuditEntry",
     "Base",
+    "CareRelationship",
     "ConsentAcceptance",
     "ConsentDocument",
     "ConsentKind",
@@ -35,6 +43,7 @@ __all__ = [
     "RefreshToken",
     "Role",
     "Room",
+    "RoomInvitation",
     "RoomKind",
     "RoomMember",
     "Severity",

@@ -65,3 +65,39 @@ class AccountRoom(Base):
     owner_ix: Mapped[bytes] = slot_index()
     room_ix: Mapped[bytes] = blind_index(unique=True)
     room: Mapped[bytes] = encrypted()
+
+
+class RoomInvitation(Base):
+    """A host's pending invitation of someone to a room; it names no one in clear.
+
+    `invitee_ix` is the invitee's slot index (`app.core.slots`): the invitee
+    lists their invitations by computing it, a dump sees a value that occurs
+    once. `details` ({room, host, created_at}) is sealed under the invitee's
+    own data key, so only they can open it; `room_details` ({created_at}) is
+    sealed under the room's key, for the host's list of what is pending. An
+    invitation of an address or id that is no one's (or an admin's, or a
+    member's) is a decoy of the same shape that no one can open or accept
+    (decision note 0008).
+    """
+
+    __tablename__ = "room_invitations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"), index=True)
+    invitee_ix: Mapped[bytes] = slot_index()
+    details: Mapped[bytes] = encrypted()
+    room_details: Mapped[bytes] = encrypted()
+
+
+class CareRelationship(Base):
+    """A counselor's client, by the client's acceptance of that counselor's invitation.
+
+    Only `pair_ix` = HMAC(index key, counselor id + client id): the server asks
+    "is C a client of H" by computing it; the value occurs once and leads to
+    neither person (decision note 0008).
+    """
+
+    __tablename__ = "care_relationships"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    pair_ix: Mapped[bytes] = blind_index(unique=True)

@@ -26,14 +26,13 @@ from fastapi import APIRouter, WebSocket
 
 from app.accounts import service as accounts
 from app.auth.service import session_is_live
-from app.consent.service import missing_documents
 from app.core import audit
 from app.core import logging as logs
 from app.core.context import Context
 from app.core.errors import ConfideError, NotFound
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP, TokenError
 from app.devices.service import active_device, active_devices_of, encode_key
-from app.models import Room, RoomKind
+from app.models import Room
 from app.relay import protocol as p
 from app.relay.broker import BrokerUnavailable
 from app.relay.hub import Connection, Grant, Hub, Participant
@@ -89,14 +88,7 @@ async def authorize(ctx: Context, hub: Hub, room_id: str, token: str) -> Grant:
             state, member = await rooms.load_for(session, ctx.vault, room_id, account_id)
             if await active_device(session, ctx.vault, account_id, device_id) is None:
                 raise Refused(p.CLOSE_FORBIDDEN, "device_revoked")
-            missing = (
-                []
-                if member.role == rooms.HOST
-                else await missing_documents(
-                    session, ctx.vault, account, group=state.room.kind == RoomKind.group
-                )
-            )
-            rooms.check_admission(state, member, ctx.clock.now(), missing)
+            await rooms.check_admission(session, ctx.vault, state, member, account, ctx.clock.now())
         except ConfideError as error:
             raise Refused(_CLOSE_FOR.get(type(error), p.CLOSE_FORBIDDEN), error.code) from None
         ids = [m.account_id for m in state.members]

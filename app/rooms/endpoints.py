@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import CurrentAccount
 from app.core import audit
 from app.core.deps import ContextDep, SessionDep
 from app.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, responses
-from app.rooms import service
+from app.rooms import invitations, service
 from app.rooms.errors import (
     AlreadyParticipant,
+    ConsentNotPublished,
     ConsentRequired,
     LastHost,
     OutsideTimeWindow,
@@ -21,8 +23,12 @@ from app.rooms.schemas import (
     AddParticipant,
     CreateRoom,
     IceServersOut,
+    InvitationHost,
+    InvitationOut,
+    InvitationPending,
     ParticipantOut,
     PatchRoom,
+    PendingInvitationOut,
     RoomOut,
     RoomTokenOut,
     TokenRequest,
@@ -92,8 +98,20 @@ async def patch(
     ROOM + "/participants",
     status_code=status.HTTP_201_CREATED,
     response_model=ParticipantOut,
-    responses=responses(Unauthorized, Forbidden, NotFound, AlreadyParticipant, RoomFull, RoomEnded),
-    summary="Add a participant by account id or email (host)",
+    responses={
+        202: {
+            "model": InvitationPending,
+            "description": "an invitation, pending the invitee's acceptance",
+        },
+        **responses(Unauthorized, Forbidden, NotFound, AlreadyParticipant, RoomFull, RoomEnded),
+    },
+    summary="Add your own client (201), or invite anyone else by account id or email (202)",
+    description=(
+        "A client who has accepted an invitation of this host before is added at once"
+        " (201, the participant). Anyone else gets an invitation to accept or decline"
+        ' (`GET /v1/me/invitations`): 202 `{invitation_id, status: "pending"}`, the same'
+        " answer whether or not the email or id is registered, or whose it is."
+    ),
 )
 async def add_participant(
     room_id: str,
@@ -101,11 +119,76 @@ async def add_participant(
     principal: CurrentAccount,
     session: SessionDep,
     ctx: ContextDep,
-) -> ParticipantOut:
-    state, member = await service.add_participant(
+) -> ParticipantOut | JSONResponse:
+    outcome = await invitations.add_or_invite(
         session, ctx, principal, room_id, account_id=body.account_id, email=body.email
     )
-    return await service.participant_view(session, ctx, state, member)
+    if isinstance(outcome, invitations.Invited):
+        pending = InvitationPending(invitation_id=outcome.invitation_id)
+        return JSONResponse(pending.model_dump(), status_code=status.HTTP_202_ACCEPTED)
+    return await service.participant_view(session, ctx, outcome.state, outcome.member)
+
+
+@router.get(
+    ROOM + "/invitations",
+    response_model=list[PendingInvitationOut],
+    responses=responses(Unauthorized, Forbidden, NotFound),
+    summary="The room's pending invitations, naming no one (host)",
+)
+async def room_invitations(
+    room_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+) -> list[PendingInvitationOut]:
+    found = await invitations.pending(session, ctx, principal, room_id)
+    return [PendingInvitationOut(id=each.id, created_at=each.created_at) for each in found]
+
+
+@router.get(
+    "/v1/me/invitations",
+    response_model=list[InvitationOut],
+    responses=responses(Unauthorized),
+    summary="The caller's pending invitations to rooms, oldest first",
+)
+async def my_invitations(
+    principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+) -> list[InvitationOut]:
+    return [
+        InvitationOut(
+            id=each.id,
+            room_id=each.room_id,
+            host=InvitationHost(account_id=each.host_id, display_name=each.host_name),
+            title=each.title,
+            starts_at=each.starts_at,
+            ends_at=each.ends_at,
+            created_at=each.created_at,
+        )
+        for each in await invitations.list_mine(session, ctx, principal)
+    ]
+
+
+@router.post(
+    "/v1/me/invitations/{invitation_id}/accept",
+    response_model=RoomOut,
+    responses=responses(Unauthorized, NotFound, RoomFull, RoomEnded),
+    summary="Accept an invitation: join the room; its host becomes your counselor",
+)
+async def accept_invitation(
+    invitation_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+) -> RoomOut:
+    state = await invitations.accept(session, ctx, principal, invitation_id)
+    return await service.view(session, ctx, state)
+
+
+@router.post(
+    "/v1/me/invitations/{invitation_id}/decline",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(Unauthorized, NotFound),
+    summary="Decline an invitation",
+)
+async def decline_invitation(
+    invitation_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+) -> Response:
+    await invitations.decline(session, ctx, principal, invitation_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete(
@@ -180,6 +263,7 @@ async def end(
         Unauthorized,
         NotFound,
         ConsentRequired,
+        ConsentNotPublished,
         OutsideTimeWindow,
         RoomLocked,
         RoomEnded,
@@ -207,16 +291,25 @@ async def token(
 @router.get(
     ROOM + "/ice-servers",
     response_model=IceServersOut,
-    responses=responses(Unauthorized, NotFound, RoomEnded),
+    responses=responses(
+        Unauthorized,
+        NotFound,
+        ConsentRequired,
+        ConsentNotPublished,
+        OutsideTimeWindow,
+        RoomLocked,
+        RoomEnded,
+    ),
     summary="STUN/TURN servers for the room's calls; TURN credentials end with the room",
+    description="Given under the same rules as a room token (the device aside).",
 )
 async def ice_servers(
     room_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
 ) -> IceServersOut:
-    state, _ = await service.load_for(session, ctx.vault, room_id, principal.id)
+    state, member = await service.load_for(session, ctx.vault, room_id, principal.id)
     now = ctx.clock.now()
-    if state.status(now) == "ended":
-        raise RoomEnded("This session has ended.")
+    # The room token's rules, from their one home: whoever may not join gets no relay.
+    await service.check_admission(session, ctx.vault, state, member, principal.account, now)
     audit.record(
         session,
         "room.ice",

@@ -36,5 +36,15 @@ class ConsentRequired(Forbidden):
         super().__init__("Accept the listed consent documents first.", missing=missing)
 
 
+class ConsentNotPublished(Forbidden):
+    code, title = "consent_not_published", "Consent documents not published"
+
+    def __init__(self, kinds: list[str]) -> None:
+        super().__init__(
+            "The practice has not yet published the consent documents this room needs.",
+            kinds=kinds,
+        )
+
+
 class NotAdmitted(ConfideError):
     status, code, title = 403, "not_admitted", "Not admitted"

@@ -56,6 +56,38 @@ class ParticipantOut(ResponseModel):
     admitted: bool
 
 
+class InvitationPending(ResponseModel):
+    """The host's answer to an invitation: the same whoever it named, or no one."""
+
+    invitation_id: str
+    status: Literal["pending"] = "pending"
+
+
+class InvitationHost(ResponseModel):
+    account_id: str
+    display_name: str
+
+
+class InvitationOut(ResponseModel):
+    """A pending invitation, as its invitee sees it."""
+
+    id: str
+    room_id: str
+    host: InvitationHost
+    title: str
+    starts_at: datetime | None
+    ends_at: datetime | None
+    created_at: datetime
+
+
+class PendingInvitationOut(ResponseModel):
+    """A pending invitation, as the room's hosts see it: no one named."""
+
+    id: str
+    status: Literal["pending"] = "pending"
+    created_at: datetime
+
+
 class RoomOut(ResponseModel):
     id: str
     title: str

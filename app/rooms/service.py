@@ -5,6 +5,11 @@ under the room's own data key. Membership is two rows that a dump cannot join:
 `room_members` (room id, HMAC of room+account, sealed {account, role,
 admitted} under the room key) and `account_rooms` (the account's slot index,
 sealed room id under the account's key).
+
+Who may become a member: the host's own client, added directly, or whoever
+accepts an invitation (`app.rooms.invitations`, decision note 0008). Who may
+join (a room token, a socket, TURN credentials): `check_admission`, the one
+home of that rule.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
 from app.auth.service import Principal
-from app.consent.service import missing_documents
+from app.consent.service import ConsentGate, consent_gate
 from app.core import audit
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, ValidationFailed
@@ -34,6 +39,7 @@ from app.models import Account, AccountRoom, Role, Room, RoomKind, RoomMember
 from app.models.base import new_id
 from app.rooms.errors import (
     AlreadyParticipant,
+    ConsentNotPublished,
     ConsentRequired,
     LastHost,
     OutsideTimeWindow,
@@ -88,7 +94,7 @@ def _time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
-def _is_id(value: str) -> bool:
+def is_id(value: str) -> bool:
     try:
         return str(uuid.UUID(value)) == value
     except ValueError:
@@ -109,7 +115,7 @@ def _account_room_index(vault: Vault, account_id: str, room_id: str) -> bytes:
 # -- loading -------------------------------------------------------------------
 
 
-async def _state(session: AsyncSession, vault: Vault, room: Room) -> RoomState:
+async def room_state(session: AsyncSession, vault: Vault, room: Room) -> RoomState:
     key_id = room.data_key_id
     if key_id is None:
         raise NotFound("No such room.")
@@ -135,7 +141,7 @@ async def load_for(
     session: AsyncSession, vault: Vault, room_id: str, account_id: str
 ) -> tuple[RoomState, Member]:
     """The room as its participant `account_id` sees it; 404 for anyone else."""
-    if not _is_id(room_id):
+    if not is_id(room_id):
         # Never send a path id that cannot name a room to the database: PostgreSQL
         # refuses a NUL (a 500) that SQLite would compare; both must answer 404.
         raise NotFound("No such room.")
@@ -150,7 +156,7 @@ async def load_for(
     room = await session.get(Room, room_id) if found is not None else None
     if room is None:
         raise NotFound("No such room.")
-    state = await _state(session, vault, room)
+    state = await room_state(session, vault, room)
     member = state.member(account_id)
     if member is None:
         raise NotFound("No such room.")
@@ -319,12 +325,13 @@ async def list_rooms(session: AsyncSession, ctx: Context, account: Account) -> l
         )
         room = await session.get(Room, room_id)
         if room is not None and room.data_key_id is not None:
-            states.append(await _state(session, ctx.vault, room))
+            states.append(await room_state(session, ctx.vault, room))
     states.sort(key=lambda s: (s.starts_at is None, s.starts_at or ctx.clock.now(), s.room.id))
     return states
 
 
-def _not_ended(state: RoomState, ctx: Context) -> None:
+def not_ended(state: RoomState, ctx: Context) -> None:
+    """409 `room_ended` once the room has ended."""
     if state.status(ctx.clock.now()) == "ended":
         raise RoomEnded("This session has ended.")
 
@@ -333,7 +340,7 @@ async def patch_room(
     session: AsyncSession, ctx: Context, principal: Principal, room_id: str, body: PatchRoom
 ) -> RoomState:
     state = await load_as_host(session, ctx.vault, room_id, principal.id)
-    _not_ended(state, ctx)
+    not_ended(state, ctx)
     changes = body.model_fields_set
     if "title" in changes and body.title is not None:
         state.title = body.title
@@ -369,26 +376,14 @@ async def patch_room(
     return state
 
 
-async def add_participant(
-    session: AsyncSession,
-    ctx: Context,
-    principal: Principal,
-    room_id: str,
-    *,
-    account_id: str | None,
-    email: str | None,
-) -> tuple[RoomState, Member]:
-    state = await load_as_host(session, ctx.vault, room_id, principal.id)
-    _not_ended(state, ctx)
-    if email is not None:
-        account = await accounts.find_by_email(session, ctx.vault, email)
-        if account is not None and account.status != "active":
-            account = None
-    else:
-        assert account_id is not None
-        account = await accounts.get_active(session, account_id)
-    if account is None:
-        raise NotFound("No such account.")
+async def add_member(
+    session: AsyncSession, ctx: Context, state: RoomState, account: Account, *, actor: Principal
+) -> Member:
+    """Make `account` a member of the room: a counselor as host, a client as participant.
+
+    The callers decide whether they may: a host adding their own client
+    directly, or the invitee accepting an invitation (`app.rooms.invitations`).
+    """
     if account.role == Role.admin:
         raise ValidationFailed("Admins do not join rooms.")
     if state.member(account.id) is not None:
@@ -403,7 +398,7 @@ async def add_participant(
         session,
         {
             "kind": "participant_added",
-            "room": room_id,
+            "room": state.room.id,
             "account": account.id,
             "role": role,
             "display_name": names.get(account.id, ""),
@@ -414,12 +409,12 @@ async def add_participant(
     audit.record(
         session,
         "room.participant_add",
-        actor_id=principal.id,
-        actor_role=principal.role,
+        actor_id=actor.id,
+        actor_role=actor.role,
         target=account.id,
-        details={"room": room_id, "role": role},
+        details={"room": state.room.id, "role": role},
     )
-    return state, member
+    return member
 
 
 async def remove_participant(
@@ -470,7 +465,7 @@ async def admit(
     session: AsyncSession, ctx: Context, principal: Principal, room_id: str, account_id: str
 ) -> tuple[RoomState, Member]:
     state = await load_as_host(session, ctx.vault, room_id, principal.id)
-    _not_ended(state, ctx)
+    not_ended(state, ctx)
     member = state.member(account_id)
     if member is None:
         raise NotFound("No such participant.")
@@ -494,7 +489,7 @@ async def set_locked(
     session: AsyncSession, ctx: Context, principal: Principal, room_id: str, locked: bool
 ) -> RoomState:
     state = await load_as_host(session, ctx.vault, room_id, principal.id)
-    _not_ended(state, ctx)
+    not_ended(state, ctx)
     state.room.locked = locked
     await session.flush()
     emit(session, {"kind": "room_locked" if locked else "room_unlocked", "room": room_id})
@@ -537,18 +532,45 @@ class IssuedRoomToken:
     expires_at: datetime
 
 
-def check_admission(
-    state: RoomState, member: Member, now: datetime, missing_consents: list[str]
+def _admission_rules(
+    state: RoomState, member: Member, now: datetime, consent: ConsentGate | None
 ) -> None:
-    """Every rule a room token (and a socket join) is issued under, but device and login."""
     if state.status(now) == "ended":
         raise RoomEnded("This session has ended.")
     if state.starts_at is not None and now < state.starts_at - JOIN_EARLY:
         raise OutsideTimeWindow("The room opens 10 minutes before it starts.")
     if state.room.locked and not state.is_admitted(member):
         raise RoomLocked("The room is locked.")
-    if member.role != HOST and missing_consents:
-        raise ConsentRequired(missing_consents)
+    if member.role != HOST and consent is not None:
+        if consent.unpublished:
+            raise ConsentNotPublished(consent.unpublished)
+        if consent.missing:
+            raise ConsentRequired(consent.missing)
+
+
+async def check_admission(
+    session: AsyncSession,
+    vault: Vault,
+    state: RoomState,
+    member: Member,
+    account: Account,
+    now: datetime,
+) -> None:
+    """Every rule that admits `member` (whose account is `account`) to the room now,
+    but device and log-in: the one home of the rule for room tokens, socket joins
+    and TURN credentials.
+
+    The room has not ended; it opens 10 minutes before `starts_at`; a locked
+    room admits only those already admitted; a participant (not a host) has
+    accepted the current consent documents the room's kind needs, and the
+    practice has published them.
+    """
+    consent = (
+        None
+        if member.role == HOST
+        else await consent_gate(session, vault, account, group=state.room.kind == RoomKind.group)
+    )
+    _admission_rules(state, member, now, consent)
 
 
 async def issue_token(
@@ -562,14 +584,7 @@ async def issue_token(
     if await active_device(session, ctx.vault, principal.id, device_id) is None:
         raise NotFound("No such device.")
     now = ctx.clock.now()
-    missing = (
-        []
-        if member.role == HOST
-        else await missing_documents(
-            session, ctx.vault, principal.account, group=state.room.kind == RoomKind.group
-        )
-    )
-    check_admission(state, member, now, missing)
+    await check_admission(session, ctx.vault, state, member, principal.account, now)
     ttl = ctx.settings.room_token_ttl
     if state.ends_at is not None:
         ttl = max(1, min(ttl, int((state.ends_at - now).total_seconds())))

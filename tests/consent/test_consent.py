@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app.consent.service import missing_documents
+from app.consent.service import ConsentGate, consent_gate
 from app.core.clock import FrozenClock
 from app.core.context import Context
 from app.models import Account
@@ -60,11 +60,15 @@ async def my_consents(client: httpx.AsyncClient, user: User) -> list[Doc]:
     return found
 
 
-async def missing(ctx: Context, user: User, *, group: bool, locale: str = "en") -> list[str]:
+async def gate(ctx: Context, user: User, *, group: bool, locale: str = "en") -> ConsentGate:
     async with ctx.transaction() as session:
         account = await session.get(Account, user.id)
         assert account is not None
-        return await missing_documents(session, ctx.vault, account, group=group, locale=locale)
+        return await consent_gate(session, ctx.vault, account, group=group, locale=locale)
+
+
+async def missing(ctx: Context, user: User, *, group: bool, locale: str = "en") -> list[str]:
+    return (await gate(ctx, user, group=group, locale=locale)).missing
 
 
 # -- publishing -----------------------------------------------------------------
@@ -344,11 +348,26 @@ async def test_publishing_accepting_and_withdrawing_are_audited(
 
 
 # -- what room tokens will require -----------------------------------------------------
-async def test_nothing_is_missing_while_nothing_is_published(
-    ctx: Context, client_user: User
+async def test_what_is_not_published_cannot_be_consented_to(
+    ctx: Context, client: httpx.AsyncClient, admin: User, client_user: User
 ) -> None:
-    assert await missing(ctx, client_user, group=False) == []
-    assert await missing(ctx, client_user, group=True) == []
+    # Nothing published is not "nothing to accept": the gate stays shut.
+    assert await gate(ctx, client_user, group=False) == ConsentGate(
+        ["informed_consent", "telehealth"], []
+    )
+    assert await gate(ctx, client_user, group=True) == ConsentGate(
+        ["informed_consent", "telehealth", "group_agreement"], []
+    )
+    informed = await publish(client, admin, "informed_consent")
+    assert await gate(ctx, client_user, group=False) == ConsentGate(
+        ["telehealth"], [informed["id"]]
+    )
+    await accept(client, client_user, informed["id"])
+    telehealth = await publish(client, admin, "telehealth")
+    assert await gate(ctx, client_user, group=False) == ConsentGate([], [telehealth["id"]])
+    assert await gate(ctx, client_user, group=True) == ConsentGate(
+        ["group_agreement"], [telehealth["id"]]
+    )
 
 
 async def test_missing_documents_follow_acceptances_versions_and_withdrawal(

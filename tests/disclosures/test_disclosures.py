@@ -15,6 +15,7 @@ from app.core.context import Context
 from app.models import Account, AccountStatus, DataKey, Role
 from tests.fixtures.accounts import User, login, make_account, register_client
 from tests.fixtures.dump import column_bytes
+from tests.fixtures.rooms import add_and_accept
 
 Json = dict[str, Any]
 
@@ -31,16 +32,16 @@ def disclosure(clock: FrozenClock, **overrides: Any) -> Json:
     return body
 
 
-async def share_a_room(client: httpx.AsyncClient, counselor: User, member: User) -> str:
+async def share_a_room(
+    client: httpx.AsyncClient, counselor: User, member: User, kind: str = "individual"
+) -> str:
     room = await client.post(
-        "/v1/rooms", json={"title": "Weekly session", "kind": "individual"}, headers=counselor.auth
+        "/v1/rooms", json={"title": "Weekly session", "kind": kind}, headers=counselor.auth
     )
     assert room.status_code == 201, room.text
     room_id: str = room.json()["id"]
-    added = await client.post(
-        f"/v1/rooms/{room_id}/participants", json={"account_id": member.id}, headers=counselor.auth
-    )
-    assert added.status_code == 201, added.text
+    # The counselor invites, the member accepts (and becomes the counselor's client).
+    await add_and_accept(client, room_id, counselor.auth, member.auth, account_id=member.id)
     return room_id
 
 
@@ -158,17 +159,55 @@ async def test_a_counselor_who_never_met_the_client_gets_not_found(
     assert await notices(client, client_user) == []
 
 
-async def test_a_counselor_who_removed_the_client_from_the_room_no_longer_records(
+async def test_the_care_relationship_outlives_the_room(
     client: httpx.AsyncClient, counselor: User, client_user: User, clock: FrozenClock
 ) -> None:
+    # A disclosure made after the session still belongs in the client's accounting.
     room_id = await share_a_room(client, counselor, client_user)
     removed = await client.delete(
         f"/v1/rooms/{room_id}/participants/{client_user.id}", headers=counselor.auth
     )
     assert removed.status_code == 204, removed.text
     response = await record(client, counselor, client_user.id, disclosure(clock))
-    assert response.status_code == 404
+    assert response.status_code == 201, response.text
+    assert [d["id"] for d in await accounting(client, client_user)] == [response.json()["id"]]
+
+
+async def test_a_counselor_the_client_never_accepted_gets_not_found(
+    ctx: Context, client: httpx.AsyncClient, counselor: User, client_user: User, clock: FrozenClock
+) -> None:
+    """Issue 9.5: enrolling a client, or sharing a room with them, is not being their counselor."""
+    room = await client.post(
+        "/v1/rooms", json={"title": "Enrolled", "kind": "group"}, headers=counselor.auth
+    )
+    room_id = room.json()["id"]
+    # The counselor adds the client by id, then by email: the client never answers.
+    added = [
+        await client.post(f"/v1/rooms/{room_id}/participants", json=body, headers=counselor.auth)
+        for body in ({"account_id": client_user.id}, {"email": client_user.email})
+    ]
+    enrolled = await record(client, counselor, client_user.id, disclosure(clock))
+    assert enrolled.status_code == 404, enrolled.text
+    assert [response.status_code for response in added] == [202, 202]
+    # A co-host of a room the client did join, invited by the client's counselor.
+    own = await make_account(ctx, client, Role.counselor, display_name="Own counselor")
+    shared = await share_a_room(client, own, client_user, kind="group")
+    await add_and_accept(client, shared, own.auth, counselor.auth, account_id=counselor.id)
+    members = await client.get(f"/v1/rooms/{shared}", headers=counselor.auth)
+    assert {p["account_id"] for p in members.json()["participants"]} == {
+        own.id,
+        counselor.id,
+        client_user.id,
+    }
+    co_host = await record(client, counselor, client_user.id, disclosure(clock))
+    unknown = await record(client, counselor, str(uuid.uuid4()), disclosure(clock))
+    for response in (enrolled, co_host):
+        assert response.status_code == 404, response.text
+        assert response.json() == unknown.json()
     assert await accounting(client, client_user) == []
+    assert await notices(client, client_user) == []
+    # The client's own counselor may.
+    assert (await record(client, own, client_user.id, disclosure(clock))).status_code == 201
 
 
 async def test_a_client_may_not_record_a_disclosure(

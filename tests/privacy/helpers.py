@@ -11,6 +11,7 @@ import httpx
 
 from app.core.clock import FrozenClock
 from tests.fixtures.accounts import User
+from tests.fixtures.rooms import add_and_accept
 
 Json = dict[str, Any]
 
@@ -35,10 +36,8 @@ async def share_a_room(
     created = await client.post("/v1/rooms", json=body, headers=counselor.auth)
     assert created.status_code == 201, created.text
     room_id: str = created.json()["id"]
-    added = await client.post(
-        f"/v1/rooms/{room_id}/participants", json={"account_id": member.id}, headers=counselor.auth
-    )
-    assert added.status_code == 201, added.text
+    # The counselor invites, the member accepts (and becomes the counselor's client).
+    await add_and_accept(client, room_id, counselor.auth, member.auth, account_id=member.id)
     return room_id
 
 

@@ -24,6 +24,7 @@ from tests.fixtures.accounts import (
     register_client,
     unique_email,
 )
+from tests.fixtures.rooms import add_and_accept
 from tests.fixtures.server import serve
 
 
@@ -107,12 +108,8 @@ class Practice:
         return room
 
     async def invite(self, host: Person, room_id: str, guest: Person) -> None:
-        response = await self.http.post(
-            f"/v1/rooms/{room_id}/participants",
-            json={"account_id": guest.id},
-            headers=host.auth,
-        )
-        assert response.status_code == 201, response.text
+        """The host adds the guest; the guest accepts the invitation if it takes one."""
+        await add_and_accept(self.http, room_id, host.auth, guest.auth, account_id=guest.id)
 
     async def admit(self, host: Person, room_id: str, guest: Person) -> None:
         response = await self.http.post(

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from app.core.clock import FrozenClock
 from app.core.config import Settings
 from app.rooms.ice import ICE_TTL, ice_servers, participant_handle, turn_credentials
+from tests.fixtures.accounts import login
 from tests.fixtures.services import unavailable
 from tests.relay.conftest import Person, Practice
 
@@ -224,6 +225,55 @@ async def test_an_ended_room_gives_no_credentials(practice: Practice, clock: Fro
     response = await practice.http.get(path(room_id), headers=client.auth)
     assert response.status_code == 409
     assert response.json()["code"] == "room_ended"
+
+
+async def test_credentials_follow_the_room_tokens_rules(
+    practice: Practice, clock: FrozenClock
+) -> None:
+    """Issue 9.6: the refused got TURN credentials valid for up to an hour."""
+    http = practice.http
+
+    async def both(person: Person, room_id: str) -> tuple[int, str, int, str]:
+        token = await practice.token_response(person, room_id)
+        ice = await http.get(path(room_id), headers=person.auth)
+        return (
+            token.status_code,
+            token.json().get("code", ""),
+            ice.status_code,
+            ice.json().get("code", ""),
+        )
+
+    # Waiting in a locked room.
+    counselor, client, room_id = await session_with_client(practice)
+    locked = await http.post(f"/v1/rooms/{room_id}/lock", headers=counselor.auth)
+    assert locked.status_code == 200, locked.text
+    assert await both(client, room_id) == (403, "room_locked", 403, "room_locked")
+    await practice.admit(counselor, room_id, client)
+    assert (await both(client, room_id))[::2] == (200, 200)
+
+    # Consent not given.
+    reluctant = await practice.client("Reluctant", consent=False)
+    room = await practice.room(counselor, kind="group")
+    await practice.invite(counselor, room["id"], reluctant)
+    assert await both(reluctant, room["id"]) == (403, "consent_required", 403, "consent_required")
+
+    # A month before the session.
+    starts = clock.now() + timedelta(days=30)
+    _, early, early_room = await session_with_client(
+        practice,
+        starts_at=starts.isoformat(),
+        ends_at=(starts + timedelta(hours=1)).isoformat(),
+    )
+    expected = (403, "outside_time_window", 403, "outside_time_window")
+    assert await both(early, early_room) == expected
+    clock.set(starts - timedelta(minutes=10))
+    for person in (early, counselor, client):
+        await login(practice.http, person.user)
+    assert (await both(early, early_room))[::2] == (200, 200)
+
+    async with practice.context.sessionmaker() as session:
+        entries = await practice.context.audit.entries_about(session, reluctant.id)
+    assert [e for e in entries if e.action == "room.ice"] == []
 
 
 # -- a real coturn ------------------------------------------------------------------

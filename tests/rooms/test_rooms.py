@@ -19,6 +19,7 @@ from app.core.context import Context
 from app.models import Role
 from tests.fixtures.accounts import User, login, make_account, register_client
 from tests.fixtures.dump import column_bytes
+from tests.fixtures.rooms import add_and_accept
 
 CONSENT_KINDS = ("informed_consent", "telehealth", "group_agreement")
 ROOM_TABLES = ("rooms", "room_members", "account_rooms")
@@ -61,8 +62,8 @@ async def add(client: httpx.AsyncClient, host: User, room_id: str, **body: Any) 
 
 
 async def invite(client: httpx.AsyncClient, host: User, room_id: str, guest: User) -> None:
-    response = await add(client, host, room_id, account_id=guest.id)
-    assert response.status_code == 201, response.text
+    """The host adds the guest; the guest accepts the invitation if it takes one."""
+    await add_and_accept(client, room_id, host.auth, guest.auth, account_id=guest.id)
 
 
 async def add_device(client: httpx.AsyncClient, user: User) -> str:
@@ -533,7 +534,18 @@ async def test_patch_of_an_ended_room_is_409(
 # -- participants ----------------------------------------------------------------
 
 
-async def test_participants_are_added_by_id_or_email(
+async def accept_invitation(
+    client: httpx.AsyncClient, user: User, response: httpx.Response
+) -> dict[str, Any]:
+    assert response.status_code == 202, response.text
+    invitation = response.json()["invitation_id"]
+    accepted = await client.post(f"/v1/me/invitations/{invitation}/accept", headers=user.auth)
+    assert accepted.status_code == 200, accepted.text
+    room: dict[str, Any] = accepted.json()
+    return room
+
+
+async def test_participants_are_invited_by_id_or_email_and_accept(
     client: httpx.AsyncClient, ctx: Context, counselor: User, admin: User
 ) -> None:
     alice = await register_client(client, display_name="Alice")
@@ -543,25 +555,28 @@ async def test_participants_are_added_by_id_or_email(
     room_id = room["id"]
 
     by_id = await add(client, counselor, room_id, account_id=alice.id)
-    assert by_id.status_code == 201, by_id.text
-    assert by_id.json() == {
+    assert by_id.status_code == 202, by_id.text
+    assert set(by_id.json()) == {"invitation_id", "status"}
+    assert by_id.json()["status"] == "pending"
+    joined = await accept_invitation(client, alice, by_id)
+    assert joined["id"] == room_id
+    assert {
         "account_id": alice.id,
         "display_name": "Alice",
         "role": "participant",
         "admitted": False,
-    }
-    by_email = await add(client, counselor, room_id, email=bob.email.upper())
-    assert by_email.status_code == 201, by_email.text
-    assert by_email.json()["account_id"] == bob.id
-    assert by_email.json()["role"] == "participant"
-    host = await add(client, counselor, room_id, email=colleague.email.title())
-    assert host.status_code == 201, host.text
-    assert host.json() == {
+    } in joined["participants"]
+    await accept_invitation(
+        client, bob, await add(client, counselor, room_id, email=bob.email.upper())
+    )
+    invited = await add(client, counselor, room_id, email=colleague.email.title())
+    joined = await accept_invitation(client, colleague, invited)
+    assert {
         "account_id": colleague.id,
         "display_name": "Colleague",
         "role": "host",
         "admitted": True,
-    }
+    } in joined["participants"]
 
     for body in ({"account_id": alice.id}, {"email": bob.email.swapcase()}):
         twice = await add(client, counselor, room_id, **body)
@@ -587,20 +602,43 @@ async def test_participants_are_added_by_id_or_email(
     assert full.json()["code"] == "room_full"
     assert len((await get_room(client, counselor, room_id))["participants"]) == 4
 
+    # Alice accepted this counselor: into the next room she is added at once.
+    second = await create_room(client, counselor)
+    direct = await add(client, counselor, second["id"], email=alice.email)
+    assert direct.status_code == 201, direct.text
+    assert direct.json() == {
+        "account_id": alice.id,
+        "display_name": "Alice",
+        "role": "participant",
+        "admitted": False,
+    }
+    assert sorted(await room_ids(client, alice)) == sorted([room_id, second["id"]])
+    # Not so for the colleague's rooms, nor for a counselor (no care relationship).
+    theirs = await create_room(client, colleague, kind="group")
+    assert (await add(client, colleague, theirs["id"], account_id=alice.id)).status_code == 202
+    assert (await add(client, colleague, theirs["id"], account_id=counselor.id)).status_code == 202
 
-async def test_unknown_and_admin_accounts_cannot_be_added(
+
+async def test_unknown_and_admin_accounts_get_an_invitation_no_one_can_accept(
     client: httpx.AsyncClient, counselor: User, admin: User
 ) -> None:
     room = await create_room(client, counselor, kind="group")
     room_id = room["id"]
-    for body in ({"email": "nobody-here@example.org"}, {"account_id": str(uuid.uuid4())}):
-        missing = await add(client, counselor, room_id, **body)
-        assert missing.status_code == 404, missing.text
-        assert missing.json()["code"] == "not_found"
-    for body in ({"account_id": admin.id}, {"email": admin.email.upper()}):
-        refused = await add(client, counselor, room_id, **body)
-        assert refused.status_code == 422, refused.text
-        assert refused.json()["code"] == "validation_error"
+    for body in (
+        {"email": "nobody-here@example.org"},
+        {"account_id": str(uuid.uuid4())},
+        {"account_id": "not-an-id"},
+        {"account_id": admin.id},
+        {"email": admin.email.upper()},
+        {"account_id": counselor.id},
+    ):
+        pending = await add(client, counselor, room_id, **body)
+        assert pending.status_code == 202, (body, pending.text)
+        assert pending.json()["status"] == "pending"
+        accepted = await client.post(
+            f"/v1/me/invitations/{pending.json()['invitation_id']}/accept", headers=admin.auth
+        )
+        assert accepted.status_code == 404, accepted.text
     for body in (
         {},
         {"account_id": admin.id, "email": admin.email},
@@ -615,13 +653,19 @@ async def test_unknown_and_admin_accounts_cannot_be_added(
         p["account_id"] for p in (await get_room(client, counselor, room_id))["participants"]
     ] == [counselor.id]
     assert await room_ids(client, admin) == []
+    assert (await client.get("/v1/me/invitations", headers=admin.auth)).json() == []
 
 
 async def test_without_a_waiting_room_participants_are_admitted(
     client: httpx.AsyncClient, counselor: User, client_user: User
 ) -> None:
     room = await create_room(client, counselor, waiting_room=False)
-    added = await add(client, counselor, room["id"], account_id=client_user.id)
+    joined = await accept_invitation(
+        client, client_user, await add(client, counselor, room["id"], account_id=client_user.id)
+    )
+    assert [p["admitted"] for p in joined["participants"]] == [True, True]
+    again = await create_room(client, counselor, waiting_room=False)
+    added = await add(client, counselor, again["id"], account_id=client_user.id)
     assert added.status_code == 201, added.text
     assert added.json()["admitted"] is True
 
@@ -856,6 +900,46 @@ async def test_client_needs_every_consent_the_room_requires(
     assert (await room_token(client, client_user, group["id"], device)).status_code == 200
 
 
+async def test_no_tokens_for_clients_until_the_practice_publishes_the_documents(
+    client: httpx.AsyncClient, counselor: User, client_user: User, admin: User
+) -> None:
+    """Issue 9.11: with nothing published, room tokens were issued without any consent."""
+    individual = await create_room(client, counselor)
+    group = await create_room(client, counselor, kind="group")
+    for room in (individual, group):
+        await invite(client, counselor, room["id"], client_user)
+    device = await add_device(client, client_user)
+
+    refused = await room_token(client, client_user, individual["id"], device)
+    assert refused.status_code == 403, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["code"] == "consent_not_published"
+    assert refused.json()["kinds"] == ["informed_consent", "telehealth"]
+    group_refused = await room_token(client, client_user, group["id"], device)
+    assert group_refused.json()["kinds"] == ["informed_consent", "telehealth", "group_agreement"]
+    # Hosts need no consent, published or not.
+    host_device = await add_device(client, counselor)
+    assert (await room_token(client, counselor, group["id"], host_device)).status_code == 200
+
+    documents = {}
+    for kind in ("informed_consent", "telehealth"):
+        published = await client.post(
+            "/v1/consent-documents",
+            json={"kind": kind, "locale": "en", "title": kind, "body": f"The {kind} text."},
+            headers=admin.auth,
+        )
+        assert published.status_code == 201, published.text
+        documents[kind] = published.json()["id"]
+        await accept(client, client_user, documents[kind])
+    assert (await room_token(client, client_user, individual["id"], device)).status_code == 200
+    still = await room_token(client, client_user, group["id"], device)
+    assert still.status_code == 403, still.text
+    assert (still.json()["code"], still.json()["kinds"]) == (
+        "consent_not_published",
+        ["group_agreement"],
+    )
+
+
 async def test_locked_room_issues_tokens_only_to_admitted_participants(
     client: httpx.AsyncClient, counselor: User, client_user: User, admin: User
 ) -> None:
@@ -1001,9 +1085,19 @@ async def test_room_actions_are_audited(
 
     [created] = by_action["room.create"]
     assert (created["actor"], created["target"]) == (counselor.id, room["id"])
+    [invited] = by_action["room.invite"]
+    assert (invited["actor"], invited["target"]) == (counselor.id, client_user.id)
+    assert invited["details"]["room"] == room["id"]
+    [accepted] = by_action["room.invitation_accept"]
+    assert (accepted["actor"], accepted["target"]) == (client_user.id, client_user.id)
+    assert accepted["details"] == {
+        "room": room["id"],
+        "invitation": invited["details"]["invitation"],
+        "host": counselor.id,
+    }
     [added] = by_action["room.participant_add"]
-    assert (added["actor"], added["target"]) == (counselor.id, client_user.id)
-    assert added["details"]["room"] == room["id"]
+    assert (added["actor"], added["target"]) == (client_user.id, client_user.id)
+    assert added["details"] == {"room": room["id"], "role": "participant"}
     [token] = by_action["room.token"]
     assert token["actor"] == counselor.id
     assert token["details"]["room"] == room["id"]
