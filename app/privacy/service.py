@@ -54,6 +54,7 @@ from app.models import (
 from app.notices import service as notices
 from app.notices.schemas import NoticeOut
 from app.privacy.schemas import AccessEntry, Actor, ConsentRecord, DeviceRecord, Export
+from app.rooms import care, invitations
 from app.rooms import service as rooms
 
 #: Not an argon2 hash: verification of any password against it fails.
@@ -266,6 +267,8 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         await consent.SLOTS.remove_all(session, ctx.vault, account.id)
         await notices.SLOTS.remove_all(session, ctx.vault, account.id)
         await disclosures.SLOTS.remove_all(session, ctx.vault, account.id)
+        await invitations.SLOTS.remove_all(session, ctx.vault, account.id)
+    await care.forget(session, ctx.vault, account.id)
     account.data_key_id = None
     # The replay stores forget every device the person ever had (decision note 0005).
     emit(

@@ -14,13 +14,13 @@ person.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.vault import Vault
-from app.models import CareRelationship
+from app.models import Account, CareRelationship
 from app.models.base import new_id
 
 PURPOSE = "care.pair"
@@ -51,3 +51,23 @@ async def record_care(
         .values(id=new_id(), pair_ix=care_index(vault, counselor_id, client_id))
         .on_conflict_do_nothing(index_elements=["pair_ix"])
     )
+
+
+async def forget(session: AsyncSession, vault: Vault, account_id: str) -> None:
+    """Delete every pair the account is part of, on either side (erasure).
+
+    The pairs name no one, so every possible pair with another account is
+    computed: one HMAC per account, in chunks.
+    """
+    others = list((await session.execute(select(Account.id))).scalars())
+    indexes = [
+        ix
+        for other in others
+        for ix in (care_index(vault, other, account_id), care_index(vault, account_id, other))
+    ]
+    for start in range(0, len(indexes), 500):
+        await session.execute(
+            delete(CareRelationship).where(
+                CareRelationship.pair_ix.in_(indexes[start : start + 500])
+            )
+        )

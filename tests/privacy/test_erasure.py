@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.auth import service as auth
@@ -23,6 +23,7 @@ from app.models import (
     Account,
     AccountRoom,
     AccountStatus,
+    CareRelationship,
     ConsentAcceptance,
     DataKey,
     Device,
@@ -31,6 +32,7 @@ from app.models import (
     Notice,
     Role,
 )
+from app.rooms import invitations
 from tests.fixtures.accounts import PASSWORD, User, login, make_account, register_client
 from tests.privacy.helpers import (
     accept,
@@ -140,6 +142,20 @@ async def test_erasure_shreds_every_record_sealed_under_the_account_key(
             await ctx.vault.open(session, key_id, sealed.attr, sealed.row_id, sealed.blob)
     counselor_key = await data_key_of(ctx, counselor.id)
     devices_before = await get_json(client, person, "/v1/devices")
+    # A second counselor's invitation, still pending.
+    other = await make_account(ctx, client, Role.counselor)
+    other_room = await client.post(
+        "/v1/rooms", json={"title": "Another", "kind": "individual"}, headers=other.auth
+    )
+    invited = await client.post(
+        f"/v1/rooms/{other_room.json()['id']}/participants",
+        json={"account_id": person.id},
+        headers=other.auth,
+    )
+    assert invited.status_code == 202
+    async with ctx.sessionmaker() as session:
+        assert await invitations.SLOTS.count(session, ctx.vault, person.id) >= 1
+        assert await session.scalar(select(func.count()).select_from(CareRelationship)) == 1
 
     response = await erase(client, person)
     assert response.status_code == 204, response.text
@@ -185,6 +201,8 @@ async def test_erasure_shreds_every_record_sealed_under_the_account_key(
         assert await auth.SLOTS.count(session, ctx.vault, person.id) == 0
         assert await devices.SLOTS.count(session, ctx.vault, person.id) == 0
         assert (await session.execute(select(LoginFamily.id))).all()  # others' stay
+        assert await invitations.SLOTS.count(session, ctx.vault, person.id) == 0
+        assert await session.scalar(select(func.count()).select_from(CareRelationship)) == 0
 
     # The counselor still sees the room; the erased participant has left it.
     room = await get_json(client, counselor, f"/v1/rooms/{room_id}")
