@@ -62,6 +62,8 @@ async def list_mine(
     principal: CurrentAccount, session: SessionDep, ctx: ContextDep
 ) -> list[RoomOut]:
     states = await service.list_rooms(session, ctx, principal.account)
+    for state in states:
+        service.record_on_room(session, "room.read", principal, state)
     return [await service.view(session, ctx, state) for state in states]
 
 
@@ -75,9 +77,7 @@ async def get(
     room_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
     state, _ = await service.load_for(session, ctx.vault, room_id, principal.id)
-    audit.record(
-        session, "room.read", actor_id=principal.id, actor_role=principal.role, target=room_id
-    )
+    service.record_on_room(session, "room.read", principal, state)
     return await service.view(session, ctx, state)
 
 

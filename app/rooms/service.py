@@ -218,6 +218,33 @@ async def participant_view(
     )
 
 
+def record_on_room(
+    session: AsyncSession,
+    action: str,
+    principal: Principal,
+    state: RoomState,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Audit a read or change of a room: an entry on the room, and one in the access
+    log of every other participant, whose session (and name) it concerns."""
+    audit.record(
+        session,
+        action,
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=state.room.id,
+        details=details,
+    )
+    audit.record_reads(
+        session,
+        action,
+        [m.account_id for m in state.members],
+        actor_id=principal.id,
+        actor_role=principal.role,
+        details={"room": state.room.id, **(details or {})},
+    )
+
+
 # -- writing -------------------------------------------------------------------
 
 
@@ -365,14 +392,7 @@ async def patch_room(
     if "waiting_room" in changes and not state.room.waiting_room:
         for member in state.members:
             emit(session, {"kind": "admitted", "room": room_id, "account": member.account_id})
-    audit.record(
-        session,
-        "room.update",
-        actor_id=principal.id,
-        actor_role=principal.role,
-        target=room_id,
-        details={"fields": sorted(changes)},
-    )
+    record_on_room(session, "room.update", principal, state, {"fields": sorted(changes)})
     return state
 
 
@@ -493,13 +513,7 @@ async def set_locked(
     state.room.locked = locked
     await session.flush()
     emit(session, {"kind": "room_locked" if locked else "room_unlocked", "room": room_id})
-    audit.record(
-        session,
-        "room.lock" if locked else "room.unlock",
-        actor_id=principal.id,
-        actor_role=principal.role,
-        target=room_id,
-    )
+    record_on_room(session, "room.lock" if locked else "room.unlock", principal, state)
     return state
 
 
@@ -513,13 +527,7 @@ async def end_room(
         await _seal_details(session, ctx.vault, state)
         await session.flush()
         emit(session, {"kind": "room_ended", "room": room_id})
-        audit.record(
-            session,
-            "room.end",
-            actor_id=principal.id,
-            actor_role=principal.role,
-            target=room_id,
-        )
+        record_on_room(session, "room.end", principal, state)
     return state
 
 

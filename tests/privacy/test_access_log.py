@@ -55,11 +55,12 @@ async def test_the_log_shows_who_touched_the_callers_records_in_time_order(
         (counselor.id, "counselor", "room.invite"),
         (person.id, "client", "room.participant_add"),
         (person.id, "client", "room.invitation_accept"),
+        (counselor.id, "counselor", "room.read"),  # the room shows the person
         (admin.id, "admin", "disclosure.record"),
     ]
     t0 = registered_at
     times = [datetime.fromisoformat(e["at"]) for e in found]
-    assert times == [t0, t0, *[t0 + timedelta(seconds=10)] * 3, t0 + timedelta(seconds=20)]
+    assert times == [t0, t0, *[t0 + timedelta(seconds=10)] * 4, t0 + timedelta(seconds=20)]
 
     # Reading the log is itself recorded, and shows from the next read on; the
     # caller's own reads are accesses to their record too.
@@ -168,3 +169,32 @@ async def test_an_admin_reading_an_incident_shows_in_each_affected_persons_log(
         (admin.id, "admin"),
     ]
     assert "incident.read" not in {e["action"] for e in await access_log(client, bystander)}
+
+
+async def test_every_read_or_change_of_a_shared_session_shows_in_each_participants_log(
+    client: httpx.AsyncClient, counselor: User
+) -> None:
+    person, other = await register_client(client), await register_client(client)
+    room_id = await share_a_room(client, counselor, person, kind="group", max_participants=4)
+    await share_a_room(client, counselor, other)  # another room: never shows here
+    before = len(await access_log(client, person))
+
+    auth = counselor.auth
+    assert (await client.get(f"/v1/rooms/{room_id}", headers=auth)).is_success
+    assert (await client.get("/v1/rooms", headers=auth)).is_success
+    patched = await client.patch(f"/v1/rooms/{room_id}", json={"title": "Renamed"}, headers=auth)
+    assert patched.is_success, patched.text
+    assert (await client.post(f"/v1/rooms/{room_id}/lock", headers=auth)).is_success
+    assert (await client.post(f"/v1/rooms/{room_id}/end", headers=auth)).is_success
+
+    after = (await access_log(client, person))[before:]
+    assert who(after) == [
+        (person.id, "client", "access_log.read"),
+        (counselor.id, "counselor", "room.read"),
+        (counselor.id, "counselor", "room.read"),
+        (counselor.id, "counselor", "room.update"),
+        (counselor.id, "counselor", "room.lock"),
+        (counselor.id, "counselor", "room.end"),
+    ]
+    # The counselor's own reads are not entries about the counselor.
+    assert "room.read" not in {e["action"] for e in await access_log(client, counselor)}
