@@ -172,6 +172,8 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
     account = principal.account
     exported_at = ctx.clock.now()
     states = await rooms.list_rooms(session, ctx, account)
+    for state in states:  # the rooms show the other participants
+        rooms.record_on_room(session, "room.read", principal, state)
     accounting = (
         await disclosures.accounting(session, ctx, principal) if account.role == Role.client else []
     )
