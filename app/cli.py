@@ -300,11 +300,15 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _purge(settings: Settings) -> str:
-    from app.relay.broker import create_broker
+    from app.relay.broker import ReplayLimits, create_broker
     from app.retention.service import purge
 
     ctx = build_context(settings)
-    broker = create_broker(settings.broker_url, prefix=settings.broker_prefix)
+    broker = create_broker(
+        settings.broker_url,
+        prefix=settings.broker_prefix,
+        limits=ReplayLimits.from_settings(settings),
+    )
 
     async def ignore(*_: object) -> None:
         return None

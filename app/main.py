@@ -33,7 +33,7 @@ from app.notices.endpoints import router as notices_router
 from app.ops import metrics as metrics_endpoint
 from app.ops.endpoints import router as ops_router
 from app.privacy.endpoints import router as privacy_router
-from app.relay.broker import Broker, create_broker
+from app.relay.broker import Broker, ReplayLimits, create_broker
 from app.relay.endpoints import router as relay_router
 from app.relay.hub import Hub
 from app.relay.protocol import CLOSE_SERVICE_RESTART
@@ -99,7 +99,10 @@ def create_app(
         ctx = context or build_context(settings, clock)
         await prepare(ctx)
         broker = create_broker(
-            ctx.settings.broker_url, ctx.clock.time, prefix=ctx.settings.broker_prefix
+            ctx.settings.broker_url,
+            ctx.clock.time,
+            prefix=ctx.settings.broker_prefix,
+            limits=ReplayLimits.from_settings(ctx.settings),
         )
 
         async def on_event(event: dict[str, Any]) -> None:

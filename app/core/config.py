@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     ws_idle_timeout: float = Field(default=300.0, gt=0, le=3600)
 
     retention_ended_room_s: int = Field(default=3600, ge=0, le=86400)
+    # A room's replay store (decision note 0005): caps in frames and in bytes
+    # (the oldest go first), each sender's quota in it, and the idle time after
+    # which an open room's store is deleted.
+    replay_max_frames: int = Field(default=20_000, ge=100, le=1_000_000)
+    replay_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024, le=1024**3)
+    replay_sender_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024, le=1024**3)
+    replay_idle_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     retention_dead_tokens_s: int = Field(default=3600, ge=0, le=30 * 86400)
     purge_interval_s: int = Field(default=300, ge=10, le=86400)
 

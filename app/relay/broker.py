@@ -20,16 +20,41 @@ retains so that nothing names the erased person's account or devices. Each
 retained message keeps its `seq`; one sent by those devices gets the sender
 `ERASED_SENDER` (empty account and device ids), a directed message loses the
 fragments addressed to them, and their resend records and presence go.
+
+Admission points (decision note 0005): the broker keeps, per room, each
+account's *admission point*, the room's latest `seq` when it was admitted.
+A replay for that account starts after it, so a participant added or
+admitted later never reads what was said before. `publish` records them from
+the events that admit (`participant_added` admitted, `admitted`) and drops
+them on `participant_removed`, before the event goes out; `admission` gives
+the points, recording the room's latest seq for an admitted account that has
+none yet (the room's creator, whose admission is no event).
+
+Bounds (`ReplayLimits`): a room keeps at most `max_frames` messages and
+`max_bytes` bytes of stored payload, dropping its oldest first; one sender
+(account) may put at most `sender_max_bytes` into a room's store
+(`QuotaExceeded` past it); a room with no message or admission for `idle_s`
+loses its retained messages, resend records, quotas and admission points
+(its `seq` stays, so that it never goes back). Retained messages are
+contiguous in `seq` from the oldest one kept: every seq gets exactly one
+entry, and only the oldest are ever dropped.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
+
+log = logging.getLogger("confide.broker")
 
 
 @dataclass(frozen=True)
@@ -39,6 +64,55 @@ class Outgoing:
     client_id: str
     broadcast: str | None  # fragment for every other device
     directed: dict[str, str] | None  # device id -> fragment
+    sender_account: str = ""  # whose quota it counts against (the device's, when empty)
+
+    @property
+    def sender(self) -> str:
+        return self.sender_account or self.sender_device
+
+    def payload(self) -> tuple[str, str]:
+        """(kind, payload) as stored: `b` and the fragment, or `d` and the JSON map."""
+        if self.broadcast is not None:
+            return "b", self.broadcast
+        return "d", json.dumps(self.directed, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class ReplayLimits:
+    """How much a room's replay store may hold (PROTOCOL.md, "The room socket")."""
+
+    max_frames: int = 20_000
+    max_bytes: int = 32 * 1024 * 1024
+    sender_max_bytes: int = 16 * 1024 * 1024
+    idle_s: float = 24 * 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReplayLimits:
+        return cls(
+            max_frames=settings.replay_max_frames,
+            max_bytes=settings.replay_max_bytes,
+            sender_max_bytes=settings.replay_sender_max_bytes,
+            idle_s=settings.replay_idle_hours * 3600.0,
+        )
+
+
+def admission_change(event: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(room, account, how) for an event that moves an admission point, else None.
+
+    `how` is `first` (record the latest seq unless there is a point already),
+    `reset` (a new membership that is admitted at once: the latest seq) or
+    `drop` (no longer admitted: forget the point).
+    """
+    kind = event.get("kind")
+    if kind == "admitted":
+        how = "first"
+    elif kind == "participant_added":
+        how = "reset" if event.get("admitted") else "drop"
+    elif kind == "participant_removed":
+        how = "drop"
+    else:
+        return None
+    return str(event["room"]), str(event["account"]), how
 
 
 class Stored(NamedTuple):
@@ -107,6 +181,10 @@ class BrokerUnavailable(Exception):
     """The broker cannot be reached: a send is refused, never silently dropped."""
 
 
+class QuotaExceeded(Exception):
+    """The sender has put its whole quota into this room's replay store: refused, not stored."""
+
+
 class Broker(Protocol):
     async def start(self, on_message: MessageHandler, on_event: EventHandler) -> None: ...
     async def close(self) -> None: ...
@@ -115,12 +193,25 @@ class Broker(Protocol):
         """Assign the next `seq`, retain and publish; (seq, False).
 
         A resend of the same (room, device, client id) returns the first
-        send's (seq, True) and publishes nothing.
+        send's (seq, True) and publishes nothing. A send past the sender's
+        quota raises `QuotaExceeded` and takes no seq. The room's oldest
+        messages are dropped past its caps.
         """
         ...
 
     async def latest_seq(self, room: str) -> int: ...
-    async def replay(self, room: str, after: int) -> list[Stored]: ...
+    async def replay(self, room: str, after: int, limit: int | None = None) -> list[Stored]:
+        """The retained messages with seq > `after`, in order, at most `limit` of them."""
+        ...
+
+    async def admission(self, room: str, accounts: Sequence[str]) -> dict[str, int]:
+        """Each account's admission point in `room` (the latest seq when it was admitted).
+
+        An account without one gets the room's latest seq now, recorded: call
+        it only for accounts that are admitted.
+        """
+        ...
+
     async def spend_jti(self, jti: str, ttl_s: int, issued_at: float) -> bool:
         """True the first time a jti is spent; False ever after (until ttl).
 
@@ -129,7 +220,10 @@ class Broker(Protocol):
         """
         ...
 
-    async def publish(self, event: dict[str, Any]) -> None: ...
+    async def publish(self, event: dict[str, Any]) -> None:
+        """Send `event` to every instance; an admission event first moves the point."""
+        ...
+
     async def set_online(self, room: str, device: str, online: bool) -> None: ...
     async def online(self, room: str) -> set[str]:
         """Device ids with a live socket in the room, on any instance."""
@@ -141,7 +235,8 @@ class Broker(Protocol):
         ...
 
     async def purge_expired(self) -> int:
-        """Forget spent token ids past their TTL; how many were forgotten."""
+        """Forget spent token ids past their TTL (how many were forgotten), and
+        what idle rooms retain (Redis expires those by itself)."""
         ...
 
     async def forget(self, account_id: str, devices: Sequence[str], rooms: Sequence[str]) -> None:
@@ -156,13 +251,28 @@ class Broker(Protocol):
         ...
 
 
+@dataclass
+class _Room:
+    """What the in-process broker keeps of one room, besides its seq."""
+
+    retained: deque[Stored] = field(default_factory=deque)  # contiguous in seq
+    sizes: deque[int] = field(default_factory=deque)  # stored size of each retained message
+    total: int = 0
+    sent: dict[tuple[str, str], int] = field(default_factory=dict)  # (device, client id) -> seq
+    quota: dict[str, int] = field(default_factory=dict)  # sender -> bytes put in
+    admitted: dict[str, int] = field(default_factory=dict)  # account -> admission point
+    active: float = 0.0
+
+
 class InProcessBroker:
-    def __init__(self, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, now: Callable[[], float] = time.time, *, limits: ReplayLimits | None = None
+    ) -> None:
         self._now = now
+        self.limits = limits or ReplayLimits()
         self.epoch = now()
         self._seq: dict[str, int] = {}
-        self._retained: dict[str, deque[Stored]] = {}
-        self._sent: dict[tuple[str, str, str], int] = {}
+        self._rooms: dict[str, _Room] = {}
         self._spent: dict[str, float] = {}
         self._online: dict[str, set[str]] = {}
         self._on_message: MessageHandler | None = None
@@ -177,17 +287,38 @@ class InProcessBroker:
     async def ready(self) -> bool:
         return True
 
+    def _room(self, room: str) -> _Room:
+        state = self._rooms.get(room)
+        if state is None:
+            state = self._rooms[room] = _Room()
+        state.active = self._now()
+        return state
+
     async def append(self, message: Outgoing) -> tuple[int, bool]:
-        key = (message.room, message.sender_device, message.client_id)
-        seen = self._sent.get(key)
-        if seen is not None:
+        existing = self._rooms.get(message.room)
+        key = (message.sender_device, message.client_id)
+        if existing is not None and (seen := existing.sent.get(key)) is not None:
             return seen, True
+        size = len(message.payload()[1])
+        limits = self.limits
+        used = existing.quota.get(message.sender, 0) if existing is not None else 0
+        if used + size > limits.sender_max_bytes:
+            raise QuotaExceeded(message.sender)
+        state = self._room(message.room)
         seq = self._seq.get(message.room, 0) + 1
         self._seq[message.room] = seq
-        self._sent[key] = seq
+        state.sent[key] = seq
+        state.quota[message.sender] = state.quota.get(message.sender, 0) + size
         directed = tuple(message.directed.items()) if message.directed is not None else None
         stored = Stored(seq, message.sender_device, message.broadcast, directed)
-        self._retained.setdefault(message.room, deque()).append(stored)
+        state.retained.append(stored)
+        state.sizes.append(size)
+        state.total += size
+        while len(state.retained) > 1 and (
+            len(state.retained) > limits.max_frames or state.total > limits.max_bytes
+        ):
+            state.retained.popleft()
+            state.total -= state.sizes.popleft()
         if self._on_message is not None:
             await self._on_message(message.room, stored)
         return seq, False
@@ -195,12 +326,22 @@ class InProcessBroker:
     async def latest_seq(self, room: str) -> int:
         return self._seq.get(room, 0)
 
-    async def replay(self, room: str, after: int) -> list[Stored]:
-        retained = self._retained.get(room)
-        if not retained:
+    async def replay(self, room: str, after: int, limit: int | None = None) -> list[Stored]:
+        state = self._rooms.get(room)
+        if state is None or not state.retained:
             return []
-        # Retained messages are in seq order: skip to the first one after `after`.
-        return [stored for stored in retained if stored.seq > after]
+        # Contiguous in seq: the first one after `after` is at a known index.
+        skip = max(0, after + 1 - state.retained[0].seq)
+        stop = None if limit is None else skip + limit
+        return list(itertools.islice(state.retained, skip, stop))
+
+    async def admission(self, room: str, accounts: Sequence[str]) -> dict[str, int]:
+        latest = self._seq.get(room, 0)
+        state = self._rooms.get(room)
+        if state is not None and all(a in state.admitted for a in accounts):
+            return {a: state.admitted[a] for a in accounts}
+        state = self._room(room)
+        return {a: state.admitted.setdefault(a, latest) for a in accounts}
 
     async def spend_jti(self, jti: str, ttl_s: int, issued_at: float) -> bool:
         if issued_at < self.epoch - 1:
@@ -213,6 +354,20 @@ class InProcessBroker:
         return True
 
     async def publish(self, event: dict[str, Any]) -> None:
+        change = admission_change(event)
+        if change is not None:
+            room, account, how = change
+            if how == "drop":
+                state = self._rooms.get(room)
+                if state is not None:
+                    state.admitted.pop(account, None)
+            else:
+                latest = self._seq.get(room, 0)
+                admitted = self._room(room).admitted
+                if how == "reset":
+                    admitted[account] = latest
+                else:
+                    admitted.setdefault(account, latest)
         if self._on_event is not None:
             await self._on_event(event)
 
@@ -233,41 +388,52 @@ class InProcessBroker:
         expired = [jti for jti, until in self._spent.items() if until <= now]
         for jti in expired:
             del self._spent[jti]
+        idle = [r for r, state in self._rooms.items() if state.active <= now - self.limits.idle_s]
+        for room in idle:
+            del self._rooms[room]  # its seq stays: a room's seq never goes back
+        if idle:
+            log.info("purge: %d idle rooms' ciphertexts", len(idle))
         return len(expired)
 
     async def has_room(self, room: str) -> bool:
-        return room in self._retained or room in self._seq
+        return room in self._rooms or room in self._seq
 
     async def drop_room(self, room: str) -> None:
-        self._retained.pop(room, None)
+        self._rooms.pop(room, None)
         self._seq.pop(room, None)
-        for key in [k for k in self._sent if k[0] == room]:
-            del self._sent[key]
 
     async def forget(self, account_id: str, devices: Sequence[str], rooms: Sequence[str]) -> None:
         gone, where = set(devices), set(rooms)
         if not gone or not where:
             return
         for room in where:
-            retained = self._retained.get(room)
-            if retained:
-                self._retained[room] = deque(forgotten(s, account_id, gone) for s in retained)
+            state = self._rooms.get(room)
+            if state is not None:
+                state.retained = deque(forgotten(s, account_id, gone) for s in state.retained)
+                for key in [k for k in state.sent if k[0] in gone]:
+                    del state.sent[key]
+                state.admitted.pop(account_id, None)
+                state.quota.pop(account_id, None)
+                for device in gone:
+                    state.quota.pop(device, None)
             online = self._online.get(room)
             if online is not None:
                 online -= gone
                 if not online:
                     del self._online[room]
-        for key in [k for k in self._sent if k[1] in gone and k[0] in where]:
-            del self._sent[key]
 
 
 def create_broker(
-    url: str, now: Callable[[], float] = time.time, *, prefix: str = "confide"
+    url: str,
+    now: Callable[[], float] = time.time,
+    *,
+    prefix: str = "confide",
+    limits: ReplayLimits | None = None,
 ) -> Broker:
     if url.startswith("memory://"):
-        return InProcessBroker(now)
+        return InProcessBroker(now, limits=limits)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from app.relay.redis_broker import RedisBroker
 
-        return RedisBroker(url, prefix=prefix, now=now)
+        return RedisBroker(url, prefix=prefix, now=now, limits=limits)
     raise ValueError(f"unsupported broker URL scheme: {url.split(':', 1)[0]}")

@@ -10,6 +10,16 @@ Messages need no database query at all.
 Each connection has a bounded queue drained by its own writer task: fan-out
 never awaits a slow socket. A queue that fills closes its socket with 1013
 (the client resumes with a new token); memory never grows with a slow reader.
+
+A replay (`resume`) is not fan-out: it is paced. It reads the broker a page
+at a time and fills at most half the queue, waiting for the writer to bring
+it down before it queues more, so a backlog of any length the room still
+keeps reaches a device that reads, in order, without tripping the limit.
+Live messages for the device are dropped while its replay runs (the replay
+reads on until it has passed every one of them), and the socket keeps
+reading: its sends are acked meanwhile. A replay starts after the device's
+account's admission point (decision note 0005): nothing said in the room
+before the account was admitted is replayed to it.
 """
 
 from __future__ import annotations
@@ -28,7 +38,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.core.clock import Clock
 from app.relay import protocol as p
-from app.relay.broker import Broker, BrokerUnavailable, Outgoing, Stored, message_frame
+from app.relay.broker import (
+    Broker,
+    BrokerUnavailable,
+    Outgoing,
+    QuotaExceeded,
+    Stored,
+    message_frame,
+)
 
 log = logging.getLogger("confide.relay")
 
@@ -36,6 +53,12 @@ log = logging.getLogger("confide.relay")
 #: either, the consumer is too slow and its socket is closed (1013).
 QUEUE_FRAMES = 1024
 QUEUE_BYTES = 4 * 1024 * 1024
+#: A replay fills at most half the queue, then waits until the writer has
+#: brought it down to a quarter; the other half stays free for live frames.
+REPLAY_HIGH_FRAMES, REPLAY_HIGH_BYTES = QUEUE_FRAMES // 2, QUEUE_BYTES // 2
+REPLAY_LOW_FRAMES, REPLAY_LOW_BYTES = QUEUE_FRAMES // 4, QUEUE_BYTES // 4
+#: Messages read from the broker at a time by a replay.
+REPLAY_PAGE = 64
 ENDING_NOTICE = timedelta(minutes=5)
 _LIVE_SEEN_MAX = 10_000
 
@@ -88,7 +111,12 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         self.resuming = False
-        self.held: list[tuple[int, str]] = []
+        self.replay: asyncio.Task[None] | None = None
+        self._space: asyncio.Future[None] | None = None
+        #: The highest seq dropped from live delivery while a replay ran.
+        self.live_high = 0
+        #: (lo, hi]: the seqs that replays on this socket have gone through.
+        self.replayed = (0, 0)
         self.live_seen: set[int] = set()
 
     def send(self, frame: str) -> None:
@@ -114,11 +142,38 @@ class Connection:
                 self._wake = None
         return self.queue.popleft()
 
+    async def send_paced(self, frame: str) -> None:
+        """Queue a replayed frame; first wait while the replay's half of the queue is full."""
+        while (
+            self.close_code is None
+            and self.queue
+            and (
+                len(self.queue) >= REPLAY_HIGH_FRAMES
+                or self.queued_bytes + len(frame) > REPLAY_HIGH_BYTES
+            )
+        ):
+            self._space = asyncio.get_running_loop().create_future()
+            try:
+                await self._space
+            finally:
+                self._space = None
+        self.send(frame)
+
+    def _made_space(self, *, closing: bool = False) -> None:
+        space = self._space
+        if space is None or space.done():
+            return
+        if closing or (
+            len(self.queue) <= REPLAY_LOW_FRAMES and self.queued_bytes <= REPLAY_LOW_BYTES
+        ):
+            space.set_result(None)
+
     def deliver(self, seq: int, frame: str) -> None:
         if self.resuming:
-            self.held.append((seq, frame))
+            # The replay under way reads on past this seq, and sends it then.
+            self.live_high = max(self.live_high, seq)
             return
-        if seq in self.live_seen:
+        if seq in self.live_seen or seq <= self.replayed[1]:
             return
         self.live_seen.add(seq)
         if len(self.live_seen) > _LIVE_SEEN_MAX:
@@ -132,6 +187,7 @@ class Connection:
             return
         self.close_code, self.close_reason = code, reason
         self._put(None)
+        self._made_space(closing=True)
 
     def close(self, code: int, reason: str = "") -> None:
         """Close now: what is queued is dropped."""
@@ -142,6 +198,7 @@ class Connection:
         self.queue.clear()
         self.queued_bytes = 0
         self._put(None)
+        self._made_space(closing=True)
 
     async def writer(self) -> None:
         try:
@@ -150,9 +207,11 @@ class Connection:
                 if frame is None:
                     break
                 self.queued_bytes -= len(frame)
+                self._made_space()
                 await self.ws.send_text(frame)
         except Exception:  # the peer is gone: nothing more can be sent
             self.close_code = self.close_code or p.CLOSE_GOING_AWAY
+            self._made_space(closing=True)
             return
         with contextlib.suppress(Exception):
             await self.ws.close(self.close_code or p.CLOSE_NORMAL, self.close_reason[:120])
@@ -264,6 +323,12 @@ class Hub:
         try:
             online = await self.broker.online(room.id)
             latest = await self.broker.latest_seq(room.id)
+            # Admitted participants without an admission point get one now (the
+            # room's creator, whose admission was no event): before any message
+            # they could be sent, since a sender joins before it sends.
+            admitted = [a for a, part in room.participants.items() if part.admitted]
+            if admitted:
+                await self.broker.admission(room.id, admitted)
         except BrokerUnavailable:
             conn.close(p.CLOSE_TRY_AGAIN, "broker unavailable")
             await conn.writer()
@@ -309,6 +374,8 @@ class Hub:
             else:
                 conn.close(conn.close_code or p.CLOSE_NORMAL)
                 reader.cancel()
+            if conn.replay is not None:
+                conn.replay.cancel()
             try:
                 await asyncio.wait_for(writer, 5)
             except (TimeoutError, Exception):
@@ -428,39 +495,86 @@ class Hub:
             }
         try:
             seq, _ = await self.broker.append(
-                Outgoing(conn.room_id, conn.device_id, frame.id, broadcast, directed)
+                Outgoing(
+                    conn.room_id, conn.device_id, frame.id, broadcast, directed, conn.account_id
+                )
             )
         except BrokerUnavailable:
             conn.send(p.error_frame("unavailable", "message not accepted; send again", frame.id))
             return
+        except QuotaExceeded:
+            conn.send(
+                p.error_frame(
+                    "quota_exceeded", "your share of this room's replay store is used", frame.id
+                )
+            )
+            return
         conn.send(p.ack_frame(frame.id, seq))
 
     async def _resume(self, conn: Connection, after: int) -> None:
+        """Start the replay (in a task of its own: the socket keeps reading meanwhile)."""
         if not conn.admitted:
             conn.send(p.error_frame("not_admitted", "wait to be admitted"))
             return
-        conn.resuming = True
-        sent = set(conn.live_seen)
+        previous = conn.replay
+        if previous is not None and not previous.done():
+            previous.cancel()  # the newest resume is what the client wants now
+            await asyncio.wait([previous])
+        # From now on live messages wait for the replay, which reads on past them.
+        conn.resuming, conn.live_high = True, 0
+        conn.replay = asyncio.create_task(self._replay(conn, after))
+
+    async def _replay(self, conn: Connection, after: int) -> None:
         try:
-            stored = await self.broker.replay(conn.room_id, after)
-            latest = await self.broker.latest_seq(conn.room_id)
+            await self._replay_pages(conn, after)
         except BrokerUnavailable:
-            conn.resuming = False
             conn.send(p.error_frame("unavailable", "replay not available; resume again"))
-            return
-        for item in stored:
-            fragment = item.fragment_for(conn.device_id)
-            if fragment is not None and item.seq > after and item.seq not in sent:
-                conn.send(message_frame(item.seq, fragment))
-                sent.add(item.seq)
+        except Exception:
+            log.exception("replay failed")
+            conn.close(p.CLOSE_TRY_AGAIN, "replay failed; resume again")
+        finally:
+            conn.resuming = False
+
+    async def _replay_pages(self, conn: Connection, after: int) -> None:
+        room_id = conn.room_id
+        points = await self.broker.admission(room_id, [conn.account_id])
+        latest = await self.broker.latest_seq(room_id)
+        # Nothing from before the account's admission point is replayed to it.
+        start = position = max(after, points[conn.account_id])
+        expected = after + 1  # the next seq the client asks for
+        lo, hi = conn.replayed  # what an earlier replay on this socket went through
+        empty = 0
+        try:
+            while conn.close_code is None:
+                page = await self.broker.replay(room_id, position, REPLAY_PAGE)
+                if not page:
+                    if expected <= latest:  # nothing up to `latest` is there for it
+                        conn.send(_truncated(latest + 1))
+                        expected, position = latest + 1, max(position, latest)
+                    # A live message seen meanwhile is in the store: read on to it.
+                    if conn.live_high <= position or empty:
+                        break
+                    empty += 1
+                    continue
+                empty = 0
+                for item in page:
+                    if item.seq > expected:  # before its admission, or dropped (caps, idle)
+                        conn.send(_truncated(item.seq))
+                    position, expected = item.seq, item.seq + 1
+                    fragment = item.fragment_for(conn.device_id)
+                    if fragment is None or item.seq in conn.live_seen or lo < item.seq <= hi:
+                        continue
+                    await conn.send_paced(message_frame(item.seq, fragment))
+                if len(page) < REPLAY_PAGE and conn.live_high <= position:
+                    break
+        finally:
+            if position > start:
+                if start <= hi and position >= lo:  # overlaps: one interval
+                    conn.replayed = (min(lo, start), max(hi, position))
+                else:
+                    conn.replayed = (start, position)
         conn.resuming = False
-        for seq, frame in sorted(conn.held):
-            if seq not in sent:
-                conn.send(frame)
-                sent.add(seq)
-        conn.held.clear()
-        conn.live_seen = {s for s in sent if s > after}
-        conn.send(p.dumps({"type": "resumed", "seq": max([latest, *sent])}))
+        conn.send(p.dumps({"type": "resumed", "seq": max(latest, position)}))
 
     # -- from the broker -----------------------------------------------------
     async def on_message(self, room_id: str, stored: Stored) -> None:
@@ -669,6 +783,10 @@ class Hub:
         self._broadcast(room, p.dumps({"type": "room", "event": "ended"}))
         for conn in list(room.connections.values()):
             conn.close(p.CLOSE_ENDED, "room ended")
+
+
+def _truncated(earliest: int) -> str:
+    return '{"type":"replay_truncated","earliest":' + str(earliest) + "}"
 
 
 def _fragment(client_id: str, sender: dict[str, str], ciphertext: str, sent_at: str) -> str:

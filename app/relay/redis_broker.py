@@ -19,6 +19,15 @@
   which Redis remembers them: a Redis that lost its memory also forgot spent
   ids, gets a new epoch, and refuses tokens issued before it. No key or value
   outside a room's own keys names an account or a device.
+- Bounds (decision note 0005): the send script also counts the sender's
+  bytes in the room (`:quota`, refusing past `sender_max_bytes`) and the
+  stream's (`:bytes`), and trims the oldest entries past the room's caps in
+  frames and bytes (`XTRIM MINID`, so the stream stays contiguous in seq).
+  Every write gives the room's content keys (`log`, `sent`, `bytes`,
+  `quota`, `admit`) the idle TTL again, so Redis itself deletes what an idle
+  room retains; `seq` has no TTL and never goes back.
+- Admission points are a hash per room (`:admit`, account -> seq), set or
+  dropped by the same script that publishes the admitting event.
 - Erasure (`forget`) rewrites a room's stream. An entry cannot be changed in
   place, nor added again below the stream's top id, so the stream is copied,
   rewritten, into a temporary key of the same room (batches of
@@ -50,22 +59,99 @@ from app.relay.broker import (
     EventHandler,
     MessageHandler,
     Outgoing,
+    QuotaExceeded,
+    ReplayLimits,
     Stored,
+    admission_change,
     sender_json,
 )
 
 log = logging.getLogger("confide.broker")
 
+# KEYS: seq, sent, log, bytes, quota, admit. ARGV: the resend field, device,
+# kind, payload, channel, room, sender (account), max frames, max bytes, the
+# sender's quota, idle TTL (ms). {seq, 0}; a resend: {its seq, 1}; past the
+# sender's quota: {0, 2}.
 _APPEND = """
 local seen = redis.call('HGET', KEYS[2], ARGV[1])
 if seen then return {tonumber(seen), 1} end
+local size = string.len(ARGV[4])
+local used = tonumber(redis.call('HGET', KEYS[5], ARGV[7]) or '0')
+if used + size > tonumber(ARGV[10]) then return {0, 2} end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], ARGV[1], seq)
+redis.call('HINCRBY', KEYS[5], ARGV[7], size)
 redis.call('XADD', KEYS[3], seq .. '-0', 'd', ARGV[2], 'k', ARGV[3], 'p', ARGV[4])
+local total = redis.call('INCRBY', KEYS[4], size)
+local count = redis.call('XLEN', KEYS[3])
+local max_frames, max_bytes = tonumber(ARGV[8]), tonumber(ARGV[9])
+if count > max_frames or total > max_bytes then
+  -- Drop the oldest entries (never the one just added) until both caps hold,
+  -- reading few at a time: at a cap, one send usually drops one entry.
+  local from, drop = '-', nil
+  local batch = math.max(1, math.min(64, count - max_frames))
+  while count > 1 and (count > max_frames or total > max_bytes) do
+    local entries = redis.call('XRANGE', KEYS[3], from, '+', 'COUNT', batch)
+    batch = math.min(64, batch * 2)
+    if #entries == 0 then break end
+    for _, entry in ipairs(entries) do
+      if count <= 1 or (count <= max_frames and total <= max_bytes) then break end
+      local fields = entry[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'p' then total = total - string.len(fields[i + 1]) end
+      end
+      count = count - 1
+      drop = entry[1]
+    end
+    if drop then from = '(' .. drop end
+  end
+  if drop then
+    local top = tonumber(string.match(drop, '^(%d+)'))
+    redis.call('XTRIM', KEYS[3], 'MINID', string.format('%d-0', top + 1))
+  end
+  if total < 0 then total = 0 end
+  redis.call('SET', KEYS[4], total)
+end
+for i = 2, 6 do redis.call('PEXPIRE', KEYS[i], ARGV[11]) end
 local nl = '\\n'
 local head = ARGV[6] .. nl .. seq .. nl .. ARGV[2]
 redis.call('PUBLISH', ARGV[5], head .. nl .. ARGV[3] .. nl .. ARGV[4])
 return {seq, 0}
+"""
+
+# KEYS: seq, admit. ARGV: idle TTL (ms), then account ids. Each account's
+# admission point; one without a point gets the latest seq, recorded.
+_ADMISSION = """
+local latest = redis.call('GET', KEYS[1]) or '0'
+local points, added = {}, false
+for i = 2, #ARGV do
+  local point = redis.call('HGET', KEYS[2], ARGV[i])
+  if not point then
+    point = latest
+    redis.call('HSET', KEYS[2], ARGV[i], latest)
+    added = true
+  end
+  points[i - 1] = tonumber(point)
+end
+if added then redis.call('PEXPIRE', KEYS[2], ARGV[1]) end
+return points
+"""
+
+# KEYS: seq, admit. ARGV: how (first, reset, drop), account, idle TTL (ms),
+# channel, event. Moves the point, then publishes the event that moved it.
+_PUBLISH_ADMISSION = """
+if ARGV[1] == 'drop' then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+else
+  local latest = redis.call('GET', KEYS[1]) or '0'
+  if ARGV[1] == 'reset' then
+    redis.call('HSET', KEYS[2], ARGV[2], latest)
+  else
+    redis.call('HSETNX', KEYS[2], ARGV[2], latest)
+  end
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return redis.call('PUBLISH', ARGV[4], ARGV[5])
 """
 
 # The epoch is set when an instance (re)subscribes, long before any token of
@@ -166,9 +252,10 @@ return {last, #entries, any}
 )
 
 # KEYS: the stream, the copy. ARGV: after, copied so far (0/1), rewritten so
-# far (0/1), then the erased devices. Copies the rest and puts the copy in the
-# stream's place: 1; nothing to change (or the room was purged meanwhile): 0;
-# the copy expired before it was finished: -1 (start again).
+# far (0/1), the stream's idle TTL (ms), then the erased devices. Copies the
+# rest and puts the copy in the stream's place: 1; nothing to change (or the
+# room was purged meanwhile): 0; the copy expired before it was finished: -1
+# (start again).
 _FORGET_SWAP = (
     _REWRITE
     + """
@@ -177,7 +264,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
-local erased, devices = erased_devices(4)
+local erased, devices = erased_devices(5)
 local any = ARGV[3] == '1'
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+')
 for _, entry in ipairs(entries) do
@@ -190,7 +277,7 @@ if not any or redis.call('EXISTS', KEYS[2]) == 0 then
   return 0
 end
 redis.call('RENAME', KEYS[2], KEYS[1])
-redis.call('PERSIST', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 )
@@ -200,6 +287,9 @@ FORGET_BATCH = 100
 #: The rewritten copy of a stream disappears this long after its last batch (an
 #: instance that died half-way leaves nothing behind for long).
 FORGET_COPY_TTL_MS = 60_000
+
+#: Every key of a room: `drop_room` deletes them all.
+_ROOM_KEYS = ("seq", "sent", "log", "online", "admit", "quota", "bytes")
 
 HEARTBEAT_S = 5
 INSTANCE_TTL_S = 15
@@ -213,11 +303,18 @@ def _stored(seq: int, device: str, kind: str, payload: str) -> Stored:
 
 class RedisBroker:
     def __init__(
-        self, url: str, *, prefix: str = "confide", now: Callable[[], float] = time.time
+        self,
+        url: str,
+        *,
+        prefix: str = "confide",
+        now: Callable[[], float] = time.time,
+        limits: ReplayLimits | None = None,
     ) -> None:
         self._url = url
         self._prefix = prefix
         self._now = now
+        self.limits = limits or ReplayLimits()
+        self._idle_ms = max(1, round(self.limits.idle_s * 1000))
         # A blocking pool: past its size, a send waits its turn for a
         # connection instead of failing at once with "Too many connections".
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -232,6 +329,8 @@ class RedisBroker:
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._append = self._redis.register_script(_APPEND)
         self._spend = self._redis.register_script(_SPEND)
+        self._admission = self._redis.register_script(_ADMISSION)
+        self._publish_admission = self._redis.register_script(_PUBLISH_ADMISSION)
         self._forget_look = self._redis.register_script(_FORGET_LOOK)
         self._forget_copy = self._redis.register_script(_FORGET_COPY)
         self._forget_swap = self._redis.register_script(_FORGET_SWAP)
@@ -324,16 +423,13 @@ class RedisBroker:
             return False
 
     async def append(self, message: Outgoing) -> tuple[int, bool]:
-        if message.broadcast is not None:
-            kind, payload = "b", message.broadcast
-        else:
-            kind, payload = "d", json.dumps(message.directed, separators=(",", ":"))
+        kind, payload = message.payload()
+        limits = self.limits
         try:
-            seq, duplicate = await self._append(
+            seq, outcome = await self._append(
                 keys=[
-                    self._k(message.room, "seq"),
-                    self._k(message.room, "sent"),
-                    self._k(message.room, "log"),
+                    self._k(message.room, what)
+                    for what in ("seq", "sent", "log", "bytes", "quota", "admit")
                 ],
                 args=[
                     f"{message.sender_device}:{message.client_id}",
@@ -342,11 +438,18 @@ class RedisBroker:
                     payload,
                     self._messages,
                     message.room,
+                    message.sender,
+                    limits.max_frames,
+                    limits.max_bytes,
+                    limits.sender_max_bytes,
+                    self._idle_ms,
                 ],
             )
         except RedisError as error:
             raise BrokerUnavailable(str(error)) from None
-        return int(seq), bool(duplicate)
+        if int(outcome) == 2:
+            raise QuotaExceeded(message.sender)
+        return int(seq), bool(outcome)
 
     async def latest_seq(self, room: str) -> int:
         try:
@@ -355,10 +458,10 @@ class RedisBroker:
             raise BrokerUnavailable(str(error)) from None
         return int(value or 0)
 
-    async def replay(self, room: str, after: int) -> list[Stored]:
+    async def replay(self, room: str, after: int, limit: int | None = None) -> list[Stored]:
         try:
             entries: list[tuple[str, dict[str, str]]] = await self._redis.xrange(  # type: ignore[assignment]
-                self._k(room, "log"), min=f"({after}-0"
+                self._k(room, "log"), min=f"({after}-0", count=limit
             )
         except RedisError as error:
             raise BrokerUnavailable(str(error)) from None
@@ -366,6 +469,18 @@ class RedisBroker:
             _stored(int(entry_id.split("-")[0]), fields["d"], fields["k"], fields["p"])
             for entry_id, fields in entries
         ]
+
+    async def admission(self, room: str, accounts: Sequence[str]) -> dict[str, int]:
+        if not accounts:
+            return {}
+        try:
+            points = await self._admission(
+                keys=[self._k(room, "seq"), self._k(room, "admit")],
+                args=[self._idle_ms, *accounts],
+            )
+        except RedisError as error:
+            raise BrokerUnavailable(str(error)) from None
+        return {account: int(point) for account, point in zip(accounts, points, strict=True)}
 
     async def spend_jti(self, jti: str, ttl_s: int, issued_at: float) -> bool:
         try:
@@ -378,8 +493,17 @@ class RedisBroker:
             raise BrokerUnavailable(str(error)) from None
 
     async def publish(self, event: dict[str, Any]) -> None:
+        text = json.dumps(event, separators=(",", ":"))
+        change = admission_change(event)
         try:
-            await self._redis.publish(self._events, json.dumps(event, separators=(",", ":")))
+            if change is None:
+                await self._redis.publish(self._events, text)
+            else:
+                room, account, how = change
+                await self._publish_admission(
+                    keys=[self._k(room, "seq"), self._k(room, "admit")],
+                    args=[how, account, self._idle_ms, self._events, text],
+                )
         except RedisError as error:
             raise BrokerUnavailable(str(error)) from None
 
@@ -406,7 +530,9 @@ class RedisBroker:
         return {device for device, instance in devices.items() if instance in live}
 
     async def purge_expired(self) -> int:
-        return 0  # Redis expires spent token ids itself (each key has its TTL)
+        # Redis expires spent token ids (each key has its TTL) and idle rooms'
+        # content (every write gives it the idle TTL again) itself.
+        return 0
 
     async def has_room(self, room: str) -> bool:
         try:
@@ -416,9 +542,7 @@ class RedisBroker:
 
     async def drop_room(self, room: str) -> None:
         try:
-            await self._redis.delete(
-                *(self._k(room, what) for what in ("seq", "sent", "log", "online"))
-            )
+            await self._redis.delete(*(self._k(room, what) for what in _ROOM_KEYS))
         except RedisError as error:
             raise BrokerUnavailable(str(error)) from None
 
@@ -433,6 +557,8 @@ class RedisBroker:
                 await self._forget_stream(room, erased)
                 await self._forget_sent(room, devices)
                 await self._redis.hdel(self._k(room, "online"), *devices)
+                await self._redis.hdel(self._k(room, "admit"), account_id)
+                await self._redis.hdel(self._k(room, "quota"), account_id, *devices)
         except RedisError as error:
             raise BrokerUnavailable(str(error)) from None
 
@@ -465,7 +591,8 @@ class RedisBroker:
                 if int(count) < FORGET_BATCH:
                     break
             swapped = await self._forget_swap(
-                keys=[stream, copy], args=[after, int(copied), int(changed), *erased]
+                keys=[stream, copy],
+                args=[after, int(copied), int(changed), self._idle_ms, *erased],
             )
             if int(swapped) >= 0:
                 return

@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from app.relay import redis_broker
-from app.relay.broker import Broker, BrokerUnavailable, InProcessBroker, Outgoing, Stored
+from app.relay.broker import (
+    Broker,
+    BrokerUnavailable,
+    InProcessBroker,
+    Outgoing,
+    QuotaExceeded,
+    ReplayLimits,
+    Stored,
+)
 from app.relay.hub import _fragment
 from app.relay.redis_broker import RedisBroker
 from tests.fixtures.redis_server import (
@@ -402,8 +410,190 @@ async def test_two_redis_instances_forget_at_once() -> None:
         for left in (erased, gone, ":forget:"):
             assert left not in text
         assert [s.seq for s in await b.replay(room, 0)] == list(range(1, 301))
-        assert await a._redis.ttl(f"{prefix}:room:{{{room}}}:log") == -1  # kept, no TTL
+        # The copy's short TTL is not carried over: the stream keeps the room's idle TTL.
+        idle = round(a.limits.idle_s)
+        assert idle - 5 <= await a._redis.ttl(f"{prefix}:room:{{{room}}}:log") <= idle
     finally:
         await a.close()
         await b.close()
         await delete_prefix(url, prefix)
+
+
+# -- bounds and admission points (issue 9) ------------------------------------------
+
+
+class Clock:
+    """A clock the in-process broker reads; Redis keeps its own (TTLs)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Maker:
+    """Started brokers of one kind, with the limits and clock a test gives."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.made: list[Broker] = []
+        self.prefixes: list[str] = []
+
+    async def __call__(self, limits: ReplayLimits, now: Callable[[], float] = time.time) -> Broker:
+        instance: Broker
+        if self.kind == "memory":
+            instance = InProcessBroker(now, limits=limits)
+        else:
+            self.prefixes.append(unique_prefix())
+            url = await shared_redis()
+            instance = RedisBroker(url, prefix=self.prefixes[-1], now=now, limits=limits)
+        await instance.start(Recorder().on_message, Recorder().on_event)
+        self.made.append(instance)
+        return instance
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make(request: pytest.FixtureRequest) -> AsyncIterator[Maker]:
+    maker = Maker(request.param)
+    yield maker
+    for instance in maker.made:
+        await instance.close()
+    for prefix in maker.prefixes:
+        await delete_prefix(await shared_redis(), prefix)
+
+
+def sized(room: str, device: str, cid: str, size: int, account: str = "") -> Outgoing:
+    """A broadcast whose stored payload is exactly `size` bytes."""
+    body = '"c":"' + "x" * (size - 7) + '"}'
+    assert len(body) == size
+    return Outgoing(room, device, cid, body, None, account)
+
+
+async def test_a_room_keeps_at_most_its_cap_in_frames_the_oldest_go_first(
+    make: Maker,
+) -> None:
+    b = await make(ReplayLimits(max_frames=5))
+    for i in range(12):
+        await b.append(broadcast("r", "d", f"m{i}"))
+    assert [s.seq for s in await b.replay("r", 0)] == [8, 9, 10, 11, 12]
+    assert [s.seq for s in await b.replay("r", 3)] == [8, 9, 10, 11, 12]
+    assert [s.seq for s in await b.replay("r", 9)] == [10, 11, 12]
+    assert await b.latest_seq("r") == 12
+    # A resend of a message no longer kept still gets its first seq, not a new one.
+    assert await b.append(broadcast("r", "d", "m0")) == (1, True)
+    assert (await b.append(broadcast("r", "d", "m12")))[0] == 13
+    assert [s.seq for s in await b.replay("r", 0)] == [9, 10, 11, 12, 13]
+
+
+async def test_a_room_keeps_at_most_its_cap_in_bytes(make: Maker) -> None:
+    b = await make(ReplayLimits(max_bytes=3500))
+    for i in range(6):
+        await b.append(sized("r", "d", f"m{i}", 1000))
+    assert [s.seq for s in await b.replay("r", 0)] == [4, 5, 6]
+    # A directed message counts by its stored map; a big one pushes out several.
+    fragments = {"d1": '"c":"' + "y" * 993 + '"}', "d2": '"c":"' + "z" * 993 + '"}'}
+    await b.append(Outgoing("r", "d", "big", None, fragments))
+    assert [s.seq for s in await b.replay("r", 0)] == [6, 7]
+    # The newest message is kept even when it alone is over the cap.
+    await b.append(sized("r", "d", "huge", 4000))
+    assert [s.seq for s in await b.replay("r", 0)] == [8]
+
+
+async def test_one_sender_cannot_put_more_than_its_quota_into_a_room(make: Maker) -> None:
+    b = await make(ReplayLimits(sender_max_bytes=2500))
+    # Two devices of one account share the account's quota.
+    assert await b.append(sized("r", "d1", "a", 1000, "alice")) == (1, False)
+    assert await b.append(sized("r", "d2", "b", 1000, "alice")) == (2, False)
+    with pytest.raises(QuotaExceeded):
+        await b.append(sized("r", "d1", "c", 1000, "alice"))
+    assert await b.latest_seq("r") == 2  # a refused send takes no seq
+    assert await b.append(sized("r", "d1", "a", 1000, "alice")) == (1, True)  # a resend is free
+    assert await b.append(sized("r", "d3", "a", 1000, "bob")) == (3, False)
+    assert await b.append(sized("r", "d1", "small", 500, "alice")) == (4, False)
+    assert await b.append(sized("elsewhere", "d1", "c", 1000, "alice")) == (1, False)
+    assert [s.seq for s in await b.replay("r", 0)] == [1, 2, 3, 4]
+
+
+async def test_an_idle_room_loses_what_it_retains_but_keeps_its_seq(make: Maker) -> None:
+    clock = Clock()
+    # The in-process broker purges by its clock; Redis expires the keys itself,
+    # by its own clock, so there the idle time is short and the test waits.
+    idle = 3600.0 if make.kind == "memory" else 0.4
+    b = await make(ReplayLimits(idle_s=idle), clock)
+    await b.append(sized("r", "d", "m0", 100, "alice"))
+    await b.publish({"kind": "admitted", "room": "r", "account": "bob"})  # from seq 1
+    for i in range(1, 3):
+        await b.append(sized("r", "d", f"m{i}", 100, "alice"))
+    await b.append(sized("busy", "d", "m0", 100, "alice"))
+    if isinstance(b, RedisBroker):
+        redis = b._redis
+        for what in ("log", "sent", "quota", "bytes", "admit"):
+            assert 0 < await redis.pttl(f"{b._prefix}:room:{{r}}:{what}") <= 400
+        assert await redis.pttl(f"{b._prefix}:room:{{r}}:seq") == -1
+        async with asyncio.timeout(5):
+            while await b.replay("r", 0):
+                await asyncio.sleep(0.05)
+                await b.append(sized("busy", "d", f"m{time.time()}", 100, "alice"))
+    else:
+        clock.now += idle - 1
+        await b.append(sized("busy", "d", "m1", 100, "alice"))
+        await b.purge_expired()
+        assert [s.seq for s in await b.replay("r", 0)] == [1, 2, 3]
+        clock.now += 2
+        await b.purge_expired()
+    assert await b.replay("r", 0) == []
+    assert await b.replay("busy", 0) != []  # written to meanwhile: kept
+    assert await b.latest_seq("r") == 3  # the seq never goes back
+    # The resend records, the quota and the admission points went with it.
+    assert await b.admission("r", ["bob"]) == {"bob": 3}  # no longer 1: recorded anew
+    assert await b.append(sized("r", "d", "m0", 100, "alice")) == (4, False)
+
+
+async def test_admission_points_follow_the_events_that_admit(make: Maker) -> None:
+    b = await make(ReplayLimits())
+    await b.append(broadcast("r", "d", "m1"))
+    # Added to a room without a waiting room: admitted at once, from the latest seq.
+    await b.publish({"kind": "participant_added", "room": "r", "account": "ann", "admitted": True})
+    # Added to the waiting room: no point until admitted.
+    await b.publish({"kind": "participant_added", "room": "r", "account": "wes", "admitted": False})
+    await b.append(broadcast("r", "d", "m2"))
+    await b.append(broadcast("r", "d", "m3"))
+    await b.publish({"kind": "admitted", "room": "r", "account": "wes"})
+    await b.append(broadcast("r", "d", "m4"))
+    # Admitted again (the waiting room switched off): the first point stays.
+    await b.publish({"kind": "admitted", "room": "r", "account": "wes"})
+    await b.publish({"kind": "admitted", "room": "r", "account": "ann"})
+    assert await b.admission("r", ["ann", "wes"]) == {"ann": 1, "wes": 3}
+    # Removed, then added again later: a new membership, a new point.
+    await b.publish({"kind": "participant_removed", "room": "r", "account": "ann"})
+    await b.append(broadcast("r", "d", "m5"))
+    await b.publish({"kind": "participant_added", "room": "r", "account": "ann", "admitted": True})
+    # An admitted account with no point (the room's creator) gets the latest seq, kept.
+    assert await b.admission("r", ["ann", "host"]) == {"ann": 5, "host": 5}
+    await b.append(broadcast("r", "d", "m6"))
+    assert await b.admission("r", ["host", "wes"]) == {"host": 5, "wes": 3}
+    assert await b.admission("r", []) == {}
+
+
+async def test_replay_reads_in_pages(make: Maker) -> None:
+    b = await make(ReplayLimits(max_frames=100))
+    for i in range(130):
+        await b.append(broadcast("r", "d", f"m{i}"))
+    assert [s.seq for s in await b.replay("r", 0, 10)] == list(range(31, 41))
+    assert [s.seq for s in await b.replay("r", 40, 10)] == list(range(41, 51))
+    assert [s.seq for s in await b.replay("r", 125, 10)] == list(range(126, 131))
+    assert await b.replay("r", 130, 10) == []
+
+
+async def test_forget_also_takes_the_persons_quota_and_admission_points(make: Maker) -> None:
+    b = await make(ReplayLimits())
+    erased, device, room = uid(), uid(), uid()
+    await b.publish({"kind": "admitted", "room": room, "account": erased})
+    await b.append(Outgoing(room, device, "m", said("m", erased, device, "AAAA"), None, erased))
+    before = await dump(b)
+    assert erased in before
+    await b.forget(erased, [device], [room])
+    after = await dump(b)
+    assert erased not in after
+    assert device not in after
