@@ -55,9 +55,39 @@ def _metrics_mode(settings: Settings) -> str:
     return "token" if settings.metrics_token is not None else "off"
 
 
+def _bounded_websocket_protocol() -> type[Any]:
+    """uvicorn's WebSocket protocol, answering an upgrade request its parser refuses.
+
+    The parser (websockets) refuses a request line or header line over 8 KiB,
+    or over 128 headers; uvicorn then neither answers nor closes, and the
+    connection hangs until the client gives up. This answers 431 for a head
+    too large (400 for anything else the parser refused) and closes.
+    """
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.exceptions import SecurityError
+
+    class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            refused = self.conn.handshake_exc
+            if self.handshake_initiated or refused is None or self.transport.is_closing():
+                return
+            too_large = isinstance(refused, SecurityError) or isinstance(
+                refused.__cause__, SecurityError
+            )
+            status = b"431 Request Header Fields Too Large" if too_large else b"400 Bad Request"
+            self.transport.write(
+                b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            self.transport.close()
+
+    return BoundedWebSocketProtocol
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.core.middleware import MAX_HEADER_BYTES
     from app.main import create_app
     from app.ops.metrics import MetricsServer, create_metrics_app
 
@@ -109,6 +139,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 lifespan="off",
                 proxy_headers=False,
                 ws="none",
+                http="h11",  # a bounded head, as below
+                h11_max_incomplete_event_size=4 * MAX_HEADER_BYTES,
             )
         )
 
@@ -135,6 +167,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     config = uvicorn.Config(
         app,
+        ws=_bounded_websocket_protocol(),
         host=args.host,
         port=args.port,
         server_header=False,
@@ -146,7 +179,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         proxy_headers=True,
         ws_max_size=256 * 1024,
         ws_per_message_deflate=False,
-        h11_max_incomplete_event_size=16 * 1024,
+        # The head of a request is bounded while it is read, not only once it
+        # has been parsed: h11 refuses (400, then closes) a head it has
+        # buffered past this size. httptools, uvicorn's default parser, has no
+        # such bound and buffers whatever it is sent (an 8 MB header was
+        # answered). Under it, the app answers 431 past MAX_HEADER_BYTES.
+        http="h11",
+        h11_max_incomplete_event_size=4 * MAX_HEADER_BYTES,
         timeout_graceful_shutdown=10,
         ws_ping_interval=20,
         ws_ping_timeout=20,

@@ -22,10 +22,19 @@ from app.core.checkpoints import CheckpointWriter, write_final, write_periodical
 from app.core.clock import Clock
 from app.core.config import Settings, get_settings
 from app.core.context import Context, build_context
-from app.core.errors import install_error_handlers
+from app.core.errors import install_error_handlers, is_unavailable
 from app.core.logging import ClientAddresses
 from app.core.logging import configure as configure_logging
-from app.core.middleware import AccessMiddleware, BodyLimit, Metrics, SecurityHeaders
+from app.core.middleware import (
+    MAX_HEADER_BYTES,
+    AccessMiddleware,
+    BodyLimit,
+    HeaderLimit,
+    Metrics,
+    SecurityHeaders,
+    header_bytes,
+    refuse_oversize_headers,
+)
 from app.devices.endpoints import router as devices_router
 from app.disclosures.endpoints import router as disclosures_router
 from app.incidents.endpoints import router as incidents_router
@@ -33,7 +42,7 @@ from app.notices.endpoints import router as notices_router
 from app.ops import metrics as metrics_endpoint
 from app.ops.endpoints import router as ops_router
 from app.privacy.endpoints import router as privacy_router
-from app.relay.broker import Broker, ReplayLimits, create_broker
+from app.relay.broker import Broker, BrokerUnavailable, ReplayLimits, create_broker
 from app.relay.endpoints import router as relay_router
 from app.relay.hub import Hub
 from app.relay.protocol import CLOSE_SERVICE_RESTART
@@ -65,8 +74,11 @@ async def purge_periodically(ctx: Context, broker: Broker) -> None:
         await asyncio.sleep(ctx.settings.purge_interval_s)
         try:
             await purge(ctx, broker)
-        except Exception:  # a failed run is retried at the next interval
-            log.exception("purge failed")
+        except Exception as error:  # a failed run is retried at the next interval
+            if isinstance(error, BrokerUnavailable) or is_unavailable(error):
+                log.warning("purge skipped, a dependency is unavailable: %s", type(error).__name__)
+            else:
+                log.exception("purge failed")
 
 
 class Confide(FastAPI):
@@ -80,6 +92,9 @@ class Confide(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
+            if header_bytes(scope) > MAX_HEADER_BYTES:
+                await refuse_oversize_headers(scope, receive, send)
+                return
             scope["app"] = self
             await self.router(scope, receive, send)
             return
@@ -166,7 +181,7 @@ def create_app(
     )
     app.state.metrics = Metrics()
     app.state.client_addresses = None  # set by the lifespan (the keyed form needs the index key)
-    install_error_handlers(app)
+    install_error_handlers(app, unavailable=(BrokerUnavailable,))
     if settings.metrics_token is not None and settings.metrics_listener is None:
         # Otherwise /metrics is on its own listener (confide serve), or nowhere.
         metrics_endpoint.install(app, app.state.metrics, settings.metrics_token)
@@ -195,6 +210,7 @@ def create_app(
         max_age=600,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeaderLimit)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessMiddleware, metrics=app.state.metrics, state=app.state)
     return app

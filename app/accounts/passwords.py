@@ -19,6 +19,8 @@ from app.core.errors import WeakPassword
 
 MIN_LENGTH = 12
 MAX_LENGTH = 256
+#: The most zxcvbn scores (its `max_length`).
+ZXCVBN_MAX = 72
 
 # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1.
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
@@ -33,7 +35,10 @@ def check_strength(password: str, *, personal: list[str]) -> None:
         raise WeakPassword(f"Passwords are {MIN_LENGTH} to {MAX_LENGTH} characters long.")
     if password.lower() in _COMMON:
         raise WeakPassword("This password is on a list of common passwords.")
-    score = zxcvbn(password[:100], user_inputs=[p for p in personal if p])["score"]
+    # zxcvbn refuses (ValueError) anything past its 72 characters, and its cost
+    # grows with the length: score the first 72. A long password is not weak
+    # for being long; one whose first 72 characters are weak is weak.
+    score = zxcvbn(password[:ZXCVBN_MAX], user_inputs=[p for p in personal if p])["score"]
     if score < 2:
         raise WeakPassword("This password is too easy to guess.")
 

@@ -3,15 +3,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import EmailStr, Field, StringConstraints
+from pydantic import EmailStr, Field, StringConstraints, WithJsonSchema
 
+from app.accounts.passwords import MAX_LENGTH, MIN_LENGTH
 from app.core.schemas import Clean, RequestModel, ResponseModel
 from app.models import Role
 
 Email = Annotated[EmailStr, StringConstraints(max_length=320), Clean]
 DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=200), Clean]
-# Longer than the rule allows, so that the rule answers (weak_password), not the schema.
-Password = Annotated[str, StringConstraints(min_length=1, max_length=1024), Clean]
+# Validated up to longer than the rule allows, so that the rule answers
+# (weak_password), not the schema; documented as the rule has it (12 to 256).
+Password = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=1024),
+    Clean,
+    WithJsonSchema({"type": "string", "minLength": MIN_LENGTH, "maxLength": MAX_LENGTH}),
+]
 
 
 class RegisterClient(RequestModel):

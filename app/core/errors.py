@@ -8,12 +8,14 @@ close codes. Every body is `application/problem+json`.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("confide.errors")
@@ -92,8 +94,63 @@ class PayloadTooLarge(ConfideError):
     status, code, title = 413, "payload_too_large", "Payload too large"
 
 
+#: Seconds a client waits before trying again after a 503 `unavailable`.
+RETRY_AFTER_S = 5
+
+
 class ServiceUnavailable(ConfideError):
+    """A dependency (the database, the broker) cannot be reached: try again later."""
+
     status, code, title = 503, "unavailable", "Service unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = RETRY_AFTER_S) -> None:
+        super().__init__(detail or "A service Confide depends on is unreachable; try again.")
+        self.headers = {"Retry-After": str(max(1, retry_after))}
+
+
+class HeadersTooLarge(ConfideError):
+    status, code, title = 431, "headers_too_large", "Request header fields too large"
+
+
+# SQLSTATE classes that say "the database is not there right now", not "this
+# request is wrong": 08 connection exception, 53 insufficient resources (too
+# many connections, disk full), 57 operator intervention (admin shutdown, the
+# server starting up or shutting down, a cancelled statement).
+_UNAVAILABLE_SQLSTATE = ("08", "53", "57")
+# What SQLite says when its file cannot be used for a while (another writer,
+# a full or failing disk), as opposed to a statement it cannot run.
+_UNAVAILABLE_SQLITE = ("database is locked", "unable to open database file", "disk i/o error")
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` means a dependency is unreachable (a 503), not a bug (a 500).
+
+    Connection failures reach the request as they were raised: an `OSError`
+    (`ConnectionRefusedError`, a failed DNS look-up, `TimeoutError`) from the
+    driver's connect, SQLAlchemy's pool `TimeoutError`, or a DBAPI error for
+    a connection that died (`connection_invalidated`) or whose SQLSTATE says
+    so. The explicit cause chain (`orig`, `__cause__`) is followed too.
+    """
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError | sa_exc.TimeoutError | sa_exc.DisconnectionError):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE:
+            return True
+        if isinstance(current, sqlite3.OperationalError) and str(current).lower().startswith(
+            _UNAVAILABLE_SQLITE
+        ):
+            return True
+        pending += [getattr(current, "orig", None), current.__cause__]
+    return False
 
 
 class Problem(BaseModel):
@@ -141,6 +198,8 @@ def responses(*errors: type[ConfideError]) -> dict[int | str, dict[str, Any]]:
         entry = out.setdefault(error.status, entry_for(""))
         entry["description"] = ", ".join(filter(None, [entry["description"], error.code]))
     out.setdefault(422, entry_for("validation_error"))
+    # Any route that reaches the database may find it gone for a moment.
+    out.setdefault(503, entry_for(ServiceUnavailable.code))
     return out
 
 
@@ -153,6 +212,8 @@ _STATUS_CODES = {
     406: ("not_acceptable", "Not acceptable"),
     413: ("payload_too_large", "Payload too large"),
     415: ("unsupported_media_type", "Unsupported media type"),
+    431: (HeadersTooLarge.code, HeadersTooLarge.title),
+    503: (ServiceUnavailable.code, ServiceUnavailable.title),
 }
 
 
@@ -170,7 +231,31 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     return cleaned
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", None) or "?")
+
+
+def unavailable_response(exc: BaseException, where: str) -> JSONResponse:
+    """503 `unavailable` with Retry-After, and one log line (no traceback, no values)."""
+    log.warning(
+        "a dependency is unavailable (%s on %s): 503",
+        type(exc).__name__,
+        where,
+        extra={"status": 503, "error": type(exc).__name__},
+    )
+    error = ServiceUnavailable()
+    return problem_response(error.status, error.code, error.title, error.detail, error.headers)
+
+
+def install_error_handlers(app: FastAPI, unavailable: tuple[type[Exception], ...] = ()) -> None:
+    """Map every error to a problem; `unavailable` adds exception types that always mean 503.
+
+    A connection failure (see `is_unavailable`) is a 503 `unavailable` with
+    `Retry-After` and one warning line. Anything else unexpected stays a 500
+    whose traceback the server logs: that is a bug to fix.
+    """
+
     async def on_domain_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ConfideError)
         return problem_response(
@@ -195,16 +280,30 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.status_code, code, title, detail, dict(exc.headers) if exc.headers else None
         )
 
+    async def on_dependency_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, unavailable) or is_unavailable(exc):
+            return unavailable_response(exc, f"{request.method} {_route(request)}")
+        # A bug: the catch-all below answers 500 and the server logs the traceback.
+        raise exc
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error(
-            "unhandled error on %s %s: %s",
-            request.method,
-            request.scope.get("route").path if request.scope.get("route") else "?",  # type: ignore[union-attr]
-            type(exc).__name__,
+            "unhandled error on %s %s: %s", request.method, _route(request), type(exc).__name__
         )
         return problem_response(500, "internal_error", "Internal error", "Internal error.")
 
     app.add_exception_handler(ConfideError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    # Handled here (by the exception middleware) rather than by the catch-all,
+    # after which Starlette re-raises and the server logs a traceback.
+    dependency_errors: tuple[type[Exception], ...] = (
+        OSError,
+        sa_exc.DBAPIError,
+        sa_exc.TimeoutError,
+        sa_exc.DisconnectionError,
+        *unavailable,
+    )
+    for kind in dependency_errors:
+        app.add_exception_handler(kind, on_dependency_error)
     app.add_exception_handler(Exception, on_unexpected)

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: security headers, body limit, request ids, access log, metrics."""
+"""Pure ASGI middleware: security headers, body and header limits, request ids, logs, metrics."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import logging as logs
-from app.core.errors import PROBLEM_JSON
+from app.core.errors import PROBLEM_JSON, HeadersTooLarge
 
 access_log = logging.getLogger("confide.access")
 # Label values come from this set only: a made-up method must not mint new series.
@@ -133,6 +133,74 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+#: The most a request's head may carry (request target and header fields), in
+#: bytes: Node's default, twice nginx's per-line buffer. Confide's own clients
+#: send a token of at most 4 KiB and a few short headers.
+MAX_HEADER_BYTES = 16 * 1024
+
+
+def header_bytes(scope: Scope) -> int:
+    """The size of a request's head as sent: target, then `name: value` lines."""
+    size = len(scope.get("raw_path") or scope.get("path", "").encode()) + len(
+        scope.get("query_string", b"")
+    )
+    for name, value in scope.get("headers", ()):
+        size += len(name) + len(value) + 4  # ": " and CRLF
+    return size
+
+
+async def refuse_oversize_headers(scope: Scope, receive: Receive, send: Send) -> None:
+    """431 problem for an HTTP request; the same answer, where the server can, for a socket.
+
+    The server has parsed the whole head by now (uvicorn with httptools has no
+    limit of its own): `confide serve` also bounds it while reading (see
+    app/cli.py), this is the rule whatever the server and its parser.
+    """
+    body = json.dumps(
+        {
+            "type": f"https://confide.invalid/problems/{HeadersTooLarge.code}",
+            "title": HeadersTooLarge.title,
+            "status": HeadersTooLarge.status,
+            "detail": f"Request heads are limited to {MAX_HEADER_BYTES} bytes.",
+            "code": HeadersTooLarge.code,
+        }
+    ).encode()
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if scope["type"] == "http":
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 431,
+                "headers": [*headers, (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return
+    if (await receive())["type"] != "websocket.connect":
+        return
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": 431, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:  # the server answers the handshake with 403
+        await send({"type": "websocket.close", "code": 1008})
+
+
+class HeaderLimit:
+    """Refuse an HTTP request whose head is over MAX_HEADER_BYTES with 431."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and header_bytes(scope) > MAX_HEADER_BYTES:
+            await refuse_oversize_headers(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class Metrics:

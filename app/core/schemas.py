@@ -8,7 +8,7 @@ answer on both databases.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Strict
@@ -28,9 +28,22 @@ Clean = AfterValidator(_clean_text)
 """Add to an `Annotated[str, ...]` request field: refuses NUL and lone surrogates."""
 
 
+#: The times a request may carry, in UTC. Far from both ends of what `datetime`
+#: holds (years 1 to 9999), so that the arithmetic on them (10 minutes before a
+#: room's start, 60 days after a discovery) and the move to UTC never overflow.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
+    if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must include a time zone")
+    try:
+        in_utc = value.astimezone(UTC)
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or not EARLIEST <= in_utc < LATEST:
+        raise ValueError("must lie between 1900-01-01T00:00:00Z and 9999-01-01T00:00:00Z")
     return value
 
 

@@ -3,10 +3,12 @@
 Authentication is a room token, given either as the subprotocol
 `bearer.<token>` beside `confide.v1`, or in a first `auth` frame within 5
 seconds. Never in the query string: URLs end up in logs. The token is
-checked (signature, audience, the path's room), its `jti` is spent, and the
-database is asked once, in a short transaction, whether the account, the
-login, the membership, the device, the consent and the room still allow it.
-Nothing on the socket afterwards touches the database.
+checked (signature, audience, the path's room), the database is asked once,
+in a short transaction, whether the account, the login, the membership, the
+device, the consent and the room still allow it, and then its `jti` is spent.
+A database or broker that cannot be reached closes the socket with 1013 (try
+again later) and leaves the token unspent. Nothing on the socket afterwards
+touches the database.
 
 Logging: every line written for a socket carries its connection id
 (`conn_id`, random, tied to no device, account or room), and the socket ends
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
@@ -29,7 +32,7 @@ from app.auth.service import session_is_live
 from app.core import audit
 from app.core import logging as logs
 from app.core.context import Context
-from app.core.errors import ConfideError, NotFound
+from app.core.errors import ConfideError, NotFound, is_unavailable
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP, TokenError
 from app.devices.service import active_device, active_devices_of, encode_key
 from app.models import Room
@@ -69,14 +72,35 @@ async def authorize(ctx: Context, hub: Hub, room_id: str, token: str) -> Grant:
         raise Refused(p.CLOSE_TOKEN, error.code) from None
     if claims.get("room") != room_id or not isinstance(claims.get("device"), str):
         raise Refused(p.CLOSE_TOKEN, "token_invalid")
-    account_id, device_id = str(claims["sub"]), str(claims["device"])
     try:
-        ttl = max(1, int(claims["exp"] - ctx.clock.time()) + 60)
-        if not await hub.broker.spend_jti(str(claims["jti"]), ttl, float(claims["iat"])):
-            raise Refused(p.CLOSE_TOKEN, "token_spent")
-    except BrokerUnavailable:
+        return await _admit(ctx, hub, room_id, claims)
+    except BrokerUnavailable as error:
+        log.warning("broker unavailable: %s", type(error).__name__)
+        raise Refused(p.CLOSE_TRY_AGAIN, "unavailable") from None
+    except Refused:
+        raise
+    except Exception as error:
+        if not is_unavailable(error):
+            raise
+        # One line, no traceback: the database is away, not a bug.
+        log.warning("database unavailable: %s", type(error).__name__)
         raise Refused(p.CLOSE_TRY_AGAIN, "unavailable") from None
 
+
+async def _spend(ctx: Context, hub: Hub, claims: dict[str, Any]) -> None:
+    ttl = max(1, int(claims["exp"] - ctx.clock.time()) + 60)
+    if not await hub.broker.spend_jti(str(claims["jti"]), ttl, float(claims["iat"])):
+        raise Refused(p.CLOSE_TOKEN, "token_spent")
+
+
+async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -> Grant:
+    """Check the token's holder against the database; spend its `jti` last.
+
+    The token is spent only once every check that can fail for a reason the
+    client did not cause (the database, the broker away) has passed, inside
+    the transaction: a refusal after the spend rolls back the `room.join`.
+    """
+    account_id, device_id = str(claims["sub"]), str(claims["device"])
     async with ctx.transaction() as session:
         account = await accounts.get_active(session, account_id)
         sid = claims.get("sid")
@@ -94,6 +118,7 @@ async def authorize(ctx: Context, hub: Hub, room_id: str, token: str) -> Grant:
         ids = [m.account_id for m in state.members]
         names = await rooms.display_names(session, ctx.vault, ids)
         devices = await active_devices_of(session, ctx.vault, ids)
+        await _spend(ctx, hub, claims)
         audit.record(
             session,
             "room.join",
@@ -188,6 +213,11 @@ async def _serve_socket(ws: WebSocket, room_id: str) -> int:
         with contextlib.suppress(Exception):
             await ws.close(refused.code, refused.reason)
         return refused.code
+    except Exception:
+        # A bug: the client still gets a close frame, the log the traceback.
+        with contextlib.suppress(Exception):
+            await ws.close(_CLOSE_INTERNAL_ERROR, "internal error")
+        raise
     conn = Connection(ws, grant, ctx.settings.ws_rate_per_s)
     room = hub.join(grant)
     # Only the connection lives on: the grant's copy of the participants is not
