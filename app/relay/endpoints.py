@@ -127,6 +127,15 @@ async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -
             target=account_id,
             details={"room": room_id, "device": device_id},
         )
+        # The welcome shows every other participant's name and keys: their logs say so.
+        audit.record_reads(
+            session,
+            "room.join",
+            ids,
+            actor_id=account_id,
+            actor_role=member.role,
+            details={"room": room_id},
+        )
     participants = {
         m.account_id: Participant(
             m.account_id,
