@@ -181,16 +181,18 @@ async def create(
         target=view.id,
         details={"severity": severity.value, "affected": len(affected)},
     )
+    _for_the_affected(session, "incident.create", view, actor_id, actor_role)
     return view
 
 
-def _reads_of_the_affected(
-    session: AsyncSession, view: IncidentView, actor_id: str, actor_role: str
+def _for_the_affected(
+    session: AsyncSession, action: str, view: IncidentView, actor_id: str, actor_role: str
 ) -> None:
-    """Whom it affected is each affected person's record: their access log shows the read."""
+    """Whom it affected is each affected person's record: their access logs show each
+    read or change of the incident."""
     audit.record_reads(
         session,
-        "incident.read",
+        action,
         view.affected_account_ids,
         actor_id=actor_id,
         actor_role=actor_role,
@@ -203,7 +205,7 @@ async def get(
 ) -> IncidentView:
     view = await _open(session, vault, await _load(session, incident_id))
     audit.record(session, "incident.read", actor_id=actor_id, actor_role=actor_role, target=view.id)
-    _reads_of_the_affected(session, view, actor_id, actor_role)
+    _for_the_affected(session, "incident.read", view, actor_id, actor_role)
     return view
 
 
@@ -215,7 +217,7 @@ async def list_all(
     views = [await _open(session, vault, row) for row in rows]
     audit.record(session, "incident.list", actor_id=actor_id, actor_role=actor_role)
     for view in views:
-        _reads_of_the_affected(session, view, actor_id, actor_role)
+        _for_the_affected(session, "incident.read", view, actor_id, actor_role)
     return sorted(views, key=lambda v: (-v.discovered_at.timestamp(), v.id))
 
 
@@ -254,7 +256,9 @@ async def set_status(
         target=row.id,
         details={"from": current.value, "to": status.value},
     )
-    return await _open(session, vault, row)
+    view = await _open(session, vault, row)
+    _for_the_affected(session, "incident.update", view, actor_id, actor_role)
+    return view
 
 
 async def notify(

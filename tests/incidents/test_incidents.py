@@ -436,8 +436,15 @@ async def test_every_change_is_audited(
         ("notice.read", affected.id, affected.id),
     ):
         assert expected in actions
-    (update,) = [e for e in entries if e["action"] == "incident.update"]
+    (update,) = [
+        e for e in entries if e["action"] == "incident.update" and e["target"] == made["id"]
+    ]
     assert update["details"] == {"from": "assessing", "to": "notifying"}
+    # And in the affected person's own log (decision note 0007: a slot of theirs).
+    (theirs,) = [
+        e for e in entries if e["action"] == "incident.update" and e["target"] == affected.id
+    ]
+    assert theirs["details"] == {"incident": made["id"]}
     (notified,) = [e for e in entries if e["action"] == "incident.notify"]
     assert notified["details"] == {"notified": 1}
 

@@ -163,12 +163,22 @@ async def test_an_admin_reading_an_incident_shows_in_each_affected_persons_log(
     assert (await client.get(f"/v1/incidents/{incident_id}", headers=admin.auth)).is_success
     assert (await client.get("/v1/incidents", headers=admin.auth)).is_success
 
-    reads = [e for e in await access_log(client, affected) if e["action"] == "incident.read"]
-    assert [(e["actor"]["account_id"], e["actor"]["role"]) for e in reads] == [
-        (admin.id, "admin"),
-        (admin.id, "admin"),
+    moved = await client.patch(
+        f"/v1/incidents/{incident_id}", headers=admin.auth, json={"status": "notifying"}
+    )
+    assert moved.is_success, moved.text
+    seen = [
+        (e["actor"]["account_id"], e["action"])
+        for e in await access_log(client, affected)
+        if e["action"].startswith("incident.")
     ]
-    assert "incident.read" not in {e["action"] for e in await access_log(client, bystander)}
+    assert seen == [
+        (admin.id, "incident.create"),
+        (admin.id, "incident.read"),
+        (admin.id, "incident.read"),
+        (admin.id, "incident.update"),
+    ]
+    assert not any(e["action"].startswith("incident.") for e in await access_log(client, bystander))
 
 
 async def test_every_read_or_change_of_a_shared_session_shows_in_each_participants_log(
