@@ -103,17 +103,19 @@ class Slots:
         key = int.from_bytes(digest[:8], "big", signed=True)
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
-    async def _present(self, session: AsyncSession, ixs: Iterable[bytes]) -> set[bytes]:
+    async def _where_in(self, session: AsyncSession, what: Any, ixs: Iterable[bytes]) -> list[Any]:
+        """`what` (the column or the model) of the rows at `ixs`, in chunks of IN lists."""
         wanted = list(ixs)
-        found: set[bytes] = set()
+        found: list[Any] = []
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
-            found.update(
-                (await session.execute(select(self.column).where(self.column.in_(chunk))))
-                .scalars()
-                .all()
+            found.extend(
+                (await session.execute(select(what).where(self.column.in_(chunk)))).scalars()
             )
         return found
+
+    async def _present(self, session: AsyncSession, ixs: Iterable[bytes]) -> set[bytes]:
+        return set(await self._where_in(session, self.column, ixs))
 
     async def count_many(
         self, session: AsyncSession, vault: Vault, owners: Sequence[str]
@@ -127,10 +129,13 @@ class Slots:
                     asked[self.ix(vault, owner, point)] = (owner, point)
             if not asked:
                 return {owner: search.result for owner, search in searches.items()}
-            present = {asked[ix] for ix in await self._present(session, asked)}
+            present: dict[str, set[int]] = {owner: set() for owner in searches}
+            for ix in await self._present(session, asked):
+                owner, point = asked[ix]
+                present[owner].add(point)
             for owner, search in searches.items():
                 if not search.done:
-                    search.answer({p for (o, p) in present if o == owner})
+                    search.answer(present[owner])
 
     async def count(
         self, session: AsyncSession, vault: Vault, owner: str, *, hint: int | None = None
@@ -155,15 +160,8 @@ class Slots:
             for slot in range(n)
         }
         out: dict[str, list[Any]] = {owner: [] for owner in owners}
-        wanted = list(order)
-        for start in range(0, len(wanted), _CHUNK):
-            chunk = wanted[start : start + _CHUNK]
-            for row in (
-                (await session.execute(select(self.model).where(self.column.in_(chunk))))
-                .scalars()
-                .all()
-            ):
-                out[order[getattr(row, self.column.key)][0]].append(row)
+        for row in await self._where_in(session, self.model, order):
+            out[order[getattr(row, self.column.key)][0]].append(row)
         for rows in out.values():
             rows.sort(key=lambda row: order[getattr(row, self.column.key)][1])
         return out

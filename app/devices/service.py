@@ -71,7 +71,7 @@ class DeviceInfo:
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None and not self.row.revoked
+        return not self.row.revoked
 
 
 async def _open(session: AsyncSession, vault: Vault, account: Account, row: Device) -> DeviceInfo:
@@ -139,7 +139,8 @@ async def register(
         details=await _seal_details(session, vault, account, device_id, public_key, now, None),
     )
     await SLOTS.add(session, vault, account.id, device)
-    if len(await all_of(session, vault, account, active_only=True)) > MAX_ACTIVE_DEVICES:
+    active = sum(not row.revoked for row in await SLOTS.rows(session, vault, account.id))
+    if active > MAX_ACTIVE_DEVICES:
         raise TooManyDevices(
             f"An account holds at most {MAX_ACTIVE_DEVICES} active devices; revoke one first."
         )
@@ -177,9 +178,9 @@ async def _devices_of(
     rows = await SLOTS.rows_many(session, vault, [a.id for a in live])
     out: dict[str, list[DeviceInfo]] = {a.id: [] for a in owners}
     for account in live:
-        infos = [await _open(session, vault, account, row) for row in rows[account.id]]
-        if active_only:
-            infos = [info for info in infos if info.active]
+        # The revoked flag is plain: revoked devices are not even opened when unwanted.
+        wanted = [row for row in rows[account.id] if not (active_only and row.revoked)]
+        infos = [await _open(session, vault, account, row) for row in wanted]
         out[account.id] = sorted(infos, key=lambda d: (d.created_at, d.id))
     return out
 
