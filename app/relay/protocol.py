@@ -33,6 +33,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from app.core.close_codes import Close
+
 SUBPROTOCOL = "confide.v1"
 BEARER_PREFIX = "bearer."
 MAX_FRAME_BYTES = 256 * 1024
@@ -40,19 +42,19 @@ MAX_CIPHERTEXT_BYTES = 64 * 1024
 MAX_RECIPIENTS = 256
 AUTH_TIMEOUT_S = 5.0
 
-# Close codes (PROTOCOL.md, "Close codes").
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_SERVICE_RESTART = 1012
-CLOSE_TRY_AGAIN = 1013
-CLOSE_TOKEN = 4001
-CLOSE_FORBIDDEN = 4003
-CLOSE_NOT_FOUND = 4004
-CLOSE_ENDED = 4010
-CLOSE_REPLACED = 4011
+# Close codes: app/core/close_codes.py (PROTOCOL.md, "Close codes").
+CLOSE_NORMAL = Close.NORMAL
+CLOSE_GOING_AWAY = Close.GOING_AWAY
+CLOSE_PROTOCOL_ERROR = Close.PROTOCOL_ERROR
+CLOSE_POLICY = Close.POLICY
+CLOSE_TOO_BIG = Close.TOO_BIG
+CLOSE_SERVICE_RESTART = Close.SERVICE_RESTART
+CLOSE_TRY_AGAIN = Close.TRY_AGAIN
+CLOSE_TOKEN = Close.TOKEN
+CLOSE_FORBIDDEN = Close.FORBIDDEN
+CLOSE_NOT_FOUND = Close.NOT_FOUND
+CLOSE_ENDED = Close.ENDED
+CLOSE_REPLACED = Close.REPLACED
 
 # \Z, not $: `$` also matches before a trailing newline, which is not base64url.
 _B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}\Z")
