@@ -4,7 +4,7 @@ from fastapi import APIRouter, status
 
 from app.accounts import service
 from app.accounts.schemas import AccountOut, CreateAccount, RegisterClient
-from app.auth.dependencies import AdminAccount, CurrentAccount
+from app.auth.dependencies import AdminPrincipal, CurrentPrincipal
 from app.core import audit
 from app.core.deps import ContextDep, SessionDep
 from app.core.errors import EmailTaken, Forbidden, Unauthorized, WeakPassword, responses
@@ -41,7 +41,7 @@ async def register(body: RegisterClient, session: SessionDep, ctx: ContextDep) -
     summary="Create an account of any role (admin)",
 )
 async def create(
-    body: CreateAccount, admin: AdminAccount, session: SessionDep, ctx: ContextDep
+    body: CreateAccount, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
 ) -> AccountOut:
     account = await service.create_account(
         session,
@@ -63,7 +63,7 @@ async def create(
     responses=responses(Unauthorized),
     summary="The caller's own account",
 )
-async def me(principal: CurrentAccount, session: SessionDep, ctx: ContextDep) -> AccountOut:
+async def me(principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> AccountOut:
     audit.record(
         session,
         "account.read",

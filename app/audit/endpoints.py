@@ -12,7 +12,7 @@ from app.audit.schemas import (
     RefusedLineOut,
     VerifyOut,
 )
-from app.auth.dependencies import AdminAccount
+from app.auth.dependencies import AdminPrincipal
 from app.core import audit
 from app.core.checkpoints import read_recent, verify_anchored
 from app.core.deps import ContextDep, SessionDep
@@ -32,7 +32,7 @@ VERIFY_CHECKPOINT_LINES = 1000
     description="Reading the log is itself recorded (`audit.read`, with the range read).",
 )
 async def list_entries(
-    admin: AdminAccount,
+    admin: AdminPrincipal,
     session: SessionDep,
     ctx: ContextDep,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
@@ -82,7 +82,7 @@ async def list_entries(
     ),
 )
 async def verify(
-    admin: AdminAccount,
+    admin: AdminPrincipal,
     session: SessionDep,
     ctx: ContextDep,
     checkpoints: bool = False,
@@ -147,7 +147,7 @@ async def verify(
     ),
 )
 async def list_checkpoints(
-    admin: AdminAccount,
+    admin: AdminPrincipal,
     session: SessionDep,
     ctx: ContextDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

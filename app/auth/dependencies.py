@@ -1,4 +1,4 @@
-"""Who is calling: `CurrentAccount`, `AdminAccount`."""
+"""Who is calling: `CurrentPrincipal`, `AdminPrincipal`."""
 
 from __future__ import annotations
 
@@ -29,22 +29,18 @@ async def current_principal(
         raise Unauthorized(error.detail, code=error.code) from None
     sid = claims.get("sid")
     account = await accounts.get_active(session, str(claims["sub"]))
-    if (
-        account is None
-        or not isinstance(sid, str)
-        or not await service.session_is_live(session, sid)
-    ):
+    if account is None or not isinstance(sid, str) or not await service.login_is_live(session, sid):
         raise Unauthorized("This session has ended.")
-    return Principal(account=account, session_id=sid, claims=claims)
+    return Principal(account=account, login_id=sid, claims=claims)
 
 
-CurrentAccount = Annotated[Principal, Depends(current_principal)]
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-async def admin_principal(principal: CurrentAccount) -> Principal:
+async def admin_principal(principal: CurrentPrincipal) -> Principal:
     if principal.account.role != Role.admin:
         raise Forbidden("Only an admin may do this.")
     return principal
 
 
-AdminAccount = Annotated[Principal, Depends(admin_principal)]
+AdminPrincipal = Annotated[Principal, Depends(admin_principal)]

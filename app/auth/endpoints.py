@@ -7,7 +7,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from app.accounts.passwords import MAX_LENGTH
 from app.auth import service
-from app.auth.dependencies import CurrentAccount
+from app.auth.dependencies import CurrentPrincipal
 from app.auth.schemas import RefreshRequest, TokenPair
 from app.core.deps import ContextDep, SessionDep
 from app.core.errors import (
@@ -57,8 +57,8 @@ async def refresh(body: RefreshRequest, session: SessionDep, ctx: ContextDep) ->
     responses=responses(Unauthorized),
     summary="End this log-in: its refresh family is revoked",
 )
-async def logout(principal: CurrentAccount, session: SessionDep, ctx: ContextDep) -> Response:
-    await service.logout(session, ctx, principal.account, principal.session_id)
+async def logout(principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> Response:
+    await service.logout(session, ctx, principal.account, principal.login_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -26,7 +26,7 @@ from app.core.errors import InvalidCredentials, RateLimited, RefreshReused, Unau
 from app.core.events import emit
 from app.core.slots import Slots
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP
-from app.models import SYSTEM_KEY_ID, Account, LoginFamily, RefreshToken
+from app.models import SYSTEM_KEY_ID, Account, AccountStatus, LoginFamily, RefreshToken
 from app.models.base import new_id
 
 SLOTS = Slots(LoginFamily.slot_ix, "login.owner.slot")
@@ -137,7 +137,7 @@ async def login(
         raise RateLimited(wait, "Too many failed log-ins; try again later.")
 
     account = await accounts.find_by_email(session, ctx.vault, email)
-    usable = account is not None and account.status == "active"
+    usable = account is not None and account.status == AccountStatus.active
     ok = await verify_password(account.password_hash if usable and account else None, password)
     if not ok or account is None:
         throttle.fail(account_key)
@@ -247,7 +247,7 @@ async def refresh(session: AsyncSession, ctx: Context, token: str) -> TokenPair:
     return pair
 
 
-async def session_is_live(session: AsyncSession, family_id: str) -> bool:
+async def login_is_live(session: AsyncSession, family_id: str) -> bool:
     live = await session.execute(
         select(LoginFamily.id).where(LoginFamily.id == family_id, LoginFamily.revoked.is_(False))
     )
@@ -268,7 +268,7 @@ async def logout(session: AsyncSession, ctx: Context, account: Account, family_i
 @dataclass(frozen=True)
 class Principal:
     account: Account
-    session_id: str
+    login_id: str
     claims: dict[str, object]
 
     @property

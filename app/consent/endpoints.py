@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.auth.dependencies import AdminAccount, CurrentAccount
+from app.auth.dependencies import AdminPrincipal, CurrentPrincipal
 from app.consent import service
 from app.consent.schemas import (
     LOCALE_MAX,
@@ -50,7 +50,7 @@ def _acceptance(acceptance: service.Acceptance) -> AcceptanceOut:
     summary="Publish a new version of a consent document (admin)",
 )
 async def publish(
-    body: PublishDocument, admin: AdminAccount, session: SessionDep, ctx: ContextDep
+    body: PublishDocument, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
 ) -> DocumentOut:
     document = await service.publish(
         session,
@@ -102,7 +102,7 @@ async def current(
     ),
 )
 async def accept(
-    body: AcceptConsent, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    body: AcceptConsent, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> AcceptanceOut:
     acceptance = await service.accept(
         session, ctx.vault, ctx.clock, principal.account, str(body.document_id)
@@ -117,7 +117,7 @@ async def accept(
     summary="The caller's acceptances",
 )
 async def list_acceptances(
-    principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> list[AcceptanceOut]:
     found = await service.acceptances(session, ctx.vault, principal.account)
     return [_acceptance(acceptance) for acceptance in found]
@@ -135,6 +135,6 @@ async def list_acceptances(
     ),
 )
 async def withdraw(
-    document_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    document_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> None:
     await service.withdraw(session, ctx.vault, principal.account, document_id)

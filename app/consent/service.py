@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.consent.schemas import canonical_locale
 from app.core import audit
 from app.core.clock import Clock
+from app.core.codec import canonical_uuid
 from app.core.errors import Conflict, NotFound
 from app.core.events import emit
 from app.core.slots import Slots
@@ -77,14 +77,6 @@ def locale_chain(locale: str) -> list[str]:
     if FALLBACK_LOCALE not in chain:
         chain.append(FALLBACK_LOCALE)
     return chain
-
-
-def _document_id(value: str) -> str | None:
-    """The canonical spelling of a document id, or None when it cannot be one."""
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
 
 
 SLOTS = Slots(ConsentAcceptance.owner_ix, "consent.owner.slot")
@@ -261,7 +253,7 @@ async def accept(
     session: AsyncSession, vault: Vault, clock: Clock, account: Account, document_id: str
 ) -> Acceptance:
     """Record that `account` accepts the document; accepting again returns the first acceptance."""
-    canonical = _document_id(document_id)
+    canonical = canonical_uuid(document_id)
     document = await session.get(ConsentDocument, canonical) if canonical else None
     if document is None:
         raise NotFound("No such consent document.")
@@ -329,7 +321,7 @@ async def acceptances(session: AsyncSession, vault: Vault, account: Account) -> 
 
 async def withdraw(session: AsyncSession, vault: Vault, account: Account, document_id: str) -> None:
     """Withdraw an acceptance; the account's live sockets close (4003)."""
-    canonical = _document_id(document_id)
+    canonical = canonical_uuid(document_id)
     if canonical is None:
         raise NotFound(_NOT_ACCEPTED)
     row = await _find(session, _acceptance_index(vault, account.id, canonical))

@@ -1,9 +1,9 @@
 """Encryption at rest: sealed fields, wrapped data keys, blind indexes.
 
-This module is the whole of Confide's cryptography at rest (DESIGN.md
-promises 2 and 4, SECURITY.md "Data at rest"). It is pure: bytes in, bytes
-out. It knows nothing of the database, FastAPI or settings; callers fetch
-keys and rows and hand them over.
+This module is the whole of Confide's cryptography at rest
+(docs/decisions/0002-encryption-at-rest.md and 0007-unlinkable-storage.md).
+It is pure: bytes in, bytes out. It knows nothing of the database, FastAPI
+or settings; callers fetch keys and rows and hand them over.
 
 The key hierarchy
 -----------------
@@ -89,8 +89,6 @@ length, an invalid id) raise `ValueError`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import re
 import struct
@@ -102,6 +100,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from app.core.codec import b64url_decode, b64url_encode
 
 __all__ = [
     "KEY_BYTES",
@@ -280,7 +280,7 @@ class Keyring:
 
     def serialize(self) -> str:
         """The inverse of `parse` (unpadded base64url). Contains the keys: handle as a secret."""
-        return ",".join(f"{kid}:{_b64url_encode(self._keys[kid])}" for kid in self._order)
+        return ",".join(f"{kid}:{b64url_encode(self._keys[kid])}" for kid in self._order)
 
     def with_new_key(self, kid: str, key: bytes) -> Keyring:
         """A new ring with `key` added as the newest; this ring is unchanged."""
@@ -292,10 +292,6 @@ class Keyring:
     __str__ = __repr__
 
 
-def _b64url_encode(key: bytes) -> str:
-    return base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii")
-
-
 def _b64url_decode_key(encoded: str, kid: str) -> bytes:
     # The standard library's decoder silently skips characters outside the
     # alphabet, so validate strictly first and insist on the canonical form:
@@ -304,13 +300,11 @@ def _b64url_decode_key(encoded: str, kid: str) -> bytes:
         raise ValueError(f"master key {kid!r} is not base64url")
     bare = encoded.rstrip("=")
     try:
-        key = base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
-    except (binascii.Error, ValueError):
-        raise ValueError(f"master key {kid!r} is not base64url") from None
+        key = b64url_decode(bare)
+    except ValueError:
+        raise ValueError(f"master key {kid!r} is not canonical base64url") from None
     if len(key) != KEY_BYTES:
         raise ValueError(f"master key {kid!r} must decode to {KEY_BYTES} bytes")
-    if _b64url_encode(key) != bare:
-        raise ValueError(f"master key {kid!r} is not canonical base64url")
     return key
 
 

@@ -90,10 +90,6 @@ class RateLimited(ConfideError):
         self.headers = {"Retry-After": str(max(1, retry_after))}
 
 
-class PayloadTooLarge(ConfideError):
-    status, code, title = 413, "payload_too_large", "Payload too large"
-
-
 #: Seconds a client waits before trying again after a 503 `unavailable`.
 RETRY_AFTER_S = 5
 

@@ -16,7 +16,6 @@ adds a key to the directory; a running server re-reads it (`KeySource`,
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import logging
@@ -28,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from app.core import encryption
+from app.core.codec import b64url_decode, b64url_encode
 from app.core.config import Settings
 from app.core.tokens import SigningKey, generate_signing_key_pem, load_signing_key
 
@@ -46,13 +46,12 @@ class KeyConfigError(RuntimeError):
     pass
 
 
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def b64url_decode(text: str) -> bytes:
-    text = text.strip()
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _b64url_decode_secret(text: str, what: str) -> bytes:
+    # A secret file or variable may end with a newline or carry padding.
+    try:
+        return b64url_decode(text.strip().rstrip("="))
+    except ValueError:
+        raise KeyConfigError(f"{what} is not base64url") from None
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -194,7 +193,7 @@ class KeySource:
                 "on every instance, then run `confide keys rotate` again"
             )
         ring = self.keyring()
-        kid = f"k{len(ring.kids()) + 1}-{b64url(os.urandom(3))}"
+        kid = f"k{len(ring.kids()) + 1}-{b64url_encode(os.urandom(3))}"
         ring = ring.with_new_key(kid, encryption.generate_key())
         _replace_secret(self.key_dir / MASTER_FILE, ring.serialize().encode())
         return kid
@@ -224,9 +223,13 @@ def load_keys(settings: Settings) -> KeyMaterial:
     generated = _ensure_dev_keys(source, settings) if not all(configured) else False
 
     if settings.index_key is not None:
-        index_key = b64url_decode(settings.index_key.get_secret_value())
+        index_key = _b64url_decode_secret(
+            settings.index_key.get_secret_value(), "CONFIDE_INDEX_KEY"
+        )
     else:
-        index_key = b64url_decode((source.key_dir / INDEX_FILE).read_text())
+        index_key = _b64url_decode_secret(
+            (source.key_dir / INDEX_FILE).read_text(), str(source.key_dir / INDEX_FILE)
+        )
     if len(index_key) != encryption.KEY_BYTES:
         raise KeyConfigError("the index key must be 32 bytes")
 
@@ -254,11 +257,15 @@ def _has_signing_key(source: KeySource) -> bool:
 def _ensure_dev_keys(source: KeySource, settings: Settings) -> bool:
     made = False
     if settings.master_keys is None and not (source.key_dir / MASTER_FILE).exists():
-        ring = encryption.Keyring([(f"k1-{b64url(os.urandom(3))}", encryption.generate_key())])
+        ring = encryption.Keyring(
+            [(f"k1-{b64url_encode(os.urandom(3))}", encryption.generate_key())]
+        )
         _write_secret(source.key_dir / MASTER_FILE, ring.serialize().encode())
         made = True
     if settings.index_key is None and not (source.key_dir / INDEX_FILE).exists():
-        _write_secret(source.key_dir / INDEX_FILE, b64url(encryption.generate_key()).encode())
+        _write_secret(
+            source.key_dir / INDEX_FILE, b64url_encode(encryption.generate_key()).encode()
+        )
         made = True
     if settings.signing_key_file is None and not _has_signing_key(source):
         # FileExistsError: another process starting in the same second made it.

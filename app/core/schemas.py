@@ -51,6 +51,15 @@ def _aware(value: datetime) -> datetime:
 AwareDatetime = Annotated[datetime, Strict(False), AfterValidator(_aware)]
 
 
+def _utc(value: datetime) -> datetime:
+    # _aware has already kept the value inside the years 1900 to 9999 in UTC.
+    return value.astimezone(UTC)
+
+
+#: An aware time, stored and answered in UTC.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
 class RequestModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 

@@ -1,7 +1,7 @@
 """Signed tokens: the one module that touches python-jose.
 
 Every access token and room token is issued and verified here, so the sharp
-edges of python-jose 3.5.0 (see docs SECURITY.md, "Tokens") are fenced in one
+edges of python-jose 3.5.0 (docs/decisions/0001-es256-tokens.md) are fenced in one
 place. The rules follow RFC 8725 (JWT Best Current Practices); each check
 below carries a one-line reason.
 
@@ -32,8 +32,6 @@ Pure module: no FastAPI, no database, no settings.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import itertools
 import json
@@ -49,6 +47,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jose import jwk, jws, jwt
 from jose.backends.base import Key
+
+from app.core.codec import b64url_decode, b64url_encode, strict_json_loads
 
 ACCESS_AUDIENCE: Final = "confide:api"
 ROOM_AUDIENCE: Final = "confide:room"
@@ -161,21 +161,17 @@ def generate_signing_key_pem() -> bytes:
     )
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
     """The public JWK with its RFC 7638 thumbprint as `kid`."""
     numbers = public_key.public_numbers()
     # RFC 7518 §6.2.1.2: coordinates are fixed-length (32 bytes for P-256), left-padded.
-    x = _b64url(numbers.x.to_bytes(32, "big"))
-    y = _b64url(numbers.y.to_bytes(32, "big"))
+    x = b64url_encode(numbers.x.to_bytes(32, "big"))
+    y = b64url_encode(numbers.y.to_bytes(32, "big"))
     # RFC 7638 §3.2: required members only, lexicographic order, no whitespace.
     canonical = json.dumps(
         {"crv": "P-256", "kty": "EC", "x": x, "y": y}, separators=(",", ":"), sort_keys=True
     )
-    kid = _b64url(hashlib.sha256(canonical.encode("ascii")).digest())
+    kid = b64url_encode(hashlib.sha256(canonical.encode("ascii")).digest())
     return {"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": _ALG, "use": "sig"}
 
 
@@ -227,13 +223,13 @@ def _low_s(token: str) -> str:
     changes the spelling, never the validity; verify() refuses the high spelling.
     """
     signing_input, _, signature_b64 = token.rpartition(".")
-    signature = base64.urlsafe_b64decode(signature_b64 + "=" * (-len(signature_b64) % 4))
+    signature = b64url_decode(signature_b64)
     if len(signature) != _ES256_SIGNATURE_BYTES:  # never from python-jose's ES256
         raise ValueError("unexpected ES256 signature length")
     s = int.from_bytes(signature[32:], "big")
     if s > _P256_HALF_ORDER:
         signature = signature[:32] + (_P256_ORDER - s).to_bytes(32, "big")
-    return f"{signing_input}.{_b64url(signature)}"
+    return f"{signing_input}.{b64url_encode(signature)}"
 
 
 def _sign(payload: bytes, signer: Key, headers: Mapping[str, str]) -> str:
@@ -252,40 +248,17 @@ def _strict_b64url_decode(segment: str) -> bytes:
     token strings; the regex already refused padding and foreign characters).
     """
     try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError) as exc:  # length % 4 == 1 is never valid base64
-        raise _invalid("segment is not base64url") from exc
-    if _b64url(data) != segment:
-        raise _invalid("segment is not canonical base64url")
-    return data
-
-
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Duplicate member names are parsed differently by different libraries (RFC 7515 §5.2
-    # says refuse or take the last); refusing them removes any parser differential.
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError("duplicate member name")
-        result[name] = value
-    return result
-
-
-def _refuse_constant(name: str) -> Any:
-    # NaN / Infinity are not JSON (RFC 8259 §6); Python's json accepts them by default.
-    raise ValueError(f"non-standard JSON constant {name}")
+        return b64url_decode(segment)
+    except ValueError as exc:  # "not base64url" or "not canonical base64url"
+        raise _invalid(f"segment is {exc}") from exc
 
 
 def _strict_json_object(data: bytes, what: str) -> dict[str, Any]:
     """UTF-8 JSON object, no duplicate names, no NaN/Infinity (RFC 7515 §5.2 steps 2-4)."""
     try:
         # Decode as UTF-8 ourselves: json.loads(bytes) would also guess UTF-16/32.
-        value = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_refuse_duplicates,
-            parse_constant=_refuse_constant,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        value = strict_json_loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
         raise _invalid(f"{what} is not a strict JSON object") from exc
     if not isinstance(value, dict):
         raise _invalid(f"{what} is not a JSON object")
@@ -322,7 +295,7 @@ def _check_claims(
     # Subject names the account; a non-string or empty one names nobody.
     if type(claims["sub"]) is not str or not claims["sub"]:
         raise _invalid("sub is not a non-empty string")
-    # Deny-lists and single-use checks key on jti (SECURITY.md), so it must be usable.
+    # Deny-lists and single-use checks key on jti, so it must be usable.
     if type(claims["jti"]) is not str or not claims["jti"]:
         raise _invalid("jti is not a non-empty string")
     for name in ("exp", "iat", "nbf"):
@@ -384,7 +357,7 @@ class _Keyring:
     @classmethod
     def build(cls, keys: Sequence[SigningKey]) -> _Keyring:
         if not keys:
-            # Production refuses to start without signing keys (SECURITY.md).
+            # Production refuses to start without signing keys (app/core/keys.py).
             raise ValueError("at least one signing key is required")
         verifiers: dict[str, Key] = {}
         signers: dict[str, Key] = {}

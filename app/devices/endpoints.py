@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.auth.dependencies import CurrentAccount
+from app.auth.dependencies import CurrentPrincipal
 from app.core.deps import ContextDep, SessionDep
 from app.core.errors import NotFound, Unauthorized, responses
 from app.devices import service
@@ -20,7 +20,7 @@ router = APIRouter(tags=["devices"])
     summary="Register a device and its end-to-end public key",
 )
 async def register(
-    body: RegisterDevice, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    body: RegisterDevice, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> DeviceOut:
     device = await service.register(
         session,
@@ -40,7 +40,7 @@ async def register(
     summary="The caller's active devices, oldest first",
 )
 async def list_devices(
-    principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> list[DeviceOut]:
     devices = await service.list_active(session, ctx.vault, principal.account)
     return [service.view(device) for device in devices]
@@ -54,6 +54,6 @@ async def list_devices(
     summary="Revoke one of the caller's devices",
 )
 async def revoke(
-    device_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    device_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> None:
     await service.revoke(session, ctx.vault, ctx.clock, principal.account, device_id)

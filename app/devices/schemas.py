@@ -10,14 +10,13 @@ key a client reads back is, character for character, the key it sent
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from datetime import datetime
 from typing import Annotated
 
 from pydantic import Field, PlainValidator, StringConstraints, WithJsonSchema
 
+from app.core.codec import b64url_decode
 from app.core.schemas import Clean, RequestModel, ResponseModel
 from app.models import MAX_PUBLIC_KEY_BYTES
 
@@ -38,11 +37,9 @@ def decode_public_key(value: object) -> bytes:
     if len(body) % 4 == 1:
         raise ValueError("must be base64url (RFC 4648 §5)")
     try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-    except (binascii.Error, ValueError):
-        raise ValueError("must be base64url (RFC 4648 §5)") from None
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != body:
-        raise ValueError("must be canonical base64url (no stray trailing bits)")
+        raw = b64url_decode(body)
+    except ValueError:
+        raise ValueError("must be canonical base64url (no stray trailing bits)") from None
     if not raw:
         raise ValueError("must not be empty")
     if len(raw) > MAX_PUBLIC_KEY_BYTES:

@@ -9,8 +9,6 @@ disappears from every answer; erasure deletes the rows.
 
 from __future__ import annotations
 
-import base64
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit
 from app.core.clock import Clock
+from app.core.codec import b64url_decode, b64url_encode, is_id
 from app.core.errors import Conflict, NotFound
 from app.core.events import emit
 from app.core.slots import Slots
@@ -33,21 +32,6 @@ MAX_ACTIVE_DEVICES = 100
 
 class TooManyDevices(Conflict):
     code, title = "too_many_devices", "Too many devices"
-
-
-def encode_key(raw: bytes) -> str:
-    """base64url without padding (RFC 4648 §5), as every binary value is sent."""
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _is_id(value: str) -> bool:
-    # Ids are canonical UUID strings. Anything else cannot name a device, and
-    # is never sent to the database (PostgreSQL refuses a NUL that SQLite
-    # would compare): both answer the same.
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
 
 
 SLOTS = Slots(Device.slot_ix, "device.owner.slot")
@@ -83,7 +67,7 @@ async def _open(session: AsyncSession, vault: Vault, account: Account, row: Devi
         id=row.id,
         account_id=account.id,
         label=await vault.open(session, key_id, Device.label, row.id, row.label),
-        public_key=base64.urlsafe_b64decode(details["public_key"] + "==="),
+        public_key=b64url_decode(details["public_key"]),
         created_at=datetime.fromisoformat(details["created_at"]),
         revoked_at=datetime.fromisoformat(revoked_at) if revoked_at else None,
         row=row,
@@ -106,7 +90,7 @@ async def _seal_details(
         Device.details,
         device_id,
         {
-            "public_key": encode_key(public_key),
+            "public_key": b64url_encode(public_key),
             "created_at": created_at.isoformat(),
             "revoked_at": revoked_at.isoformat() if revoked_at else None,
         },
@@ -150,7 +134,7 @@ async def register(
             "kind": "device_added",
             "account": account.id,
             "device": device_id,
-            "public_key": encode_key(public_key),
+            "public_key": b64url_encode(public_key),
         },
     )
     audit.record(
@@ -194,7 +178,7 @@ async def active_device(
     session: AsyncSession, vault: Vault, account_id: str, device_id: str
 ) -> Device | None:
     """The account's own device `device_id`, unless it is revoked or unknown."""
-    if not _is_id(device_id):
+    if not is_id(device_id):
         return None
     return (
         await session.execute(
@@ -233,7 +217,7 @@ async def revoke(
     One conditional UPDATE, so two revocations at once succeed exactly once.
     """
     revoked = None
-    if _is_id(device_id):
+    if is_id(device_id):
         revoked = (
             await session.execute(
                 update(Device)
@@ -278,6 +262,6 @@ def view(device: DeviceInfo) -> DeviceOut:
     return DeviceOut(
         device_id=device.id,
         label=device.label,
-        public_key=encode_key(device.public_key),
+        public_key=b64url_encode(device.public_key),
         created_at=device.created_at,
     )

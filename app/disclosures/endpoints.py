@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.auth.dependencies import CurrentAccount
+from app.auth.dependencies import CurrentPrincipal
 from app.core.deps import ContextDep, SessionDep
 from app.core.errors import Forbidden, NotFound, Unauthorized, responses
 from app.disclosures import service
@@ -43,7 +43,7 @@ def _disclosure(view: service.DisclosureView) -> DisclosureOut:
 async def record(
     account_id: str,
     body: RecordDisclosure,
-    principal: CurrentAccount,
+    principal: CurrentPrincipal,
     session: SessionDep,
     ctx: ContextDep,
 ) -> DisclosureOut:
@@ -58,6 +58,6 @@ async def record(
     description="Disclosures whose `withhold_until` lies in the future are left out until then.",
 )
 async def my_disclosures(
-    principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> list[DisclosureOut]:
     return [_disclosure(view) for view in await service.accounting(session, ctx, principal)]

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
-from app.core.schemas import AwareDatetime, Clean, RequestModel, ResponseModel
+from app.core.schemas import Clean, RequestModel, ResponseModel, UtcDatetime
 from app.models import DisclosureBasis
 
 RECIPIENT_MAX = 200
@@ -15,17 +15,6 @@ DESCRIPTION_MAX = 5000
 Recipient = Annotated[str, StringConstraints(min_length=1, max_length=RECIPIENT_MAX), Clean]
 Purpose = Annotated[str, StringConstraints(min_length=1, max_length=PURPOSE_MAX), Clean]
 Description = Annotated[str, StringConstraints(min_length=1, max_length=DESCRIPTION_MAX), Clean]
-
-
-def _utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("must lie between the years 1 and 9999 in UTC") from None
-
-
-#: An aware time, stored and answered in UTC.
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
 class RecordDisclosure(RequestModel):

@@ -21,7 +21,6 @@ neither be lost nor be sent twice.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -30,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import service as accounts
 from app.auth.service import Principal
 from app.core import audit
+from app.core.codec import is_id
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, ValidationFailed
 from app.core.slots import Slots
@@ -61,15 +61,6 @@ class DisclosureView:
         return self.withhold_until is not None and self.withhold_until > now
 
 
-def _is_id(value: str) -> bool:
-    # Only a canonical UUID can name an account; anything else never reaches
-    # the database (PostgreSQL refuses a NUL that SQLite would compare).
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
-
-
 SLOTS = Slots(Disclosure.client_ix, "disclosure.client.slot")
 
 
@@ -95,7 +86,7 @@ async def record(
     """Record a disclosure of the client `account_id`'s information."""
     if principal.account.role == Role.client:
         raise Forbidden("Only the client's counselor or an admin records a disclosure.")
-    client = await accounts.get_active(session, account_id) if _is_id(account_id) else None
+    client = await accounts.get_active(session, account_id) if is_id(account_id) else None
     if client is None or client.role != Role.client or client.data_key_id is None:
         raise NotFound(_NO_SUCH_ACCOUNT)
     if principal.account.role != Role.admin and not await has_care(
@@ -197,7 +188,7 @@ async def withheld_until(
 ) -> datetime | None:
     """When the client may learn of this disclosure (None: now); far future if unreadable."""
     key_id = client.data_key_id
-    row = await session.get(Disclosure, disclosure_id) if _is_id(disclosure_id) else None
+    row = await session.get(Disclosure, disclosure_id) if is_id(disclosure_id) else None
     if row is None or key_id is None:
         return datetime.max.replace(tzinfo=UTC)
     return (await _open(session, ctx.vault, key_id, row)).withhold_until

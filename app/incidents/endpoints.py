@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.auth.dependencies import AdminAccount
+from app.auth.dependencies import AdminPrincipal
 from app.core.context import Context
 from app.core.deps import ContextDep, SessionDep
 from app.core.errors import Forbidden, NotFound, Unauthorized, responses
@@ -43,7 +43,7 @@ def _incident(view: service.IncidentView, ctx: Context) -> IncidentOut:
     description="`status` starts at `assessing`; `notify_by` = `discovered_at` + 60 days.",
 )
 async def create(
-    body: CreateIncident, admin: AdminAccount, session: SessionDep, ctx: ContextDep
+    body: CreateIncident, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
 ) -> IncidentOut:
     view = await service.create(
         session,
@@ -66,7 +66,7 @@ async def create(
     summary="Every incident, most recently discovered first (admin)",
 )
 async def list_incidents(
-    admin: AdminAccount, session: SessionDep, ctx: ContextDep
+    admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
 ) -> list[IncidentOut]:
     views = await service.list_all(session, ctx.vault, actor_id=admin.id, actor_role=admin.role)
     return [_incident(view, ctx) for view in views]
@@ -79,7 +79,7 @@ async def list_incidents(
     summary="One incident (admin)",
 )
 async def get(
-    incident_id: str, admin: AdminAccount, session: SessionDep, ctx: ContextDep
+    incident_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
 ) -> IncidentOut:
     view = await service.get(
         session, ctx.vault, incident_id, actor_id=admin.id, actor_role=admin.role
@@ -96,7 +96,7 @@ async def get(
 async def patch(
     incident_id: str,
     body: PatchIncident,
-    admin: AdminAccount,
+    admin: AdminPrincipal,
     session: SessionDep,
     ctx: ContextDep,
 ) -> IncidentOut:
@@ -120,7 +120,7 @@ async def patch(
 async def notify(
     incident_id: str,
     body: NotifyIncident,
-    admin: AdminAccount,
+    admin: AdminPrincipal,
     session: SessionDep,
     ctx: ContextDep,
 ) -> NotifiedOut:

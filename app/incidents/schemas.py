@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.core.schemas import AwareDatetime, Clean, RequestModel, ResponseModel
+from app.core.schemas import Clean, RequestModel, ResponseModel, UtcDatetime
 from app.models import IncidentStatus, Severity
 
 SUMMARY_MAX = 2000
@@ -15,17 +15,6 @@ MAX_AFFECTED = 10_000
 
 Summary = Annotated[str, StringConstraints(min_length=1, max_length=SUMMARY_MAX), Clean]
 Message = Annotated[str, StringConstraints(min_length=1, max_length=MESSAGE_MAX), Clean]
-
-
-def _utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("must lie between the years 1 and 9999 in UTC") from None
-
-
-#: An aware time, stored and answered in UTC.
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
 class CreateIncident(RequestModel):

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit
 from app.core.clock import Clock
+from app.core.codec import is_id
 from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.vault import Vault
 from app.models import (
@@ -60,13 +61,6 @@ class IncidentView:
 
     def overdue(self, now: datetime) -> bool:
         return self.notified_at is None and now > self.notify_by
-
-
-def _is_id(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
 
 
 def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
@@ -113,7 +107,7 @@ async def _open(session: AsyncSession, vault: Vault, row: Incident) -> IncidentV
 
 
 async def _load(session: AsyncSession, incident_id: str) -> Incident:
-    row = await session.get(Incident, incident_id) if _is_id(incident_id) else None
+    row = await session.get(Incident, incident_id) if is_id(incident_id) else None
     if row is None:
         raise NotFound("No such incident.")
     return row

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, LargeBinary, MetaData, TypeDecorator
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, mapped_column
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -75,7 +75,3 @@ def slot_index(*, nullable: bool = False) -> Any:
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-def uuid_pk() -> Mapped[str]:
-    return mapped_column(default=new_id, primary_key=True)

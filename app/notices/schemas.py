@@ -6,6 +6,7 @@ from pydantic import ConfigDict, Field
 
 from app.core.schemas import ResponseModel
 from app.models import NoticeKind
+from app.notices.service import NoticeView
 
 
 class NoticeOut(ResponseModel):
@@ -39,3 +40,15 @@ class NoticeOut(ResponseModel):
     created_at: datetime = Field(description="When the notice reached the caller.")
     incident_id: str | None = Field(default=None, description="Set on `incident` notices.")
     disclosure_id: str | None = Field(default=None, description="Set on `disclosure` notices.")
+
+
+def notice_out(notice: NoticeView) -> NoticeOut:
+    """A notice as its recipient reads it."""
+    return NoticeOut(
+        id=notice.id,
+        kind=notice.kind,
+        message=notice.message,
+        created_at=notice.created_at,
+        incident_id=notice.ref if notice.kind == NoticeKind.incident else None,
+        disclosure_id=notice.ref if notice.kind == NoticeKind.disclosure else None,
+    )

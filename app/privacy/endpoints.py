@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.auth.dependencies import CurrentAccount
+from app.auth.dependencies import CurrentPrincipal
 from app.core.deps import ContextDep, SessionDep
 from app.core.errors import Unauthorized, responses
 from app.privacy import service
@@ -26,7 +26,7 @@ EXPORT_FILENAME = "confide-export.json"
     ),
 )
 async def access_log(
-    principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> list[AccessEntry]:
     return await service.access_log(session, ctx, principal)
 
@@ -42,7 +42,7 @@ async def access_log(
     ),
 )
 async def export(
-    principal: CurrentAccount, session: SessionDep, ctx: ContextDep, response: Response
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, response: Response
 ) -> Export:
     document = await service.export(session, ctx, principal)
     response.headers["Content-Disposition"] = f'attachment; filename="{EXPORT_FILENAME}"'
@@ -62,5 +62,5 @@ async def export(
         " erase their account (409 `last_admin`)."
     ),
 )
-async def erase(principal: CurrentAccount, session: SessionDep, ctx: ContextDep) -> None:
+async def erase(principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> None:
     await service.erase(session, ctx, principal)

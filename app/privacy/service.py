@@ -36,11 +36,11 @@ from app.accounts import service as accounts
 from app.auth.service import Principal, remove_families
 from app.consent import service as consent
 from app.core import audit
+from app.core.codec import b64url_encode
 from app.core.context import Context
 from app.core.errors import Conflict, Unauthorized
 from app.core.events import emit
 from app.devices import service as devices
-from app.devices.service import encode_key
 from app.disclosures import service as disclosures
 from app.disclosures.schemas import DisclosureOut
 from app.models import (
@@ -48,11 +48,10 @@ from app.models import (
     AccountStatus,
     ConsentDocument,
     DataKey,
-    NoticeKind,
     Role,
 )
 from app.notices import service as notices
-from app.notices.schemas import NoticeOut
+from app.notices.schemas import notice_out
 from app.privacy.schemas import AccessEntry, Actor, ConsentRecord, DeviceRecord, Export
 from app.rooms import care, invitations
 from app.rooms import service as rooms
@@ -122,7 +121,7 @@ async def _devices(session: AsyncSession, ctx: Context, account: Account) -> lis
         DeviceRecord(
             device_id=device.id,
             label=device.label,
-            public_key=encode_key(device.public_key),
+            public_key=b64url_encode(device.public_key),
             created_at=device.created_at,
             revoked_at=device.revoked_at,
         )
@@ -156,17 +155,6 @@ async def _consents(session: AsyncSession, ctx: Context, account: Account) -> li
     return out
 
 
-def _notice(notice: notices.NoticeView) -> NoticeOut:
-    return NoticeOut(
-        id=notice.id,
-        kind=notice.kind,
-        message=notice.message,
-        created_at=notice.created_at,
-        incident_id=notice.ref if notice.kind == NoticeKind.incident else None,
-        disclosure_id=notice.ref if notice.kind == NoticeKind.disclosure else None,
-    )
-
-
 async def export(session: AsyncSession, ctx: Context, principal: Principal) -> Export:
     """Everything held about the caller, decrypted."""
     account = principal.account
@@ -185,7 +173,7 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
         consents=await _consents(session, ctx, account),
         disclosures=[DisclosureOut.model_validate(view) for view in accounting],
         notices=[
-            _notice(n) for n in await notices.notices_for(session, ctx.vault, ctx.clock, account)
+            notice_out(n) for n in await notices.notices_for(session, ctx.vault, ctx.clock, account)
         ],
         access_log=await _access_entries(session, ctx, account),
     )

@@ -28,13 +28,14 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 
 from app.accounts import service as accounts
-from app.auth.service import session_is_live
+from app.auth.service import login_is_live
 from app.core import audit
 from app.core import logging as logs
+from app.core.codec import b64url_encode
 from app.core.context import Context
 from app.core.errors import ConfideError, NotFound, is_unavailable
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP, TokenError
-from app.devices.service import active_device, active_devices_of, encode_key
+from app.devices.service import active_device, active_devices_of
 from app.models import Room
 from app.relay import protocol as p
 from app.relay.broker import BrokerUnavailable
@@ -104,7 +105,7 @@ async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -
     async with ctx.transaction() as session:
         account = await accounts.get_active(session, account_id)
         sid = claims.get("sid")
-        if account is None or not isinstance(sid, str) or not await session_is_live(session, sid):
+        if account is None or not isinstance(sid, str) or not await login_is_live(session, sid):
             raise Refused(p.CLOSE_TOKEN, "token_invalid")
         if await session.get(Room, room_id) is None:
             raise Refused(p.CLOSE_NOT_FOUND, "not_found")
@@ -142,7 +143,7 @@ async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -
             m.role,
             names.get(m.account_id, ""),
             state.is_admitted(m),
-            {d.id: encode_key(d.public_key) for d in devices.get(m.account_id, [])},
+            {d.id: b64url_encode(d.public_key) for d in devices.get(m.account_id, [])},
         )
         for m in state.members
     }

@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from app.core.close_codes import Close
+from app.core.codec import strict_json_loads
 
 SUBPROTOCOL = "confide.v1"
 BEARER_PREFIX = "bearer."
@@ -139,26 +140,13 @@ _MODELS: dict[str, type[_Frame]] = {
 }
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 def parse_client_frame(text: str) -> ClientFrame:
     """Parse one text frame, or raise FrameError (never anything else)."""
     if len(text) > MAX_FRAME_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
         raise FrameError("payload_too_large", "frame is over 256 KiB")
     try:
-        data = json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError):
+        data = strict_json_loads(text)
+    except ValueError:
         raise FrameError("validation_error", "frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise FrameError("validation_error", "frame must be a JSON object")

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from app.auth.dependencies import CurrentAccount
+from app.auth.dependencies import CurrentPrincipal
 from app.core import audit
 from app.core.deps import ContextDep, SessionDep
 from app.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, responses
@@ -46,7 +46,7 @@ ROOM = "/v1/rooms/{room_id}"
     summary="Create a room (counselors); the creator hosts it",
 )
 async def create(
-    body: CreateRoom, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    body: CreateRoom, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
     state = await service.create_room(session, ctx, principal, body)
     return await service.view(session, ctx, state)
@@ -59,7 +59,7 @@ async def create(
     summary="Rooms the caller participates in",
 )
 async def list_mine(
-    principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> list[RoomOut]:
     states = await service.list_rooms(session, ctx, principal.account)
     for state in states:
@@ -74,7 +74,7 @@ async def list_mine(
     summary="A room the caller participates in",
 )
 async def get(
-    room_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
     state, _ = await service.load_for(session, ctx.vault, room_id, principal.id)
     service.record_on_room(session, "room.read", principal, state)
@@ -88,7 +88,7 @@ async def get(
     summary="Change title, times (extend a running session), size or waiting room (host)",
 )
 async def patch(
-    room_id: str, body: PatchRoom, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    room_id: str, body: PatchRoom, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
     state = await service.patch_room(session, ctx, principal, room_id, body)
     return await service.view(session, ctx, state)
@@ -116,7 +116,7 @@ async def patch(
 async def add_participant(
     room_id: str,
     body: AddParticipant,
-    principal: CurrentAccount,
+    principal: CurrentPrincipal,
     session: SessionDep,
     ctx: ContextDep,
 ) -> ParticipantOut | JSONResponse:
@@ -136,7 +136,7 @@ async def add_participant(
     summary="The room's pending invitations, naming no one (host)",
 )
 async def room_invitations(
-    room_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> list[PendingInvitationOut]:
     found = await invitations.pending(session, ctx, principal, room_id)
     return [PendingInvitationOut(id=each.id, created_at=each.created_at) for each in found]
@@ -149,7 +149,7 @@ async def room_invitations(
     summary="The caller's pending invitations to rooms, oldest first",
 )
 async def my_invitations(
-    principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> list[InvitationOut]:
     return [
         InvitationOut(
@@ -172,7 +172,7 @@ async def my_invitations(
     summary="Accept an invitation: join the room; its host becomes your counselor",
 )
 async def accept_invitation(
-    invitation_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    invitation_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
     state = await invitations.accept(session, ctx, principal, invitation_id)
     return await service.view(session, ctx, state)
@@ -185,7 +185,7 @@ async def accept_invitation(
     summary="Decline an invitation",
 )
 async def decline_invitation(
-    invitation_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    invitation_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> Response:
     await invitations.decline(session, ctx, principal, invitation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -198,7 +198,7 @@ async def decline_invitation(
     summary="Remove a participant (host): their sockets close, their tokens stop working",
 )
 async def remove_participant(
-    room_id: str, account_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    room_id: str, account_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> Response:
     await service.remove_participant(session, ctx, principal, room_id, account_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -211,7 +211,7 @@ async def remove_participant(
     summary="Admit a participant from the waiting room (host)",
 )
 async def admit(
-    room_id: str, account_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    room_id: str, account_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> ParticipantOut:
     state, member = await service.admit(session, ctx, principal, room_id, account_id)
     return await service.participant_view(session, ctx, state, member)
@@ -224,7 +224,7 @@ async def admit(
     summary="Lock: no tokens for participants not yet admitted (host)",
 )
 async def lock(
-    room_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
     state = await service.set_locked(session, ctx, principal, room_id, True)
     return await service.view(session, ctx, state)
@@ -237,7 +237,7 @@ async def lock(
     summary="Unlock (host)",
 )
 async def unlock(
-    room_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
     state = await service.set_locked(session, ctx, principal, room_id, False)
     return await service.view(session, ctx, state)
@@ -250,7 +250,7 @@ async def unlock(
     summary="End the session (host): every socket closes with 4010",
 )
 async def end(
-    room_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
     state = await service.end_room(session, ctx, principal, room_id)
     return await service.view(session, ctx, state)
@@ -274,7 +274,7 @@ async def token(
     room_id: str,
     body: TokenRequest,
     request: Request,
-    principal: CurrentAccount,
+    principal: CurrentPrincipal,
     session: SessionDep,
     ctx: ContextDep,
 ) -> RoomTokenOut:
@@ -304,7 +304,7 @@ async def token(
     description="Given under the same rules as a room token (the device aside).",
 )
 async def ice_servers(
-    room_id: str, principal: CurrentAccount, session: SessionDep, ctx: ContextDep
+    room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> IceServersOut:
     state, member = await service.load_for(session, ctx.vault, room_id, principal.id)
     now = ctx.clock.now()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.errors import ConfideError, Conflict, Forbidden
+from app.core.errors import Conflict, Forbidden
 
 
 class RoomEnded(Conflict):
@@ -44,7 +44,3 @@ class ConsentNotPublished(Forbidden):
             "The practice has not yet published the consent documents this room needs.",
             kinds=kinds,
         )
-
-
-class NotAdmitted(ConfideError):
-    status, code, title = 403, "not_admitted", "Not admitted"

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import service as accounts
 from app.auth.service import Principal
 from app.core import audit
+from app.core.codec import is_id
 from app.core.context import Context
 from app.core.encryption import DecryptionError
 from app.core.errors import NotFound
@@ -98,7 +99,7 @@ async def _account(
 ) -> Account | None:
     if email is not None:
         account = await accounts.find_by_email(session, vault, email)
-    elif account_id is not None and rooms.is_id(account_id):
+    elif account_id is not None and is_id(account_id):
         account = await session.get(Account, account_id)
     else:
         account = None
@@ -206,7 +207,7 @@ async def _mine(
     session: AsyncSession, vault: Vault, principal: Principal, invitation_id: str
 ) -> tuple[_Opened, list[_Opened]]:
     """The caller's invitation `invitation_id`, and all of the caller's; 404 for any other."""
-    if not rooms.is_id(invitation_id):
+    if not is_id(invitation_id):
         raise NotFound(_NO_SUCH_INVITATION)
     opened = await _open_all(session, vault, principal.account)
     mine = next((each for each in opened if each.row.id == invitation_id), None)

@@ -14,7 +14,6 @@ home of that rule.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,13 +27,14 @@ from app.accounts import service as accounts
 from app.auth.service import Principal
 from app.consent.service import ConsentGate, consent_gate
 from app.core import audit
+from app.core.codec import b64url_encode, is_id
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, ValidationFailed
 from app.core.events import emit
 from app.core.slots import Slots
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP
 from app.core.vault import Vault
-from app.devices.service import active_device, active_devices_of, encode_key
+from app.devices.service import active_device, active_devices_of
 from app.models import Account, AccountRoom, Role, Room, RoomKind, RoomMember
 from app.models.base import new_id
 from app.rooms.errors import (
@@ -92,13 +92,6 @@ def _iso(value: datetime | None) -> str | None:
 
 def _time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
-
-
-def is_id(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
 
 
 def member_index(vault: Vault, room_id: str, account_id: str) -> bytes:
@@ -423,7 +416,7 @@ async def add_member(
             "role": role,
             "display_name": names.get(account.id, ""),
             "admitted": state.is_admitted(member),
-            "devices": {d.id: encode_key(d.public_key) for d in devices},
+            "devices": {d.id: b64url_encode(d.public_key) for d in devices},
         },
     )
     audit.record(
@@ -605,7 +598,7 @@ async def issue_token(
             "room": room_id,
             "device": device_id,
             "role": member.role,
-            "sid": principal.session_id,
+            "sid": principal.login_id,
         },
     )
     audit.record(

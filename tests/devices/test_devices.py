@@ -389,8 +389,3 @@ async def test_active_device_is_only_the_owners_unrevoked_device(
     await client.delete(f"/v1/devices/{device_id}", headers=client_user.auth)
     async with ctx.sessionmaker() as session:
         assert await service.active_device(session, ctx.vault, client_user.id, device_id) is None
-
-
-def test_encode_key_is_base64url_without_padding() -> None:
-    assert service.encode_key(b"\xfb\xff") == "-_8"
-    assert service.encode_key(b"") == ""

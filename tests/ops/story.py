@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
-from app.core.keys import b64url
+from app.core.codec import b64url_encode as b64url
 from tests.fixtures.accounts import PASSWORD, User, login, unique_email
 from tests.fixtures.processes import Server
 from tests.fixtures.server import closed_with, recv, recv_until, ws_url

@@ -31,7 +31,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from app.core.keys import b64url
+from app.core.codec import b64url_encode as b64url
 from tests.fixtures.processes import (
     CLI_TIMEOUT_S,
     CONFIDE,
