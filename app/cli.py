@@ -213,6 +213,7 @@ async def _admin_create(settings: Settings, email: str, password: str, name: str
                 session,
                 ctx.vault,
                 ctx.clock,
+                ctx.passwords,
                 email=email,
                 password=password,
                 display_name=name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,7 +21,15 @@ from app.core.db import create_engine
 from app.core.migrations import upgrade_on
 from app.main import create_app
 from app.models import Base
-from tests.fixtures.services import create_pg_database, drop_pg_database, pg_url, unavailable
+from tests.fixtures.services import (
+    FAST_PASSWORDS,
+    create_pg_database,
+    drop_pg_database,
+    pg_url,
+    unavailable,
+)
+
+os.environ.update(FAST_PASSWORDS)
 
 pytest_plugins = [
     "tests.fixtures.accounts",

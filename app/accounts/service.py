@@ -9,12 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.passwords import check_strength, hash_password
+from app.accounts.passwords import check_strength
 from app.accounts.schemas import AccountOut
 from app.core import audit
 from app.core.clock import Clock
 from app.core.encryption import DecryptionError
 from app.core.errors import EmailTaken, NotFound
+from app.core.passwords import PasswordHasher
 from app.core.vault import DataKeyDestroyed, Vault
 from app.models import Account, AccountStatus, Role
 from app.models.base import new_id
@@ -37,6 +38,7 @@ async def create_account(
     session: AsyncSession,
     vault: Vault,
     clock: Clock,
+    passwords: PasswordHasher,
     *,
     email: str,
     password: str,
@@ -62,7 +64,7 @@ async def create_account(
         display_name=await vault.seal(
             session, key_id, Account.display_name, account_id, display_name
         ),
-        password_hash=await hash_password(password),
+        password_hash=await passwords.hash(password),
         data_key_id=key_id,
         created=await vault.seal(
             session, key_id, Account.created, account_id, clock.now().isoformat()

@@ -18,7 +18,6 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
-from app.accounts.passwords import verify_password
 from app.auth.schemas import TokenPair
 from app.core import audit
 from app.core.context import Context
@@ -138,7 +137,7 @@ async def login(
 
     account = await accounts.find_by_email(session, ctx.vault, email)
     usable = account is not None and account.status == AccountStatus.active
-    ok = await verify_password(account.password_hash if usable and account else None, password)
+    ok = await ctx.passwords.verify(account.password_hash if usable and account else None, password)
     if not ok or account is None:
         throttle.fail(account_key)
         throttle.fail(address_key)

@@ -10,8 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.core.passwords import DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST, meets_owasp
 
 CommaList = Annotated[list[str], NoDecode]
 METRICS_TOKEN_MIN = 16
@@ -81,6 +83,12 @@ class Settings(BaseSettings):
     turn_secret: SecretStr | None = None
     turn_urls: CommaList = Field(default_factory=list)
 
+    # argon2id's cost. Production refuses less than one of OWASP's rows
+    # (app/core/passwords.py); the tests lower it.
+    password_memory_kib: int = Field(default=DEFAULT_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
+    password_time_cost: int = Field(default=DEFAULT_TIME_COST, ge=1, le=100)
+    password_parallelism: int = Field(default=1, ge=1, le=64)
+
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
     login_window_s: int = Field(default=900, ge=1)
@@ -133,6 +141,17 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port")
         split_host_port(value.strip())
         return value.strip()
+
+    @field_validator("password_time_cost")
+    @classmethod
+    def _production_password_cost(cls, value: int, info: ValidationInfo) -> int:
+        memory = info.data.get("password_memory_kib")
+        if info.data.get("env") == "production" and memory and not meets_owasp(memory, value):
+            raise ValueError(
+                "with CONFIDE_PASSWORD_MEMORY_KIB, below OWASP's argon2id minimum"
+                " (19456 KiB and 2 iterations, or an equivalent row); production refuses it"
+            )
+        return value
 
     @property
     def metrics_listener(self) -> tuple[str, int] | None:

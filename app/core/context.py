@@ -15,6 +15,7 @@ from app.core.db import create_engine, create_sessionmaker, is_sqlite
 from app.core.errors import ConfideError
 from app.core.events import Publisher, take
 from app.core.keys import KeyMaterial, load_keys
+from app.core.passwords import PasswordHasher
 from app.core.throttle import Throttle
 from app.core.tokens import TokenService
 from app.core.vault import Vault
@@ -30,6 +31,7 @@ class Context:
     vault: Vault
     tokens: TokenService
     audit: AuditLog
+    passwords: PasswordHasher
     login_throttle: Throttle = field(init=False)
     publisher: Publisher | None = None
 
@@ -87,4 +89,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
             reload=keys.source.reload_signing_keys,
         ),
         audit=AuditLog(vault, clock, sqlite=is_sqlite(url)),
+        passwords=PasswordHasher(
+            settings.password_memory_kib, settings.password_time_cost, settings.password_parallelism
+        ),
     )

@@ -35,6 +35,8 @@ def dev(tmp_path: Path) -> Settings:
 def production(tmp_path: Path, signing: Path) -> Settings:
     return Settings(
         env="production",
+        password_memory_kib=19_456,
+        password_time_cost=2,
         data_dir=tmp_path / "data",
         master_keys=SecretStr("k1:" + secrets.token_urlsafe(32)),
         index_key=SecretStr(secrets.token_urlsafe(32)),
