@@ -2,7 +2,8 @@
 
 The URL is the one given in the config (`confide migrate`, the tests), else
 the configured `CONFIDE_DATABASE_URL` (by default the SQLite file in the data
-directory), whose directory is created. A new revision is numbered after the head
+directory). An upgrade or downgrade holds the migration lock, so instances
+starting together migrate once. A new revision is numbered after the head
 (0006, 0007, ...) unless `--rev-id` names it.
 """
 
@@ -20,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from app.core.db import create_engine
-from app.core.migrations import sqlite_file
+from app.core.migrations import postgresql_lock, sqlite_lock
 from app.models import Base
 
 config = context.config
@@ -50,6 +51,7 @@ def _number(
 
 
 def _configure(connection: Connection) -> None:
+    postgresql_lock(connection)
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -74,13 +76,13 @@ async def _run_async(url: str) -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        _configure(connection)
+        # The caller commits: on SQLite the lock covers the statements, not the commit.
+        with sqlite_lock(connection.engine.url.render_as_string(hide_password=False)):
+            _configure(connection)
         return
     url = _url()
-    database = sqlite_file(url)
-    if database is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
-    asyncio.run(_run_async(url))
+    with sqlite_lock(url):
+        asyncio.run(_run_async(url))
 
 
 if context.is_offline_mode():

@@ -2,17 +2,21 @@
 
 The scripts are `alembic/` at the repository root (the `alembic` command uses
 them through `alembic.ini`); a wheel ships them as the `confide_migrations`
-package. Both ways run the same `env.py`.
+package. Both ways run the same `env.py`, which takes the migration lock
+below, so instances starting together migrate once.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 from sqlalchemy.engine import Connection
 
 from app.core.encryption import Keyring
@@ -23,6 +27,9 @@ PACKAGE = "confide_migrations"
 #: Under this key `Config.attributes` carries (keyring, index key) to the
 #: migrations that re-seal data (0004); without it they load the configured keys.
 KEYS = "confide.keys"
+
+#: The PostgreSQL advisory lock an upgrade or downgrade holds (b"confide~").
+LOCK_KEY = int.from_bytes(b"confide~", "big")
 
 
 class MigrationsMissing(RuntimeError):
@@ -74,7 +81,7 @@ def downgrade_on(connection: Connection, revision: str = "base") -> None:
     command.downgrade(alembic_config(connection=connection), revision)
 
 
-# What env.py uses: the database file.
+# What env.py uses: the database file, and the lock around a run.
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -86,3 +93,39 @@ def sqlite_file(url: str) -> Path | None:
     if database.startswith("file:") or parsed.query.get("mode") == "memory":
         return None
     return Path(database)
+
+
+@contextmanager
+def sqlite_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive lock on `<database file>.migrate-lock`; nothing for other URLs.
+
+    It creates the file's directory (the default database lives in the data
+    directory, which may not exist yet). Without `fcntl` (Windows) it only
+    creates the directory.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    with open(f"{path}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def postgresql_lock(connection: Connection) -> None:
+    """Wait for the migration lock on PostgreSQL; the transaction's end releases it.
+
+    Taken before Alembic reads the current revision, so an instance that
+    waited finds the revision the one before it left, and has nothing to do.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
