@@ -23,6 +23,7 @@ RUN groupadd --system --gid 10001 confide \
 WORKDIR /opt/confide
 COPY pyproject.toml README.md ./
 COPY app ./app
+COPY alembic ./alembic
 RUN pip install . && rm -rf /opt/confide/build
 
 ENV CONFIDE_ENV=production \

@@ -53,7 +53,7 @@ def main() -> int:
         else:
             run(BIN / "ruff", "format", "--check", ".")
             run(BIN / "ruff", "check", ".")
-            run(BIN / "mypy", "app", "tests", "bench", "dev.py")
+            run(BIN / "mypy", "app", "tests", "bench", "dev.py", "alembic/env.py")
             run(BIN / "pytest", *rest)
     except subprocess.CalledProcessError as error:
         return error.returncode or 1
