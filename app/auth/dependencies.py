@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import OAuth2PasswordBearer
 
-from app.accounts import service as accounts
 from app.auth import service
 from app.auth.service import Principal
 from app.core.deps import ContextDep, SessionDep
@@ -28,9 +27,9 @@ async def current_principal(
     except TokenError as error:
         raise Unauthorized(error.detail, code=error.code) from None
     sid = claims.get("sid")
-    account = await accounts.get_active(session, str(claims["sub"]))
-    if account is None or not isinstance(sid, str) or not await service.login_is_live(session, sid):
+    if not isinstance(sid, str):
         raise Unauthorized("This session has ended.")
+    account = await service.live_account(session, str(claims["sub"]), sid)
     return Principal(account=account, login_id=sid, claims=claims)
 
 

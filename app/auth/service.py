@@ -253,6 +253,19 @@ async def login_is_live(session: AsyncSession, family_id: str) -> bool:
     return live.first() is not None
 
 
+async def live_account(session: AsyncSession, account_id: str, login_id: str) -> Account:
+    """The account behind a token, while it is active and the token's log-in is live.
+
+    What every access token and every room token needs, whatever else it is
+    for: an erased account, or a log-in ended by log-out or a reused refresh
+    token, is 401 `token_invalid` (on the room socket, 4001).
+    """
+    account = await accounts.get_active(session, account_id)
+    if account is None or not await login_is_live(session, login_id):
+        raise Unauthorized("This session has ended.")
+    return account
+
+
 async def logout(session: AsyncSession, ctx: Context, account: Account, family_id: str) -> None:
     await revoke_family(session, ctx, family_id)
     audit.record(

@@ -43,6 +43,7 @@ from app.core.slots import Slots
 from app.core.vault import DataKeyDestroyed, Vault
 from app.models import Account, ConsentAcceptance, ConsentDocument, ConsentKind
 from app.models.base import new_id
+from app.rooms.errors import ConsentRequired
 
 FALLBACK_LOCALE = "en"
 #: What every client must have accepted; a group room adds GROUP_KIND.
@@ -51,8 +52,6 @@ GROUP_KIND = ConsentKind.group_agreement
 #: Admins publishing the same kind and locale at once race for the next
 #: version on the unique (kind, locale, version): a loser takes the one after.
 _PUBLISH_ATTEMPTS = 5
-#: The socket close code for an account whose consent no longer holds.
-CONSENT_WITHDRAWN_CLOSE = 4003
 _NOT_ACCEPTED = "You have not accepted this document."
 
 
@@ -328,14 +327,15 @@ async def withdraw(session: AsyncSession, vault: Vault, account: Account, docume
     if row is None:
         raise NotFound(_NOT_ACCEPTED)
     await SLOTS.remove(session, vault, account.id, row)
-    # Simplest safe rule: any withdrawal closes the account's sockets; a room
-    # that still has every consent it needs issues a new token at once.
+    # Simplest safe rule: any withdrawal closes the account's sockets, with the
+    # code a join without this consent gets; a room that still has every
+    # consent it needs issues a new token at once.
     emit(
         session,
         {
             "kind": "account_closed",
             "account": account.id,
-            "code": CONSENT_WITHDRAWN_CLOSE,
+            "code": int(ConsentRequired.close_code),
             "reason": "consent_withdrawn",
         },
     )

@@ -1,15 +1,16 @@
 """Domain errors and their one mapping to RFC 9457 problem details.
 
 Services raise these; they never raise `HTTPException`. Each class carries its
-HTTP status and a stable machine `code`; the socket maps the same errors to
-close codes. Every body is `application/problem+json`.
+HTTP status and a stable machine `code`, and the close code (`close_code`,
+`close_reason`) the room socket sends when the same error refuses it. Every
+body is `application/problem+json`.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,6 +18,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.close_codes import Close
 
 log = logging.getLogger("confide.errors")
 
@@ -30,6 +33,10 @@ class ConfideError(Exception):
     #: Commit the unit of work before answering (audit entries of a failed
     #: log-in, the revocation of a family whose spent token was replayed).
     persist: bool = False
+    #: The room socket's close code when this error refuses it, and the close
+    #: frame's reason: the problem `code` unless a class names another.
+    close_code: ClassVar[Close] = Close.FORBIDDEN
+    close_reason: ClassVar[str | None] = None
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -48,6 +55,7 @@ class Forbidden(ConfideError):
 
 class Unauthorized(ConfideError):
     status, code, title = 401, "token_invalid", "Not authenticated"
+    close_code = Close.TOKEN
 
     def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
         super().__init__(detail)
@@ -98,6 +106,7 @@ class ServiceUnavailable(ConfideError):
     """A dependency (the database, the broker) cannot be reached: try again later."""
 
     status, code, title = 503, "unavailable", "Service unavailable"
+    close_code = Close.TRY_AGAIN
 
     def __init__(self, detail: str | None = None, *, retry_after: int = RETRY_AFTER_S) -> None:
         super().__init__(detail or "A service Confide depends on is unreachable; try again.")

@@ -58,8 +58,6 @@ from app.rooms import service as rooms
 
 #: Not an argon2 hash: verification of any password against it fails.
 UNUSABLE_PASSWORD = "!erased"
-#: Close code of an erased account's sockets (as for an invalid token).
-ERASED_CLOSE = 4001
 
 
 class LastAdmin(Conflict):
@@ -231,10 +229,16 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         if not remaining:
             raise LastAdmin("The last active admin cannot erase their account.")
 
-    # Sockets first, with 4001: the device revocations below would close them with 4003.
+    # Sockets first, with 4001 (the code of every token the account still holds,
+    # `Unauthorized`): the device revocations below would close them with 4003.
     emit(
         session,
-        {"kind": "account_closed", "account": account.id, "code": ERASED_CLOSE, "reason": "erased"},
+        {
+            "kind": "account_closed",
+            "account": account.id,
+            "code": int(Unauthorized.close_code),
+            "reason": "erased",
+        },
     )
     # Everything that names the person goes now, not at the next purge: their
     # log-ins, devices (public keys included), memberships, and the rows

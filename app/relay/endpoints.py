@@ -4,8 +4,10 @@ Authentication is a room token, given either as the subprotocol
 `bearer.<token>` beside `confide.v1`, or in a first `auth` frame within 5
 seconds. Never in the query string: URLs end up in logs. The token is
 checked (signature, audience, the path's room), the database is asked once,
-in a short transaction, whether the account, the login, the membership, the
-device, the consent and the room still allow it, and then its `jti` is spent.
+in a short transaction, whether the room-token rule (`rooms.admit_device`:
+the account, the log-in, the room, the membership, the device, the consent)
+still admits it, and then its `jti` is spent. A refusal closes the socket
+with the close code and reason its error carries (`ConfideError.close_code`).
 A database or broker that cannot be reached closes the socket with 1013 (try
 again later) and leaves the token unspent. Nothing on the socket afterwards
 touches the database.
@@ -27,21 +29,16 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from app.accounts import service as accounts
-from app.auth.service import login_is_live
 from app.core import audit
 from app.core import logging as logs
-from app.core.codec import b64url_encode
+from app.core.close_codes import Close
 from app.core.context import Context
-from app.core.errors import ConfideError, NotFound, is_unavailable
+from app.core.errors import ConfideError, is_unavailable
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP, TokenError
-from app.devices.service import active_device, active_devices_of
-from app.models import Room
 from app.relay import protocol as p
 from app.relay.broker import BrokerUnavailable
 from app.relay.hub import Connection, Grant, Hub, Participant
 from app.rooms import service as rooms
-from app.rooms.errors import ConsentRequired, OutsideTimeWindow, RoomEnded, RoomLocked
 
 log = logging.getLogger("confide.relay")
 access_log = logging.getLogger("confide.access")
@@ -51,33 +48,36 @@ _CLOSE_INTERNAL_ERROR = 1011  # what the access line says when serving the socke
 
 
 class Refused(Exception):
-    def __init__(self, code: int, reason: str) -> None:
+    """The socket is refused before the hub takes it: its close code and reason."""
+
+    def __init__(self, code: Close, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
 
-
-_CLOSE_FOR: dict[type[ConfideError], int] = {
-    RoomEnded: p.CLOSE_ENDED,
-    ConsentRequired: p.CLOSE_FORBIDDEN,
-    OutsideTimeWindow: p.CLOSE_FORBIDDEN,
-    RoomLocked: p.CLOSE_FORBIDDEN,
-    NotFound: p.CLOSE_FORBIDDEN,
-}
+    @classmethod
+    def by(cls, error: ConfideError) -> Refused:
+        """The refusal `error` carries: its close code, and its close reason or else
+        its problem code (what the room-token endpoint answers for the same error)."""
+        return cls(error.close_code, error.close_reason or error.code)
 
 
 async def authorize(ctx: Context, hub: Hub, room_id: str, token: str) -> Grant:
     try:
         claims = ctx.tokens.verify(token, audience=ROOM_AUDIENCE, typ=ROOM_TYP)
     except TokenError as error:
-        raise Refused(p.CLOSE_TOKEN, error.code) from None
-    if claims.get("room") != room_id or not isinstance(claims.get("device"), str):
-        raise Refused(p.CLOSE_TOKEN, "token_invalid")
+        raise Refused(Close.TOKEN, error.code) from None
+    if claims.get("room") != room_id or not all(
+        isinstance(claims.get(name), str) for name in ("device", "sid")
+    ):
+        raise Refused(Close.TOKEN, "token_invalid")
     try:
         return await _admit(ctx, hub, room_id, claims)
+    except ConfideError as error:
+        raise Refused.by(error) from None
     except BrokerUnavailable as error:
         log.warning("broker unavailable: %s", type(error).__name__)
-        raise Refused(p.CLOSE_TRY_AGAIN, "unavailable") from None
+        raise Refused(Close.TRY_AGAIN, "unavailable") from None
     except Refused:
         raise
     except Exception as error:
@@ -85,46 +85,41 @@ async def authorize(ctx: Context, hub: Hub, room_id: str, token: str) -> Grant:
             raise
         # One line, no traceback: the database is away, not a bug.
         log.warning("database unavailable: %s", type(error).__name__)
-        raise Refused(p.CLOSE_TRY_AGAIN, "unavailable") from None
+        raise Refused(Close.TRY_AGAIN, "unavailable") from None
 
 
 async def _spend(ctx: Context, hub: Hub, claims: dict[str, Any]) -> None:
     ttl = max(1, int(claims["exp"] - ctx.clock.time()) + 60)
     if not await hub.broker.spend_jti(str(claims["jti"]), ttl, float(claims["iat"])):
-        raise Refused(p.CLOSE_TOKEN, "token_spent")
+        raise Refused(Close.TOKEN, "token_spent")
 
 
 async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -> Grant:
-    """Check the token's holder against the database; spend its `jti` last.
+    """Admit the token's holder by the room-token rule; spend its `jti` last.
 
     The token is spent only once every check that can fail for a reason the
     client did not cause (the database, the broker away) has passed, inside
     the transaction: a refusal after the spend rolls back the `room.join`.
     """
-    account_id, device_id = str(claims["sub"]), str(claims["device"])
+    account_id, device_id, login_id = (str(claims[name]) for name in ("sub", "device", "sid"))
     async with ctx.transaction() as session:
-        account = await accounts.get_active(session, account_id)
-        sid = claims.get("sid")
-        if account is None or not isinstance(sid, str) or not await login_is_live(session, sid):
-            raise Refused(p.CLOSE_TOKEN, "token_invalid")
-        if await session.get(Room, room_id) is None:
-            raise Refused(p.CLOSE_NOT_FOUND, "not_found")
-        try:
-            state, member = await rooms.load_for(session, ctx.vault, room_id, account_id)
-            if await active_device(session, ctx.vault, account_id, device_id) is None:
-                raise Refused(p.CLOSE_FORBIDDEN, "device_revoked")
-            await rooms.check_admission(session, ctx.vault, state, member, account, ctx.clock.now())
-        except ConfideError as error:
-            raise Refused(_CLOSE_FOR.get(type(error), p.CLOSE_FORBIDDEN), error.code) from None
-        ids = [m.account_id for m in state.members]
-        names = await rooms.display_names(session, ctx.vault, ids)
-        devices = await active_devices_of(session, ctx.vault, ids)
+        admission = await rooms.admit_device(
+            session,
+            ctx,
+            account_id=account_id,
+            login_id=login_id,
+            room_id=room_id,
+            device_id=device_id,
+            with_seats=True,
+        )
+        assert admission.seats is not None
+        role = admission.member.role
         await _spend(ctx, hub, claims)
         audit.record(
             session,
             "room.join",
             actor_id=account_id,
-            actor_role=member.role,
+            actor_role=role,
             target=account_id,
             details={"room": room_id, "device": device_id},
         )
@@ -132,31 +127,26 @@ async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -
         audit.record_reads(
             session,
             "room.join",
-            ids,
+            [seat.account_id for seat in admission.seats],
             actor_id=account_id,
-            actor_role=member.role,
+            actor_role=role,
             details={"room": room_id},
         )
-    participants = {
-        m.account_id: Participant(
-            m.account_id,
-            m.role,
-            names.get(m.account_id, ""),
-            state.is_admitted(m),
-            {d.id: b64url_encode(d.public_key) for d in devices.get(m.account_id, [])},
-        )
-        for m in state.members
-    }
     return Grant(
         room_id=room_id,
         account_id=account_id,
         device_id=device_id,
-        role=member.role,
-        session_id=sid,
-        admitted=state.is_admitted(member),
-        ends_at=state.ends_at,
-        locked=state.room.locked,
-        participants=participants,
+        role=role,
+        session_id=login_id,
+        admitted=admission.admitted,
+        ends_at=admission.state.ends_at,
+        locked=admission.state.room.locked,
+        participants={
+            seat.account_id: Participant(
+                seat.account_id, seat.role, seat.display_name, seat.admitted, dict(seat.devices)
+            )
+            for seat in admission.seats
+        },
     )
 
 
@@ -164,18 +154,18 @@ async def _first_frame_token(ws: WebSocket) -> str:
     try:
         message = await asyncio.wait_for(ws.receive(), p.AUTH_TIMEOUT_S)
     except TimeoutError:
-        raise Refused(p.CLOSE_TOKEN, "no auth frame within 5 seconds") from None
+        raise Refused(Close.TOKEN, "no auth frame within 5 seconds") from None
     if message["type"] == "websocket.disconnect":
-        raise Refused(p.CLOSE_NORMAL, "gone")
+        raise Refused(Close.NORMAL, "gone")
     text = message.get("text")
     if text is None:
-        raise Refused(p.CLOSE_POLICY, "binary frames are not allowed")
+        raise Refused(Close.POLICY, "binary frames are not allowed")
     try:
         frame = p.parse_client_frame(text)
     except p.FrameError:
-        raise Refused(p.CLOSE_TOKEN, "the first frame must be auth") from None
+        raise Refused(Close.TOKEN, "the first frame must be auth") from None
     if not isinstance(frame, p.AuthFrame):
-        raise Refused(p.CLOSE_TOKEN, "the first frame must be auth")
+        raise Refused(Close.TOKEN, "the first frame must be auth")
     return frame.token
 
 
@@ -210,11 +200,11 @@ async def _serve_socket(ws: WebSocket, room_id: str) -> int:
     try:
         origin = ws.headers.get("origin")
         if origin is not None and origin not in ctx.settings.allowed_origins:
-            raise Refused(p.CLOSE_FORBIDDEN, "origin not allowed")
+            raise Refused(Close.FORBIDDEN, "origin not allowed")
         if not speaks_v1:
-            raise Refused(p.CLOSE_PROTOCOL_ERROR, "subprotocol confide.v1 required")
+            raise Refused(Close.PROTOCOL_ERROR, "subprotocol confide.v1 required")
         if b"token" in ws.scope.get("query_string", b""):
-            raise Refused(p.CLOSE_TOKEN, "tokens are never accepted in the URL")
+            raise Refused(Close.TOKEN, "tokens are never accepted in the URL")
         if token is None:
             token = await _first_frame_token(ws)
         grant = await authorize(ctx, hub, room_id, token)

@@ -306,10 +306,15 @@ async def token(
 async def ice_servers(
     room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> IceServersOut:
-    state, member = await service.load_for(session, ctx.vault, room_id, principal.id)
-    now = ctx.clock.now()
-    # The room token's rules, from their one home: whoever may not join gets no relay.
-    await service.check_admission(session, ctx.vault, state, member, principal.account, now)
+    # The room token's rule, from its one home: whoever may not join gets no relay.
+    admission = await service.admit_device(
+        session,
+        ctx,
+        account_id=principal.id,
+        login_id=principal.login_id,
+        room_id=room_id,
+        device_id=None,
+    )
     audit.record(
         session,
         "room.ice",
@@ -322,7 +327,7 @@ async def ice_servers(
         ctx.settings,
         room_id=room_id,
         account_id=principal.id,
-        now=now,
-        ends_at=state.ends_at,
+        now=admission.at,
+        ends_at=admission.state.ends_at,
         index_key_fn=ctx.vault.index,
     )

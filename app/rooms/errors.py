@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from app.core.errors import Conflict, Forbidden
+from app.core.close_codes import Close
+from app.core.errors import Conflict, Forbidden, NotFound
+
+
+class RoomNotFound(NotFound):
+    """No room has this id: 404 `not_found` on REST, as for a room the caller is not in
+    (the same body); the socket, whose token named the room, closes with 4004."""
+
+    close_code = Close.NOT_FOUND
+
+
+class DeviceRevoked(NotFound):
+    """The device is not the caller's own active device: 404 `not_found` on REST, as
+    for any id the caller may not use; the socket closes with 4003 `device_revoked`."""
+
+    close_reason = "device_revoked"
 
 
 class RoomEnded(Conflict):
     code, title = "room_ended", "Room ended"
+    close_code = Close.ENDED
 
 
 class RoomFull(Conflict):

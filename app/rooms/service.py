@@ -8,8 +8,8 @@ sealed room id under the account's key).
 
 Who may become a member: the host's own client, added directly, or whoever
 accepts an invitation (`app.rooms.invitations`, decision note 0008). Who may
-join (a room token, a socket, TURN credentials): `check_admission`, the one
-home of that rule.
+join (a room token, a socket, TURN credentials): `admit_device`, the one home
+of that rule.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
-from app.auth.service import Principal
+from app.auth.service import Principal, live_account
 from app.consent.service import ConsentGate, consent_gate
 from app.core import audit
 from app.core.codec import b64url_encode, is_id
@@ -35,17 +35,19 @@ from app.core.slots import Slots
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP
 from app.core.vault import Vault
 from app.devices.service import active_device, active_devices_of
-from app.models import Account, AccountRoom, Role, Room, RoomKind, RoomMember
+from app.models import Account, AccountRoom, Device, Role, Room, RoomKind, RoomMember
 from app.models.base import new_id
 from app.rooms.errors import (
     AlreadyParticipant,
     ConsentNotPublished,
     ConsentRequired,
+    DeviceRevoked,
     LastHost,
     OutsideTimeWindow,
     RoomEnded,
     RoomFull,
     RoomLocked,
+    RoomNotFound,
 )
 from app.rooms.schemas import CreateRoom, ParticipantOut, PatchRoom, RoomOut
 
@@ -133,11 +135,16 @@ async def room_state(session: AsyncSession, vault: Vault, room: Room) -> RoomSta
 async def load_for(
     session: AsyncSession, vault: Vault, room_id: str, account_id: str
 ) -> tuple[RoomState, Member]:
-    """The room as its participant `account_id` sees it; 404 for anyone else."""
+    """The room as its participant `account_id` sees it; 404 for anyone else.
+
+    A room that does not exist is `RoomNotFound`, one the caller is not in
+    `NotFound`: the same answer on REST, told apart only on the socket, whose
+    token named the room. Both are looked up either way.
+    """
     if not is_id(room_id):
         # Never send a path id that cannot name a room to the database: PostgreSQL
         # refuses a NUL (a 500) that SQLite would compare; both must answer 404.
-        raise NotFound("No such room.")
+        raise RoomNotFound("No such room.")
     found = (
         await session.execute(
             select(RoomMember.id).where(
@@ -146,8 +153,10 @@ async def load_for(
             )
         )
     ).first()
-    room = await session.get(Room, room_id) if found is not None else None
+    room = await session.get(Room, room_id)
     if room is None:
+        raise RoomNotFound("No such room.")
+    if found is None:
         raise NotFound("No such room.")
     state = await room_state(session, vault, room)
     member = state.member(account_id)
@@ -524,13 +533,40 @@ async def end_room(
     return state
 
 
-# -- tokens --------------------------------------------------------------------
+# -- admission -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class IssuedRoomToken:
-    token: str
-    expires_at: datetime
+class Seat:
+    """One participant as the room socket's `welcome` shows them."""
+
+    account_id: str
+    role: str
+    display_name: str
+    admitted: bool
+    #: Device id -> public key (base64url), the active devices only.
+    devices: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Why one account (and one of its devices) may join a room now."""
+
+    account: Account
+    login_id: str
+    state: RoomState
+    member: Member
+    #: The device asked for (None when none was: TURN credentials).
+    device: Device | None
+    #: The moment the rule was applied.
+    at: datetime
+    #: Every participant, when asked for (the socket's `welcome`).
+    seats: list[Seat] | None = None
+
+    @property
+    def admitted(self) -> bool:
+        """Admitted to the room, not in its waiting room."""
+        return self.state.is_admitted(self.member)
 
 
 def _admission_rules(
@@ -549,29 +585,77 @@ def _admission_rules(
             raise ConsentRequired(consent.missing)
 
 
-async def check_admission(
-    session: AsyncSession,
-    vault: Vault,
-    state: RoomState,
-    member: Member,
-    account: Account,
-    now: datetime,
-) -> None:
-    """Every rule that admits `member` (whose account is `account`) to the room now,
-    but device and log-in: the one home of the rule for room tokens, socket joins
-    and TURN credentials.
+async def _seats(session: AsyncSession, ctx: Context, state: RoomState) -> list[Seat]:
+    ids = [m.account_id for m in state.members]
+    names = await display_names(session, ctx.vault, ids)
+    devices = await active_devices_of(session, ctx.vault, ids)
+    return [
+        Seat(
+            m.account_id,
+            m.role,
+            names.get(m.account_id, ""),
+            state.is_admitted(m),
+            {d.id: b64url_encode(d.public_key) for d in devices.get(m.account_id, [])},
+        )
+        for m in state.members
+    ]
 
-    The room has not ended; it opens 10 minutes before `starts_at`; a locked
-    room admits only those already admitted; a participant (not a host) has
-    accepted the current consent documents the room's kind needs, and the
-    practice has published them.
+
+async def admit_device(
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    account_id: str,
+    login_id: str,
+    room_id: str,
+    device_id: str | None,
+    with_seats: bool = False,
+) -> Admission:
+    """The one rule that lets an account's device into a room now: for a room token,
+    a socket join, and TURN credentials (no device).
+
+    In this order, each refusal an error whose `status`/`code` is the REST
+    answer and whose `close_code` is the socket's:
+    - the account is active and the log-in live (`Unauthorized`: 401, 4001);
+    - the room exists (`RoomNotFound`: 404, 4004) and the account is in it
+      (`NotFound`: 404, 4003);
+    - the device is the account's own and active (`DeviceRevoked`: 404, 4003);
+    - the room has not ended (`RoomEnded`: 409, 4010); it opens 10 minutes
+      before `starts_at` (`OutsideTimeWindow`); a locked room admits only those
+      already admitted (`RoomLocked`); for a participant (not a host), the
+      practice has published the consent documents the room's kind needs
+      (`ConsentNotPublished`) and the participant has accepted their current
+      versions (`ConsentRequired`): 403, 4003.
+
+    `with_seats` adds every participant's name, admission and device keys.
     """
+    account = await live_account(session, account_id, login_id)
+    state, member = await load_for(session, ctx.vault, room_id, account_id)
+    device = None
+    if device_id is not None:
+        device = await active_device(session, ctx.vault, account_id, device_id)
+        if device is None:
+            raise DeviceRevoked("No such device.")
+    now = ctx.clock.now()
     consent = (
         None
         if member.role == HOST
-        else await consent_gate(session, vault, account, group=state.room.kind == RoomKind.group)
+        else await consent_gate(
+            session, ctx.vault, account, group=state.room.kind == RoomKind.group
+        )
     )
     _admission_rules(state, member, now, consent)
+    seats = await _seats(session, ctx, state) if with_seats else None
+    return Admission(account, login_id, state, member, device, now, seats)
+
+
+# -- tokens --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedRoomToken:
+    token: str
+    expires_at: datetime
 
 
 async def issue_token(
@@ -581,11 +665,15 @@ async def issue_token(
     room_id: str,
     device_id: str,
 ) -> IssuedRoomToken:
-    state, member = await load_for(session, ctx.vault, room_id, principal.id)
-    if await active_device(session, ctx.vault, principal.id, device_id) is None:
-        raise NotFound("No such device.")
-    now = ctx.clock.now()
-    await check_admission(session, ctx.vault, state, member, principal.account, now)
+    admission = await admit_device(
+        session,
+        ctx,
+        account_id=principal.id,
+        login_id=principal.login_id,
+        room_id=room_id,
+        device_id=device_id,
+    )
+    state, member, now = admission.state, admission.member, admission.at
     ttl = ctx.settings.room_token_ttl
     if state.ends_at is not None:
         ttl = max(1, min(ttl, int((state.ends_at - now).total_seconds())))
