@@ -41,6 +41,19 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+def _workers(args: list[str]) -> list[str]:
+    """Spread the suite over worker processes (pytest-xdist), unless the caller chose.
+
+    Most tests wait on servers, sockets and databases rather than compute, so
+    there are more workers than cores: CONFIDE_TEST_WORKERS, by default twice
+    the cores, at least 2.
+    """
+    if any(a.startswith(("-n", "--numprocesses", "--pdb")) or "no:xdist" in a for a in args):
+        return []
+    workers = os.environ.get("CONFIDE_TEST_WORKERS") or str(max(2, 2 * (os.cpu_count() or 1)))
+    return ["-n", workers]
+
+
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in ("serve", "test"):
         print(__doc__)
@@ -54,7 +67,7 @@ def main() -> int:
             run(BIN / "ruff", "format", "--check", ".")
             run(BIN / "ruff", "check", ".")
             run(BIN / "mypy", "app", "tests", "bench", "dev.py", "alembic/env.py")
-            run(BIN / "pytest", *rest)
+            run(BIN / "pytest", *_workers(rest), *rest)
     except subprocess.CalledProcessError as error:
         return error.returncode or 1
     except KeyboardInterrupt:
