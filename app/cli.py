@@ -87,9 +87,9 @@ def _bounded_websocket_protocol() -> type[Any]:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.core.middleware import MAX_HEADER_BYTES
     from app.main import create_app
     from app.ops.metrics import MetricsServer, create_metrics_app
+    from app.web.middleware import MAX_HEADER_BYTES
 
     log_config = logs.log_config(settings.log_level)
     load_keys(settings)  # refuse early (production without keys), and generate dev keys

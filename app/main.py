@@ -22,19 +22,9 @@ from app.core.checkpoints import CheckpointWriter, write_final, write_periodical
 from app.core.clock import Clock
 from app.core.config import Settings, get_settings
 from app.core.context import Context, build_context
-from app.core.errors import install_error_handlers, is_unavailable
+from app.core.errors import is_unavailable
 from app.core.logging import ClientAddresses
 from app.core.logging import configure as configure_logging
-from app.core.middleware import (
-    MAX_HEADER_BYTES,
-    AccessMiddleware,
-    BodyLimit,
-    HeaderLimit,
-    Metrics,
-    SecurityHeaders,
-    header_bytes,
-    refuse_oversize_headers,
-)
 from app.devices.endpoints import router as devices_router
 from app.disclosures.endpoints import router as disclosures_router
 from app.incidents.endpoints import router as incidents_router
@@ -48,6 +38,17 @@ from app.relay.hub import Hub
 from app.relay.protocol import CLOSE_SERVICE_RESTART
 from app.retention.service import purge
 from app.rooms.endpoints import router as rooms_router
+from app.web.errors import install_error_handlers
+from app.web.middleware import (
+    MAX_HEADER_BYTES,
+    AccessMiddleware,
+    BodyLimit,
+    HeaderLimit,
+    Metrics,
+    SecurityHeaders,
+    header_bytes,
+    refuse_oversize_headers,
+)
 
 log = logging.getLogger("confide")
 

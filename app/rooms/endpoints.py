@@ -5,8 +5,7 @@ from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import CurrentPrincipal
 from app.core import audit
-from app.core.deps import ContextDep, SessionDep
-from app.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, responses
+from app.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
 from app.rooms import invitations, service
 from app.rooms.errors import (
     AlreadyParticipant,
@@ -33,6 +32,8 @@ from app.rooms.schemas import (
     RoomTokenOut,
     TokenRequest,
 )
+from app.web.deps import ContextDep, SessionDep
+from app.web.errors import responses
 
 router = APIRouter(tags=["rooms"])
 ROOM = "/v1/rooms/{room_id}"

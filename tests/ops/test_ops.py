@@ -32,8 +32,8 @@ from app.core.clock import FrozenClock
 from app.core.config import Settings
 from app.core.context import Context, build_context
 from app.core.db import create_engine
-from app.core.middleware import SecurityHeaders
 from app.main import create_app
+from app.web.middleware import SecurityHeaders
 from tests.conftest import empty_tables
 from tests.fixtures.accounts import PASSWORD, register_client, unique_email
 from tests.fixtures.services import PG_HOST, PG_PORT, PG_USER
