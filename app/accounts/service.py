@@ -13,12 +13,12 @@ from app.accounts.passwords import check_strength
 from app.accounts.schemas import AccountOut
 from app.core import audit
 from app.core.clock import Clock
+from app.core.codec import new_id
 from app.core.encryption import DecryptionError
 from app.core.errors import EmailTaken, NotFound
 from app.core.passwords import PasswordHasher
 from app.core.vault import DataKeyDestroyed, Vault
 from app.models import Account, AccountStatus, Role
-from app.models.base import new_id
 
 
 async def find_by_email(session: AsyncSession, vault: Vault, email: str) -> Account | None:

@@ -20,13 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import service as accounts
 from app.auth.schemas import TokenPair
 from app.core import audit
+from app.core.codec import new_id
 from app.core.context import Context
 from app.core.errors import InvalidCredentials, RateLimited, RefreshReused, Unauthorized
 from app.core.events import emit
 from app.core.slots import Slots
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP
-from app.models import SYSTEM_KEY_ID, Account, AccountStatus, LoginFamily, RefreshToken
-from app.models.base import new_id
+from app.core.vault import SYSTEM_KEY_ID
+from app.models import Account, AccountStatus, LoginFamily, RefreshToken
 
 SLOTS = Slots(LoginFamily.slot_ix, "login.owner.slot")
 

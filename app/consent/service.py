@@ -36,13 +36,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.consent.schemas import canonical_locale
 from app.core import audit
 from app.core.clock import Clock
-from app.core.codec import canonical_uuid
+from app.core.codec import canonical_uuid, new_id
 from app.core.errors import Conflict, NotFound
 from app.core.events import emit
 from app.core.slots import Slots
 from app.core.vault import DataKeyDestroyed, Vault
 from app.models import Account, ConsentAcceptance, ConsentDocument, ConsentKind
-from app.models.base import new_id
 
 FALLBACK_LOCALE = "en"
 #: What every client must have accepted; a group room adds GROUP_KIND.

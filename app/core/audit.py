@@ -34,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import Clock
 from app.core.slots import Slots
-from app.core.vault import Vault
-from app.models import SYSTEM_KEY_ID, AuditEntry
+from app.core.vault import SYSTEM_KEY_ID, Vault
+from app.models import AuditEntry
 
 PENDING = "confide.audit.pending"
 GENESIS = b"\x00" * 32

@@ -19,6 +19,7 @@ from app.core.passwords import PasswordHasher
 from app.core.throttle import Throttle
 from app.core.tokens import TokenService
 from app.core.vault import Vault
+from app.models import DataKeyRows
 
 
 @dataclass
@@ -73,7 +74,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
     if is_sqlite(url):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
-    vault = Vault(keys.source, keys.keyring, keys.index_key, clock)
+    vault = Vault(keys.source, keys.keyring, keys.index_key, clock, DataKeyRows())
     return Context(
         settings=settings,
         clock=clock,

@@ -18,14 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit
 from app.core.clock import Clock
-from app.core.codec import b64url_decode, b64url_encode, is_id
+from app.core.codec import b64url_decode, b64url_encode, is_id, new_id
 from app.core.errors import Conflict, NotFound
 from app.core.events import emit
 from app.core.slots import Slots
 from app.core.vault import Vault
 from app.devices.schemas import DeviceOut
 from app.models import Account, Device
-from app.models.base import new_id
 
 MAX_ACTIVE_DEVICES = 100
 

@@ -29,14 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import service as accounts
 from app.auth.service import Principal
 from app.core import audit
-from app.core.codec import is_id
+from app.core.codec import is_id, new_id
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, ValidationFailed
 from app.core.slots import Slots
 from app.core.vault import Vault
 from app.disclosures.schemas import RecordDisclosure
 from app.models import Account, Disclosure, DisclosureBasis, NoticeKind, Role
-from app.models.base import new_id
 from app.notices import service as notices
 from app.rooms.care import has_care
 

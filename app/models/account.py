@@ -5,7 +5,8 @@ import enum
 from sqlalchemy import Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, blind_index, encrypted, new_id
+from app.core.codec import new_id
+from app.models.base import Base, blind_index, encrypted
 
 
 class Role(enum.StrEnum):

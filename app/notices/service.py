@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit
 from app.core.clock import Clock
+from app.core.codec import new_id
 from app.core.slots import Slots
 from app.core.vault import Vault
 from app.models import Account, Notice, NoticeKind
-from app.models.base import new_id
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
@@ -47,7 +47,6 @@ from app.models import (
     Account,
     AccountStatus,
     ConsentDocument,
-    DataKey,
     Role,
 )
 from app.notices import service as notices
@@ -271,8 +270,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         },
     )
     if key_id is not None:
-        await session.execute(delete(DataKey).where(DataKey.id == key_id))
-        ctx.vault.forget(key_id)
+        await ctx.vault.destroy_data_key(session, key_id)
         # Every instance drops its cached copy once this commits.
         emit(session, {"kind": "data_key_destroyed", "key": key_id})
     audit.record(

@@ -27,7 +27,7 @@ from app.accounts import service as accounts
 from app.auth.service import Principal
 from app.consent.service import ConsentGate, consent_gate
 from app.core import audit
-from app.core.codec import b64url_encode, is_id
+from app.core.codec import b64url_encode, is_id, new_id
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, ValidationFailed
 from app.core.events import emit
@@ -36,7 +36,6 @@ from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP
 from app.core.vault import Vault
 from app.devices.service import active_device, active_devices_of
 from app.models import Account, AccountRoom, Role, Room, RoomKind, RoomMember
-from app.models.base import new_id
 from app.rooms.errors import (
     AlreadyParticipant,
     ConsentNotPublished,
