@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.context import build_context
 from app.core import logging as logs
 from app.core.config import Settings, get_settings
-from app.core.context import build_context
 from app.core.errors import ConfideError
 from app.core.keys import KeyConfigError, KeySource, load_keys, signing_key_name
 from app.core.tokens import KeyStatus, TokenService
@@ -301,7 +301,7 @@ def cmd_keys_list_signing(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def _verify(settings: Settings, checkpoint_file: Path | None) -> int:
-    from app.core.checkpoints import read_checkpoints, verify_anchored
+    from app.audit.checkpoints import read_checkpoints, verify_anchored
 
     ctx = build_context(settings)
     try:

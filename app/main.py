@@ -15,13 +15,14 @@ from sqlalchemy.exc import IntegrityError
 from starlette.types import Receive, Scope, Send
 
 from app.accounts.endpoints import router as accounts_router
+from app.audit.checkpoints import CheckpointWriter, write_final, write_periodically
 from app.audit.endpoints import router as audit_router
 from app.auth.endpoints import router as auth_router
 from app.consent.endpoints import router as consent_router
-from app.core.checkpoints import CheckpointWriter, write_final, write_periodically
+from app.context import build_context
 from app.core.clock import Clock
 from app.core.config import Settings, get_settings
-from app.core.context import Context, build_context
+from app.core.context import Context
 from app.core.errors import is_unavailable
 from app.core.logging import ClientAddresses
 from app.core.logging import configure as configure_logging
