@@ -19,19 +19,15 @@ from app.core.errors import EmailTaken, NotFound
 from app.core.passwords import PasswordHasher
 from app.core.vault import DataKeyDestroyed, Vault
 from app.models import Account, AccountStatus, Role
+from app.models.account import find_active, find_by_email_index
 
 
 async def find_by_email(session: AsyncSession, vault: Vault, email: str) -> Account | None:
-    return (
-        await session.execute(select(Account).where(Account.email_ix == vault.email_index(email)))
-    ).scalar_one_or_none()
+    return await find_by_email_index(session, vault.email_index(email))
 
 
 async def get_active(session: AsyncSession, account_id: str) -> Account | None:
-    account = await session.get(Account, account_id)
-    if account is None or account.status != AccountStatus.active:
-        return None
-    return account
+    return await find_active(session, account_id)
 
 
 async def create_account(

@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import OAuth2PasswordBearer
 
-from app.accounts import service as accounts
 from app.auth import service
 from app.auth.service import Principal
 from app.core.errors import Forbidden, Unauthorized
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP, TokenError
 from app.models import Role
+from app.models.account import find_active
 from app.web.deps import ContextDep, SessionDep
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
@@ -28,7 +28,7 @@ async def current_principal(
     except TokenError as error:
         raise Unauthorized(error.detail, code=error.code) from None
     sid = claims.get("sid")
-    account = await accounts.get_active(session, str(claims["sub"]))
+    account = await find_active(session, str(claims["sub"]))
     if account is None or not isinstance(sid, str) or not await service.login_is_live(session, sid):
         raise Unauthorized("This session has ended.")
     return Principal(account=account, login_id=sid, claims=claims)

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts import service as accounts
 from app.auth.schemas import TokenPair
 from app.core import audit
 from app.core.codec import new_id
@@ -28,6 +27,7 @@ from app.core.slots import Slots
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP
 from app.core.vault import SYSTEM_KEY_ID
 from app.models import Account, AccountStatus, LoginFamily, RefreshToken
+from app.models.account import find_active, find_by_email_index
 
 SLOTS = Slots(LoginFamily.slot_ix, "login.owner.slot")
 
@@ -127,7 +127,8 @@ async def login(
 ) -> TokenPair:
     settings = ctx.settings
     throttle = ctx.login_throttle
-    account_key = "account:" + ctx.vault.email_index(email).hex()
+    email_ix = ctx.vault.email_index(email)
+    account_key = "account:" + email_ix.hex()
     address_key = "address:" + address
     wait = max(
         throttle.retry_after(account_key, settings.login_max_failures_per_account),
@@ -136,7 +137,7 @@ async def login(
     if wait:
         raise RateLimited(wait, "Too many failed log-ins; try again later.")
 
-    account = await accounts.find_by_email(session, ctx.vault, email)
+    account = await find_by_email_index(session, email_ix)
     usable = account is not None and account.status == AccountStatus.active
     ok = await ctx.passwords.verify(account.password_hash if usable and account else None, password)
     if not ok or account is None:
@@ -231,7 +232,7 @@ async def refresh(session: AsyncSession, ctx: Context, token: str) -> TokenPair:
         or family.started_at + lifetime <= now
     ):
         raise Unauthorized("The refresh token has expired.", code="token_expired")
-    account = await accounts.get_active(session, family.account_id)
+    account = await find_active(session, family.account_id)
     if account is None:
         raise Unauthorized("Unknown or revoked refresh token.")
     family.last_at = now
