@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.schemas import TokenPair
@@ -190,6 +190,42 @@ async def remove_families(session: AsyncSession, ctx: Context, account: Account)
         emit(session, {"kind": "session_revoked", "sid": family_id})
     await SLOTS.remove_all(session, ctx.vault, account.id)
     return len(live)
+
+
+async def _dead_families(session: AsyncSession, ctx: Context, cutoff: datetime) -> list[Family]:
+    """Log-in families that died (revoked, idle, or too old) before `cutoff`.
+
+    Every time is sealed (decision note 0007), so each family is opened; a
+    family's last use is when its newest refresh token was issued.
+    """
+    idle = timedelta(seconds=ctx.settings.refresh_idle_timeout)
+    lifetime = timedelta(seconds=ctx.settings.refresh_max_lifetime)
+    dead = []
+    for row in (await session.execute(select(LoginFamily))).scalars():
+        family = await open_family(session, ctx, row)
+        died = min(family.last_at + idle, family.started_at + lifetime)
+        if family.revoked_at is not None:
+            died = min(died, family.revoked_at)
+        if died <= cutoff:
+            dead.append(family)
+    return dead
+
+
+async def purge_dead_logins(session: AsyncSession, ctx: Context, cutoff: datetime) -> int:
+    """Delete the log-ins that died before `cutoff`, with their refresh tokens (retention).
+
+    A spent token must outlive its use, or a replay of it could not be
+    recognised: a family's rows go together, once the whole family is dead.
+    The number of refresh tokens deleted.
+    """
+    deleted = 0
+    for family in await _dead_families(session, ctx, cutoff):
+        result = await session.execute(
+            delete(RefreshToken).where(RefreshToken.family_id == family.row.id)
+        )
+        deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        await SLOTS.remove(session, ctx.vault, family.account_id, family.row)
+    return deleted
 
 
 async def refresh(session: AsyncSession, ctx: Context, token: str) -> TokenPair:

@@ -226,6 +226,12 @@ async def current_documents(
     return out
 
 
+async def documents_by_id(session: AsyncSession, ids: Sequence[str]) -> dict[str, ConsentDocument]:
+    """The documents of these ids that exist."""
+    found = await session.execute(select(ConsentDocument).where(ConsentDocument.id.in_(ids)))
+    return {document.id: document for document in found.scalars()}
+
+
 # -- acceptances -----------------------------------------------------------------
 async def _find(session: AsyncSession, acceptance_ix: bytes) -> ConsentAcceptance | None:
     return (
@@ -346,6 +352,11 @@ async def withdraw(session: AsyncSession, vault: Vault, account: Account, docume
         target=account.id,
         details={"document_id": canonical},
     )
+
+
+async def forget(session: AsyncSession, vault: Vault, account_id: str) -> None:
+    """Delete every acceptance of the account (erasure)."""
+    await SLOTS.remove_all(session, vault, account_id)
 
 
 @dataclass(frozen=True)

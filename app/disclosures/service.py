@@ -182,6 +182,11 @@ async def _open(
     )
 
 
+async def forget(session: AsyncSession, vault: Vault, account_id: str) -> None:
+    """Delete the client's accounting of disclosures (erasure)."""
+    await SLOTS.remove_all(session, vault, account_id)
+
+
 async def withheld_until(
     session: AsyncSession, ctx: Context, client: Account, disclosure_id: str
 ) -> datetime | None:

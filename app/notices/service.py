@@ -100,3 +100,8 @@ async def notices_for(
         target=account.id,
     )
     return sorted(out, key=lambda n: (n.created_at, n.id), reverse=True)
+
+
+async def forget(session: AsyncSession, vault: Vault, account_id: str) -> None:
+    """Delete every notice of the account (erasure)."""
+    await SLOTS.remove_all(session, vault, account_id)

@@ -293,6 +293,11 @@ async def decline(
 # -- the host ----------------------------------------------------------------------
 
 
+async def forget(session: AsyncSession, vault: Vault, account_id: str) -> None:
+    """Delete every invitation waiting for the account (erasure)."""
+    await SLOTS.remove_all(session, vault, account_id)
+
+
 async def pending(
     session: AsyncSession, ctx: Context, principal: Principal, room_id: str
 ) -> list[PendingView]:

@@ -473,6 +473,11 @@ async def forget_member(
     emit(session, {"kind": "participant_removed", "room": state.room.id, "account": account_id})
 
 
+async def forget_rooms_of(session: AsyncSession, vault: Vault, account_id: str) -> None:
+    """Delete the account's own list of rooms (erasure)."""
+    await SLOTS.remove_all(session, vault, account_id)
+
+
 async def admit(
     session: AsyncSession, ctx: Context, principal: Principal, room_id: str, account_id: str
 ) -> tuple[RoomState, Member]:
