@@ -2,7 +2,7 @@
 """The two commands of the README, on a fresh clone with only Python 3.11+ and pip.
 
     python3 dev.py serve [--host H --port P]   run Confide on the embedded default
-    python3 dev.py test [pytest args]          format check, lint, type check, tests
+    python3 dev.py test [pytest args]          checks (format, lint, types, imports), tests
 
 Both create `.venv` and install the project into it first (again whenever
 pyproject.toml changes).
@@ -67,6 +67,7 @@ def main() -> int:
             run(BIN / "ruff", "format", "--check", ".")
             run(BIN / "ruff", "check", ".")
             run(BIN / "mypy", "app", "tests", "bench", "dev.py", "alembic/env.py")
+            run(BIN / "lint-imports")  # the contracts in pyproject.toml [tool.importlinter]
             run(BIN / "pytest", *_workers(rest), *rest)
     except subprocess.CalledProcessError as error:
         return error.returncode or 1

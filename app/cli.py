@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from app.context import build_context
 from app.core import logging as logs
 from app.core.config import Settings, get_settings
-from app.core.context import build_context
 from app.core.errors import ConfideError
 from app.core.keys import KeyConfigError, KeySource, load_keys, signing_key_name
 from app.core.tokens import KeyStatus, TokenService
@@ -87,9 +87,9 @@ def _bounded_websocket_protocol() -> type[Any]:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.core.middleware import MAX_HEADER_BYTES
     from app.main import create_app
     from app.ops.metrics import MetricsServer, create_metrics_app
+    from app.web.middleware import MAX_HEADER_BYTES
 
     log_config = logs.log_config(settings.log_level)
     load_keys(settings)  # refuse early (production without keys), and generate dev keys
@@ -301,7 +301,7 @@ def cmd_keys_list_signing(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def _verify(settings: Settings, checkpoint_file: Path | None) -> int:
-    from app.core.checkpoints import read_checkpoints, verify_anchored
+    from app.audit.checkpoints import read_checkpoints, verify_anchored
 
     ctx = build_context(settings)
     try:

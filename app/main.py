@@ -15,26 +15,17 @@ from sqlalchemy.exc import IntegrityError
 from starlette.types import Receive, Scope, Send
 
 from app.accounts.endpoints import router as accounts_router
+from app.audit.checkpoints import CheckpointWriter, write_final, write_periodically
 from app.audit.endpoints import router as audit_router
 from app.auth.endpoints import router as auth_router
 from app.consent.endpoints import router as consent_router
-from app.core.checkpoints import CheckpointWriter, write_final, write_periodically
+from app.context import build_context
 from app.core.clock import Clock
 from app.core.config import Settings, get_settings
-from app.core.context import Context, build_context
-from app.core.errors import install_error_handlers, is_unavailable
+from app.core.context import Context
+from app.core.errors import is_unavailable
 from app.core.logging import ClientAddresses
 from app.core.logging import configure as configure_logging
-from app.core.middleware import (
-    MAX_HEADER_BYTES,
-    AccessMiddleware,
-    BodyLimit,
-    HeaderLimit,
-    Metrics,
-    SecurityHeaders,
-    header_bytes,
-    refuse_oversize_headers,
-)
 from app.devices.endpoints import router as devices_router
 from app.disclosures.endpoints import router as disclosures_router
 from app.incidents.endpoints import router as incidents_router
@@ -48,6 +39,17 @@ from app.relay.hub import Hub
 from app.relay.protocol import CLOSE_SERVICE_RESTART
 from app.retention.service import purge
 from app.rooms.endpoints import router as rooms_router
+from app.web.errors import install_error_handlers
+from app.web.middleware import (
+    MAX_HEADER_BYTES,
+    AccessMiddleware,
+    BodyLimit,
+    HeaderLimit,
+    Metrics,
+    SecurityHeaders,
+    header_bytes,
+    refuse_oversize_headers,
+)
 
 log = logging.getLogger("confide")
 

@@ -14,9 +14,10 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.context import build_context
 from app.core.clock import FrozenClock
 from app.core.config import Settings
-from app.core.context import Context, build_context
+from app.core.context import Context
 from app.core.db import create_engine
 from app.core.migrations import upgrade_on
 from app.main import create_app

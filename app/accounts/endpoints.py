@@ -6,9 +6,10 @@ from app.accounts import service
 from app.accounts.schemas import AccountOut, CreateAccount, RegisterClient
 from app.auth.dependencies import AdminPrincipal, CurrentPrincipal
 from app.core import audit
-from app.core.deps import ContextDep, SessionDep
-from app.core.errors import EmailTaken, Forbidden, Unauthorized, WeakPassword, responses
+from app.core.errors import EmailTaken, Forbidden, Unauthorized, WeakPassword
 from app.models import Role
+from app.web.deps import ContextDep, SessionDep
+from app.web.errors import responses
 
 router = APIRouter(tags=["accounts"])
 

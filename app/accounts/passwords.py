@@ -1,6 +1,6 @@
 """Password rules: length and a guessability check (hashing is `app.core.passwords`).
 
-NIST SP 800-63B: at least 12 characters here, at most 256, and refuse
+NIST SP 800-63B: at least 12 characters here, at most MAX_LENGTH (256), and refuse
 passwords found in lists of common or breached passwords. zxcvbn ships those
 frequency lists and scores guessability offline; a password it finds in its
 password list, or scores 0–1 ("too guessable"), is refused.
@@ -12,9 +12,9 @@ from zxcvbn import zxcvbn
 from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
 from app.core.errors import WeakPassword
+from app.core.passwords import MAX_LENGTH
 
 MIN_LENGTH = 12
-MAX_LENGTH = 256
 #: The most zxcvbn scores (its `max_length`).
 ZXCVBN_MAX = 72
 

@@ -5,7 +5,8 @@ from typing import Annotated
 
 from pydantic import EmailStr, Field, StringConstraints, WithJsonSchema
 
-from app.accounts.passwords import MAX_LENGTH, MIN_LENGTH
+from app.accounts.passwords import MIN_LENGTH
+from app.core.passwords import MAX_LENGTH
 from app.core.schemas import Clean, RequestModel, ResponseModel
 from app.models import Role
 

@@ -3,9 +3,10 @@ account's own data key; the email is found through its blind index."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,25 +14,24 @@ from app.accounts.passwords import check_strength
 from app.accounts.schemas import AccountOut
 from app.core import audit
 from app.core.clock import Clock
+from app.core.codec import new_id
 from app.core.encryption import DecryptionError
-from app.core.errors import EmailTaken, NotFound
+from app.core.errors import EmailTaken, NotFound, Unauthorized
 from app.core.passwords import PasswordHasher
 from app.core.vault import DataKeyDestroyed, Vault
 from app.models import Account, AccountStatus, Role
-from app.models.base import new_id
+from app.models.account import find_active, find_by_email_index
+
+#: Not an argon2 hash: verification of any password against it fails.
+UNUSABLE_PASSWORD = "!erased"
 
 
 async def find_by_email(session: AsyncSession, vault: Vault, email: str) -> Account | None:
-    return (
-        await session.execute(select(Account).where(Account.email_ix == vault.email_index(email)))
-    ).scalar_one_or_none()
+    return await find_by_email_index(session, vault.email_index(email))
 
 
 async def get_active(session: AsyncSession, account_id: str) -> Account | None:
-    account = await session.get(Account, account_id)
-    if account is None or account.status != AccountStatus.active:
-        return None
-    return account
+    return await find_active(session, account_id)
 
 
 async def create_account(
@@ -114,3 +114,60 @@ async def display_name(session: AsyncSession, vault: Vault, account: Account) ->
         )
     except (DataKeyDestroyed, DecryptionError):
         return ""
+
+
+# -- erasure ---------------------------------------------------------------------------
+async def lock_for_erasure(session: AsyncSession, account: Account) -> None:
+    """Take the account's row (an admin: every active admin's row), still active.
+
+    PostgreSQL: two admins erasing themselves at once take the same rows in
+    the same order, so the second waits, then sees the first one erased.
+    SQLite ignores FOR UPDATE but serializes writers; the admin count
+    (`active_admins`) runs after this transaction's own write, so it sees the
+    first.
+    """
+    query = select(Account.id).where(Account.status == AccountStatus.active)
+    if account.role == Role.admin:
+        query = query.where(Account.role == Role.admin)
+    else:
+        query = query.where(Account.id == account.id)
+    locked = set((await session.execute(query.order_by(Account.id).with_for_update())).scalars())
+    if account.id not in locked:
+        # Erased by a concurrent request with another of its tokens.
+        raise Unauthorized("This session has ended.")
+
+
+async def tombstone(session: AsyncSession, account: Account) -> None:
+    """Leave the erased account's id, role and creation time: no email, name or password.
+
+    Audit entries and disclosures recorded by a counselor name it by id.
+    """
+    account.status = AccountStatus.erased
+    account.password_hash = UNUSABLE_PASSWORD
+    # Random, unique: log-in by the email finds nothing, and it may register again.
+    account.email_ix = secrets.token_bytes(32)
+    account.email = b""
+    account.display_name = b""
+    account.created = b""
+    await session.flush()
+
+
+async def active_admins(session: AsyncSession) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Account)
+        .where(Account.role == Role.admin, Account.status == AccountStatus.active)
+    )
+    return int(count or 0)
+
+
+async def shred(session: AsyncSession, vault: Vault, account: Account) -> str | None:
+    """Destroy the account's data key: what it sealed can never be opened again.
+
+    The id of the key destroyed, if the account still had one.
+    """
+    key_id = account.data_key_id
+    account.data_key_id = None
+    if key_id is not None:
+        await vault.destroy_data_key(session, key_id)
+    return key_id

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from app.audit.checkpoints import read_recent, verify_anchored
 from app.audit.schemas import (
     AuditEntryOut,
     CheckpointOut,
@@ -14,9 +15,9 @@ from app.audit.schemas import (
 )
 from app.auth.dependencies import AdminPrincipal
 from app.core import audit
-from app.core.checkpoints import read_recent, verify_anchored
-from app.core.deps import ContextDep, SessionDep
-from app.core.errors import Forbidden, Unauthorized, responses
+from app.core.errors import Forbidden, Unauthorized
+from app.web.deps import ContextDep, SessionDep
+from app.web.errors import responses
 
 router = APIRouter(tags=["audit"])
 

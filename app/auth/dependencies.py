@@ -9,10 +9,10 @@ from fastapi.security import OAuth2PasswordBearer
 
 from app.auth import service
 from app.auth.service import Principal
-from app.core.deps import ContextDep, SessionDep
 from app.core.errors import Forbidden, Unauthorized
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP, TokenError
 from app.models import Role
+from app.web.deps import ContextDep, SessionDep
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 

@@ -5,18 +5,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from app.accounts.passwords import MAX_LENGTH
 from app.auth import service
 from app.auth.dependencies import CurrentPrincipal
 from app.auth.schemas import RefreshRequest, TokenPair
-from app.core.deps import ContextDep, SessionDep
-from app.core.errors import (
-    InvalidCredentials,
-    RateLimited,
-    RefreshReused,
-    Unauthorized,
-    responses,
-)
+from app.core.errors import InvalidCredentials, RateLimited, RefreshReused, Unauthorized
+from app.core.passwords import MAX_LENGTH
+from app.web.deps import ContextDep, SessionDep
+from app.web.errors import responses
 
 router = APIRouter(tags=["auth"])
 

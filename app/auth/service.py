@@ -14,19 +14,20 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts import service as accounts
 from app.auth.schemas import TokenPair
 from app.core import audit
+from app.core.codec import new_id
 from app.core.context import Context
 from app.core.errors import InvalidCredentials, RateLimited, RefreshReused, Unauthorized
 from app.core.events import emit
 from app.core.slots import Slots
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP
-from app.models import SYSTEM_KEY_ID, Account, AccountStatus, LoginFamily, RefreshToken
-from app.models.base import new_id
+from app.core.vault import SYSTEM_KEY_ID
+from app.models import Account, AccountStatus, LoginFamily, RefreshToken
+from app.models.account import find_active, find_by_email_index
 
 SLOTS = Slots(LoginFamily.slot_ix, "login.owner.slot")
 
@@ -126,7 +127,8 @@ async def login(
 ) -> TokenPair:
     settings = ctx.settings
     throttle = ctx.login_throttle
-    account_key = "account:" + ctx.vault.email_index(email).hex()
+    email_ix = ctx.vault.email_index(email)
+    account_key = "account:" + email_ix.hex()
     address_key = "address:" + address
     wait = max(
         throttle.retry_after(account_key, settings.login_max_failures_per_account),
@@ -135,7 +137,7 @@ async def login(
     if wait:
         raise RateLimited(wait, "Too many failed log-ins; try again later.")
 
-    account = await accounts.find_by_email(session, ctx.vault, email)
+    account = await find_by_email_index(session, email_ix)
     usable = account is not None and account.status == AccountStatus.active
     ok = await ctx.passwords.verify(account.password_hash if usable and account else None, password)
     if not ok or account is None:
@@ -190,6 +192,42 @@ async def remove_families(session: AsyncSession, ctx: Context, account: Account)
     return len(live)
 
 
+async def _dead_families(session: AsyncSession, ctx: Context, cutoff: datetime) -> list[Family]:
+    """Log-in families that died (revoked, idle, or too old) before `cutoff`.
+
+    Every time is sealed (decision note 0007), so each family is opened; a
+    family's last use is when its newest refresh token was issued.
+    """
+    idle = timedelta(seconds=ctx.settings.refresh_idle_timeout)
+    lifetime = timedelta(seconds=ctx.settings.refresh_max_lifetime)
+    dead = []
+    for row in (await session.execute(select(LoginFamily))).scalars():
+        family = await open_family(session, ctx, row)
+        died = min(family.last_at + idle, family.started_at + lifetime)
+        if family.revoked_at is not None:
+            died = min(died, family.revoked_at)
+        if died <= cutoff:
+            dead.append(family)
+    return dead
+
+
+async def purge_dead_logins(session: AsyncSession, ctx: Context, cutoff: datetime) -> int:
+    """Delete the log-ins that died before `cutoff`, with their refresh tokens (retention).
+
+    A spent token must outlive its use, or a replay of it could not be
+    recognised: a family's rows go together, once the whole family is dead.
+    The number of refresh tokens deleted.
+    """
+    deleted = 0
+    for family in await _dead_families(session, ctx, cutoff):
+        result = await session.execute(
+            delete(RefreshToken).where(RefreshToken.family_id == family.row.id)
+        )
+        deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        await SLOTS.remove(session, ctx.vault, family.account_id, family.row)
+    return deleted
+
+
 async def refresh(session: AsyncSession, ctx: Context, token: str) -> TokenPair:
     digest = _hash(token)
     row = (
@@ -230,7 +268,7 @@ async def refresh(session: AsyncSession, ctx: Context, token: str) -> TokenPair:
         or family.started_at + lifetime <= now
     ):
         raise Unauthorized("The refresh token has expired.", code="token_expired")
-    account = await accounts.get_active(session, family.account_id)
+    account = await find_active(session, family.account_id)
     if account is None:
         raise Unauthorized("Unknown or revoked refresh token.")
     family.last_at = now
@@ -260,7 +298,7 @@ async def live_account(session: AsyncSession, account_id: str, login_id: str) ->
     for: an erased account, or a log-in ended by log-out or a reused refresh
     token, is 401 `token_invalid` (on the room socket, 4001).
     """
-    account = await accounts.get_active(session, account_id)
+    account = await find_active(session, account_id)
     if account is None or not await login_is_live(session, login_id):
         raise Unauthorized("This session has ended.")
     return account

@@ -14,9 +14,10 @@ from app.consent.schemas import (
     DocumentOut,
     PublishDocument,
 )
-from app.core.deps import ContextDep, SessionDep
-from app.core.errors import Conflict, Forbidden, NotFound, Unauthorized, responses
+from app.core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from app.models import ConsentDocument, ConsentKind
+from app.web.deps import ContextDep, SessionDep
+from app.web.errors import responses
 
 router = APIRouter(tags=["consent"])
 

@@ -33,17 +33,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.consent.errors import ConsentRequired
 from app.consent.schemas import canonical_locale
 from app.core import audit
 from app.core.clock import Clock
-from app.core.codec import canonical_uuid
+from app.core.codec import canonical_uuid, new_id
 from app.core.errors import Conflict, NotFound
 from app.core.events import emit
 from app.core.slots import Slots
 from app.core.vault import DataKeyDestroyed, Vault
 from app.models import Account, ConsentAcceptance, ConsentDocument, ConsentKind
-from app.models.base import new_id
-from app.rooms.errors import ConsentRequired
 
 FALLBACK_LOCALE = "en"
 #: What every client must have accepted; a group room adds GROUP_KIND.
@@ -226,6 +225,12 @@ async def current_documents(
     return out
 
 
+async def documents_by_id(session: AsyncSession, ids: Sequence[str]) -> dict[str, ConsentDocument]:
+    """The documents of these ids that exist."""
+    found = await session.execute(select(ConsentDocument).where(ConsentDocument.id.in_(ids)))
+    return {document.id: document for document in found.scalars()}
+
+
 # -- acceptances -----------------------------------------------------------------
 async def _find(session: AsyncSession, acceptance_ix: bytes) -> ConsentAcceptance | None:
     return (
@@ -347,6 +352,11 @@ async def withdraw(session: AsyncSession, vault: Vault, account: Account, docume
         target=account.id,
         details={"document_id": canonical},
     )
+
+
+async def forget(session: AsyncSession, vault: Vault, account_id: str) -> None:
+    """Delete every acceptance of the account (erasure)."""
+    await SLOTS.remove_all(session, vault, account_id)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,11 @@ def canonical_uuid(value: str) -> str | None:
         return None
 
 
+def new_id() -> str:
+    """A fresh record id: a random UUID, spelled canonically."""
+    return str(uuid.uuid4())
+
+
 def is_id(value: object) -> bool:
     """Whether `value` is a record id as Confide writes them: a UUID, spelled canonically.
 

@@ -1,4 +1,8 @@
-"""Everything a running Confide holds: built once in the lifespan (or by the CLI)."""
+"""Everything a running Confide holds, and its unit of work.
+
+Built once in the lifespan (or by the CLI) by `app.context.build_context`,
+which picks what fills each part (the audit log, the data keys' table).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,12 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.core.audit import AuditLog
-from app.core.clock import Clock, SystemClock
+from app.core.audit import AuditTrail
+from app.core.clock import Clock
 from app.core.config import Settings
-from app.core.db import create_engine, create_sessionmaker, is_sqlite
 from app.core.errors import ConfideError
 from app.core.events import Publisher, take
-from app.core.keys import KeyMaterial, load_keys
+from app.core.keys import KeyMaterial
 from app.core.passwords import PasswordHasher
 from app.core.throttle import Throttle
 from app.core.tokens import TokenService
@@ -30,7 +33,7 @@ class Context:
     sessionmaker: async_sessionmaker[AsyncSession]
     vault: Vault
     tokens: TokenService
-    audit: AuditLog
+    audit: AuditTrail
     passwords: PasswordHasher
     login_throttle: Throttle = field(init=False)
     publisher: Publisher | None = None
@@ -64,32 +67,3 @@ class Context:
 
     async def close(self) -> None:
         await self.engine.dispose()
-
-
-def build_context(settings: Settings, clock: Clock | None = None) -> Context:
-    clock = clock or SystemClock()
-    keys = load_keys(settings)
-    url = settings.resolved_database_url
-    if is_sqlite(url):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
-    vault = Vault(keys.source, keys.keyring, keys.index_key, clock)
-    return Context(
-        settings=settings,
-        clock=clock,
-        keys=keys,
-        engine=engine,
-        sessionmaker=create_sessionmaker(engine),
-        vault=vault,
-        # Re-reads the signing keys (at most once a second): a rotation reaches the server.
-        tokens=TokenService(
-            keys.signing_keys,
-            issuer=settings.issuer,
-            now=clock.time,
-            reload=keys.source.reload_signing_keys,
-        ),
-        audit=AuditLog(vault, clock, sqlite=is_sqlite(url)),
-        passwords=PasswordHasher(
-            settings.password_memory_kib, settings.password_time_cost, settings.password_parallelism
-        ),
-    )

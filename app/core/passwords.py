@@ -21,6 +21,9 @@ OWASP_MINIMUMS: tuple[tuple[int, int], ...] = (
     (7_168, 5),
 )
 DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST = OWASP_MINIMUMS[1]
+#: The longest password Confide takes (NIST SP 800-63B asks for at least 64):
+#: registration refuses a longer one, log-in refuses it before hashing.
+MAX_LENGTH = 256
 
 
 def meets_owasp(memory_kib: int, time_cost: int) -> bool:

@@ -15,7 +15,7 @@ One signed token has one spelling: base64url must be canonical, and ECDSA's
 (r, s) / (r, n - s) twin is closed by issuing only low-s signatures and
 refusing high-s ones before python-jose sees them.
 
-Audit checkpoints (the signed head of the audit chain, see app/core/checkpoints.py)
+Audit checkpoints (the signed head of the audit chain, see app/audit/checkpoints.py)
 are signed and verified here too, with their own `typ` and audience, so one is
 never taken for an access or room token, nor the other way round.
 

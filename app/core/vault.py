@@ -4,29 +4,64 @@ Every person's records are sealed under that person's own data key; records
 that belong to no one person (the audit payload) use the system data key.
 A sealed field does not say which key sealed it: the caller names the owner
 whose record it opens (decision note 0007).
-Data keys are stored wrapped by the newest master key; unwrapped keys are
-cached in memory. Destroying a data key row shreds everything it sealed.
+Data keys are stored wrapped by the newest master key, through a `DataKeys`
+repository (the table lives with the models: `app.models.data_key`);
+unwrapped keys are cached in memory. Destroying a data key shreds
+everything it sealed.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core import encryption
 from app.core.clock import Clock
+from app.core.codec import new_id
 from app.core.keys import KeySource
-from app.models import SYSTEM_KEY_ID, DataKey
-from app.models.base import ENCRYPTED, new_id
+
+#: The data key of records that belong to no one person (the audit payload).
+SYSTEM_KEY_ID = "system"
+#: The `info` marker of an encrypted column (`app.models.base.encrypted`).
+ENCRYPTED = "encrypted"
 
 
 class DataKeyDestroyed(Exception):
     """The data key is gone: the records it sealed can no longer be read."""
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """A data key as stored: wrapped by the master key `master_kid`."""
+
+    id: str
+    master_kid: str
+    wrapped: bytes
+
+
+class DataKeys(Protocol):
+    """Where the wrapped data keys are kept, by id."""
+
+    async def get(self, session: AsyncSession, key_id: str) -> bytes | None:
+        """The wrapped key, or None once it is destroyed (or never was)."""
+        ...
+
+    async def create(self, session: AsyncSession, key: WrappedKey) -> None: ...
+
+    async def destroy(self, session: AsyncSession, key_id: str) -> None: ...
+
+    async def not_under(self, session: AsyncSession, master_kid: str) -> list[WrappedKey]:
+        """Every key wrapped by another master key than `master_kid`."""
+        ...
+
+    async def rewrap(self, session: AsyncSession, key: WrappedKey) -> None:
+        """Store an existing key wrapped anew."""
+        ...
 
 
 def _where(attr: InstrumentedAttribute[Any]) -> tuple[str, str]:
@@ -38,9 +73,15 @@ def _where(attr: InstrumentedAttribute[Any]) -> tuple[str, str]:
 
 class Vault:
     def __init__(
-        self, source: KeySource, keyring: encryption.Keyring, index_key: bytes, clock: Clock
+        self,
+        source: KeySource,
+        keyring: encryption.Keyring,
+        index_key: bytes,
+        clock: Clock,
+        keys: DataKeys,
     ) -> None:
         self._source = source
+        self._keys = keys
         self.keyring = keyring
         self._index_key = index_key
         self._clock = clock
@@ -58,28 +99,24 @@ class Vault:
         # data keys behind under a master key that is about to be retired.
         self.keyring = self._source.keyring()
         wrapped = encryption.wrap_data_key(self.keyring, key_id, key)
-        session.add(
-            DataKey(
-                id=key_id,
-                master_kid=self.keyring.current_kid,
-                wrapped=wrapped,
-            )
-        )
-        await session.flush()
+        await self._keys.create(session, WrappedKey(key_id, self.keyring.current_kid, wrapped))
         self._cache[key_id] = key
         return key_id
 
     async def ensure_system_key(self, session: AsyncSession) -> None:
-        if await session.get(DataKey, SYSTEM_KEY_ID) is None:
+        if await self._keys.get(session, SYSTEM_KEY_ID) is None:
             await self.create_data_key(session, SYSTEM_KEY_ID)
+
+    async def destroy_data_key(self, session: AsyncSession, key_id: str) -> None:
+        """Delete the key, which shreds what it sealed, and drop this instance's copy."""
+        await self._keys.destroy(session, key_id)
+        self.forget(key_id)
 
     async def data_key(self, session: AsyncSession, key_id: str) -> bytes:
         cached = self._cache.get(key_id)
         if cached is not None:
             return cached
-        row = (
-            await session.execute(select(DataKey.wrapped).where(DataKey.id == key_id))
-        ).scalar_one_or_none()
+        row = await self._keys.get(session, key_id)
         if row is None:
             raise DataKeyDestroyed(key_id)
         if encryption.wrapped_kid(row) not in self.keyring.kids():
@@ -95,18 +132,13 @@ class Vault:
     async def rewrap_all(self, session: AsyncSession) -> int:
         """Re-wrap every data key not yet under the newest master key."""
         self.keyring = self._source.keyring()
-        rows = (
-            await session.execute(
-                select(DataKey).where(DataKey.master_kid != self.keyring.current_kid)
-            )
-        ).scalars()
+        current = self.keyring.current_kid
         count = 0
-        for row in rows:
-            key = encryption.unwrap_data_key(self.keyring, row.id, row.wrapped)
-            row.wrapped = encryption.wrap_data_key(self.keyring, row.id, key)
-            row.master_kid = self.keyring.current_kid
+        for stale in await self._keys.not_under(session, current):
+            key = encryption.unwrap_data_key(self.keyring, stale.id, stale.wrapped)
+            wrapped = encryption.wrap_data_key(self.keyring, stale.id, key)
+            await self._keys.rewrap(session, WrappedKey(stale.id, current, wrapped))
             count += 1
-        await session.flush()
         return count
 
     # -- fields -------------------------------------------------------------

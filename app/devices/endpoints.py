@@ -3,11 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from app.auth.dependencies import CurrentPrincipal
-from app.core.deps import ContextDep, SessionDep
-from app.core.errors import NotFound, Unauthorized, responses
+from app.core.errors import NotFound, Unauthorized
 from app.devices import service
 from app.devices.schemas import DeviceOut, RegisterDevice
 from app.devices.service import TooManyDevices
+from app.web.deps import ContextDep, SessionDep
+from app.web.errors import responses
 
 router = APIRouter(tags=["devices"])
 

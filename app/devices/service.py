@@ -18,14 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit
 from app.core.clock import Clock
-from app.core.codec import b64url_decode, b64url_encode, is_id
+from app.core.codec import b64url_decode, b64url_encode, is_id, new_id
 from app.core.errors import Conflict, NotFound
 from app.core.events import emit
 from app.core.slots import Slots
 from app.core.vault import Vault
 from app.devices.schemas import DeviceOut
 from app.models import Account, Device
-from app.models.base import new_id
 
 MAX_ACTIVE_DEVICES = 100
 
@@ -251,11 +250,27 @@ async def revoke(
     )
 
 
-async def remove_all(session: AsyncSession, vault: Vault, account: Account) -> list[str]:
-    """Delete every device row of the account (erasure); the ids of the active ones."""
-    active = [d.id for d in await list_active(session, vault, account)]
+@dataclass(frozen=True)
+class Removed:
+    """The devices an erasure deleted."""
+
+    #: The ones that were active, each now revoked (`device_revoked`), sorted.
+    active: list[str]
+    #: Every device the account ever had, revoked ones included, sorted.
+    every: list[str]
+
+
+async def revoke_all_for(session: AsyncSession, vault: Vault, account: Account) -> Removed:
+    """Delete every device row of the account (erasure), revoking the active ones.
+
+    Other participants' apps stop encrypting to the revoked devices.
+    """
+    every = sorted(d.id for d in await all_of(session, vault, account, active_only=False))
+    active = sorted(d.id for d in await list_active(session, vault, account))
     await SLOTS.remove_all(session, vault, account.id)
-    return sorted(active)
+    for device_id in active:
+        emit(session, {"kind": "device_revoked", "account": account.id, "device": device_id})
+    return Removed(active=active, every=every)
 
 
 def view(device: DeviceInfo) -> DeviceOut:

@@ -3,10 +3,11 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app.auth.dependencies import CurrentPrincipal
-from app.core.deps import ContextDep, SessionDep
-from app.core.errors import Forbidden, NotFound, Unauthorized, responses
+from app.core.errors import Forbidden, NotFound, Unauthorized
 from app.disclosures import service
 from app.disclosures.schemas import DisclosureOut, RecordDisclosure
+from app.web.deps import ContextDep, SessionDep
+from app.web.errors import responses
 
 router = APIRouter(tags=["disclosures"])
 

@@ -29,14 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import service as accounts
 from app.auth.service import Principal
 from app.core import audit
-from app.core.codec import is_id
+from app.core.codec import is_id, new_id
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, ValidationFailed
 from app.core.slots import Slots
 from app.core.vault import Vault
 from app.disclosures.schemas import RecordDisclosure
 from app.models import Account, Disclosure, DisclosureBasis, NoticeKind, Role
-from app.models.base import new_id
 from app.notices import service as notices
 from app.rooms.care import has_care
 
@@ -181,6 +180,11 @@ async def _open(
         recorded_by_role=data["recorded_by_role"],
         recorded_at=datetime.fromisoformat(data["recorded_at"]),
     )
+
+
+async def forget(session: AsyncSession, vault: Vault, account_id: str) -> None:
+    """Delete the client's accounting of disclosures (erasure)."""
+    await SLOTS.remove_all(session, vault, account_id)
 
 
 async def withheld_until(

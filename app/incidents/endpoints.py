@@ -4,8 +4,7 @@ from fastapi import APIRouter, status
 
 from app.auth.dependencies import AdminPrincipal
 from app.core.context import Context
-from app.core.deps import ContextDep, SessionDep
-from app.core.errors import Forbidden, NotFound, Unauthorized, responses
+from app.core.errors import Forbidden, NotFound, Unauthorized
 from app.incidents import service
 from app.incidents.schemas import (
     CreateIncident,
@@ -15,6 +14,8 @@ from app.incidents.schemas import (
     PatchIncident,
 )
 from app.incidents.service import InvalidTransition
+from app.web.deps import ContextDep, SessionDep
+from app.web.errors import responses
 
 router = APIRouter(tags=["incidents"])
 INCIDENT = "/v1/incidents/{incident_id}"

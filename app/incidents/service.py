@@ -21,19 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit
 from app.core.clock import Clock
-from app.core.codec import is_id
+from app.core.codec import is_id, new_id
 from app.core.errors import Conflict, NotFound, ValidationFailed
-from app.core.vault import Vault
-from app.models import (
-    SYSTEM_KEY_ID,
-    Account,
-    AccountStatus,
-    Incident,
-    IncidentStatus,
-    NoticeKind,
-    Severity,
-)
-from app.models.base import new_id
+from app.core.vault import SYSTEM_KEY_ID, Vault
+from app.models import Account, AccountStatus, Incident, IncidentStatus, NoticeKind, Severity
 from app.notices import service as notices
 
 #: 45 CFR 164.404(b): without unreasonable delay, at the latest 60 days after discovery.

@@ -4,7 +4,7 @@ from app.models.account import Account, AccountStatus, Role
 from app.models.audit import AuditEntry
 from app.models.base import Base
 from app.models.consent import ConsentAcceptance, ConsentDocument, ConsentKind
-from app.models.data_key import SYSTEM_KEY_ID, DataKey
+from app.models.data_key import DataKey, DataKeyRows
 from app.models.device import MAX_PUBLIC_KEY_BYTES, Device
 from app.models.disclosure import Disclosure, DisclosureBasis
 from app.models.incident import Incident, IncidentStatus, Severity
@@ -21,7 +21,6 @@ from app.models.room import (
 
 __all__ = [
     "MAX_PUBLIC_KEY_BYTES",
-    "SYSTEM_KEY_ID",
     "Account",
     "AccountRoom",
     "AccountStatus",
@@ -32,6 +31,7 @@ __all__ = [
     "ConsentDocument",
     "ConsentKind",
     "DataKey",
+    "DataKeyRows",
     "Device",
     "Disclosure",
     "DisclosureBasis",

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import enum
 
-from sqlalchemy import Enum, ForeignKey, String
+from sqlalchemy import Enum, ForeignKey, String, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, blind_index, encrypted, new_id
+from app.core.codec import new_id
+from app.models.base import Base, blind_index, encrypted
 
 
 class Role(enum.StrEnum):
@@ -36,3 +38,22 @@ class Account(Base):
     )
     # The creation time, sealed under the account's key: a dump shows no time.
     created: Mapped[bytes] = encrypted()
+
+
+# The look-ups that log-in and every request's caller need (app.auth), and that
+# app.accounts offers the other domains: auth sits below accounts, whose
+# endpoints need to know the caller.
+
+
+async def find_by_email_index(session: AsyncSession, email_ix: bytes) -> Account | None:
+    """The account whose email has this blind index, whatever its status."""
+    found = await session.execute(select(Account).where(Account.email_ix == email_ix))
+    return found.scalar_one_or_none()
+
+
+async def find_active(session: AsyncSession, account_id: str) -> Account | None:
+    """The account, unless it is unknown or erased."""
+    account = await session.get(Account, account_id)
+    if account is None or account.status != AccountStatus.active:
+        return None
+    return account

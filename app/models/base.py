@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, LargeBinary, MetaData, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, mapped_column
+
+from app.core.vault import ENCRYPTED
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -44,9 +45,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-ENCRYPTED = "encrypted"
-
-
 def encrypted(*, nullable: bool = False) -> Any:
     """An AES-256-GCM field: ciphertext bytes, sealed and opened by the vault.
 
@@ -71,7 +69,3 @@ def slot_index(*, nullable: bool = False) -> Any:
     of one owner cannot be told apart from anyone else's.
     """
     return mapped_column(LargeBinary(32), nullable=nullable, unique=True)
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())

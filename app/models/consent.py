@@ -6,7 +6,8 @@ from datetime import datetime
 from sqlalchemy import Enum, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, UTCDateTime, blind_index, encrypted, new_id, slot_index
+from app.core.codec import new_id
+from app.models.base import Base, UTCDateTime, blind_index, encrypted, slot_index
 
 
 class ConsentKind(enum.StrEnum):

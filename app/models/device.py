@@ -3,7 +3,8 @@ from __future__ import annotations
 from sqlalchemy import Boolean, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, blind_index, encrypted, new_id, slot_index
+from app.core.codec import new_id
+from app.models.base import Base, blind_index, encrypted, slot_index
 
 MAX_PUBLIC_KEY_BYTES = 4096
 

@@ -5,7 +5,8 @@ import enum
 from sqlalchemy import Enum, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, encrypted, new_id
+from app.core.codec import new_id
+from app.models.base import Base, encrypted
 
 
 class IncidentStatus(enum.StrEnum):

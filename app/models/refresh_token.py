@@ -3,7 +3,8 @@ from __future__ import annotations
 from sqlalchemy import Boolean, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, encrypted, new_id, slot_index
+from app.core.codec import new_id
+from app.models.base import Base, encrypted, slot_index
 
 
 class LoginFamily(Base):

@@ -5,7 +5,8 @@ import enum
 from sqlalchemy import Boolean, Enum, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, blind_index, encrypted, new_id, slot_index
+from app.core.codec import new_id
+from app.models.base import Base, blind_index, encrypted, slot_index
 
 
 class RoomKind(enum.StrEnum):

@@ -3,10 +3,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.auth.dependencies import CurrentPrincipal
-from app.core.deps import ContextDep, SessionDep
-from app.core.errors import Unauthorized, responses
+from app.core.errors import Unauthorized
 from app.notices import service
 from app.notices.schemas import NoticeOut, notice_out
+from app.web.deps import ContextDep, SessionDep
+from app.web.errors import responses
 
 router = APIRouter(tags=["notices"])
 

@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit
 from app.core.clock import Clock
+from app.core.codec import new_id
 from app.core.slots import Slots
 from app.core.vault import Vault
 from app.models import Account, Notice, NoticeKind
-from app.models.base import new_id
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,8 @@ async def notices_for(
         target=account.id,
     )
     return sorted(out, key=lambda n: (n.created_at, n.id), reverse=True)
+
+
+async def forget(session: AsyncSession, vault: Vault, account_id: str) -> None:
+    """Delete every notice of the account (erasure)."""
+    await SLOTS.remove_all(session, vault, account_id)

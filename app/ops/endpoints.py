@@ -13,7 +13,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import text
 
-from app.core.deps import ContextDep
+from app.web.deps import ContextDep
 
 router = APIRouter(tags=["operations"])
 

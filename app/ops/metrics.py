@@ -24,8 +24,9 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
-from app.core.errors import Unauthorized, install_error_handlers, responses
-from app.core.middleware import Metrics, SecurityHeaders
+from app.core.errors import Unauthorized
+from app.web.errors import install_error_handlers, responses
+from app.web.middleware import Metrics, SecurityHeaders
 
 router = APIRouter(tags=["operations"])
 

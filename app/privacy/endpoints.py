@@ -3,11 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from app.auth.dependencies import CurrentPrincipal
-from app.core.deps import ContextDep, SessionDep
-from app.core.errors import Unauthorized, responses
+from app.core.errors import Unauthorized
 from app.privacy import service
 from app.privacy.schemas import AccessEntry, Export
 from app.privacy.service import LastAdmin
+from app.web.deps import ContextDep, SessionDep
+from app.web.errors import responses
 
 router = APIRouter(tags=["privacy"])
 

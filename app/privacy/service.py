@@ -26,10 +26,8 @@ unwrapped key it may hold in memory (decision note 0007).
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
@@ -43,21 +41,12 @@ from app.core.events import emit
 from app.devices import service as devices
 from app.disclosures import service as disclosures
 from app.disclosures.schemas import DisclosureOut
-from app.models import (
-    Account,
-    AccountStatus,
-    ConsentDocument,
-    DataKey,
-    Role,
-)
+from app.models import Account, Role
 from app.notices import service as notices
 from app.notices.schemas import notice_out
 from app.privacy.schemas import AccessEntry, Actor, ConsentRecord, DeviceRecord, Export
 from app.rooms import care, invitations
 from app.rooms import service as rooms
-
-#: Not an argon2 hash: verification of any password against it fails.
-UNUSABLE_PASSWORD = "!erased"
 
 
 class LastAdmin(Conflict):
@@ -129,13 +118,7 @@ async def _devices(session: AsyncSession, ctx: Context, account: Account) -> lis
 
 async def _consents(session: AsyncSession, ctx: Context, account: Account) -> list[ConsentRecord]:
     accepted = await consent.acceptances(session, ctx.vault, account)
-    ids = [a.document_id for a in accepted]
-    documents = {
-        d.id: d
-        for d in (
-            await session.execute(select(ConsentDocument).where(ConsentDocument.id.in_(ids)))
-        ).scalars()
-    }
+    documents = await consent.documents_by_id(session, [a.document_id for a in accepted])
     out = []
     for acceptance in accepted:
         document = documents.get(acceptance.document_id)
@@ -186,48 +169,16 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
 
 
 # -- erasure -------------------------------------------------------------------------
-async def _lock(session: AsyncSession, account: Account) -> None:
-    """Take the account's row (an admin: every active admin's row), still active.
-
-    PostgreSQL: two admins erasing themselves at once take the same rows in
-    the same order, so the second waits, then sees the first one erased.
-    SQLite ignores FOR UPDATE but serializes writers; the admin count in
-    `erase` runs after this transaction's own write, so it sees the first.
-    """
-    query = select(Account.id).where(Account.status == AccountStatus.active)
-    if account.role == Role.admin:
-        query = query.where(Account.role == Role.admin)
-    else:
-        query = query.where(Account.id == account.id)
-    locked = set((await session.execute(query.order_by(Account.id).with_for_update())).scalars())
-    if account.id not in locked:
-        # Erased by a concurrent request with another of its tokens.
-        raise Unauthorized("This session has ended.")
-
-
 async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> None:
     """Erase the caller's account: crypto-shred its records and end every way in."""
     account = principal.account
-    await _lock(session, account)
+    await accounts.lock_for_erasure(session, account)
     # The person's rooms, listed while their key still opens the list.
     states = await rooms.list_rooms(session, ctx, account)
     key_id = account.data_key_id
-    account.status = AccountStatus.erased
-    account.password_hash = UNUSABLE_PASSWORD
-    # Random, unique: log-in by the email finds nothing, and it may register again.
-    account.email_ix = secrets.token_bytes(32)
-    account.email = b""
-    account.display_name = b""
-    account.created = b""
-    await session.flush()
-    if account.role == Role.admin:
-        remaining = await session.scalar(
-            select(func.count())
-            .select_from(Account)
-            .where(Account.role == Role.admin, Account.status == AccountStatus.active)
-        )
-        if not remaining:
-            raise LastAdmin("The last active admin cannot erase their account.")
+    await accounts.tombstone(session, account)
+    if account.role == Role.admin and not await accounts.active_admins(session):
+        raise LastAdmin("The last active admin cannot erase their account.")
 
     # Sockets first, with 4001 (the code of every token the account still holds,
     # `Unauthorized`): the device revocations below would close them with 4003.
@@ -244,46 +195,38 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
     # log-ins, devices (public keys included), memberships, and the rows
     # sealed under their key (which the key's destruction shreds anyway).
     sessions = await remove_families(session, ctx, account)
-    device_ids: list[str] = []
-    every_device: list[str] = []
+    removed = devices.Removed(active=[], every=[])
     if key_id is not None:
-        every_device = sorted(
-            d.id for d in await devices.all_of(session, ctx.vault, account, active_only=False)
-        )
-        device_ids = await devices.remove_all(session, ctx.vault, account)
-        # Other participants' apps stop encrypting to these devices, then see
+        # Other participants' apps stop encrypting to the devices, then see
         # the person leave each room.
-        for device_id in device_ids:
-            emit(session, {"kind": "device_revoked", "account": account.id, "device": device_id})
+        removed = await devices.revoke_all_for(session, ctx.vault, account)
         for state in states:
             await rooms.forget_member(session, ctx, state, account.id)
-        await rooms.SLOTS.remove_all(session, ctx.vault, account.id)
-        await consent.SLOTS.remove_all(session, ctx.vault, account.id)
-        await notices.SLOTS.remove_all(session, ctx.vault, account.id)
-        await disclosures.SLOTS.remove_all(session, ctx.vault, account.id)
-        await invitations.SLOTS.remove_all(session, ctx.vault, account.id)
+        await rooms.forget_rooms_of(session, ctx.vault, account.id)
+        await consent.forget(session, ctx.vault, account.id)
+        await notices.forget(session, ctx.vault, account.id)
+        await disclosures.forget(session, ctx.vault, account.id)
+        await invitations.forget(session, ctx.vault, account.id)
     await care.forget(session, ctx.vault, account.id)
-    account.data_key_id = None
     # The replay stores forget every device the person ever had (decision note 0005).
     emit(
         session,
         {
             "kind": "account_erased",
             "account": account.id,
-            "devices": every_device,
+            "devices": removed.every,
             "rooms": [state.room.id for state in states],
         },
     )
-    if key_id is not None:
-        await session.execute(delete(DataKey).where(DataKey.id == key_id))
-        ctx.vault.forget(key_id)
+    destroyed = await accounts.shred(session, ctx.vault, account)
+    if destroyed is not None:
         # Every instance drops its cached copy once this commits.
-        emit(session, {"kind": "data_key_destroyed", "key": key_id})
+        emit(session, {"kind": "data_key_destroyed", "key": destroyed})
     audit.record(
         session,
         "account.erase",
         actor_id=account.id,
         actor_role=account.role.value,
         target=account.id,
-        details={"devices": device_ids, "sessions": sessions},
+        details={"devices": removed.active, "sessions": sessions},
     )

@@ -21,13 +21,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import service as auth
 from app.core.context import Context
 from app.core.vault import DataKeyDestroyed
-from app.models import LoginFamily, RefreshToken, Room
+from app.models import Room
 from app.relay.broker import Broker
 
 log = logging.getLogger("confide.retention")
@@ -69,41 +69,13 @@ async def _ended_rooms(session: AsyncSession, ctx: Context, cutoff: datetime) ->
     return due
 
 
-async def _dead_families(
-    session: AsyncSession, ctx: Context, cutoff: datetime
-) -> list[auth.Family]:
-    """Log-in families that died (revoked, idle, or too old) before `cutoff`.
-
-    Every time is sealed (decision note 0007), so each family is opened; a
-    family's last use is when its newest refresh token was issued.
-    """
-    idle = timedelta(seconds=ctx.settings.refresh_idle_timeout)
-    lifetime = timedelta(seconds=ctx.settings.refresh_max_lifetime)
-    dead = []
-    for row in (await session.execute(select(LoginFamily))).scalars():
-        family = await auth.open_family(session, ctx, row)
-        died = min(family.last_at + idle, family.started_at + lifetime)
-        if family.revoked_at is not None:
-            died = min(died, family.revoked_at)
-        if died <= cutoff:
-            dead.append(family)
-    return dead
-
-
 async def purge(ctx: Context, broker: Broker) -> Purged:
     now = ctx.clock.now()
     room_cutoff = now - timedelta(seconds=ctx.settings.retention_ended_room_s)
     token_cutoff = now - timedelta(seconds=ctx.settings.retention_dead_tokens_s)
     async with ctx.transaction() as session:
         rooms = await _ended_rooms(session, ctx, room_cutoff)
-        families = await _dead_families(session, ctx, token_cutoff)
-        deleted = 0
-        for family in families:
-            result = await session.execute(
-                delete(RefreshToken).where(RefreshToken.family_id == family.row.id)
-            )
-            deleted += int(result.rowcount or 0)  # type: ignore[attr-defined]
-            await auth.SLOTS.remove(session, ctx.vault, family.account_id, family.row)
+        deleted = await auth.purge_dead_logins(session, ctx, token_cutoff)
     for room_id in rooms:
         await broker.drop_room(room_id)
     spent = await broker.purge_expired()

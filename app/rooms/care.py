@@ -19,9 +19,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.codec import new_id
 from app.core.vault import Vault
 from app.models import Account, CareRelationship
-from app.models.base import new_id
 
 PURPOSE = "care.pair"
 

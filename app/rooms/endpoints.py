@@ -4,14 +4,12 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import CurrentPrincipal
+from app.consent.errors import ConsentNotPublished, ConsentRequired
 from app.core import audit
-from app.core.deps import ContextDep, SessionDep
-from app.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed, responses
+from app.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
 from app.rooms import invitations, service
 from app.rooms.errors import (
     AlreadyParticipant,
-    ConsentNotPublished,
-    ConsentRequired,
     LastHost,
     OutsideTimeWindow,
     RoomEnded,
@@ -33,6 +31,8 @@ from app.rooms.schemas import (
     RoomTokenOut,
     TokenRequest,
 )
+from app.web.deps import ContextDep, SessionDep
+from app.web.errors import responses
 
 router = APIRouter(tags=["rooms"])
 ROOM = "/v1/rooms/{room_id}"

@@ -35,14 +35,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import service as accounts
 from app.auth.service import Principal
 from app.core import audit
-from app.core.codec import is_id
+from app.core.codec import is_id, new_id
 from app.core.context import Context
 from app.core.encryption import DecryptionError
 from app.core.errors import NotFound
 from app.core.slots import Slots
-from app.core.vault import Vault
-from app.models import SYSTEM_KEY_ID, Account, AccountStatus, Role, Room, RoomInvitation
-from app.models.base import new_id
+from app.core.vault import SYSTEM_KEY_ID, Vault
+from app.models import Account, AccountStatus, Role, Room, RoomInvitation
 from app.rooms import care
 from app.rooms import service as rooms
 from app.rooms.errors import RoomFull
@@ -292,6 +291,11 @@ async def decline(
 
 
 # -- the host ----------------------------------------------------------------------
+
+
+async def forget(session: AsyncSession, vault: Vault, account_id: str) -> None:
+    """Delete every invitation waiting for the account (erasure)."""
+    await SLOTS.remove_all(session, vault, account_id)
 
 
 async def pending(

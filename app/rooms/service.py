@@ -25,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
 from app.auth.service import Principal, live_account
+from app.consent.errors import ConsentNotPublished, ConsentRequired
 from app.consent.service import ConsentGate, consent_gate
 from app.core import audit
-from app.core.codec import b64url_encode, is_id
+from app.core.codec import b64url_encode, is_id, new_id
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, ValidationFailed
 from app.core.events import emit
@@ -36,11 +37,8 @@ from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP
 from app.core.vault import Vault
 from app.devices.service import active_device, active_devices_of
 from app.models import Account, AccountRoom, Device, Role, Room, RoomKind, RoomMember
-from app.models.base import new_id
 from app.rooms.errors import (
     AlreadyParticipant,
-    ConsentNotPublished,
-    ConsentRequired,
     DeviceRevoked,
     LastHost,
     OutsideTimeWindow,
@@ -481,6 +479,11 @@ async def forget_member(
     await session.flush()
     state.members.remove(member)
     emit(session, {"kind": "participant_removed", "room": state.room.id, "account": account_id})
+
+
+async def forget_rooms_of(session: AsyncSession, vault: Vault, account_id: str) -> None:
+    """Delete the account's own list of rooms (erasure)."""
+    await SLOTS.remove_all(session, vault, account_id)
 
 
 async def admit(

@@ -23,8 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from app.core.audit import GENESIS, Verification, chain_hash, verify_chain
-from app.core.checkpoints import (
+from app.audit.checkpoints import (
     Checkpoint,
     CheckpointWriter,
     append_line,
@@ -34,6 +33,8 @@ from app.core.checkpoints import (
     write_final,
     write_periodically,
 )
+from app.audit.service import GENESIS, chain_hash, verify_chain
+from app.core.audit import Verification
 from app.core.context import Context
 from app.core.tokens import (
     ACCESS_AUDIENCE,

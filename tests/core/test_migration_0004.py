@@ -26,13 +26,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.accounts import service as accounts
+from app.audit.service import GENESIS, chain_hash
 from app.auth import service as auth
 from app.consent import service as consent
+from app.context import build_context
 from app.core import encryption
-from app.core.audit import GENESIS, chain_hash
 from app.core.clock import FrozenClock
 from app.core.config import Settings
-from app.core.context import build_context
 from app.core.db import create_engine
 from app.core.migrations import upgrade_on
 from app.devices import service as devices

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from app.core.codec import new_id
 from app.core.context import Context
 from app.core.slots import CountSearch, Slots
 from app.models import Notice
-from app.models.base import new_id
 
 SLOTS = Slots(Notice.recipient_ix, "test.slot")
 

@@ -11,8 +11,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import exc as sa_exc
 
-from app.core.errors import PROBLEM_JSON, install_error_handlers, is_unavailable
+from app.core.errors import PROBLEM_JSON, is_unavailable
 from app.relay.broker import BrokerUnavailable
+from app.web.errors import install_error_handlers
 
 
 class FakeAsyncpgError(Exception):

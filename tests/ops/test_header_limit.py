@@ -22,8 +22,8 @@ from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from app.core.context import Context
 from app.core.errors import PROBLEM_JSON
-from app.core.middleware import MAX_HEADER_BYTES
 from app.main import create_app
+from app.web.middleware import MAX_HEADER_BYTES
 from tests.fixtures.processes import Server, backend_for, running_server
 from tests.fixtures.server import serve
 

@@ -28,12 +28,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from starlette.types import Receive, Scope, Send
 
+from app.context import build_context
 from app.core.clock import FrozenClock
 from app.core.config import Settings
-from app.core.context import Context, build_context
+from app.core.context import Context
 from app.core.db import create_engine
-from app.core.middleware import SecurityHeaders
 from app.main import create_app
+from app.web.middleware import SecurityHeaders
 from tests.conftest import empty_tables
 from tests.fixtures.accounts import PASSWORD, register_client, unique_email
 from tests.fixtures.services import PG_HOST, PG_PORT, PG_USER

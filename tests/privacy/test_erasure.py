@@ -13,10 +13,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.auth import service as auth
+from app.context import build_context
 from app.core import encryption
 from app.core.clock import FrozenClock
 from app.core.config import Settings
-from app.core.context import Context, build_context
+from app.core.context import Context
 from app.core.vault import DataKeyDestroyed
 from app.devices import service as devices
 from app.models import (

@@ -18,11 +18,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from app.consent.errors import ConsentRequired
 from app.core.errors import ConfideError, NotFound, Unauthorized
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP, ROOM_AUDIENCE, ROOM_TYP
 from app.rooms import service as rooms
 from app.rooms.errors import (
-    ConsentRequired,
     DeviceRevoked,
     OutsideTimeWindow,
     RoomEnded,

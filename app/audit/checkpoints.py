@@ -1,6 +1,6 @@
 """Signed checkpoints of the audit chain's head, kept outside the database.
 
-The hash chain (app/core/audit.py) shows any edit, deletion or reordering,
+The hash chain (app/audit/service.py) shows any edit, deletion or reordering,
 but not the loss of its newest entries: cut the tail and what remains is a
 valid chain. A checkpoint anchors the head: "the chain held entry `seq`
 with hash `head` at time `iat`", signed with the server's ES256 signing key
@@ -47,7 +47,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.audit import AuditLog, Verification
+from app.core.audit import AuditTrail, Verification
 from app.core.tokens import SignedCheckpoint, TokenError, TokenService
 from app.models import AuditEntry
 
@@ -302,7 +302,7 @@ async def hashes_at(session: AsyncSession, seqs: Sequence[int]) -> dict[int, str
 
 
 async def verify_anchored(
-    session: AsyncSession, audit: AuditLog, checkpoints: Sequence[Checkpoint]
+    session: AsyncSession, audit: AuditTrail, checkpoints: Sequence[Checkpoint]
 ) -> Anchored:
     """Verify the chain, then hold it against the checkpoints."""
     verification = await audit.verify(session)

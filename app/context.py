@@ -1,0 +1,43 @@
+"""The composition root: what fills each part of the running context."""
+
+from __future__ import annotations
+
+from app.audit.service import AuditLog
+from app.core.clock import Clock, SystemClock
+from app.core.config import Settings
+from app.core.context import Context
+from app.core.db import create_engine, create_sessionmaker, is_sqlite
+from app.core.keys import load_keys
+from app.core.passwords import PasswordHasher
+from app.core.tokens import TokenService
+from app.core.vault import Vault
+from app.models import DataKeyRows
+
+
+def build_context(settings: Settings, clock: Clock | None = None) -> Context:
+    clock = clock or SystemClock()
+    keys = load_keys(settings)
+    url = settings.resolved_database_url
+    if is_sqlite(url):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url)
+    vault = Vault(keys.source, keys.keyring, keys.index_key, clock, DataKeyRows())
+    return Context(
+        settings=settings,
+        clock=clock,
+        keys=keys,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        vault=vault,
+        # Re-reads the signing keys (at most once a second): a rotation reaches the server.
+        tokens=TokenService(
+            keys.signing_keys,
+            issuer=settings.issuer,
+            now=clock.time,
+            reload=keys.source.reload_signing_keys,
+        ),
+        audit=AuditLog(vault, clock, sqlite=is_sqlite(url)),
+        passwords=PasswordHasher(
+            settings.password_memory_kib, settings.password_time_cost, settings.password_parallelism
+        ),
+    )
