@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from datetime import timedelta
 
 from app.auth import service as auth
 from app.core.context import Context
-from app.core.vault import DataKeyDestroyed
-from app.models import Room
 from app.relay.broker import Broker
+from app.rooms import service as rooms_service
 
 log = logging.getLogger("confide.retention")
 
@@ -40,41 +36,12 @@ class Purged:
     spent_token_ids: int
 
 
-def _end_of(details: dict[str, object], ended: bool) -> datetime | None:
-    for key in ("ended_at", "ends_at"):
-        value = details.get(key)
-        if isinstance(value, str):
-            when = datetime.fromisoformat(value)
-            if key == "ended_at" or not ended:
-                return when
-    return None
-
-
-async def _ended_rooms(session: AsyncSession, ctx: Context, cutoff: datetime) -> list[str]:
-    """Rooms whose end (by the host, or by the clock) lies before `cutoff`."""
-    due = []
-    for room in (await session.execute(select(Room))).scalars():
-        try:
-            if room.data_key_id is None:
-                raise DataKeyDestroyed(room.id)
-            details = await ctx.vault.open_json(
-                session, room.data_key_id, Room.details, room.id, room.details
-            )
-        except DataKeyDestroyed:
-            due.append(room.id)  # erased: nothing in it can be read any more
-            continue
-        end = _end_of(details, room.ended)
-        if end is not None and end <= cutoff:
-            due.append(room.id)
-    return due
-
-
 async def purge(ctx: Context, broker: Broker) -> Purged:
     now = ctx.clock.now()
     room_cutoff = now - timedelta(seconds=ctx.settings.retention_ended_room_s)
     token_cutoff = now - timedelta(seconds=ctx.settings.retention_dead_tokens_s)
     async with ctx.transaction() as session:
-        rooms = await _ended_rooms(session, ctx, room_cutoff)
+        rooms = await rooms_service.ended_before(session, ctx.vault, room_cutoff)
         deleted = await auth.purge_dead_logins(session, ctx, token_cutoff)
     for room_id in rooms:
         await broker.drop_room(room_id)

@@ -34,7 +34,7 @@ from app.core.errors import Forbidden, NotFound, ValidationFailed
 from app.core.events import emit
 from app.core.slots import Slots
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP
-from app.core.vault import Vault
+from app.core.vault import DataKeyDestroyed, Vault
 from app.devices.service import active_device, active_devices_of
 from app.models import Account, AccountRoom, Device, Role, Room, RoomKind, RoomMember
 from app.rooms.errors import (
@@ -701,3 +701,36 @@ async def issue_token(
         details={"room": room_id, "device": device_id, "jti": issued.jti},
     )
     return IssuedRoomToken(issued.token, datetime.fromtimestamp(issued.expires_at, now.tzinfo))
+
+
+def _end_of(details: dict[str, object], ended: bool) -> datetime | None:
+    for key in ("ended_at", "ends_at"):
+        value = details.get(key)
+        if isinstance(value, str):
+            when = datetime.fromisoformat(value)
+            if key == "ended_at" or not ended:
+                return when
+    return None
+
+
+async def ended_before(session: AsyncSession, vault: Vault, cutoff: datetime) -> list[str]:
+    """Rooms whose end (by the host, or by the clock) lies before `cutoff` (retention).
+
+    A room whose data key is destroyed (erased) counts as ended: nothing in it
+    can be read any more.
+    """
+    due = []
+    for room in (await session.execute(select(Room))).scalars():
+        try:
+            if room.data_key_id is None:
+                raise DataKeyDestroyed(room.id)
+            details = await vault.open_json(
+                session, room.data_key_id, Room.details, room.id, room.details
+            )
+        except DataKeyDestroyed:
+            due.append(room.id)  # erased: nothing in it can be read any more
+            continue
+        end = _end_of(details, room.ended)
+        if end is not None and end <= cutoff:
+            due.append(room.id)
+    return due
