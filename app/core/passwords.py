@@ -3,6 +3,11 @@
 Production refuses a cost below one of OWASP's argon2id rows (Password
 Storage Cheat Sheet); tests and development may lower it. A stored hash
 names its own parameters, so hashes made under an older cost still verify.
+
+A log-in does not hash a password again at a new cost: writing the account's
+row in the log-in's transaction would tie the account to its new log-in
+through the row's transaction id (xmin) in a stolen database. A new cost
+reaches a password when it is next set.
 """
 
 from __future__ import annotations
