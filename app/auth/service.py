@@ -23,7 +23,7 @@ from app.auth.schemas import TokenPair
 from app.core import audit
 from app.core.context import Context
 from app.core.errors import InvalidCredentials, RateLimited, RefreshReused, Unauthorized
-from app.core.events import emit
+from app.core.events import SessionRevoked, emit
 from app.core.slots import Slots
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP
 from app.models import SYSTEM_KEY_ID, Account, LoginFamily, RefreshToken
@@ -161,7 +161,7 @@ async def login(
 
 async def revoke_family(session: AsyncSession, ctx: Context, family_id: str) -> None:
     """End a log-in: its refresh tokens, its access tokens and its sockets."""
-    emit(session, {"kind": "session_revoked", "sid": family_id})
+    emit(session, SessionRevoked(family_id))
     revoked = (
         await session.execute(
             update(LoginFamily)
@@ -186,7 +186,7 @@ async def remove_families(session: AsyncSession, ctx: Context, account: Account)
     rows = await SLOTS.rows(session, ctx.vault, account.id)
     live = [row.id for row in rows if not row.revoked]
     for family_id in live:
-        emit(session, {"kind": "session_revoked", "sid": family_id})
+        emit(session, SessionRevoked(family_id))
     await SLOTS.remove_all(session, ctx.vault, account.id)
     return len(live)
 

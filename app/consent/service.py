@@ -37,8 +37,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.consent.schemas import canonical_locale
 from app.core import audit
 from app.core.clock import Clock
+from app.core.close_codes import Close
 from app.core.errors import Conflict, NotFound
-from app.core.events import emit
+from app.core.events import AccountClosed, emit
 from app.core.slots import Slots
 from app.core.vault import DataKeyDestroyed, Vault
 from app.models import Account, ConsentAcceptance, ConsentDocument, ConsentKind
@@ -338,15 +339,7 @@ async def withdraw(session: AsyncSession, vault: Vault, account: Account, docume
     await SLOTS.remove(session, vault, account.id, row)
     # Simplest safe rule: any withdrawal closes the account's sockets; a room
     # that still has every consent it needs issues a new token at once.
-    emit(
-        session,
-        {
-            "kind": "account_closed",
-            "account": account.id,
-            "code": CONSENT_WITHDRAWN_CLOSE,
-            "reason": "consent_withdrawn",
-        },
-    )
+    emit(session, AccountClosed(account.id, Close(CONSENT_WITHDRAWN_CLOSE), "consent_withdrawn"))
     audit.record(
         session,
         "consent.withdraw",

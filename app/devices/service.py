@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core import audit
 from app.core.clock import Clock
 from app.core.errors import Conflict, NotFound
-from app.core.events import emit
+from app.core.events import DeviceAdded, DeviceRevoked, emit
 from app.core.slots import Slots
 from app.core.vault import Vault
 from app.devices.schemas import DeviceOut
@@ -144,15 +144,7 @@ async def register(
         raise TooManyDevices(
             f"An account holds at most {MAX_ACTIVE_DEVICES} active devices; revoke one first."
         )
-    emit(
-        session,
-        {
-            "kind": "device_added",
-            "account": account.id,
-            "device": device_id,
-            "public_key": encode_key(public_key),
-        },
-    )
+    emit(session, DeviceAdded(account.id, device_id, encode_key(public_key)))
     audit.record(
         session,
         "device.register",
@@ -256,7 +248,7 @@ async def revoke(
         session, vault, account, device_id, info.public_key, info.created_at, clock.now()
     )
     await session.flush()
-    emit(session, {"kind": "device_revoked", "account": account.id, "device": device_id})
+    emit(session, DeviceRevoked(account.id, device_id))
     audit.record(
         session,
         "device.revoke",

@@ -36,9 +36,10 @@ from app.accounts import service as accounts
 from app.auth.service import Principal, remove_families
 from app.consent import service as consent
 from app.core import audit
+from app.core.close_codes import Close
 from app.core.context import Context
 from app.core.errors import Conflict, Unauthorized
-from app.core.events import emit
+from app.core.events import AccountClosed, AccountErased, DataKeyDestroyed, DeviceRevoked, emit
 from app.devices import service as devices
 from app.devices.service import encode_key
 from app.disclosures import service as disclosures
@@ -244,10 +245,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
             raise LastAdmin("The last active admin cannot erase their account.")
 
     # Sockets first, with 4001: the device revocations below would close them with 4003.
-    emit(
-        session,
-        {"kind": "account_closed", "account": account.id, "code": ERASED_CLOSE, "reason": "erased"},
-    )
+    emit(session, AccountClosed(account.id, Close(ERASED_CLOSE), "erased"))
     # Everything that names the person goes now, not at the next purge: their
     # log-ins, devices (public keys included), memberships, and the rows
     # sealed under their key (which the key's destruction shreds anyway).
@@ -262,7 +260,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         # Other participants' apps stop encrypting to these devices, then see
         # the person leave each room.
         for device_id in device_ids:
-            emit(session, {"kind": "device_revoked", "account": account.id, "device": device_id})
+            emit(session, DeviceRevoked(account.id, device_id))
         for state in states:
             await rooms.forget_member(session, ctx, state, account.id)
         await rooms.SLOTS.remove_all(session, ctx.vault, account.id)
@@ -273,20 +271,12 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
     await care.forget(session, ctx.vault, account.id)
     account.data_key_id = None
     # The replay stores forget every device the person ever had (decision note 0005).
-    emit(
-        session,
-        {
-            "kind": "account_erased",
-            "account": account.id,
-            "devices": every_device,
-            "rooms": [state.room.id for state in states],
-        },
-    )
+    emit(session, AccountErased(account.id, tuple(every_device), tuple(s.room.id for s in states)))
     if key_id is not None:
         await session.execute(delete(DataKey).where(DataKey.id == key_id))
         ctx.vault.forget(key_id)
         # Every instance drops its cached copy once this commits.
-        emit(session, {"kind": "data_key_destroyed", "key": key_id})
+        emit(session, DataKeyDestroyed(key_id))
     audit.record(
         session,
         "account.erase",
