@@ -7,7 +7,6 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -21,9 +20,11 @@ from app.auth.endpoints import router as auth_router
 from app.consent.endpoints import router as consent_router
 from app.context import build_context
 from app.core.clock import Clock
+from app.core.close_codes import Close
 from app.core.config import Settings, get_settings
 from app.core.context import Context
 from app.core.errors import is_unavailable
+from app.core.events import DataKeyDestroyed, Event
 from app.core.logging import ClientAddresses
 from app.core.logging import configure as configure_logging
 from app.devices.endpoints import router as devices_router
@@ -36,7 +37,6 @@ from app.privacy.endpoints import router as privacy_router
 from app.relay.broker import Broker, BrokerUnavailable, ReplayLimits, create_broker
 from app.relay.endpoints import router as relay_router
 from app.relay.hub import Hub
-from app.relay.protocol import CLOSE_SERVICE_RESTART
 from app.retention.service import purge
 from app.rooms.endpoints import router as rooms_router
 from app.web.errors import install_error_handlers
@@ -122,16 +122,17 @@ def create_app(
             limits=ReplayLimits.from_settings(ctx.settings),
         )
 
-        async def on_event(event: dict[str, Any]) -> None:
-            if event.get("kind") == "data_key_destroyed":
+        async def on_event(event: Event) -> None:
+            if isinstance(event, DataKeyDestroyed):
                 # An erasure on any instance: drop this instance's cached copy.
-                ctx.vault.forget(str(event["key"]))
+                ctx.vault.forget(event.key)
 
         hub = Hub(
             broker,
             ctx.clock,
             rate_per_s=ctx.settings.ws_rate_per_s,
             idle_timeout=ctx.settings.ws_idle_timeout,
+            sweep_interval=ctx.settings.ws_sweep_interval,
             on_event=on_event,
         )
         await hub.start()
@@ -164,7 +165,7 @@ def create_app(
             checkpointing.cancel()
             await asyncio.wait([checkpointing])  # a tick in progress ends first
             await hub.stop()
-            hub.close_all(CLOSE_SERVICE_RESTART, "server shutting down")
+            hub.close_all(Close.SERVICE_RESTART, "server shutting down")
             await broker.close()
             ctx.publisher = None
             # Anchor the head the last requests left, before the database closes.

@@ -22,7 +22,7 @@ from app.core import audit
 from app.core.codec import new_id
 from app.core.context import Context
 from app.core.errors import InvalidCredentials, RateLimited, RefreshReused, Unauthorized
-from app.core.events import emit
+from app.core.events import LoginRevoked, emit
 from app.core.slots import Slots
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP
 from app.core.vault import SYSTEM_KEY_ID
@@ -162,7 +162,7 @@ async def login(
 
 async def revoke_family(session: AsyncSession, ctx: Context, family_id: str) -> None:
     """End a log-in: its refresh tokens, its access tokens and its sockets."""
-    emit(session, {"kind": "session_revoked", "sid": family_id})
+    emit(session, LoginRevoked(family_id))
     revoked = (
         await session.execute(
             update(LoginFamily)
@@ -187,7 +187,7 @@ async def remove_families(session: AsyncSession, ctx: Context, account: Account)
     rows = await SLOTS.rows(session, ctx.vault, account.id)
     live = [row.id for row in rows if not row.revoked]
     for family_id in live:
-        emit(session, {"kind": "session_revoked", "sid": family_id})
+        emit(session, LoginRevoked(family_id))
     await SLOTS.remove_all(session, ctx.vault, account.id)
     return len(live)
 

@@ -39,7 +39,7 @@ from app.core import audit
 from app.core.clock import Clock
 from app.core.codec import canonical_uuid, new_id
 from app.core.errors import Conflict, NotFound
-from app.core.events import emit
+from app.core.events import AccountClosed, emit
 from app.core.slots import Slots
 from app.core.vault import DataKeyDestroyed, Vault
 from app.models import Account, ConsentAcceptance, ConsentDocument, ConsentKind
@@ -335,15 +335,7 @@ async def withdraw(session: AsyncSession, vault: Vault, account: Account, docume
     # Simplest safe rule: any withdrawal closes the account's sockets, with the
     # code a join without this consent gets; a room that still has every
     # consent it needs issues a new token at once.
-    emit(
-        session,
-        {
-            "kind": "account_closed",
-            "account": account.id,
-            "code": int(ConsentRequired.close_code),
-            "reason": "consent_withdrawn",
-        },
-    )
+    emit(session, AccountClosed(account.id, ConsentRequired.close_code, "consent_withdrawn"))
     audit.record(
         session,
         "consent.withdraw",

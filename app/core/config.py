@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     room_token_ttl: int = Field(default=300, ge=30, le=900)
     ws_rate_per_s: int = Field(default=100, ge=1, le=10_000)
     ws_idle_timeout: float = Field(default=300.0, gt=0, le=3600)
+    #: Seconds a socket that authenticates by its first frame has to send it.
+    ws_auth_timeout: float = Field(default=5.0, gt=0, le=60)
+    #: How often idle sockets are looked for (and room timers the clock has
+    #: reached fired); unset: a quarter of the idle timeout, from 0.5 to 30 s.
+    ws_sweep_interval: float | None = Field(default=None, gt=0, le=30)
 
     retention_ended_room_s: int = Field(default=3600, ge=0, le=86400)
     # A room's replay store (decision note 0005): caps in frames and in bytes

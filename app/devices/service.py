@@ -20,7 +20,7 @@ from app.core import audit
 from app.core.clock import Clock
 from app.core.codec import b64url_decode, b64url_encode, is_id, new_id
 from app.core.errors import Conflict, NotFound
-from app.core.events import emit
+from app.core.events import DeviceAdded, DeviceRevoked, emit
 from app.core.slots import Slots
 from app.core.vault import Vault
 from app.devices.schemas import DeviceOut
@@ -127,15 +127,7 @@ async def register(
         raise TooManyDevices(
             f"An account holds at most {MAX_ACTIVE_DEVICES} active devices; revoke one first."
         )
-    emit(
-        session,
-        {
-            "kind": "device_added",
-            "account": account.id,
-            "device": device_id,
-            "public_key": b64url_encode(public_key),
-        },
-    )
+    emit(session, DeviceAdded(account.id, device_id, b64url_encode(public_key)))
     audit.record(
         session,
         "device.register",
@@ -239,7 +231,7 @@ async def revoke(
         session, vault, account, device_id, info.public_key, info.created_at, clock.now()
     )
     await session.flush()
-    emit(session, {"kind": "device_revoked", "account": account.id, "device": device_id})
+    emit(session, DeviceRevoked(account.id, device_id))
     audit.record(
         session,
         "device.revoke",
@@ -269,7 +261,7 @@ async def revoke_all_for(session: AsyncSession, vault: Vault, account: Account) 
     active = sorted(d.id for d in await list_active(session, vault, account))
     await SLOTS.remove_all(session, vault, account.id)
     for device_id in active:
-        emit(session, {"kind": "device_revoked", "account": account.id, "device": device_id})
+        emit(session, DeviceRevoked(account.id, device_id))
     return Removed(active=active, every=every)
 
 

@@ -37,7 +37,7 @@ from app.core import audit
 from app.core.codec import b64url_encode
 from app.core.context import Context
 from app.core.errors import Conflict, Unauthorized
-from app.core.events import emit
+from app.core.events import AccountClosed, AccountErased, DataKeyDestroyed, emit
 from app.devices import service as devices
 from app.disclosures import service as disclosures
 from app.disclosures.schemas import DisclosureOut
@@ -182,15 +182,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
 
     # Sockets first, with 4001 (the code of every token the account still holds,
     # `Unauthorized`): the device revocations below would close them with 4003.
-    emit(
-        session,
-        {
-            "kind": "account_closed",
-            "account": account.id,
-            "code": int(Unauthorized.close_code),
-            "reason": "erased",
-        },
-    )
+    emit(session, AccountClosed(account.id, Unauthorized.close_code, "erased"))
     # Everything that names the person goes now, not at the next purge: their
     # log-ins, devices (public keys included), memberships, and the rows
     # sealed under their key (which the key's destruction shreds anyway).
@@ -211,17 +203,12 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
     # The replay stores forget every device the person ever had (decision note 0005).
     emit(
         session,
-        {
-            "kind": "account_erased",
-            "account": account.id,
-            "devices": removed.every,
-            "rooms": [state.room.id for state in states],
-        },
+        AccountErased(account.id, tuple(removed.every), tuple(s.room.id for s in states)),
     )
     destroyed = await accounts.shred(session, ctx.vault, account)
     if destroyed is not None:
         # Every instance drops its cached copy once this commits.
-        emit(session, {"kind": "data_key_destroyed", "key": destroyed})
+        emit(session, DataKeyDestroyed(destroyed))
     audit.record(
         session,
         "account.erase",

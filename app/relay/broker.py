@@ -10,10 +10,10 @@ delivers them to its own connections.
 implements the same interface for several instances; `seq` then comes from
 one counter shared by all of them.
 
-A message is stored as a JSON *fragment* without its `seq` and `type`:
-`"id":…,"sender":…,"ciphertext":…,"sent_at":…}`; the frame a recipient gets
-is `{"type":"message","seq":N,` + fragment, so a broadcast is serialized once,
-whatever the number of recipients.
+A message is stored as a JSON *fragment* without its `seq` and `type`
+(`app.relay.frames`): a broadcast is serialized once, whatever the number of
+recipients. The types both brokers share (`Outgoing`, `Stored`, the bounds and
+the errors) live in `app.relay.store`, which imports neither broker.
 
 Erasure (decision notes 0005 and 0006): `forget` rewrites what the broker
 retains so that nothing names the erased person's account or devices. Each
@@ -43,146 +43,40 @@ entry, and only the oldest are ever dropped.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from app.core.config import Settings
+from app.core.events import Event
+from app.relay.redis_broker import RedisBroker
+from app.relay.store import (
+    BrokerUnavailable,
+    EventHandler,
+    MessageHandler,
+    Outgoing,
+    QuotaExceeded,
+    ReplayLimits,
+    Stored,
+    admission_change,
+    forgotten,
+)
+
+# The interface's own types and errors, defined in app.relay.store.
+__all__ = [
+    "Broker",
+    "BrokerUnavailable",
+    "InProcessBroker",
+    "Outgoing",
+    "QuotaExceeded",
+    "ReplayLimits",
+    "Stored",
+    "create_broker",
+]
 
 log = logging.getLogger("confide.broker")
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    room: str
-    sender_device: str
-    client_id: str
-    broadcast: str | None  # fragment for every other device
-    directed: dict[str, str] | None  # device id -> fragment
-    sender_account: str = ""  # whose quota it counts against (the device's, when empty)
-
-    @property
-    def sender(self) -> str:
-        return self.sender_account or self.sender_device
-
-    def payload(self) -> tuple[str, str]:
-        """(kind, payload) as stored: `b` and the fragment, or `d` and the JSON map."""
-        if self.broadcast is not None:
-            return "b", self.broadcast
-        return "d", json.dumps(self.directed, separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class ReplayLimits:
-    """How much a room's replay store may hold (PROTOCOL.md, "The room socket")."""
-
-    max_frames: int = 20_000
-    max_bytes: int = 32 * 1024 * 1024
-    sender_max_bytes: int = 16 * 1024 * 1024
-    idle_s: float = 24 * 3600.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ReplayLimits:
-        return cls(
-            max_frames=settings.replay_max_frames,
-            max_bytes=settings.replay_max_bytes,
-            sender_max_bytes=settings.replay_sender_max_bytes,
-            idle_s=settings.replay_idle_hours * 3600.0,
-        )
-
-
-def admission_change(event: dict[str, Any]) -> tuple[str, str, str] | None:
-    """(room, account, how) for an event that moves an admission point, else None.
-
-    `how` is `first` (record the latest seq unless there is a point already),
-    `reset` (a new membership that is admitted at once: the latest seq) or
-    `drop` (no longer admitted: forget the point).
-    """
-    kind = event.get("kind")
-    if kind == "admitted":
-        how = "first"
-    elif kind == "participant_added":
-        how = "reset" if event.get("admitted") else "drop"
-    elif kind == "participant_removed":
-        how = "drop"
-    else:
-        return None
-    return str(event["room"]), str(event["account"]), how
-
-
-class Stored(NamedTuple):
-    """A retained message. Only strings, ints and tuples: the garbage collector
-    stops tracking such tuples, so a long session's history costs no GC time."""
-
-    seq: int
-    sender_device: str
-    broadcast: str | None
-    directed: tuple[tuple[str, str], ...] | None  # (device id, fragment) pairs
-
-    def fragment_for(self, device_id: str) -> str | None:
-        if self.broadcast is not None:
-            return self.broadcast if device_id != self.sender_device else None
-        assert self.directed is not None
-        for device, fragment in self.directed:
-            if device == device_id:
-                return fragment
-        return None
-
-
-def message_frame(seq: int, fragment: str) -> str:
-    return '{"type":"message","seq":' + str(seq) + "," + fragment
-
-
-def sender_json(account_id: str, device_id: str) -> str:
-    """The `"sender":{...}` member of a fragment, exactly as the hub writes it."""
-    ids = json.dumps(
-        {"account_id": account_id, "device_id": device_id},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return '"sender":' + ids
-
-
-#: What replaces the sender of a retained message once its sender is erased.
-ERASED_SENDER = sender_json("", "")
-
-
-def forgotten(stored: Stored, account_id: str, devices: set[str]) -> Stored:
-    """`stored` with nothing left that names `devices` or `account_id` as their sender."""
-    sender = stored.sender_device
-    erased = sender in devices
-    old = sender_json(account_id, sender) if erased else ""
-    broadcast, directed = stored.broadcast, stored.directed
-    if broadcast is not None:
-        if not erased:
-            return stored
-        return Stored(stored.seq, "", broadcast.replace(old, ERASED_SENDER, 1), None)
-    assert directed is not None
-    if not erased and not any(device in devices for device, _ in directed):
-        return stored
-    kept = tuple(
-        (device, fragment.replace(old, ERASED_SENDER, 1) if erased else fragment)
-        for device, fragment in directed
-        if device not in devices
-    )
-    return Stored(stored.seq, "" if erased else sender, None, kept)
-
-
-MessageHandler = Callable[[str, Stored], Awaitable[None]]
-EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class BrokerUnavailable(Exception):
-    """The broker cannot be reached: a send is refused, never silently dropped."""
-
-
-class QuotaExceeded(Exception):
-    """The sender has put its whole quota into this room's replay store: refused, not stored."""
 
 
 class Broker(Protocol):
@@ -220,7 +114,7 @@ class Broker(Protocol):
         """
         ...
 
-    async def publish(self, event: dict[str, Any]) -> None:
+    async def publish(self, event: Event) -> None:
         """Send `event` to every instance; an admission event first moves the point."""
         ...
 
@@ -353,7 +247,7 @@ class InProcessBroker:
         self._spent[jti] = now + ttl_s
         return True
 
-    async def publish(self, event: dict[str, Any]) -> None:
+    async def publish(self, event: Event) -> None:
         change = admission_change(event)
         if change is not None:
             room, account, how = change
@@ -433,7 +327,5 @@ def create_broker(
     if url.startswith("memory://"):
         return InProcessBroker(now, limits=limits)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from app.relay.redis_broker import RedisBroker
-
         return RedisBroker(url, prefix=prefix, now=now, limits=limits)
     raise ValueError(f"unsupported broker URL scheme: {url.split(':', 1)[0]}")

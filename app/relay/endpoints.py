@@ -137,7 +137,7 @@ async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -
         account_id=account_id,
         device_id=device_id,
         role=role,
-        session_id=login_id,
+        login_id=login_id,
         admitted=admission.admitted,
         ends_at=admission.state.ends_at,
         locked=admission.state.room.locked,
@@ -150,11 +150,11 @@ async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -
     )
 
 
-async def _first_frame_token(ws: WebSocket) -> str:
+async def _first_frame_token(ws: WebSocket, timeout_s: float) -> str:
     try:
-        message = await asyncio.wait_for(ws.receive(), p.AUTH_TIMEOUT_S)
+        message = await asyncio.wait_for(ws.receive(), timeout_s)
     except TimeoutError:
-        raise Refused(Close.TOKEN, "no auth frame within 5 seconds") from None
+        raise Refused(Close.TOKEN, f"no auth frame within {timeout_s:g} seconds") from None
     if message["type"] == "websocket.disconnect":
         raise Refused(Close.NORMAL, "gone")
     text = message.get("text")
@@ -206,7 +206,7 @@ async def _serve_socket(ws: WebSocket, room_id: str) -> int:
         if b"token" in ws.scope.get("query_string", b""):
             raise Refused(Close.TOKEN, "tokens are never accepted in the URL")
         if token is None:
-            token = await _first_frame_token(ws)
+            token = await _first_frame_token(ws, ctx.settings.ws_auth_timeout)
         grant = await authorize(ctx, hub, room_id, token)
     except Refused as refused:
         log.info("socket refused: %s (%s)", refused.code, refused.reason)
@@ -223,12 +223,12 @@ async def _serve_socket(ws: WebSocket, room_id: str) -> int:
     # Only the connection lives on: the grant's copy of the participants is not
     # kept for the socket's whole life.
     del grant
-    log.info("socket open: %s", "admitted" if conn.admitted else "waiting")
+    log.info("socket open: %s", conn.peer.joins_as.value)
     try:
         await hub.run(conn, room)
     finally:
         await _record_leave(ctx, conn)
-    return conn.close_code or p.CLOSE_NORMAL
+    return conn.close_code or Close.NORMAL
 
 
 async def _record_leave(ctx: Context, conn: Connection) -> None:

@@ -1,25 +1,29 @@
-"""Live sockets on this instance: bounded queues, fan-out, back-pressure, events.
+"""Live sockets on this instance: queues, tasks, timers and the broker.
 
-The hub holds, for each room with a socket on this instance, what the socket
-needs to route without asking the database: the participants, their roles,
-admission and devices. It is filled from the database once when a socket
-joins, then kept current by events (admission, removal, revocation, the end),
-which arrive through the broker from whichever instance made the change.
-Messages need no database query at all.
+The rules are in `app.relay.room`, without I/O: `handle(room, event, now)`
+returns the actions that follow from one input. The hub feeds it every input
+(a frame a socket read, a message or event from the broker, the broker's
+answer to an action, a timer, the clock) and carries out what comes back, in
+order. It holds, for each room with a socket on this instance, the room's
+state (`RoomState`), filled from the database when a socket joins and kept
+current by events from whichever instance made a change; and for each socket
+a `Connection`.
 
 Each connection has a bounded queue drained by its own writer task: fan-out
 never awaits a slow socket. A queue that fills closes its socket with 1013
 (the client resumes with a new token); memory never grows with a slow reader.
 
-A replay (`resume`) is not fan-out: it is paced. It reads the broker a page
-at a time and fills at most half the queue, waiting for the writer to bring
-it down before it queues more, so a backlog of any length the room still
-keeps reaches a device that reads, in order, without tripping the limit.
-Live messages for the device are dropped while its replay runs (the replay
-reads on until it has passed every one of them), and the socket keeps
-reading: its sends are acked meanwhile. A replay starts after the device's
-account's admission point (decision note 0005): nothing said in the room
-before the account was admitted is replayed to it.
+A replay (`resume`) runs in a task of its own, so the socket keeps reading
+(its sends are acked meanwhile). It is paced: each replayed message waits
+until the replay's half of the queue has room (`Connection.send_paced`), so a
+backlog of any length the room still keeps reaches a device that reads, in
+order, without tripping the limit.
+
+Time: `now` is the context's clock (`Clock.now()`, which tests freeze and
+move) for messages and a room's schedule, and the monotonic clock for rate
+limits and idle sockets. The room's end is armed on the event loop; `tick`,
+run periodically, also fires what the clock has reached, and closes idle
+sockets.
 """
 
 from __future__ import annotations
@@ -27,25 +31,69 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import datetime
+from typing import Any, assert_never
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.core.clock import Clock
-from app.relay import protocol as p
-from app.relay.broker import (
-    Broker,
-    BrokerUnavailable,
-    Outgoing,
-    QuotaExceeded,
-    Stored,
-    message_frame,
+from app.core.close_codes import Close
+from app.core.events import AccountErased, Event
+from app.relay.broker import Broker
+from app.relay.protocol import State
+from app.relay.room import (
+    Aborted,
+    Action,
+    Announce,
+    AnnounceFailed,
+    Append,
+    Appended,
+    AppendRefused,
+    ArmTimer,
+    CancelTimer,
+    CloseAfter,
+    CloseAll,
+    CloseNow,
+    Dispose,
+    Drain,
+    Grant,
+    Granted,
+    Input,
+    Joined,
+    JoinFailed,
+    Left,
+    Load,
+    MessageStored,
+    Now,
+    Opening,
+    Overflowed,
+    PageRead,
+    Participant,
+    Peer,
+    PeerGone,
+    Queued,
+    ReaderDone,
+    ReadPage,
+    Received,
+    ReplayBegun,
+    ReplayFailed,
+    RoomState,
+    Send,
+    SendPaced,
+    StartReplay,
+    Tick,
+    Timer,
+    TimerFired,
+    handle,
+    target,
 )
+from app.relay.store import BrokerUnavailable, QuotaExceeded, Stored
+
+__all__ = ["Connection", "Grant", "Hub", "Participant"]
 
 log = logging.getLogger("confide.relay")
 
@@ -57,76 +105,56 @@ QUEUE_BYTES = 4 * 1024 * 1024
 #: brought it down to a quarter; the other half stays free for live frames.
 REPLAY_HIGH_FRAMES, REPLAY_HIGH_BYTES = QUEUE_FRAMES // 2, QUEUE_BYTES // 2
 REPLAY_LOW_FRAMES, REPLAY_LOW_BYTES = QUEUE_FRAMES // 4, QUEUE_BYTES // 4
-#: Messages read from the broker at a time by a replay.
-REPLAY_PAGE = 64
-ENDING_NOTICE = timedelta(minutes=5)
-_LIVE_SEEN_MAX = 10_000
-
-
-@dataclass
-class Participant:
-    account_id: str
-    role: str
-    display_name: str
-    admitted: bool
-    devices: dict[str, str] = field(default_factory=dict)  # device id -> public key
-
-
-@dataclass
-class Grant:
-    """What the database said when the socket joined."""
-
-    room_id: str
-    account_id: str
-    device_id: str
-    role: str
-    session_id: str
-    admitted: bool
-    ends_at: datetime | None
-    locked: bool
-    participants: dict[str, Participant]
 
 
 class Connection:
+    """One socket: its send queue and writer. What the room knows of it is `peer`."""
+
     def __init__(self, ws: WebSocket, grant: Grant, rate_per_s: int) -> None:
-        self.id = uuid.uuid4().hex
+        self.peer = Peer.from_grant(uuid.uuid4().hex, grant, rate_per_s)
         self.ws = ws
-        self.room_id = grant.room_id
-        self.account_id = grant.account_id
-        self.device_id = grant.device_id
-        self.role = grant.role
-        self.session_id = grant.session_id
-        self.admitted = grant.admitted
         # Bounded by send() (frames and bytes), so that the closing sentinel
         # always fits behind what is already queued. A deque and one waiter:
         # an asyncio.Queue costs several deques per socket.
         self.queue: deque[str | None] = deque()
         self._wake: asyncio.Future[None] | None = None
         self.queued_bytes = 0
-        self.busy = False
-        self.draining = False
-        self.reader: asyncio.Task[None] | None = None
-        self.last_active = 0.0
-        self.bucket = p.TokenBucket(rate=rate_per_s, burst=2 * rate_per_s)
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.resuming = False
-        self.replay: asyncio.Task[None] | None = None
         self._space: asyncio.Future[None] | None = None
-        #: The highest seq dropped from live delivery while a replay ran.
-        self.live_high = 0
-        #: (lo, hi]: the seqs that replays on this socket have gone through.
-        self.replayed = (0, 0)
-        self.live_seen: set[int] = set()
+        #: The code the writer closes the socket with, once it is to close.
+        self.close_code: Close | None = None
+        self.close_reason = ""
+        self.reader: asyncio.Task[None] | None = None
+        self.replay: asyncio.Task[None] | None = None
 
-    def send(self, frame: str) -> None:
+    @property
+    def id(self) -> str:
+        return self.peer.id
+
+    @property
+    def room_id(self) -> str:
+        return self.peer.room_id
+
+    @property
+    def account_id(self) -> str:
+        return self.peer.account_id
+
+    @property
+    def device_id(self) -> str:
+        return self.peer.device_id
+
+    @property
+    def role(self) -> str:
+        return self.peer.role
+
+    def send(self, frame: str) -> bool:
+        """Queue `frame`; False when the queue is full (the consumer is too slow)."""
         if self.close_code is not None:
-            return
+            return True  # closing: nothing more is written
         if self.queued_bytes + len(frame) > QUEUE_BYTES or len(self.queue) >= QUEUE_FRAMES:
-            self.close(p.CLOSE_TRY_AGAIN, "consumer too slow")
-            return
+            return False
         self.queued_bytes += len(frame)
         self._put(frame)
+        return True
 
     def _put(self, item: str | None) -> None:
         self.queue.append(item)
@@ -142,7 +170,7 @@ class Connection:
                 self._wake = None
         return self.queue.popleft()
 
-    async def send_paced(self, frame: str) -> None:
+    async def send_paced(self, frame: str) -> bool:
         """Queue a replayed frame; first wait while the replay's half of the queue is full."""
         while (
             self.close_code is None
@@ -157,7 +185,7 @@ class Connection:
                 await self._space
             finally:
                 self._space = None
-        self.send(frame)
+        return self.send(frame)
 
     def _made_space(self, *, closing: bool = False) -> None:
         space = self._space
@@ -168,20 +196,7 @@ class Connection:
         ):
             space.set_result(None)
 
-    def deliver(self, seq: int, frame: str) -> None:
-        if self.resuming:
-            # The replay under way reads on past this seq, and sends it then.
-            self.live_high = max(self.live_high, seq)
-            return
-        if seq in self.live_seen or seq <= self.replayed[1]:
-            return
-        self.live_seen.add(seq)
-        if len(self.live_seen) > _LIVE_SEEN_MAX:
-            floor = max(self.live_seen) - _LIVE_SEEN_MAX // 2
-            self.live_seen = {s for s in self.live_seen if s > floor}
-        self.send(frame)
-
-    def finish(self, code: int, reason: str = "") -> None:
+    def finish(self, code: Close, reason: str = "") -> None:
         """Close after what is already queued (acks of in-flight sends) is written."""
         if self.close_code is not None:
             return
@@ -189,7 +204,7 @@ class Connection:
         self._put(None)
         self._made_space(closing=True)
 
-    def close(self, code: int, reason: str = "") -> None:
+    def close(self, code: Close, reason: str = "") -> None:
         """Close now: what is queued is dropped."""
         if self.close_code is not None:
             return
@@ -200,7 +215,8 @@ class Connection:
         self._put(None)
         self._made_space(closing=True)
 
-    async def writer(self) -> None:
+    async def writer(self) -> bool:
+        """Write what is queued until the close; False if the peer was gone first."""
         try:
             while True:
                 frame = await self._get()
@@ -210,28 +226,15 @@ class Connection:
                 self._made_space()
                 await self.ws.send_text(frame)
         except Exception:  # the peer is gone: nothing more can be sent
-            self.close_code = self.close_code or p.CLOSE_GOING_AWAY
             self._made_space(closing=True)
-            return
+            return False
         with contextlib.suppress(Exception):
-            await self.ws.close(self.close_code or p.CLOSE_NORMAL, self.close_reason[:120])
+            await self.ws.close(self.close_code or Close.NORMAL, self.close_reason[:120])
+        return True
 
 
-@dataclass
-class LiveRoom:
-    id: str
-    ends_at: datetime | None
-    locked: bool
-    participants: dict[str, Participant]
-    connections: dict[str, Connection] = field(default_factory=dict)
-    timers: list[asyncio.TimerHandle] = field(default_factory=list)
-
-    def devices(self) -> dict[str, str]:
-        """Device id -> account id of every participant's active device."""
-        return {d: a.account_id for a in self.participants.values() for d in a.devices}
-
-
-EventHook = Callable[[dict[str, Any]], Awaitable[None]]
+EventHook = Callable[[Event], Awaitable[None]]
+_Pending = Coroutine[Any, Any, list[Action]]
 
 
 class Hub:
@@ -242,6 +245,7 @@ class Hub:
         *,
         rate_per_s: int,
         idle_timeout: float,
+        sweep_interval: float | None = None,
         on_event: EventHook | None = None,
     ) -> None:
         self.broker = broker
@@ -252,13 +256,18 @@ class Hub:
         self.clock = clock
         self.rate_per_s = rate_per_s
         self.idle_timeout = idle_timeout
-        self.rooms: dict[str, LiveRoom] = {}
+        #: How often `tick` runs: a quarter of the idle timeout, from 0.5 to 30 s, unless set.
+        self.sweep_interval = sweep_interval or max(0.5, min(30.0, idle_timeout / 4))
+        self.rooms: dict[str, RoomState] = {}
+        self._connections: dict[str, Connection] = {}  # peer id -> its socket
+        self._timers: dict[RoomState, dict[Timer, asyncio.TimerHandle]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._empty = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.broker.start(self.on_message, self.on_event)
-        self._sweeper = asyncio.create_task(self._sweep_idle())
+        self._sweeper = asyncio.create_task(self._sweep())
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -267,112 +276,79 @@ class Hub:
                 await self._sweeper
             self._sweeper = None
 
-    async def _sweep_idle(self) -> None:
-        """Close sockets silent for the idle timeout: one timer for all of them,
-        not a timeout around every receive."""
-        loop = asyncio.get_running_loop()
-        period = max(0.5, min(30.0, self.idle_timeout / 4))
+    def now(self) -> Now:
+        return Now(self.clock.now(), time.monotonic())
+
+    def _feed(self, room: RoomState, event: Input) -> list[Action]:
+        return handle(room, event, self.now())
+
+    # -- the clock ----------------------------------------------------------------
+    async def _sweep(self) -> None:
+        """One timer for every socket's idle time, not a timeout around every receive."""
         while True:
-            await asyncio.sleep(period)
-            deadline = loop.time() - self.idle_timeout
-            for conn in self.connections():
-                if conn.last_active < deadline:
-                    conn.close(p.CLOSE_GOING_AWAY, "idle timeout")
-                    if conn.reader is not None:
-                        conn.reader.cancel()
+            await asyncio.sleep(self.sweep_interval)
+            self.tick()
 
-    def connections(self) -> list[Connection]:
-        return [c for room in self.rooms.values() for c in room.connections.values()]
+    def tick(self) -> None:
+        """Close sockets silent for the idle timeout (1001); fire the rooms' timers that
+        the clock has reached (the event loop's timers fire on their own)."""
+        for room in list(self.rooms.values()):
+            self._apply(room, self._feed(room, Tick()))
 
-    def close_all(self, code: int, reason: str) -> None:
-        for conn in self.connections():
-            conn.close(code, reason)
+    def _fire(self, room: RoomState, timer: Timer, at: datetime) -> None:
+        self._timers.get(room, {}).pop(timer, None)
+        self._apply(room, self._feed(room, TimerFired(timer, at)))
+
+    # -- the whole instance -------------------------------------------------------
+    def close_all(self, code: Close, reason: str) -> None:
+        for room in list(self.rooms.values()):
+            self._apply(room, self._feed(room, CloseAll(code, reason)))
 
     async def drain(self, grace_s: float = 10.0) -> None:
         """Stop reading, let in-flight sends be acked, then close every socket (1012)."""
         self._empty.clear()
-        for conn in self.connections():
-            conn.draining = True
-            if not conn.busy and conn.reader is not None:
-                conn.reader.cancel()
+        for room in list(self.rooms.values()):
+            self._apply(room, self._feed(room, Drain()))
         if self.rooms:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._empty.wait(), grace_s)
 
-    # -- joining and leaving -------------------------------------------------
-    def _room_for(self, grant: Grant) -> LiveRoom:
+    # -- one socket ---------------------------------------------------------------
+    def join(self, grant: Grant) -> RoomState:
+        """The live room for a granted socket (created, or refreshed from the grant)."""
         room = self.rooms.get(grant.room_id)
         if room is None:
-            room = LiveRoom(grant.room_id, grant.ends_at, grant.locked, grant.participants)
-            self.rooms[grant.room_id] = room
-            self._arm(room)
-        else:
-            # The database is the truth at join time: refresh what events keep current.
-            room.participants = grant.participants
-            room.locked = grant.locked
-            if room.ends_at != grant.ends_at:
-                room.ends_at = grant.ends_at
-                self._arm(room)
+            room = self.rooms[grant.room_id] = RoomState(grant.room_id, self.idle_timeout)
+        self._apply(room, self._feed(room, Granted(grant)))
         return room
 
-    def join(self, grant: Grant) -> LiveRoom:
-        """The live room for a granted socket (created, or refreshed from the grant)."""
-        return self._room_for(grant)
+    async def run(self, conn: Connection, room: RoomState) -> None:
+        """Serve `conn` in `room` until it closes."""
+        peer = conn.peer
+        self._connections[peer.id] = conn
+        try:
+            await self._serve(room, conn)
+        finally:
+            del self._connections[peer.id]
+            await self._do(room, self._feed(room, Left(peer)))
 
-    async def run(self, conn: Connection, room: LiveRoom) -> None:
+    async def _serve(self, room: RoomState, conn: Connection) -> None:
+        peer = conn.peer
+        writer = asyncio.create_task(self._write(room, conn))
         try:
-            online = await self.broker.online(room.id)
-            latest = await self.broker.latest_seq(room.id)
-            # Admitted participants without an admission point get one now (the
-            # room's creator, whose admission was no event): before any message
-            # they could be sent, since a sender joins before it sends.
-            admitted = [a for a, part in room.participants.items() if part.admitted]
-            if admitted:
-                await self.broker.admission(room.id, admitted)
-        except BrokerUnavailable:
-            conn.close(p.CLOSE_TRY_AGAIN, "broker unavailable")
-            await conn.writer()
-            await self._leave(room, conn)
-            return
-        previous = room.connections.get(conn.device_id)
-        if previous is not None:
-            previous.close(p.CLOSE_REPLACED, "replaced by a new connection")
-        room.connections[conn.device_id] = conn
-        conn.send(self._welcome(room, conn, online | {conn.device_id}, latest))
-        if room.ends_at is not None and room.ends_at - self.clock.now() <= ENDING_NOTICE:
-            conn.send(
-                p.dumps(
-                    {
-                        "type": "room",
-                        "event": "ending",
-                        "ends_at": room.ends_at.isoformat().replace("+00:00", "Z"),
-                    }
-                )
-            )
-        writer = asyncio.create_task(conn.writer())
-        try:
-            await self.broker.set_online(room.id, conn.device_id, True)
-            await self.broker.publish(
-                {
-                    "kind": "presence",
-                    "room": room.id,
-                    "event": "online" if conn.admitted else "waiting",
-                    "account": conn.account_id,
-                    "device": conn.device_id,
-                    "conn": conn.id,
-                }
-            )
-        except BrokerUnavailable:
-            conn.close(p.CLOSE_TRY_AGAIN, "broker unavailable")
-        reader = conn.reader = asyncio.create_task(self._read(conn))
+            await self._do(room, self._feed(room, Opening(peer)))
+        except BaseException:
+            writer.cancel()  # joining failed unexpectedly: nothing is written
+            raise
+        reader = conn.reader = asyncio.create_task(self._read(room, conn))
         try:
             await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if reader.done():
                 # The peer left, or the server is draining: flush, then close.
-                conn.finish(p.CLOSE_SERVICE_RESTART if conn.draining else p.CLOSE_NORMAL)
+                self._apply(room, self._feed(room, ReaderDone(peer)))
             else:
-                conn.close(conn.close_code or p.CLOSE_NORMAL)
+                self._apply(room, self._feed(room, Aborted(peer)))
                 reader.cancel()
             if conn.replay is not None:
                 conn.replay.cancel()
@@ -380,417 +356,201 @@ class Hub:
                 await asyncio.wait_for(writer, 5)
             except (TimeoutError, Exception):
                 writer.cancel()
-            await self._leave(room, conn)
 
-    async def _leave(self, room: LiveRoom, conn: Connection) -> None:
-        if room.connections.get(conn.device_id) is conn:
-            del room.connections[conn.device_id]
-            with contextlib.suppress(BrokerUnavailable):
-                await self.broker.set_online(room.id, conn.device_id, False)
-                await self.broker.publish(
-                    {
-                        "kind": "presence",
-                        "room": room.id,
-                        "event": "offline",
-                        "account": conn.account_id,
-                        "device": conn.device_id,
-                        "conn": conn.id,
-                    }
-                )
-        if not room.connections and self.rooms.get(room.id) is room:
-            for timer in room.timers:
-                timer.cancel()
-            del self.rooms[room.id]
-            if not self.rooms:
-                self._empty.set()
+    async def _write(self, room: RoomState, conn: Connection) -> None:
+        if not await conn.writer():
+            self._apply(room, self._feed(room, PeerGone(conn.peer)))
 
-    def _welcome(self, room: LiveRoom, conn: Connection, online: set[str], latest: int) -> str:
-        return p.dumps(
-            {
-                "type": "welcome",
-                "room": room.id,
-                "you": {
-                    "account_id": conn.account_id,
-                    "device_id": conn.device_id,
-                    "role": conn.role,
-                },
-                "state": "admitted" if conn.admitted else "waiting",
-                "seq": latest,
-                "participants": [
-                    {
-                        "account_id": part.account_id,
-                        "display_name": part.display_name,
-                        "role": part.role,
-                        "admitted": part.admitted,
-                        "online": any(d in online for d in part.devices),
-                        "devices": [
-                            {"device_id": d, "public_key": key} for d, key in part.devices.items()
-                        ],
-                    }
-                    for part in room.participants.values()
-                ],
-            }
-        )
-
-    # -- reading -------------------------------------------------------------
-    async def _read(self, conn: Connection) -> None:
-        loop = asyncio.get_running_loop()
-        conn.last_active = loop.time()
-        while conn.close_code is None and not conn.draining:
-            conn.busy = False
+    async def _read(self, room: RoomState, conn: Connection) -> None:
+        peer = conn.peer
+        while peer.state is State.WAITING or peer.state is State.ADMITTED:
             try:
                 message = await conn.ws.receive()
             except (WebSocketDisconnect, RuntimeError):
-                conn.close(p.CLOSE_NORMAL)
+                self._apply(room, self._feed(room, Aborted(peer)))
                 return
             if message["type"] == "websocket.disconnect":
                 return
-            conn.busy = True
-            conn.last_active = loop.time()
-            text = message.get("text")
-            if text is None:
-                conn.close(p.CLOSE_POLICY, "binary frames are not allowed")
-                return
-            if not conn.bucket.allow(loop.time()):
-                if conn.bucket.strikes > p.MAX_STRIKES:
-                    conn.close(p.CLOSE_POLICY, "rate limit exceeded")
-                    return
-                conn.send(p.error_frame("rate_limited", "slow down"))
-                continue
-            try:
-                frame = p.parse_client_frame(text)
-            except p.FrameError as error:
-                conn.send(p.error_frame(error.code, error.detail, error.frame_id))
-                continue
-            if isinstance(frame, p.SendFrame):
-                await self._send(conn, frame)
-            elif isinstance(frame, p.PingFrame):
-                conn.send('{"type":"pong"}')
-            elif isinstance(frame, p.ResumeFrame):
-                await self._resume(conn, frame.after)
-            else:
-                conn.send(p.error_frame("validation_error", "already authenticated"))
+            await self._do(room, self._feed(room, Received(peer, message.get("text"))))
 
-    async def _send(self, conn: Connection, frame: p.SendFrame) -> None:
-        if not conn.admitted:
-            conn.send(p.error_frame("not_admitted", "wait to be admitted", frame.id))
-            return
-        room = self.rooms[conn.room_id]
-        sender = {"account_id": conn.account_id, "device_id": conn.device_id}
-        sent_at = self.clock.now().isoformat().replace("+00:00", "Z")
-        broadcast: str | None = None
-        directed: dict[str, str] | None = None
-        if frame.ciphertext is not None:
-            broadcast = _fragment(frame.id, sender, frame.ciphertext, sent_at)
-        else:
-            assert frame.recipients is not None
-            known = room.devices()
-            unknown = [d for d in frame.recipients if d not in known]
-            if unknown:
-                conn.send(p.error_frame("validation_error", "unknown recipient device", frame.id))
-                return
-            directed = {
-                device: _fragment(frame.id, sender, ciphertext, sent_at)
-                for device, ciphertext in frame.recipients.items()
-            }
+    async def _replay(self, room: RoomState, conn: Connection, replay: int) -> None:
+        peer = conn.peer
         try:
-            seq, _ = await self.broker.append(
-                Outgoing(
-                    conn.room_id, conn.device_id, frame.id, broadcast, directed, conn.account_id
-                )
-            )
+            points = await self.broker.admission(room.id, [peer.account_id])
+            latest = await self.broker.latest_seq(room.id)
+            begun = ReplayBegun(peer, replay, points[peer.account_id], latest)
+            await self._do(room, self._feed(room, begun))
         except BrokerUnavailable:
-            conn.send(p.error_frame("unavailable", "message not accepted; send again", frame.id))
-            return
-        except QuotaExceeded:
-            conn.send(
-                p.error_frame(
-                    "quota_exceeded", "your share of this room's replay store is used", frame.id
-                )
-            )
-            return
-        conn.send(p.ack_frame(frame.id, seq))
-
-    async def _resume(self, conn: Connection, after: int) -> None:
-        """Start the replay (in a task of its own: the socket keeps reading meanwhile)."""
-        if not conn.admitted:
-            conn.send(p.error_frame("not_admitted", "wait to be admitted"))
-            return
-        previous = conn.replay
-        if previous is not None and not previous.done():
-            previous.cancel()  # the newest resume is what the client wants now
-            await asyncio.wait([previous])
-        # From now on live messages wait for the replay, which reads on past them.
-        conn.resuming, conn.live_high = True, 0
-        conn.replay = asyncio.create_task(self._replay(conn, after))
-
-    async def _replay(self, conn: Connection, after: int) -> None:
-        try:
-            await self._replay_pages(conn, after)
-        except BrokerUnavailable:
-            conn.send(p.error_frame("unavailable", "replay not available; resume again"))
+            self._apply(room, self._feed(room, ReplayFailed(peer, replay, broken=False)))
         except Exception:
             log.exception("replay failed")
-            conn.close(p.CLOSE_TRY_AGAIN, "replay failed; resume again")
-        finally:
-            conn.resuming = False
+            self._apply(room, self._feed(room, ReplayFailed(peer, replay, broken=True)))
 
-    async def _replay_pages(self, conn: Connection, after: int) -> None:
-        room_id = conn.room_id
-        points = await self.broker.admission(room_id, [conn.account_id])
-        latest = await self.broker.latest_seq(room_id)
-        # Nothing from before the account's admission point is replayed to it.
-        start = position = max(after, points[conn.account_id])
-        expected = after + 1  # the next seq the client asks for
-        lo, hi = conn.replayed  # what an earlier replay on this socket went through
-        empty = 0
-        try:
-            while conn.close_code is None:
-                page = await self.broker.replay(room_id, position, REPLAY_PAGE)
-                if not page:
-                    if expected <= latest:  # nothing up to `latest` is there for it
-                        conn.send(_truncated(latest + 1))
-                        expected, position = latest + 1, max(position, latest)
-                    # A live message seen meanwhile is in the store: read on to it.
-                    if conn.live_high <= position or empty:
-                        break
-                    empty += 1
-                    continue
-                empty = 0
-                for item in page:
-                    if item.seq > expected:  # before its admission, or dropped (caps, idle)
-                        conn.send(_truncated(item.seq))
-                    position, expected = item.seq, item.seq + 1
-                    fragment = item.fragment_for(conn.device_id)
-                    if fragment is None or item.seq in conn.live_seen or lo < item.seq <= hi:
-                        continue
-                    await conn.send_paced(message_frame(item.seq, fragment))
-                if len(page) < REPLAY_PAGE and conn.live_high <= position:
-                    break
-        finally:
-            if position > start:
-                if start <= hi and position >= lo:  # overlaps: one interval
-                    conn.replayed = (min(lo, start), max(hi, position))
-                else:
-                    conn.replayed = (start, position)
-        conn.resuming = False
-        conn.send(p.dumps({"type": "resumed", "seq": max(latest, position)}))
-
-    # -- from the broker -----------------------------------------------------
+    # -- from the broker ----------------------------------------------------------
     async def on_message(self, room_id: str, stored: Stored) -> None:
         room = self.rooms.get(room_id)
-        if room is None:
-            return
-        frame_cache: dict[str, str] = {}
-        for conn in list(room.connections.values()):
-            if not conn.admitted:
-                continue
-            fragment = stored.fragment_for(conn.device_id)
-            if fragment is None:
-                continue
-            frame = frame_cache.get(fragment)
-            if frame is None:
-                frame = frame_cache[fragment] = message_frame(stored.seq, fragment)
-            conn.deliver(stored.seq, frame)
+        if room is not None:
+            self._apply(room, self._feed(room, MessageStored(stored)))
 
-    async def on_event(self, event: dict[str, Any]) -> None:
+    async def on_event(self, event: Event) -> None:
         if self._event_hook is not None:
             try:
                 await self._event_hook(event)
             except Exception:
-                log.exception("event hook failed for %s", event.get("kind"))
-        if event.get("kind") == "account_erased":
+                log.exception("event hook failed for %s", type(event).__name__)
+        if isinstance(event, AccountErased):
             await self._forget(event)
             return
-        handler = getattr(self, "_on_" + str(event.get("kind")), None)
-        if handler is not None:
-            handler(event)
+        room_id = target(event)
+        if room_id is None:
+            rooms = list(self.rooms.values())
+        else:
+            room = self.rooms.get(room_id)
+            rooms = [] if room is None else [room]
+        for room in rooms:
+            self._apply(room, self._feed(room, event))
 
-    async def _forget(self, event: dict[str, Any]) -> None:
+    async def _forget(self, event: AccountErased) -> None:
         """An erasure: the broker's replay store forgets the person (decision note 0005).
 
-        Every instance hears the event, after the account's `account_closed` and
-        `device_revoked`, and asks the broker; the first does the work, and the
+        Every instance hears the event, after the account's `AccountClosed` and
+        `DeviceRevoked`, and asks the broker; the first does the work, and the
         others find nothing left to do.
         """
         try:
-            await self.broker.forget(
-                str(event["account"]),
-                [str(d) for d in event.get("devices", ())],
-                [str(r) for r in event.get("rooms", ())],
-            )
+            await self.broker.forget(event.account, event.devices, event.rooms)
         except Exception:
             log.exception("erasure: the broker could not forget an erased account")
 
-    def _broadcast(self, room: LiveRoom, frame: str, *, admitted_only: bool = False) -> None:
-        for conn in list(room.connections.values()):
-            if conn.admitted or not admitted_only:
-                conn.send(frame)
+    # -- carrying out actions -----------------------------------------------------
+    async def _do(self, room: RoomState, actions: Sequence[Action]) -> None:
+        """Carry out `actions` in order, waiting for the broker and for room in queues;
+        what follows from an answer comes before the actions after it."""
+        todo = deque(actions)
+        while todo:
+            pending = self._act(room, todo.popleft())
+            if pending is not None:
+                todo.extendleft(reversed(await pending))
 
-    def _presence(self, room: LiveRoom, event: str, account: str, device: str | None) -> str:
-        frame: dict[str, Any] = {"type": "presence", "event": event, "account_id": account}
-        if device is not None:
-            frame["device_id"] = device
-        return p.dumps(frame)
-
-    def _on_presence(self, event: dict[str, Any]) -> None:
-        room = self.rooms.get(event["room"])
-        if room is None:
-            return
-        if event["event"] in ("online", "waiting"):
-            existing = room.connections.get(event["device"])
-            if existing is not None and existing.id != event["conn"]:
-                # The same device joined again, here or on another instance.
-                existing.close(p.CLOSE_REPLACED, "replaced by a new connection")
-        frame = self._presence(room, event["event"], event["account"], event["device"])
-        for conn in list(room.connections.values()):
-            if conn.id != event["conn"]:
-                conn.send(frame)
-
-    def _on_admitted(self, event: dict[str, Any]) -> None:
-        room = self.rooms.get(event["room"])
-        if room is None:
-            return
-        part = room.participants.get(event["account"])
-        if part is not None:
-            part.admitted = True
-        for conn in room.connections.values():
-            if conn.account_id == event["account"]:
-                conn.admitted = True
-        self._broadcast(room, self._presence(room, "admitted", event["account"], None))
-
-    def _on_participant_added(self, event: dict[str, Any]) -> None:
-        room = self.rooms.get(event["room"])
-        if room is None:
-            return
-        room.participants[event["account"]] = Participant(
-            event["account"],
-            event["role"],
-            event.get("display_name", ""),
-            bool(event.get("admitted")),
-            dict(event.get("devices", {})),
-        )
-
-    def _on_participant_removed(self, event: dict[str, Any]) -> None:
-        room = self.rooms.get(event["room"])
-        if room is None:
-            return
-        room.participants.pop(event["account"], None)
-        for conn in list(room.connections.values()):
-            if conn.account_id == event["account"]:
-                conn.close(p.CLOSE_FORBIDDEN, "removed from the room")
-        self._broadcast(room, self._presence(room, "removed", event["account"], None))
-
-    def _on_device_added(self, event: dict[str, Any]) -> None:
-        frame = p.dumps(
-            {
-                "type": "device",
-                "event": "added",
-                "account_id": event["account"],
-                "device": {"device_id": event["device"], "public_key": event["public_key"]},
-            }
-        )
-        for room in self.rooms.values():
-            part = room.participants.get(event["account"])
-            if part is not None:
-                part.devices[event["device"]] = event["public_key"]
-                self._broadcast(room, frame, admitted_only=True)
-
-    def _on_device_revoked(self, event: dict[str, Any]) -> None:
-        for room in self.rooms.values():
-            part = room.participants.get(event["account"])
-            if part is None:
+    def _apply(self, room: RoomState, actions: Sequence[Action]) -> None:
+        """Carry out `actions` that need no waiting, now. (Only a socket's own tasks are
+        answered with broker calls; should one come here, the rest runs in a task.)"""
+        for i, action in enumerate(actions):
+            if type(action) is Send:  # most of them, on the fan-out path
+                self._send(room, action)
                 continue
-            key = part.devices.pop(event["device"], "")
-            conn = room.connections.get(event["device"])
-            if conn is not None:
-                conn.close(p.CLOSE_FORBIDDEN, "device revoked")
-            frame = p.dumps(
-                {
-                    "type": "device",
-                    "event": "revoked",
-                    "account_id": event["account"],
-                    "device": {"device_id": event["device"], "public_key": key},
-                }
-            )
-            self._broadcast(room, frame, admitted_only=True)
+            pending = self._act(room, action)
+            if pending is not None:
+                self._spawn(self._then(room, pending, list(actions[i + 1 :])))
+                return
 
-    def _on_account_closed(self, event: dict[str, Any]) -> None:
-        for conn in self.connections():
-            if conn.account_id == event["account"]:
-                conn.close(int(event.get("code", p.CLOSE_FORBIDDEN)), str(event.get("reason", "")))
+    async def _then(self, room: RoomState, pending: _Pending, rest: list[Action]) -> None:
+        await self._do(room, [*(await pending), *rest])
 
-    def _on_session_revoked(self, event: dict[str, Any]) -> None:
-        for conn in self.connections():
-            if conn.session_id == event["sid"]:
-                conn.close(p.CLOSE_TOKEN, "logged out")
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def _on_room_locked(self, event: dict[str, Any]) -> None:
-        self._room_flag(event["room"], locked=True)
+    def _send(self, room: RoomState, action: Send) -> None:
+        frame, connections = action.frame, self._connections
+        for peer in action.to:
+            conn = connections.get(peer.id)
+            if conn is not None and not conn.send(frame):
+                self._apply(room, self._feed(room, Overflowed(peer)))
 
-    def _on_room_unlocked(self, event: dict[str, Any]) -> None:
-        self._room_flag(event["room"], locked=False)
+    def _act(self, room: RoomState, action: Action) -> _Pending | None:
+        """Do `action`; for one that waits on the broker or a queue, the coroutine that
+        does it and returns what follows."""
+        match action:
+            case Send():
+                self._send(room, action)
+            case CloseNow(peer=peer, code=code, reason=reason):
+                conn = self._connections.get(peer.id)
+                if conn is not None:
+                    conn.close(code, reason)
+            case CloseAfter(peer=peer, code=code, reason=reason):
+                conn = self._connections.get(peer.id)
+                if conn is not None:
+                    conn.finish(code, reason)
+            case StartReplay(peer=peer, replay=replay):
+                conn = self._connections.get(peer.id)
+                if conn is not None:
+                    if conn.replay is not None:
+                        conn.replay.cancel()  # the newest resume is what the client wants now
+                    conn.replay = asyncio.create_task(self._replay(room, conn, replay))
+            case ArmTimer(timer=timer, at=at):
+                handles = self._timers.setdefault(room, {})
+                previous = handles.pop(timer, None)
+                if previous is not None:
+                    previous.cancel()
+                delay = max(0.0, (at - self.clock.now()).total_seconds())
+                loop = asyncio.get_running_loop()
+                handles[timer] = loop.call_later(delay, self._fire, room, timer, at)
+            case CancelTimer(timer=timer):
+                handle_ = self._timers.get(room, {}).pop(timer, None)
+                if handle_ is not None:
+                    handle_.cancel()
+            case Dispose():
+                for handle_ in self._timers.pop(room, {}).values():
+                    handle_.cancel()
+                if self.rooms.get(room.id) is room:
+                    del self.rooms[room.id]
+                    if not self.rooms:
+                        self._empty.set()
+            case Load():
+                return self._load(room, action)
+            case Announce():
+                return self._announce(room, action)
+            case Append():
+                return self._append(room, action)
+            case ReadPage():
+                return self._read_page(room, action)
+            case SendPaced():
+                return self._send_paced(room, action)
+            case _:
+                assert_never(action)
+        return None
 
-    def _room_flag(self, room_id: str, *, locked: bool) -> None:
-        room = self.rooms.get(room_id)
-        if room is not None:
-            room.locked = locked
-            self._broadcast(
-                room, p.dumps({"type": "room", "event": "locked" if locked else "unlocked"})
-            )
+    async def _load(self, room: RoomState, action: Load) -> list[Action]:
+        try:
+            online = await self.broker.online(room.id)
+            latest = await self.broker.latest_seq(room.id)
+            # Admitted participants without an admission point get one now (the
+            # room's creator, whose admission was no event): before any message
+            # they could be sent, since a sender joins before it sends.
+            if action.admitted:
+                await self.broker.admission(room.id, action.admitted)
+        except BrokerUnavailable:
+            return self._feed(room, JoinFailed(action.peer))
+        return self._feed(room, Joined(action.peer, frozenset(online), latest))
 
-    def _on_room_schedule(self, event: dict[str, Any]) -> None:
-        room = self.rooms.get(event["room"])
-        if room is None:
-            return
-        ends_at = event.get("ends_at")
-        room.ends_at = datetime.fromisoformat(ends_at) if ends_at else None
-        self._arm(room)
-        if room.ends_at is not None and room.ends_at - self.clock.now() <= ENDING_NOTICE:
-            self._ending(room)
+    async def _announce(self, room: RoomState, action: Announce) -> list[Action]:
+        try:
+            await self.broker.set_online(room.id, action.peer.device_id, action.online)
+            await self.broker.publish(action.presence)
+        except BrokerUnavailable:
+            if action.online:
+                return self._feed(room, AnnounceFailed(action.peer))
+        return []
 
-    def _on_room_ended(self, event: dict[str, Any]) -> None:
-        room = self.rooms.get(event["room"])
-        if room is not None:
-            self._end(room)
+    async def _append(self, room: RoomState, action: Append) -> list[Action]:
+        peer, client_id = action.peer, action.message.client_id
+        try:
+            seq, _ = await self.broker.append(action.message)
+        except BrokerUnavailable:
+            return self._feed(room, AppendRefused(peer, client_id, "unavailable"))
+        except QuotaExceeded:
+            return self._feed(room, AppendRefused(peer, client_id, "quota"))
+        return self._feed(room, Appended(peer, client_id, seq))
 
-    # -- the clock -----------------------------------------------------------
-    def _arm(self, room: LiveRoom) -> None:
-        for timer in room.timers:
-            timer.cancel()
-        room.timers = []
-        if room.ends_at is None:
-            return
-        loop = asyncio.get_running_loop()
-        until_end = (room.ends_at - self.clock.now()).total_seconds()
-        until_notice = until_end - ENDING_NOTICE.total_seconds()
-        if until_notice > 0:
-            room.timers.append(loop.call_later(until_notice, self._ending, room))
-        room.timers.append(loop.call_later(max(0.0, until_end), self._end, room))
+    async def _read_page(self, room: RoomState, action: ReadPage) -> list[Action]:
+        page = await self.broker.replay(room.id, action.after, action.limit)
+        return self._feed(room, PageRead(action.peer, action.replay, tuple(page)))
 
-    def _ending(self, room: LiveRoom) -> None:
-        if room.ends_at is not None:
-            frame = p.dumps(
-                {
-                    "type": "room",
-                    "event": "ending",
-                    "ends_at": room.ends_at.isoformat().replace("+00:00", "Z"),
-                }
-            )
-            self._broadcast(room, frame)
-
-    def _end(self, room: LiveRoom) -> None:
-        self._broadcast(room, p.dumps({"type": "room", "event": "ended"}))
-        for conn in list(room.connections.values()):
-            conn.close(p.CLOSE_ENDED, "room ended")
-
-
-def _truncated(earliest: int) -> str:
-    return '{"type":"replay_truncated","earliest":' + str(earliest) + "}"
-
-
-def _fragment(client_id: str, sender: dict[str, str], ciphertext: str, sent_at: str) -> str:
-    body = p.dumps(
-        {"id": client_id, "sender": sender, "ciphertext": ciphertext, "sent_at": sent_at}
-    )
-    return body[1:]
+    async def _send_paced(self, room: RoomState, action: SendPaced) -> list[Action]:
+        peer = action.peer
+        conn = self._connections.get(peer.id)
+        if conn is not None and not await conn.send_paced(action.frame):
+            self._apply(room, self._feed(room, Overflowed(peer)))
+        return self._feed(room, Queued(peer, action.replay, action.seq))

@@ -2,10 +2,11 @@
 
 Everything the server decides about a frame from its bytes alone lives here:
 parsing and validation of client frames into typed models, the size limits,
-the rate limiter, and the shapes of server frames. The socket endpoint and the
+the rate limiter, and the states of a connection. The socket endpoint and the
 hub do the I/O and call in here; this module never awaits, never touches the
 database and never reads a clock of its own, so every rule is tested by
-property tests.
+property tests. The frames the server sends are built in `app.relay.frames`;
+what a room does with a frame, in `app.relay.room`.
 
 Rules (PROTOCOL.md, "The room socket"), and why:
 - Frames are JSON text, at most 256 KiB. Larger frames are refused by the
@@ -22,18 +23,31 @@ Rules (PROTOCOL.md, "The room socket"), and why:
 - NaN and Infinity are not JSON; Python's parser accepts them, so they are
   refused explicitly. Duplicate keys are refused too: two parsers reading the
   same frame differently is how routing confusion starts.
+
+A connection's states (`State`), and what moves it:
+- `authenticating`: its token passed the handshake's checks, and the room is
+  reading presence and the latest seq for its `welcome`. Events of the room do
+  not reach it yet.
+- `waiting` or `admitted`, with `welcome` (the state it names): a waiting
+  connection gets presence and room events only, and its `send` and `resume`
+  get `error` `not_admitted`; the account's admission moves it to `admitted`.
+- `draining`: the server is stopping while the connection's frame in hand (a
+  `send` the broker is storing) is not answered yet; it reads no more frames,
+  gets its answer, then closes with 1012. A connection with nothing in hand
+  goes from `waiting` or `admitted` straight to `closed` (1012).
+- `closed`: the room decided to close it (with a code of
+  `app.core.close_codes.Close`), or the peer left. Nothing more is sent.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from enum import Enum
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from app.core.close_codes import Close
 from app.core.codec import strict_json_loads
 
 SUBPROTOCOL = "confide.v1"
@@ -41,21 +55,17 @@ BEARER_PREFIX = "bearer."
 MAX_FRAME_BYTES = 256 * 1024
 MAX_CIPHERTEXT_BYTES = 64 * 1024
 MAX_RECIPIENTS = 256
-AUTH_TIMEOUT_S = 5.0
 
-# Close codes: app/core/close_codes.py (PROTOCOL.md, "Close codes").
-CLOSE_NORMAL = Close.NORMAL
-CLOSE_GOING_AWAY = Close.GOING_AWAY
-CLOSE_PROTOCOL_ERROR = Close.PROTOCOL_ERROR
-CLOSE_POLICY = Close.POLICY
-CLOSE_TOO_BIG = Close.TOO_BIG
-CLOSE_SERVICE_RESTART = Close.SERVICE_RESTART
-CLOSE_TRY_AGAIN = Close.TRY_AGAIN
-CLOSE_TOKEN = Close.TOKEN
-CLOSE_FORBIDDEN = Close.FORBIDDEN
-CLOSE_NOT_FOUND = Close.NOT_FOUND
-CLOSE_ENDED = Close.ENDED
-CLOSE_REPLACED = Close.REPLACED
+
+class State(Enum):
+    """Where a connection is in its life (see the module's docstring)."""
+
+    AUTHENTICATING = "authenticating"
+    WAITING = "waiting"
+    ADMITTED = "admitted"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
 
 # \Z, not $: `$` also matches before a trailing newline, which is not base64url.
 _B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}\Z")
@@ -225,31 +235,3 @@ class TokenBucket:
 
 
 MAX_STRIKES = 50
-
-
-# Built once: json.dumps with arguments builds a new encoder at every call.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_ENCODE_ASCII = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def dumps(frame: Any) -> str:
-    text: str = _ENCODE(frame)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            # A lone surrogate (a client's `"id":"\ud800"` echoed in an error)
-            # cannot be sent as UTF-8 text; escaped, it is still valid JSON.
-            text = _ENCODE_ASCII(frame)
-    return text
-
-
-def error_frame(code: str, detail: str, frame_id: str | None = None) -> str:
-    frame: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
-    if frame_id is not None:
-        frame["id"] = frame_id
-    return dumps(frame)
-
-
-def ack_frame(frame_id: str, seq: int) -> str:
-    return '{"type":"ack","id":' + _ENCODE_ASCII(frame_id) + ',"seq":' + str(seq) + "}"

@@ -48,12 +48,13 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from app.relay.broker import (
+from app.core import events
+from app.relay.frames import sender_member
+from app.relay.store import (
     ERASED_SENDER,
     BrokerUnavailable,
     EventHandler,
@@ -63,7 +64,6 @@ from app.relay.broker import (
     ReplayLimits,
     Stored,
     admission_change,
-    sender_json,
 )
 
 log = logging.getLogger("confide.broker")
@@ -296,9 +296,15 @@ INSTANCE_TTL_S = 15
 
 
 def _stored(seq: int, device: str, kind: str, payload: str) -> Stored:
+    """A message as the stream or the channel holds it; ValueError if it is not one."""
     if kind == "b":
         return Stored(seq, device, payload, None)
-    return Stored(seq, device, None, tuple(json.loads(payload).items()))
+    directed = json.loads(payload) if kind == "d" else None
+    if not isinstance(directed, dict) or not all(
+        isinstance(fragment, str) for fragment in directed.values()
+    ):
+        raise ValueError("not a stored message")
+    return Stored(seq, device, None, tuple(directed.items()))
 
 
 class RedisBroker:
@@ -408,11 +414,22 @@ class RedisBroker:
             backoff = min(2.0, backoff * 2)
 
     async def _dispatch(self, channel: str, data: str) -> None:
+        """Hand one published item on; one that cannot be read is logged and dropped."""
         if channel == self._messages and self._on_message is not None:
-            room, seq, device, kind, payload = data.split("\n", 4)
-            await self._on_message(room, _stored(int(seq), device, kind, payload))
+            try:
+                room, seq, device, kind, payload = data.split("\n", 4)
+                stored = _stored(int(seq), device, kind, payload)
+            except ValueError:
+                log.warning("broker: dropped a malformed message")
+                return
+            await self._on_message(room, stored)
         elif channel == self._events and self._on_event is not None:
-            await self._on_event(json.loads(data))
+            try:
+                event = events.decode(data)
+            except events.EventError as error:
+                log.warning("broker: dropped a malformed event (%s)", error)
+                return
+            await self._on_event(event)
 
     # -- the interface ----------------------------------------------------------
     async def ready(self) -> bool:
@@ -492,8 +509,8 @@ class RedisBroker:
         except RedisError as error:
             raise BrokerUnavailable(str(error)) from None
 
-    async def publish(self, event: dict[str, Any]) -> None:
-        text = json.dumps(event, separators=(",", ":"))
+    async def publish(self, event: events.Event) -> None:
+        text = events.encode(event)
         change = admission_change(event)
         try:
             if change is None:
@@ -551,7 +568,7 @@ class RedisBroker:
             return
         erased: list[str] = [ERASED_SENDER]
         for device in devices:
-            erased += [device, sender_json(account_id, device)]
+            erased += [device, sender_member(account_id, device)]
         try:
             for room in dict.fromkeys(rooms):
                 await self._forget_stream(room, erased)

@@ -27,7 +27,7 @@ from app.accounts import service as accounts
 from app.auth.service import Principal, live_account
 from app.consent.errors import ConsentNotPublished, ConsentRequired
 from app.consent.service import ConsentGate, consent_gate
-from app.core import audit
+from app.core import audit, events
 from app.core.codec import b64url_encode, is_id, new_id
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, ValidationFailed
@@ -388,10 +388,10 @@ async def patch_room(
     await _seal_details(session, ctx.vault, state)
     await session.flush()
     if "ends_at" in changes or "starts_at" in changes:
-        emit(session, {"kind": "room_schedule", "room": room_id, "ends_at": _iso(state.ends_at)})
+        emit(session, events.RoomSchedule(room_id, state.ends_at))
     if "waiting_room" in changes and not state.room.waiting_room:
         for member in state.members:
-            emit(session, {"kind": "admitted", "room": room_id, "account": member.account_id})
+            emit(session, events.Admitted(room_id, member.account_id))
     record_on_room(session, "room.update", principal, state, {"fields": sorted(changes)})
     return state
 
@@ -416,15 +416,14 @@ async def add_member(
     devices = (await active_devices_of(session, ctx.vault, [account.id])).get(account.id, [])
     emit(
         session,
-        {
-            "kind": "participant_added",
-            "room": state.room.id,
-            "account": account.id,
-            "role": role,
-            "display_name": names.get(account.id, ""),
-            "admitted": state.is_admitted(member),
-            "devices": {d.id: b64url_encode(d.public_key) for d in devices},
-        },
+        events.ParticipantAdded(
+            state.room.id,
+            account.id,
+            role,
+            names.get(account.id, ""),
+            state.is_admitted(member),
+            tuple((d.id, b64url_encode(d.public_key)) for d in devices),
+        ),
     )
     audit.record(
         session,
@@ -457,7 +456,7 @@ async def remove_participant(
     ).scalar_one_or_none()
     if link is not None:
         await SLOTS.remove(session, ctx.vault, account_id, link)
-    emit(session, {"kind": "participant_removed", "room": room_id, "account": account_id})
+    emit(session, events.ParticipantRemoved(room_id, account_id))
     audit.record(
         session,
         "room.participant_remove",
@@ -478,7 +477,7 @@ async def forget_member(
     await session.delete(member.row)
     await session.flush()
     state.members.remove(member)
-    emit(session, {"kind": "participant_removed", "room": state.room.id, "account": account_id})
+    emit(session, events.ParticipantRemoved(state.room.id, account_id))
 
 
 async def forget_rooms_of(session: AsyncSession, vault: Vault, account_id: str) -> None:
@@ -498,7 +497,7 @@ async def admit(
         member.admitted = True
         await _seal_member(session, ctx.vault, state, member)
         await session.flush()
-    emit(session, {"kind": "admitted", "room": room_id, "account": account_id})
+    emit(session, events.Admitted(room_id, account_id))
     audit.record(
         session,
         "room.admit",
@@ -517,7 +516,7 @@ async def set_locked(
     not_ended(state, ctx)
     state.room.locked = locked
     await session.flush()
-    emit(session, {"kind": "room_locked" if locked else "room_unlocked", "room": room_id})
+    emit(session, events.RoomLocked(room_id) if locked else events.RoomUnlocked(room_id))
     record_on_room(session, "room.lock" if locked else "room.unlock", principal, state)
     return state
 
@@ -531,7 +530,7 @@ async def end_room(
         state.ended_at = ctx.clock.now()
         await _seal_details(session, ctx.vault, state)
         await session.flush()
-        emit(session, {"kind": "room_ended", "room": room_id})
+        emit(session, events.RoomEnded(room_id))
         record_on_room(session, "room.end", principal, state)
     return state
 

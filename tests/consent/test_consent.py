@@ -13,7 +13,9 @@ from sqlalchemy import text
 
 from app.consent.service import ConsentGate, consent_gate
 from app.core.clock import FrozenClock
+from app.core.close_codes import Close
 from app.core.context import Context
+from app.core.events import AccountClosed, Event
 from app.models import Account
 from tests.fixtures.accounts import User, register_client
 from tests.fixtures.dump import column_bytes
@@ -284,9 +286,9 @@ async def test_unknown_or_malformed_document_ids_are_refused(
 async def test_client_withdraws_consent(
     ctx: Context, client: httpx.AsyncClient, admin: User, client_user: User
 ) -> None:
-    events: list[dict[str, Any]] = []
+    events: list[Event] = []
 
-    async def record(event: dict[str, Any]) -> None:
+    async def record(event: Event) -> None:
         events.append(event)
 
     ctx.publisher = record
@@ -299,14 +301,7 @@ async def test_client_withdraws_consent(
     assert response.status_code == 204
     assert response.content == b""
     assert await my_consents(client, client_user) == [kept]
-    assert events == [
-        {
-            "kind": "account_closed",
-            "account": client_user.id,
-            "code": 4003,
-            "reason": "consent_withdrawn",
-        }
-    ]
+    assert events == [AccountClosed(client_user.id, Close(4003), "consent_withdrawn")]
 
     again = await client.delete(f"/v1/me/consents/{informed['id']}", headers=client_user.auth)
     assert again.status_code == 404

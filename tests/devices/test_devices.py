@@ -13,6 +13,7 @@ from sqlalchemy import event, select
 
 from app.core.clock import FrozenClock
 from app.core.context import Context
+from app.core.events import DeviceAdded, DeviceRevoked, Event
 from app.devices import service
 from app.models import Account, Device
 from tests.fixtures.accounts import User, register_client
@@ -258,9 +259,9 @@ async def test_anonymous_caller_gets_401(client: httpx.AsyncClient, client_user:
 async def test_events_are_published_once_committed(
     client: httpx.AsyncClient, client_user: User, ctx: Context
 ) -> None:
-    published: list[dict[str, Any]] = []
+    published: list[Event] = []
 
-    async def publish(event: dict[str, Any]) -> None:
+    async def publish(event: Event) -> None:
         published.append(event)
 
     ctx.publisher = publish
@@ -270,18 +271,11 @@ async def test_events_are_published_once_committed(
         "/v1/devices", json={"label": "tablet", "public_key": padded}, headers=client_user.auth
     )
     device_id = response.json()["device_id"]
-    assert published == [
-        {
-            "kind": "device_added",
-            "account": client_user.id,
-            "device": device_id,
-            "public_key": b64(raw),
-        }
-    ]
+    assert published == [DeviceAdded(client_user.id, device_id, b64(raw))]
 
     published.clear()
     await client.delete(f"/v1/devices/{device_id}", headers=client_user.auth)
-    assert published == [{"kind": "device_revoked", "account": client_user.id, "device": device_id}]
+    assert published == [DeviceRevoked(client_user.id, device_id)]
 
     published.clear()
     refused = await client.delete(f"/v1/devices/{device_id}", headers=client_user.auth)

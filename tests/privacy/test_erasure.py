@@ -14,7 +14,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from app.auth import service as auth
 from app.context import build_context
-from app.core import encryption
+from app.core import encryption, events
 from app.core.clock import FrozenClock
 from app.core.config import Settings
 from app.core.context import Context
@@ -357,6 +357,6 @@ async def test_every_instance_forgets_a_destroyed_key(
         await session.commit()
         assert await ctx.vault.open(session, key_id, Account.email, account.id, account.email)
         assert ctx.publisher is not None
-        await ctx.publisher({"kind": "data_key_destroyed", "key": key_id})
+        await ctx.publisher(events.DataKeyDestroyed(key_id))
         with pytest.raises(DataKeyDestroyed):
             await ctx.vault.open(session, key_id, Account.email, account.id, account.email)

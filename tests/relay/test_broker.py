@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from pathlib import Path
 
 import pytest
 
-from app.relay import redis_broker
+from app.core.events import Admitted, Event, ParticipantAdded, ParticipantRemoved, RoomEnded
+from app.relay import frames, redis_broker
 from app.relay.broker import (
     Broker,
     BrokerUnavailable,
@@ -20,7 +23,6 @@ from app.relay.broker import (
     ReplayLimits,
     Stored,
 )
-from app.relay.hub import _fragment
 from app.relay.redis_broker import RedisBroker
 from tests.fixtures.redis_server import (
     PrivateRedis,
@@ -34,14 +36,14 @@ from tests.fixtures.redis_server import (
 class Recorder:
     def __init__(self) -> None:
         self.messages: list[tuple[str, Stored]] = []
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Event] = []
         self.changed = asyncio.Event()
 
     async def on_message(self, room: str, stored: Stored) -> None:
         self.messages.append((room, stored))
         self.changed.set()
 
-    async def on_event(self, event: dict[str, Any]) -> None:
+    async def on_event(self, event: Event) -> None:
         self.events.append(event)
         self.changed.set()
 
@@ -139,20 +141,19 @@ async def test_a_token_older_than_the_brokers_memory_is_refused(
     assert await b.spend_jti("stale", 60, time.time() - 120) is False
 
 
-async def test_a_token_issued_after_start_but_spent_later_is_accepted(
-    broker: tuple[Broker, Recorder],
-) -> None:
-    b, _ = broker
-    issued = time.time()
-    await asyncio.sleep(1.5)  # the first spend comes well after the issue
+async def test_a_token_issued_after_start_but_spent_later_is_accepted(make: Maker) -> None:
+    clock = Clock()
+    b = await make(ReplayLimits(), clock)
+    issued = clock.now
+    clock.now += 1.5  # the first spend comes well after the issue
     assert await b.spend_jti("slow", 60, issued) is True
 
 
 async def test_events_reach_every_subscriber(broker: tuple[Broker, Recorder]) -> None:
     b, seen = broker
-    await b.publish({"kind": "room_ended", "room": "r"})
+    await b.publish(RoomEnded("r"))
     await seen.wait_for(1, "events")
-    assert seen.events == [{"kind": "room_ended", "room": "r"}]
+    assert seen.events == [RoomEnded("r")]
 
 
 async def test_presence(broker: tuple[Broker, Recorder]) -> None:
@@ -202,17 +203,46 @@ async def test_two_redis_brokers_share_seq_and_fan_out() -> None:
         await delete_prefix(url, prefix)
 
 
+async def test_what_redis_delivers_that_is_no_event_or_message_is_logged_and_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, prefix = await shared_redis(), unique_prefix()
+    seen = Recorder()
+    b = RedisBroker(url, prefix=prefix)
+    await b.start(seen.on_message, seen.on_event)
+    caplog.set_level(logging.WARNING, logger="confide.broker")
+    try:
+        redis = b._redis
+        for junk in ("not json", '{"kind":"room_ended"}', '{"kind":"rm_rf","room":"r"}', "[]"):
+            await redis.publish(f"{prefix}:events", junk)
+        await redis.publish(f"{prefix}:messages", "r\nnot a seq\nd\nb\n{}")
+        await redis.publish(f"{prefix}:messages", "r\n1\nd\nd\n[1]")
+        # The listener reads on: what comes next is delivered.
+        await b.publish(RoomEnded("r"))
+        await b.append(broadcast("r", "d", "m1"))
+        await seen.wait_for(1, "events")
+        await seen.wait_for(1)
+        assert seen.events == [RoomEnded("r")]
+        assert [s.seq for _, s in seen.messages] == [1]
+        dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(dropped) == 6
+    finally:
+        await b.close()
+        await delete_prefix(url, prefix)
+
+
 async def test_redis_down_is_an_error_never_a_silent_drop(volatile_redis: PrivateRedis) -> None:
     private_redis = volatile_redis
     seen = Recorder()
-    b = RedisBroker(private_redis.url, prefix="p")
+    clock = Clock()
+    b = RedisBroker(private_redis.url, prefix="p", now=clock)
     await b.start(seen.on_message, seen.on_event)
     try:
         assert (await b.append(broadcast("r", "d", "a")))[0] == 1
         assert await b.ready() is True
-        issued_before = time.time()
+        issued_before = clock.now
         assert await b.spend_jti("old", 60, issued_before) is True
-        await asyncio.sleep(1.5)
+        clock.now += 1.5
         private_redis.stop()
         with pytest.raises(BrokerUnavailable):
             await b.append(broadcast("r", "d", "b"))
@@ -236,7 +266,7 @@ async def test_redis_down_is_an_error_never_a_silent_drop(volatile_redis: Privat
         # The restarted Redis forgot the spent token ids, so a token issued
         # before the restart is refused; one issued now is accepted once.
         assert await b.spend_jti("old", 60, issued_before) is False
-        assert await b.spend_jti("new", 60, time.time()) is True
+        assert await b.spend_jti("new", 60, clock.now) is True
     finally:
         await b.close()
 
@@ -257,7 +287,7 @@ def uid() -> str:
 
 
 def said(cid: str, account: str, device: str, ciphertext: str) -> str:
-    return _fragment(cid, {"account_id": account, "device_id": device}, ciphertext, "T")
+    return frames.fragment(cid, account, device, ciphertext, "T")
 
 
 @pytest.fixture
@@ -522,7 +552,7 @@ async def test_an_idle_room_loses_what_it_retains_but_keeps_its_seq(make: Maker)
     idle = 3600.0 if make.kind == "memory" else 0.4
     b = await make(ReplayLimits(idle_s=idle), clock)
     await b.append(sized("r", "d", "m0", 100, "alice"))
-    await b.publish({"kind": "admitted", "room": "r", "account": "bob"})  # from seq 1
+    await b.publish(Admitted("r", "bob"))  # from seq 1
     for i in range(1, 3):
         await b.append(sized("r", "d", f"m{i}", 100, "alice"))
     await b.append(sized("busy", "d", "m0", 100, "alice"))
@@ -550,25 +580,29 @@ async def test_an_idle_room_loses_what_it_retains_but_keeps_its_seq(make: Maker)
     assert await b.append(sized("r", "d", "m0", 100, "alice")) == (4, False)
 
 
+def added(room: str, account: str, *, admitted: bool) -> ParticipantAdded:
+    return ParticipantAdded(room, account, "participant", "", admitted, ())
+
+
 async def test_admission_points_follow_the_events_that_admit(make: Maker) -> None:
     b = await make(ReplayLimits())
     await b.append(broadcast("r", "d", "m1"))
     # Added to a room without a waiting room: admitted at once, from the latest seq.
-    await b.publish({"kind": "participant_added", "room": "r", "account": "ann", "admitted": True})
+    await b.publish(added("r", "ann", admitted=True))
     # Added to the waiting room: no point until admitted.
-    await b.publish({"kind": "participant_added", "room": "r", "account": "wes", "admitted": False})
+    await b.publish(added("r", "wes", admitted=False))
     await b.append(broadcast("r", "d", "m2"))
     await b.append(broadcast("r", "d", "m3"))
-    await b.publish({"kind": "admitted", "room": "r", "account": "wes"})
+    await b.publish(Admitted("r", "wes"))
     await b.append(broadcast("r", "d", "m4"))
     # Admitted again (the waiting room switched off): the first point stays.
-    await b.publish({"kind": "admitted", "room": "r", "account": "wes"})
-    await b.publish({"kind": "admitted", "room": "r", "account": "ann"})
+    await b.publish(Admitted("r", "wes"))
+    await b.publish(Admitted("r", "ann"))
     assert await b.admission("r", ["ann", "wes"]) == {"ann": 1, "wes": 3}
     # Removed, then added again later: a new membership, a new point.
-    await b.publish({"kind": "participant_removed", "room": "r", "account": "ann"})
+    await b.publish(ParticipantRemoved("r", "ann"))
     await b.append(broadcast("r", "d", "m5"))
-    await b.publish({"kind": "participant_added", "room": "r", "account": "ann", "admitted": True})
+    await b.publish(added("r", "ann", admitted=True))
     # An admitted account with no point (the room's creator) gets the latest seq, kept.
     assert await b.admission("r", ["ann", "host"]) == {"ann": 5, "host": 5}
     await b.append(broadcast("r", "d", "m6"))
@@ -589,7 +623,7 @@ async def test_replay_reads_in_pages(make: Maker) -> None:
 async def test_forget_also_takes_the_persons_quota_and_admission_points(make: Maker) -> None:
     b = await make(ReplayLimits())
     erased, device, room = uid(), uid(), uid()
-    await b.publish({"kind": "admitted", "room": room, "account": erased})
+    await b.publish(Admitted(room, erased))
     await b.append(Outgoing(room, device, "m", said("m", erased, device, "AAAA"), None, erased))
     before = await dump(b)
     assert erased in before
@@ -597,3 +631,20 @@ async def test_forget_also_takes_the_persons_quota_and_admission_points(make: Ma
     after = await dump(b)
     assert erased not in after
     assert device not in after
+
+
+def test_neither_broker_module_imports_the_other_at_import_time() -> None:
+    """The Redis broker imports the shared types only (app.relay.store), never app.relay.broker."""
+    source = Path(redis_broker.__file__).read_text()
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and node.module
+    } | {
+        alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert "app.relay.broker" not in imported
+    assert "app.relay.hub" not in imported

@@ -17,7 +17,10 @@ from tests.relay.conftest import Practice
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
-        data_dir=tmp_path / "data", database_url=SecretStr(database_url), ws_idle_timeout=1.0
+        data_dir=tmp_path / "data",
+        database_url=SecretStr(database_url),
+        ws_idle_timeout=0.6,
+        ws_sweep_interval=0.05,
     )
 
 
@@ -33,10 +36,10 @@ async def test_silent_socket_closes_1001_and_a_pinging_one_stays(practice: Pract
         practice.base, room["id"], await practice.token(counselor, room["id"], device)
     )
     await recv(talking)
-    for _ in range(6):
+    for _ in range(5):
         await talking.send(json.dumps({"type": "ping"}))
         await recv_until(talking, "pong")
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.15)
     assert await closed_with(silent, timeout=3) == 1001
     await talking.send(json.dumps({"type": "ping"}))
     assert (await recv_until(talking, "pong"))["type"] == "pong"

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.relay import frames
 from app.relay import protocol as p
 from app.relay.protocol import (
     AuthFrame,
@@ -52,7 +53,7 @@ def assert_answerable(error: FrameError) -> None:
     """What the hub sends back for `error` is valid JSON in valid UTF-8."""
     assert error.code in ERROR_CODES
     assert error.frame_id is None or isinstance(error.frame_id, str)
-    wire = p.error_frame(error.code, error.detail, error.frame_id)
+    wire = frames.error(error.code, error.detail, error.frame_id)
     wire.encode("utf-8")
     answer = json.loads(wire)
     assert answer["type"] == "error"
@@ -654,7 +655,7 @@ def test_a_rate_limited_connection_recovers_at_the_sustained_rate() -> None:
 
 @given(any_str(), st.integers(0, 2**63 - 1))
 def test_ack_frame_is_json_with_the_id_and_seq(frame_id: str, seq: int) -> None:
-    wire = p.ack_frame(frame_id, seq)
+    wire = frames.ack(frame_id, seq)
     wire.encode("utf-8")
     assert json.loads(wire) == {"type": "ack", "id": as_json_reads(frame_id), "seq": seq}
 
@@ -663,7 +664,7 @@ def test_ack_frame_is_json_with_the_id_and_seq(frame_id: str, seq: int) -> None:
 def test_error_frame_is_json_with_code_detail_and_optional_id(
     code: str, detail: str, frame_id: str | None
 ) -> None:
-    wire = p.error_frame(code, detail, frame_id)
+    wire = frames.error(code, detail, frame_id)
     wire.encode("utf-8")
     expected = {"type": "error", "code": as_json_reads(code), "detail": as_json_reads(detail)}
     if frame_id is not None:
@@ -673,8 +674,8 @@ def test_error_frame_is_json_with_code_detail_and_optional_id(
 
 @pytest.mark.parametrize("frame_id", ['quo"te', "back\\slash", "ünï©ødé 🙂", "\ud800", "\x00\n"])
 def test_server_frames_carry_awkward_ids(frame_id: str) -> None:
-    assert json.loads(p.ack_frame(frame_id, 7))["id"] == frame_id
-    assert json.loads(p.error_frame("validation_error", "no", frame_id))["id"] == frame_id
+    assert json.loads(frames.ack(frame_id, 7))["id"] == frame_id
+    assert json.loads(frames.error("validation_error", "no", frame_id))["id"] == frame_id
 
 
 plain_json = st.recursive(
@@ -686,10 +687,10 @@ plain_json = st.recursive(
 
 @given(st.dictionaries(any_str(), plain_json, max_size=5))
 def test_dumps_writes_compact_utf8_json(frame: dict[str, Any]) -> None:
-    wire = p.dumps(frame)
+    wire = frames.dumps(frame)
     wire.encode("utf-8")
     assert json.loads(wire) == json.loads(json.dumps(frame))
 
 
 def test_dumps_keeps_readable_unicode() -> None:
-    assert p.dumps({"type": "presence", "name": "Zoë"}) == '{"type":"presence","name":"Zoë"}'
+    assert frames.dumps({"type": "presence", "name": "Zoë"}) == '{"type":"presence","name":"Zoë"}'

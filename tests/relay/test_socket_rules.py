@@ -9,9 +9,17 @@ import json
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from app.core.clock import FrozenClock
+from app.core.config import Settings
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP
 from tests.fixtures.server import closed_with, open_socket, recv, recv_until
 from tests.relay.conftest import Person, Practice
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """A short deadline for the auth frame, so that missing it costs no five seconds here."""
+    return settings.model_copy(update={"ws_auth_timeout": 0.5})
 
 
 async def pair(practice: Practice, *, waiting_room: bool = False) -> tuple[Person, Person, str]:
@@ -330,7 +338,7 @@ async def test_outside_the_time_window(practice: Practice) -> None:
     assert refused.json()["code"] == "outside_time_window"
 
 
-async def test_ending_notice_then_end_by_the_clock(practice: Practice) -> None:
+async def test_ending_notice_then_end_by_the_clock(practice: Practice, clock: FrozenClock) -> None:
     from datetime import timedelta
 
     counselor = await practice.counselor()
@@ -339,6 +347,8 @@ async def test_ending_notice_then_end_by_the_clock(practice: Practice) -> None:
     ws = await joined(practice, counselor, room["id"])
     ending = await recv_until(ws, "room", event="ending")
     assert ending["ends_at"].startswith(ends.strftime("%Y-%m-%dT%H:%M:%S"))
+    clock.advance(2)
+    practice.live_hub.tick()
     assert await closed_with(ws, timeout=10) == 4010
 
 
@@ -365,7 +375,9 @@ async def test_slow_consumer_is_closed_1013(practice: Practice) -> None:
         max_queue=1,
         compression=None,
     )
-    await asyncio.sleep(0.2)
+    async with asyncio.timeout(5):
+        while practice_connections(practice, room_id, client.device) == 0:
+            await asyncio.sleep(0.01)
     payload = base64.urlsafe_b64encode(b"x" * 60_000).decode()
     for i in range(400):
         await host_ws.send(json.dumps({"type": "send", "id": f"m{i}", "ciphertext": payload}))
@@ -373,7 +385,9 @@ async def test_slow_consumer_is_closed_1013(practice: Practice) -> None:
             break
     assert practice_connections(practice, room_id, client.device) == 0
     # The sender was never slowed down or refused by the slow reader.
-    await asyncio.sleep(0.5)
+    async with asyncio.timeout(5):
+        while acks < i:
+            await asyncio.sleep(0.01)
     assert acks >= i
     # Once the slow client reads again, it finds the close behind what was in flight.
     assert await closed_with(slow, timeout=20) == 1013
@@ -397,7 +411,7 @@ async def test_plain_http_to_the_socket_path_is_refused(practice: Practice, path
 
 
 async def test_extending_a_running_session_sends_ending_again_and_keeps_it_open(
-    practice: Practice,
+    practice: Practice, clock: FrozenClock
 ) -> None:
     from datetime import timedelta
 
@@ -417,7 +431,8 @@ async def test_extending_a_running_session_sends_ending_again_and_keeps_it_open(
     again = await recv_until(ws, "room", event="ending")
     assert again["ends_at"].startswith(later.strftime("%Y-%m-%dT%H:%M:%S"))
     # The old end passes and the socket stays open.
-    await asyncio.sleep(4)
+    clock.advance(4)
+    practice.live_hub.tick()
     await ws.send(json.dumps({"type": "ping"}))
     assert (await recv_until(ws, "pong"))["type"] == "pong"
     await ws.close()

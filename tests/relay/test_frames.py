@@ -1,0 +1,109 @@
+"""Every server frame, byte for byte as clients read it (PROTOCOL.md, "Server to client")."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.relay import frames
+from app.relay.store import ERASED_SENDER
+
+WHEN = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
+
+
+@dataclass
+class Member:
+    account_id: str
+    display_name: str
+    role: str
+    admitted: bool
+    devices: dict[str, str] = field(default_factory=dict)
+
+
+def test_welcome() -> None:
+    members = [
+        Member("a1", "Zoë", "host", True, {"d1": "K1", "d2": "K2"}),
+        Member("a2", "", "participant", False),
+    ]
+    wire = frames.welcome("r1", ("a1", "d1", "host"), "admitted", 7, members, {"d2"})
+    assert wire == (
+        '{"type":"welcome","room":"r1",'
+        '"you":{"account_id":"a1","device_id":"d1","role":"host"},'
+        '"state":"admitted","seq":7,"participants":['
+        '{"account_id":"a1","display_name":"Zoë","role":"host","admitted":true,"online":true,'
+        '"devices":[{"device_id":"d1","public_key":"K1"},{"device_id":"d2","public_key":"K2"}]},'
+        '{"account_id":"a2","display_name":"","role":"participant","admitted":false,'
+        '"online":false,"devices":[]}]}'
+    )
+
+
+def test_message_from_its_fragment() -> None:
+    fragment = frames.fragment("c1", "a1", "d1", "AQID", frames.sent_at(WHEN))
+    assert fragment == (
+        '"id":"c1","sender":{"account_id":"a1","device_id":"d1"},'
+        '"ciphertext":"AQID","sent_at":"2026-11-24T20:00:00Z"}'
+    )
+    assert frames.message(12, fragment) == '{"type":"message","seq":12,' + fragment
+    assert frames.sender_member("a1", "d1") in fragment
+    assert ERASED_SENDER == '"sender":{"account_id":"","device_id":""}'
+
+
+def test_answers_to_the_sender() -> None:
+    assert frames.ack("c1", 3) == '{"type":"ack","id":"c1","seq":3}'
+    assert frames.error("rate_limited", "slow down") == (
+        '{"type":"error","code":"rate_limited","detail":"slow down"}'
+    )
+    assert frames.error("not_admitted", "wait to be admitted", "c1") == (
+        '{"type":"error","code":"not_admitted","detail":"wait to be admitted","id":"c1"}'
+    )
+    assert frames.PONG == '{"type":"pong"}'
+
+
+def test_replay_frames() -> None:
+    assert frames.replay_truncated(5) == '{"type":"replay_truncated","earliest":5}'
+    assert frames.resumed(9) == '{"type":"resumed","seq":9}'
+
+
+def test_presence_and_devices() -> None:
+    assert frames.presence("online", "a1", "d1") == (
+        '{"type":"presence","event":"online","account_id":"a1","device_id":"d1"}'
+    )
+    assert frames.presence("removed", "a1") == (
+        '{"type":"presence","event":"removed","account_id":"a1"}'
+    )
+    assert frames.device("revoked", "a1", "d1", "K1") == (
+        '{"type":"device","event":"revoked","account_id":"a1",'
+        '"device":{"device_id":"d1","public_key":"K1"}}'
+    )
+
+
+def test_room_frames() -> None:
+    assert frames.room_locked(True) == '{"type":"room","event":"locked"}'
+    assert frames.room_locked(False) == '{"type":"room","event":"unlocked"}'
+    assert frames.room_ending(WHEN) == (
+        '{"type":"room","event":"ending","ends_at":"2026-11-24T20:00:00Z"}'
+    )
+    assert frames.ROOM_ENDED == '{"type":"room","event":"ended"}'
+
+
+texts = st.text(st.characters(codec=None), max_size=20)
+
+
+@given(texts, texts, texts)
+def test_every_frame_is_json_in_utf8_whatever_the_ids(a: str, b: str, c: str) -> None:
+    fragment = frames.fragment(a, b, c, "AQID", "T")
+    wires = [
+        frames.message(1, fragment),
+        frames.ack(a, 1),
+        frames.error("validation_error", b, c),
+        frames.presence("online", a, b),
+        frames.device("added", a, b, c),
+        frames.welcome(a, (a, b, c), "waiting", 0, [Member(a, b, c, True, {a: b})], {a}),
+    ]
+    for wire in wires:
+        wire.encode("utf-8")
+        assert isinstance(json.loads(wire), dict)
