@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, select, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -196,9 +197,22 @@ class Slots:
     async def remove(self, session: AsyncSession, vault: Vault, owner: str, row: Any) -> None:
         """Delete `row` (one of `owner`'s) and move the owner's last row into its slot."""
         await self.lock(session, vault, owner)
+        # Where the row is now: a removal that held the lock before us may have
+        # moved it (the owner's last row fills the slot a removal frees).
+        mapper = sa_inspect(self.model)
+        identity = sa_inspect(row).identity or ()
+        mine = await session.scalar(
+            select(self.column).where(
+                *(
+                    column == value
+                    for column, value in zip(mapper.primary_key, identity, strict=True)
+                )
+            )
+        )
+        if mine is None:
+            return  # removed already
         n = await self.count(session, vault, owner)
         ixs = [self.ix(vault, owner, slot) for slot in range(n)]
-        mine = getattr(row, self.column.key)
         await session.delete(row)
         await session.flush()
         if mine not in ixs or mine == ixs[-1]:

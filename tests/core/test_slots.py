@@ -101,3 +101,30 @@ async def test_concurrent_writers_of_one_owner_take_distinct_slots(ctx: Context)
     async with ctx.sessionmaker() as session:
         assert await SLOTS.count(session, ctx.vault, "owner-a") == 8
         assert len(await SLOTS.rows(session, ctx.vault, "owner-a")) == 8
+
+
+async def test_a_row_moved_by_another_removal_is_removed_from_where_it_now_is(
+    ctx: Context,
+) -> None:
+    """Two removals of one owner's rows, the second holding a row loaded before the first.
+
+    The first moves the owner's last row into the slot it frees; the second's
+    copy of that row still names the old slot. Removing it must take the slot
+    the row holds now and keep the slots dense.
+    """
+    async with ctx.transaction() as session:
+        rows = [notice() for _ in range(3)]
+        for row in rows:
+            await SLOTS.add(session, ctx.vault, "owner-a", row)
+    async with ctx.sessionmaker() as later:
+        stale = await SLOTS.rows(later, ctx.vault, "owner-a")  # loaded first
+        async with ctx.transaction() as first:
+            await SLOTS.remove(first, ctx.vault, "owner-a", (await first.get(Notice, rows[0].id)))
+        # The last row now sits in slot 0; `later` still holds it at slot 2.
+        await SLOTS.remove(later, ctx.vault, "owner-a", stale[2])
+        await later.commit()
+    async with ctx.sessionmaker() as session:
+        left = await SLOTS.rows(session, ctx.vault, "owner-a")
+        assert [r.id for r in left] == [rows[1].id]
+        assert await SLOTS.count(session, ctx.vault, "owner-a") == 1
+        assert left[0].recipient_ix == SLOTS.ix(ctx.vault, "owner-a", 0)
