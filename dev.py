@@ -51,7 +51,7 @@ def _workers(args: list[str]) -> list[str]:
     if any(a.startswith(("-n", "--numprocesses", "--pdb")) or "no:xdist" in a for a in args):
         return []
     workers = os.environ.get("CONFIDE_TEST_WORKERS") or str(max(2, 2 * (os.cpu_count() or 1)))
-    return ["-n", workers]
+    return ["-n", workers, "--dist", "worksteal"]
 
 
 def main() -> int:
