@@ -23,9 +23,9 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".confide-installed"
 
 
-def run(*args: str | Path) -> None:
+def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
     print("+", " ".join(str(a) for a in args), flush=True)
-    subprocess.run([str(a) for a in args], cwd=ROOT, check=True)
+    subprocess.run([str(a) for a in args], cwd=ROOT, check=True, env=env)
 
 
 def ensure_venv() -> None:
@@ -37,7 +37,11 @@ def ensure_venv() -> None:
     if not (BIN / "python").exists():
         venv.create(VENV, with_pip=True)
     run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[dev]")
+    # setuptools warns on every editable install of a project with a folder
+    # mapped to a package (alembic/ ships as confide_migrations); the folder has
+    # no __init__.py, so the alembic library still wins its imports.
+    quiet = {**os.environ, "PYTHONWARNINGS": "ignore:Editable installation"}
+    run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[dev]", env=quiet)
     STAMP.write_text(wanted)
 
 

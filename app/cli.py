@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -371,22 +372,41 @@ def cmd_purge(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed package's version (pyproject.toml)."""
+    try:
+        return metadata.version("confide")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="confide", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"confide {version()}", help="print the version"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="apply pending migrations, then serve")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8000, help="the port to listen on (default: %(default)s)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
 
     admin = sub.add_parser("admin", help="accounts").add_subparsers(dest="admin", required=True)
     create = admin.add_parser("create", help="create an admin account")
-    create.add_argument("--email", required=True)
-    create.add_argument("--display-name")
-    create.add_argument("--password-stdin", action="store_true")
+    create.add_argument("--email", required=True, help="the admin's email, used to log in")
+    create.add_argument("--display-name", help="the name others see (default: Administrator)")
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (required: it never goes on the command line)",
+    )
     create.set_defaults(func=cmd_admin_create)
 
     keys = sub.add_parser("keys", help="key management").add_subparsers(dest="keys", required=True)

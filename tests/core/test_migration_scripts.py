@@ -131,7 +131,11 @@ def test_an_installed_wheel_migrates(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONFIDE_", "PYTHON", "PIP_"))}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     pip = [sys.executable, "-m", "pip"]
-    run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path, src], env, src)
+    built = run(
+        [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path, src], env, src
+    )
+    # The first install of a fresh clone shows no packaging warnings (project.license, ...).
+    assert "Warning" not in built, built
     (wheel,) = tmp_path.glob("confide-*.whl")
 
     with zipfile.ZipFile(wheel) as archive:
