@@ -36,6 +36,9 @@ def _settings_errors(error: ValidationError) -> list[str]:
     """One line per bad setting, naming its variable; never the value (it may be a secret)."""
     lines = []
     for item in error.errors(include_input=False, include_url=False):
+        if not item["loc"]:  # a rule across settings: its message names them
+            lines.append(f"confide: {item['msg'].removeprefix('Value error, ')}")
+            continue
         name = "CONFIDE_" + "_".join(str(part) for part in item["loc"]).upper()
         lines.append(f"confide: {name}: {item['msg']}")
     return lines

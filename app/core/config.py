@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.passwords import DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST, meets_owasp
@@ -27,6 +27,10 @@ def split_host_port(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError("must be host:port, such as 10.0.0.5:9100")
     return host, int(port)
+
+
+#: The secrets that CONFIDE_<NAME>_FILE may name a file for.
+SECRET_FILES = ("database_url", "master_keys", "index_key", "turn_secret", "metrics_token")
 
 
 class Settings(BaseSettings):
@@ -109,6 +113,34 @@ class Settings(BaseSettings):
     # its own (host:port, for the internal network), or not served at all.
     metrics_token: SecretStr | None = None
     metrics_addr: str | None = None
+
+    # Every secret may come from a file instead (CONFIDE_<NAME>_FILE: Docker and
+    # Kubernetes secrets), so that it is not in the environment for all to see.
+    database_url_file: Path | None = None
+    master_keys_file: Path | None = None
+    index_key_file: Path | None = None
+    turn_secret_file: Path | None = None
+    metrics_token_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name in SECRET_FILES:
+            path = data.get(f"{name}_file")
+            if path is None or path == "":
+                continue
+            variable = f"CONFIDE_{name.upper()}"
+            if data.get(name) not in (None, ""):
+                raise ValueError(f"{variable} and {variable}_FILE are both set; set one of them")
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                why = getattr(error, "strerror", None) or type(error).__name__
+                raise ValueError(f"{variable}_FILE: cannot read {path}: {why}") from None
+            data = {**data, name: text.rstrip("\r\n")}
+        return data
 
     @field_validator("audit_checkpoint_syslog", mode="before")
     @classmethod
