@@ -349,7 +349,7 @@ async def _purge(settings: Settings) -> str:
 
     ctx = build_context(settings)
     broker = create_broker(
-        settings.broker_url,
+        settings.broker_url.get_secret_value(),
         prefix=settings.broker_prefix,
         limits=ReplayLimits.from_settings(settings),
     )

@@ -116,7 +116,7 @@ def create_app(
         ctx = context or build_context(settings, clock)
         await prepare(ctx)
         broker = create_broker(
-            ctx.settings.broker_url,
+            ctx.settings.broker_url.get_secret_value(),
             ctx.clock.time,
             prefix=ctx.settings.broker_prefix,
             limits=ReplayLimits.from_settings(ctx.settings),

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +16,22 @@ import pytest
 import yaml
 
 from app.core.config import Settings
+from app.core.encryption import Keyring
+from tests.fixtures.services import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
-REQUIRED_FROM_ENVIRONMENT = ("CONFIDE_MASTER_KEYS", "CONFIDE_INDEX_KEY", "POSTGRES_PASSWORD")
+CADDYFILE = ROOT / "deploy" / "Caddyfile"
+#: The secrets Confide reads from files in production, and where compose mounts them.
+SECRET_FILES = {
+    "CONFIDE_DATABASE_URL_FILE": "database_url",
+    "CONFIDE_BROKER_URL_FILE": "broker_url",
+    "CONFIDE_MASTER_KEYS_FILE": "master_keys",
+    "CONFIDE_INDEX_KEY_FILE": "index_key",
+    "CONFIDE_SIGNING_KEY_FILE": "signing_key",
+}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +85,8 @@ def exec_form(arguments: str) -> list[str]:
 
 
 def test_compose_services(services: dict[str, Any]) -> None:
-    assert {"confide", "postgres", "redis"} <= set(services)
+    assert {"proxy", "confide", "postgres", "redis"} <= set(services)
+    assert str(services["proxy"]["image"]).startswith("caddy:2")
     assert str(services["postgres"]["image"]).startswith("postgres:16")
     assert str(services["redis"]["image"]).startswith("redis:7")
     assert services["confide"].get("build") is not None
@@ -93,17 +108,62 @@ def test_confide_waits_for_healthy_dependencies(services: dict[str, Any]) -> Non
         assert depends_on[name]["condition"] == "service_healthy"
 
 
-def test_confide_healthcheck_asks_healthz(services: dict[str, Any]) -> None:
+def test_confide_healthcheck_asks_readyz(services: dict[str, Any]) -> None:
     test = services["confide"]["healthcheck"]["test"]
     command = " ".join(test) if isinstance(test, list) else str(test)
-    assert "/healthz" in command
+    assert "/readyz" in command  # ready: the database answers, not merely alive
     assert "curl" not in command  # absent from python:3.11-slim
 
 
-def test_only_confide_publishes_a_port(services: dict[str, Any]) -> None:
-    assert [str(p) for p in services["confide"]["ports"]] == ["8000:8000"]
-    for name in ("postgres", "redis"):
-        assert "ports" not in services[name]
+def test_only_the_proxy_publishes_ports(services: dict[str, Any]) -> None:
+    assert [str(p) for p in services["proxy"]["ports"]] == ["80:80", "443:443", "443:443/udp"]
+    for name in ("confide", "postgres", "redis"):
+        assert "ports" not in services[name], name
+    assert services["proxy"]["depends_on"]["confide"]["condition"] == "service_healthy"
+
+
+def test_the_backend_network_is_internal(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    assert compose["networks"]["backend"]["internal"] is True
+    for name in ("confide", "postgres", "redis"):
+        assert services[name]["networks"] == ["backend"], name
+    assert set(services["proxy"]["networks"]) == {"edge", "backend"}
+    # X-Forwarded-For is trusted because only the proxy reaches Confide.
+    assert environment(services["confide"])["FORWARDED_ALLOW_IPS"] == "*"
+
+
+def test_the_proxy_forwards_to_confide_over_tls() -> None:
+    config = CADDYFILE.read_text()
+    assert "{$CONFIDE_DOMAIN} {" in config  # a site address: automatic HTTPS
+    assert re.search(r"^\s*reverse_proxy confide:8000\s*$", config, re.MULTILINE)
+    assert "Strict-Transport-Security" in config
+    assert "log" not in re.sub(r"#.*", "", config)  # no access log naming paths and addresses
+
+
+def test_the_caddyfile_is_valid(tmp_path: Path) -> None:
+    caddy = shutil.which("caddy")
+    if caddy is None:
+        unavailable("caddy", FileNotFoundError("caddy is not installed"))
+        return
+    done = subprocess.run(
+        [caddy, "validate", "--adapter", "caddyfile", "--config", str(CADDYFILE)],
+        env={**os.environ, "CONFIDE_DOMAIN": "confide.example.org", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_redis_has_a_password_kept_off_the_command_line(services: dict[str, Any]) -> None:
+    redis = services["redis"]
+    command = " ".join(redis["command"])
+    assert "requirepass %s" in command
+    assert "/run/secrets/redis_password" in command
+    assert "exec redis-server /run/redis/redis.conf" in command  # the server is PID 1
+    assert "--requirepass" not in command
+    health = " ".join(redis["healthcheck"]["test"])
+    assert "REDISCLI_AUTH=" in health
 
 
 def test_postgres_data_is_a_named_volume(compose: dict[str, Any], services: dict[str, Any]) -> None:
@@ -130,21 +190,70 @@ def test_every_confide_variable_is_a_setting(services: dict[str, Any]) -> None:
 def test_production_settings(services: dict[str, Any]) -> None:
     env = environment(services["confide"])
     assert env["CONFIDE_ENV"] == "production"
-    assert env["CONFIDE_DATABASE_URL"].startswith("postgresql+asyncpg://")
-    assert "@postgres:5432/" in env["CONFIDE_DATABASE_URL"]
-    assert env["CONFIDE_BROKER_URL"].startswith("redis://redis:")
     assert "CONFIDE_ALLOWED_ORIGINS" in env
+    assert re.fullmatch(
+        r"\$\{CONFIDE_DOMAIN:\?[^}]+\}", environment(services["proxy"])["CONFIDE_DOMAIN"]
+    )
 
 
-@pytest.mark.parametrize("name", REQUIRED_FROM_ENVIRONMENT)
-def test_secrets_are_required_from_the_environment(services: dict[str, Any], name: str) -> None:
-    """`${VAR:?message}`: compose refuses to start without the value, and none is written down."""
-    values = [*environment(services["confide"]).values()]
-    values += environment(services["postgres"]).values()
-    uses = [v for v in values if f"${{{name}" in v]
-    assert uses, f"{name} is not used"
-    for value in uses:
-        assert re.search(rf"\$\{{{name}:\?[^}}]+\}}", value), value
+def mounts(compose: dict[str, Any], service: dict[str, Any]) -> dict[str, str]:
+    """Where each of the service's compose secrets is mounted -> the host file."""
+    found = {}
+    for entry in service.get("secrets", []):
+        source, target = (
+            (entry, entry)
+            if isinstance(entry, str)
+            else (
+                entry["source"],
+                entry.get("target", entry["source"]),
+            )
+        )
+        path = target if target.startswith("/") else f"/run/secrets/{target}"
+        found[path] = compose["secrets"][source]["file"]
+    return found
+
+
+def test_every_secret_is_a_file(compose: dict[str, Any], services: dict[str, Any]) -> None:
+    """No secret is in an environment variable (`docker inspect` shows those)."""
+    env = environment(services["confide"])
+    mounted = mounts(compose, services["confide"])
+    for variable, name in SECRET_FILES.items():
+        assert env[variable] in mounted, variable
+        assert mounted[env[variable]].startswith(f"./secrets/{name}"), variable
+        assert variable.removesuffix("_FILE") not in env
+    postgres = environment(services["postgres"])
+    assert "POSTGRES_PASSWORD" not in postgres
+    assert mounts(compose, services["postgres"])[postgres["POSTGRES_PASSWORD_FILE"]] == (
+        "./secrets/postgres_password"
+    )
+    for service in services.values():
+        for value in environment(service).values():
+            assert "://" not in value or "@" not in value, value  # no URL with a password
+
+
+def test_the_headers_recipe_makes_secrets_confide_accepts(tmp_path: Path) -> None:
+    header = COMPOSE.read_text().split("\nservices:")[0]
+    lines = header.splitlines()
+    start = lines.index("#   python3 - <<'PY'") + 1
+    end = lines.index("#   PY")
+    script = "\n".join(line.removeprefix("#   ") for line in lines[start:end])
+    (tmp_path / "secrets").mkdir()
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True, timeout=30)
+    made = tmp_path / "secrets"
+    settings = Settings(
+        database_url_file=made / "database_url",
+        broker_url_file=made / "broker_url",
+        master_keys_file=made / "master_keys",
+        index_key_file=made / "index_key",
+    )
+    assert settings.database_url is not None
+    password = (made / "postgres_password").read_text().strip()
+    database_url = settings.database_url.get_secret_value()
+    assert database_url == f"postgresql+asyncpg://confide:{password}@postgres:5432/confide"
+    redis_password = (made / "redis_password").read_text().strip()
+    assert settings.broker_url.get_secret_value() == f"redis://:{redis_password}@redis:6379/0"
+    assert settings.master_keys is not None
+    assert Keyring.parse(settings.master_keys.get_secret_value()).kids() == ["k1"]
 
 
 def test_signing_key_is_a_compose_secret(compose: dict[str, Any], services: dict[str, Any]) -> None:

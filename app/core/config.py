@@ -30,7 +30,14 @@ def split_host_port(value: str) -> tuple[str, int]:
 
 
 #: The secrets that CONFIDE_<NAME>_FILE may name a file for.
-SECRET_FILES = ("database_url", "master_keys", "index_key", "turn_secret", "metrics_token")
+SECRET_FILES = (
+    "database_url",
+    "broker_url",
+    "master_keys",
+    "index_key",
+    "turn_secret",
+    "metrics_token",
+)
 
 
 class Settings(BaseSettings):
@@ -41,7 +48,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         default=None, description="SQLAlchemy async URL; default: SQLite file in the data dir"
     )
-    broker_url: str = "memory://"
+    # A secret: a Redis URL may carry its password.
+    broker_url: SecretStr = SecretStr("memory://")
     broker_prefix: str = Field(default="confide", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     allowed_origins: CommaList = Field(default_factory=list)
 
@@ -117,6 +125,7 @@ class Settings(BaseSettings):
     # Every secret may come from a file instead (CONFIDE_<NAME>_FILE: Docker and
     # Kubernetes secrets), so that it is not in the environment for all to see.
     database_url_file: Path | None = None
+    broker_url_file: Path | None = None
     master_keys_file: Path | None = None
     index_key_file: Path | None = None
     turn_secret_file: Path | None = None

@@ -26,6 +26,7 @@ def test_a_secret_is_read_from_its_file(
 ) -> None:
     value = {
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
+        "broker_url": "redis://:" + secrets.token_urlsafe(16) + "@127.0.0.1:6379/0",
         "master_keys": "k1:" + secrets.token_urlsafe(32),
     }.get(name, secrets.token_urlsafe(32))
     path = tmp_path / name

@@ -39,9 +39,9 @@ async def settings(
 
 
 async def stored(practice: Practice, settings: Settings) -> str:
-    if settings.broker_url.startswith("memory://"):
+    if settings.broker_url.get_secret_value().startswith("memory://"):
         return repr(vars(practice.live_hub.broker))
-    return await dump_prefix(settings.broker_url, settings.broker_prefix)
+    return await dump_prefix(settings.broker_url.get_secret_value(), settings.broker_prefix)
 
 
 async def send(ws: ClientConnection, frame: dict[str, Any]) -> int:
