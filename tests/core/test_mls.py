@@ -7,9 +7,7 @@ written from RFC 9420's structures, independently of the parser.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import struct
 from pathlib import Path
 from typing import Any, get_args
 
@@ -18,102 +16,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.core import mls
+from tests.fixtures.mls import (
+    expected_ref,
+    group_info,
+    header,
+    key_package,
+    key_package_body,
+    private_message,
+    public_message,
+    u8,
+    u16,
+    u64,
+    varint,
+    welcome,
+)
 
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "mls_vectors.json").read_text())[
     "vectors"
 ]
-
-
-# -- an encoder from RFC 9420's structures ----------------------------------------------
-
-
-def varint(n: int) -> bytes:
-    if n < 64:
-        return bytes([n])
-    if n < 1 << 14:
-        return struct.pack(">H", 0x4000 | n)
-    return struct.pack(">I", 0x8000_0000 | n)
-
-
-def v(data: bytes) -> bytes:
-    return varint(len(data)) + data
-
-
-def u8(n: int) -> bytes:
-    return struct.pack(">B", n)
-
-
-def u16(n: int) -> bytes:
-    return struct.pack(">H", n)
-
-
-def u32(n: int) -> bytes:
-    return struct.pack(">I", n)
-
-
-def u64(n: int) -> bytes:
-    return struct.pack(">Q", n)
-
-
-def header(wire_format: int) -> bytes:
-    return u16(1) + u16(wire_format)
-
-
-def private_message(group_id: bytes, epoch: int, content_type: int, rest: list[bytes]) -> bytes:
-    return header(2) + v(group_id) + u64(epoch) + u8(content_type) + b"".join(v(x) for x in rest)
-
-
-def public_message(
-    group_id: bytes, epoch: int, sender_type: int, index: int, ad: bytes, content_type: int
-) -> bytes:
-    sender = u8(sender_type) + (u32(index) if sender_type in (1, 2) else b"")
-    # The content after content_type is not parsed: an application_data<V> here.
-    return (
-        header(1)
-        + v(group_id)
-        + u64(epoch)
-        + sender
-        + v(ad)
-        + u8(content_type)
-        + v(b"app")
-        + v(b"sig")
-    )
-
-
-def welcome(suite: int, refs: list[bytes], info: bytes) -> bytes:
-    secrets = b"".join(v(ref) + v(b"kem" * 3) + v(b"ct" * 5) for ref in refs)
-    return header(3) + u16(suite) + v(secrets) + v(info)
-
-
-def group_info(suite: int, group_id: bytes, epoch: int) -> bytes:
-    context = u16(1) + u16(suite) + v(group_id) + u64(epoch) + v(b"t" * 32) + v(b"h" * 32) + v(b"")
-    return header(4) + context + v(b"") + v(b"tag" * 10) + u32(3) + v(b"s" * 64)
-
-
-def key_package_body(suite: int, identity: bytes, x509: bool = False) -> bytes:
-    credential = u16(2) + v(v(b"cert1") + v(b"cert2")) if x509 else u16(1) + v(identity)
-    capabilities = v(u16(1)) + v(u16(2)) + v(b"") + v(b"") + v(u16(1))
-    leaf = (
-        v(b"e" * 65)
-        + v(b"s" * 65)
-        + credential
-        + capabilities
-        + u8(1)
-        + u64(0)
-        + u64(2**64 - 1)
-        + v(b"")
-        + v(b"l" * 70)
-    )
-    return u16(1) + u16(suite) + v(b"i" * 65) + leaf + v(b"") + v(b"k" * 70)
-
-
-def key_package(suite: int, identity: bytes, x509: bool = False) -> bytes:
-    return header(5) + key_package_body(suite, identity, x509)
-
-
-def expected_ref(body: bytes) -> bytes:
-    label = b"MLS 1.0 KeyPackage Reference"
-    return hashlib.sha256(v(label) + v(body)).digest()
 
 
 # -- fixed vectors from ts-mls ------------------------------------------------------------
