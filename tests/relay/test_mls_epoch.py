@@ -143,3 +143,32 @@ async def test_a_commit_refused_for_its_quota_does_not_move_the_epoch() -> None:
     with pytest.raises(QuotaExceeded):
         await memory.append(Outgoing("r", "d", "big", '"x":"' + "y" * 40 + '"}', None, "a", 0))
     assert (await memory.append(outgoing("r", "d", "c0", 0)))[0] == 1
+
+
+async def test_two_redis_instances_store_one_commit_per_epoch() -> None:
+    async def ignore(*_: object) -> None:
+        return None
+
+    url = await shared_redis()
+    prefix = unique_prefix()
+    one, two = RedisBroker(url, prefix=prefix), RedisBroker(url, prefix=prefix)
+    for instance in (one, two):
+        await instance.start(ignore, ignore)
+    try:
+
+        async def attempt(instance: Broker, device: int) -> bool:
+            try:
+                await instance.append(outgoing("r", f"d{device}", "c0", 0))
+            except StaleEpoch:
+                return False
+            return True
+
+        won = await asyncio.gather(*(attempt((one, two)[i % 2], i) for i in range(20)))
+        assert won.count(True) == 1
+        with pytest.raises(StaleEpoch):
+            await one.append(outgoing("r", "late", "c0", 0))
+        assert (await two.append(outgoing("r", "d0", "c1", 1)))[0] == 2
+    finally:
+        for instance in (one, two):
+            await instance.close()
+        await delete_prefix(url, prefix)
