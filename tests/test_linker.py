@@ -1,6 +1,7 @@
 """The attacker's test: from a dump alone, nobody is linked to a session or a record.
 
-A practice of 21 people runs a story (consents, devices, 10 rooms, individual
+A practice of 21 people runs a story (consents, devices and their MLS
+KeyPackages, claims of them in rooms, 10 rooms, individual
 and group, invitations accepted, declined and left pending, decoy invitations,
 admissions, room tokens, refreshes, disclosures with their notices, an
 incident with its notices, one erasure) on SQLite and on PostgreSQL. Then
@@ -16,8 +17,8 @@ ids `xmin`/`xmax` that the data files hold) and tries everything it can:
 
 It must recover no membership or invitation pair (an account beside a room
 it is in or invited to) and no owner of a personal record (a device, log-in,
-acceptance, notice, disclosure, membership, list-of-rooms, invitation or care
-relationship row beside its account), and its
+acceptance, notice, disclosure, membership, list-of-rooms, invitation, care
+relationship, MLS KeyPackage or KeyPackage claim row beside its account), and its
 guesses from row order must do no better than chance (decision note 0007).
 """
 
@@ -34,10 +35,12 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
+from app.core.codec import b64url_encode
 from app.core.context import Context
 from app.models import Base, Role
 from tests.fixtures.accounts import User, make_account, register_client
 from tests.fixtures.dump import column_bytes
+from tests.fixtures.mls import key_package
 
 SEED = 20261201
 PERSONAL = {
@@ -51,6 +54,8 @@ PERSONAL = {
     "room_members",
     "room_invitations",
     "care_relationships",
+    "key_packages",
+    "key_package_claims",
 }
 
 
@@ -197,6 +202,36 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
                     user,
                     json={"device_id": devices[user.id]},
                 )
+    # MLS KeyPackages: every device keeps a few and a last-resort one (whose
+    # credential names its account); each host claims those of the admitted
+    # participants of its rooms.
+    for user in rng.sample([*counselors, *clients], k=len(counselors) + len(clients)):
+        credential = user.id.encode()
+        await _call(
+            http,
+            "POST",
+            f"/v1/devices/{devices[user.id]}/key-packages",
+            user,
+            json={
+                "key_packages": [b64url_encode(key_package(2, credential)) for _ in range(3)],
+                "last_resort": b64url_encode(key_package(2, credential + b"/last")),
+            },
+        )
+    for room_id, host, _guests in rng.sample(rooms, k=len(rooms)):
+        room = await _call(http, "GET", f"/v1/rooms/{room_id}", host)
+        others = [
+            p["account_id"]
+            for p in room["participants"]
+            if p["admitted"] and p["account_id"] != host.id
+        ]
+        if others:
+            await _call(
+                http,
+                "POST",
+                f"/v1/rooms/{room_id}/key-packages/claim",
+                host,
+                json={"device_ids": [devices[a] for a in others]},
+            )
     for user in rng.sample(clients, k=6):
         refreshed = await http.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
         assert refreshed.status_code == 200, refreshed.text

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
     login_window_s: int = Field(default=900, ge=1)
+    #: MLS KeyPackage claims an account may make in `key_package_claim_window_s`.
+    key_package_claims_per_window: int = Field(default=30, ge=1)
+    key_package_claim_window_s: int = Field(default=60, ge=1)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

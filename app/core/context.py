@@ -36,10 +36,14 @@ class Context:
     audit: AuditTrail
     passwords: PasswordHasher
     login_throttle: Throttle = field(init=False)
+    claim_throttle: Throttle = field(init=False)
     publisher: Publisher | None = None
 
     def __post_init__(self) -> None:
         self.login_throttle = Throttle(self.clock, window_s=self.settings.login_window_s)
+        self.claim_throttle = Throttle(
+            self.clock, window_s=self.settings.key_package_claim_window_s
+        )
 
     async def _commit(self, session: AsyncSession) -> None:
         await self.audit.commit(session)

@@ -4,8 +4,9 @@ from fastapi import APIRouter, Response, status
 
 from app.auth.dependencies import CurrentPrincipal
 from app.core.errors import NotFound, Unauthorized
-from app.devices import service
-from app.devices.schemas import DeviceOut, RegisterDevice
+from app.devices import key_packages, service
+from app.devices.key_packages import KeyPackageInvalid, TooManyKeyPackages
+from app.devices.schemas import DeviceOut, KeyPackageStockOut, RegisterDevice, UploadKeyPackages
 from app.devices.service import TooManyDevices
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
@@ -58,3 +59,39 @@ async def revoke(
     device_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> None:
     await service.revoke(session, ctx.vault, ctx.clock, principal.account, device_id)
+    await key_packages.remove_all(session, ctx.vault, device_id)
+
+
+def _stock_out(stock: key_packages.Stock) -> KeyPackageStockOut:
+    return KeyPackageStockOut(count=stock.count, last_resort=stock.last_resort)
+
+
+@router.post(
+    "/v1/devices/{device_id}/key-packages",
+    response_model=KeyPackageStockOut,
+    responses=responses(Unauthorized, NotFound, KeyPackageInvalid, TooManyKeyPackages),
+    summary="Upload MLS KeyPackages (and a last-resort one) of one of the caller's devices",
+)
+async def upload_key_packages(
+    device_id: str,
+    body: UploadKeyPackages,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    ctx: ContextDep,
+) -> KeyPackageStockOut:
+    stock = await key_packages.upload(
+        session, ctx.vault, principal.account, device_id, body.key_packages, body.last_resort
+    )
+    return _stock_out(stock)
+
+
+@router.get(
+    "/v1/devices/{device_id}/key-packages",
+    response_model=KeyPackageStockOut,
+    responses=responses(Unauthorized, NotFound),
+    summary="How many MLS KeyPackages one of the caller's devices has left",
+)
+async def key_package_stock(
+    device_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+) -> KeyPackageStockOut:
+    return _stock_out(await key_packages.stock(session, ctx.vault, principal.account, device_id))

@@ -76,3 +76,39 @@ class DeviceOut(ResponseModel):
     label: str
     public_key: str = Field(description="base64url without padding")
     created_at: datetime
+
+
+# -- MLS KeyPackages ---------------------------------------------------------------
+
+#: The longest base64url text of a KeyPackage (app.devices.key_packages.MAX_KEY_PACKAGE_BYTES).
+MAX_KEY_PACKAGE_CHARS = -(-8 * 1024 // 3) * 4
+EncodedKeyPackage = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_KEY_PACKAGE_CHARS),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "base64url",
+            "maxLength": MAX_KEY_PACKAGE_CHARS,
+            "description": (
+                "An encoded MLSMessage (RFC 9420 §6) of wire_format 5 (mls_key_package), "
+                "base64url without padding; a KeyPackage of version 1 and cipher suite 2, "
+                "at most 8192 bytes."
+            ),
+        }
+    ),
+]
+
+
+class UploadKeyPackages(RequestModel):
+    key_packages: list[EncodedKeyPackage] = Field(default_factory=list, max_length=100)
+    last_resort: EncodedKeyPackage | None = Field(
+        default=None,
+        description="Replaces the device's last-resort package, handed out only when the "
+        "others are gone, and kept.",
+    )
+
+
+class KeyPackageStockOut(ResponseModel):
+    count: int = Field(description="Packages waiting to be claimed, the last-resort one aside")
+    last_resort: bool = Field(description="Whether the device has a last-resort package")

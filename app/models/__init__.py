@@ -8,6 +8,7 @@ from app.models.data_key import DataKey, DataKeyRows
 from app.models.device import MAX_PUBLIC_KEY_BYTES, Device
 from app.models.disclosure import Disclosure, DisclosureBasis
 from app.models.incident import Incident, IncidentStatus, Severity
+from app.models.key_package import KeyPackage, KeyPackageClaim
 from app.models.notice import Notice, NoticeKind
 from app.models.refresh_token import LoginFamily, RefreshToken
 from app.models.room import (
@@ -37,6 +38,8 @@ __all__ = [
     "DisclosureBasis",
     "Incident",
     "IncidentStatus",
+    "KeyPackage",
+    "KeyPackageClaim",
     "LoginFamily",
     "Notice",
     "NoticeKind",

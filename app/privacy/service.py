@@ -38,6 +38,7 @@ from app.core.codec import b64url_encode
 from app.core.context import Context
 from app.core.errors import Conflict, Unauthorized
 from app.core.events import AccountClosed, AccountErased, DataKeyDestroyed, emit
+from app.devices import key_packages
 from app.devices import service as devices
 from app.disclosures import service as disclosures
 from app.disclosures.schemas import DisclosureOut
@@ -192,6 +193,8 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         # Other participants' apps stop encrypting to the devices, then see
         # the person leave each room.
         removed = await devices.revoke_all_for(session, ctx.vault, account)
+        for device_id in removed.every:
+            await key_packages.remove_all(session, ctx.vault, device_id)
         for state in states:
             await rooms.forget_member(session, ctx, state, account.id)
         await rooms.forget_rooms_of(session, ctx.vault, account.id)

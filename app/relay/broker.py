@@ -59,6 +59,7 @@ from app.relay.store import (
     Outgoing,
     QuotaExceeded,
     ReplayLimits,
+    StaleEpoch,
     Stored,
     admission_change,
     forgotten,
@@ -72,6 +73,7 @@ __all__ = [
     "Outgoing",
     "QuotaExceeded",
     "ReplayLimits",
+    "StaleEpoch",
     "Stored",
     "create_broker",
 ]
@@ -166,6 +168,7 @@ class InProcessBroker:
         self.limits = limits or ReplayLimits()
         self.epoch = now()
         self._seq: dict[str, int] = {}
+        self._epochs: dict[str, int] = {}
         self._rooms: dict[str, _Room] = {}
         self._spent: dict[str, float] = {}
         self._online: dict[str, set[str]] = {}
@@ -196,8 +199,15 @@ class InProcessBroker:
         size = len(message.payload()[1])
         limits = self.limits
         used = existing.quota.get(message.sender, 0) if existing is not None else 0
+        epoch = self._epochs.get(message.room)
+        if message.commit_epoch is not None and epoch is not None and message.commit_epoch != epoch:
+            raise StaleEpoch(epoch)
         if used + size > limits.sender_max_bytes:
             raise QuotaExceeded(message.sender)
+        # From here to the publication nothing awaits: the check above and the
+        # move below are one step, whatever else the event loop runs.
+        if message.commit_epoch is not None:
+            self._epochs[message.room] = message.commit_epoch + 1
         state = self._room(message.room)
         seq = self._seq.get(message.room, 0) + 1
         self._seq[message.room] = seq
@@ -295,6 +305,7 @@ class InProcessBroker:
     async def drop_room(self, room: str) -> None:
         self._rooms.pop(room, None)
         self._seq.pop(room, None)
+        self._epochs.pop(room, None)
 
     async def forget(self, account_id: str, devices: Sequence[str], rooms: Sequence[str]) -> None:
         gone, where = set(devices), set(rooms)

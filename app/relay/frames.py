@@ -46,10 +46,12 @@ def ack(client_id: str, seq: int) -> str:
     return '{"type":"ack","id":' + _ENCODE_ASCII(client_id) + ',"seq":' + str(seq) + "}"
 
 
-def error(code: str, detail: str, client_id: str | None = None) -> str:
+def error(code: str, detail: str, client_id: str | None = None, *, epoch: int | None = None) -> str:
     frame: dict[str, Any] = {"type": "error", "code": code, "detail": detail}
     if client_id is not None:
         frame["id"] = client_id
+    if epoch is not None:
+        frame["epoch"] = epoch
     return dumps(frame)
 
 

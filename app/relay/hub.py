@@ -91,7 +91,7 @@ from app.relay.room import (
     handle,
     target,
 )
-from app.relay.store import BrokerUnavailable, QuotaExceeded, Stored
+from app.relay.store import BrokerUnavailable, QuotaExceeded, StaleEpoch, Stored
 
 __all__ = ["Connection", "Grant", "Hub", "Participant"]
 
@@ -542,6 +542,8 @@ class Hub:
             return self._feed(room, AppendRefused(peer, client_id, "unavailable"))
         except QuotaExceeded:
             return self._feed(room, AppendRefused(peer, client_id, "quota"))
+        except StaleEpoch as stale:
+            return self._feed(room, AppendRefused(peer, client_id, "stale_epoch", stale.epoch))
         return self._feed(room, Appended(peer, client_id, seq))
 
     async def _read_page(self, room: RoomState, action: ReadPage) -> list[Action]:

@@ -19,7 +19,9 @@ Rules (PROTOCOL.md, "The room socket"), and why:
 - A binary frame is a policy violation (close 1008): the protocol is JSON text
   only, and binary frames are the classic way to smuggle unparsed data.
 - Ciphertext is base64url (padding accepted). The server checks its alphabet
-  and size, never its content: it cannot read it and must not try.
+  and size, never its content: it cannot read it and must not try. (The
+  room core reads one clear field, the epoch of an MLS commit's header, to
+  accept one commit per epoch: `app.relay.room`.)
 - NaN and Infinity are not JSON; Python's parser accepts them, so they are
   refused explicitly. Duplicate keys are refused too: two parsers reading the
   same frame differently is how routing confusion starts.

@@ -26,6 +26,10 @@
   Every write gives the room's content keys (`log`, `sent`, `bytes`,
   `quota`, `admit`) the idle TTL again, so Redis itself deletes what an idle
   room retains; `seq` has no TTL and never goes back.
+- MLS epochs: a message that is an MLS commit carries its epoch; the send
+  script accepts it only if the room's `:epoch` (no TTL, like `seq`) is that
+  epoch or unset, and sets it to the next one in the same step, so of two
+  commits for one epoch exactly one is stored.
 - Admission points are a hash per room (`:admit`, account -> seq), set or
   dropped by the same script that publishes the admitting event.
 - Erasure (`forget`) rewrites a room's stream. An entry cannot be changed in
@@ -62,22 +66,30 @@ from app.relay.store import (
     Outgoing,
     QuotaExceeded,
     ReplayLimits,
+    StaleEpoch,
     Stored,
     admission_change,
 )
 
 log = logging.getLogger("confide.broker")
 
-# KEYS: seq, sent, log, bytes, quota, admit. ARGV: the resend field, device,
-# kind, payload, channel, room, sender (account), max frames, max bytes, the
-# sender's quota, idle TTL (ms). {seq, 0}; a resend: {its seq, 1}; past the
-# sender's quota: {0, 2}.
+# KEYS: seq, sent, log, bytes, quota, admit, epoch. ARGV: the resend field,
+# device, kind, payload, channel, room, sender (account), max frames, max
+# bytes, the sender's quota, idle TTL (ms), the epoch of an MLS commit and the
+# next one (both '' for any other message). {seq, 0}; a resend: {its seq, 1};
+# past the sender's quota: {0, 2}; a commit for another epoch than the
+# room's: {the room's epoch, 3}.
 _APPEND = """
 local seen = redis.call('HGET', KEYS[2], ARGV[1])
 if seen then return {tonumber(seen), 1} end
+if ARGV[12] ~= '' then
+  local epoch = redis.call('GET', KEYS[7])
+  if epoch and epoch ~= ARGV[12] then return {epoch, 3} end
+end
 local size = string.len(ARGV[4])
 local used = tonumber(redis.call('HGET', KEYS[5], ARGV[7]) or '0')
 if used + size > tonumber(ARGV[10]) then return {0, 2} end
+if ARGV[12] ~= '' then redis.call('SET', KEYS[7], ARGV[13]) end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], ARGV[1], seq)
 redis.call('HINCRBY', KEYS[5], ARGV[7], size)
@@ -289,7 +301,7 @@ FORGET_BATCH = 100
 FORGET_COPY_TTL_MS = 60_000
 
 #: Every key of a room: `drop_room` deletes them all.
-_ROOM_KEYS = ("seq", "sent", "log", "online", "admit", "quota", "bytes")
+_ROOM_KEYS = ("seq", "sent", "log", "online", "admit", "quota", "bytes", "epoch")
 
 HEARTBEAT_S = 5
 INSTANCE_TTL_S = 15
@@ -446,7 +458,7 @@ class RedisBroker:
             seq, outcome = await self._append(
                 keys=[
                     self._k(message.room, what)
-                    for what in ("seq", "sent", "log", "bytes", "quota", "admit")
+                    for what in ("seq", "sent", "log", "bytes", "quota", "admit", "epoch")
                 ],
                 args=[
                     f"{message.sender_device}:{message.client_id}",
@@ -460,12 +472,16 @@ class RedisBroker:
                     limits.max_bytes,
                     limits.sender_max_bytes,
                     self._idle_ms,
+                    "" if message.commit_epoch is None else str(message.commit_epoch),
+                    "" if message.commit_epoch is None else str(message.commit_epoch + 1),
                 ],
             )
         except RedisError as error:
             raise BrokerUnavailable(str(error)) from None
         if int(outcome) == 2:
             raise QuotaExceeded(message.sender)
+        if int(outcome) == 3:
+            raise StaleEpoch(int(seq))
         return int(seq), bool(outcome)
 
     async def latest_seq(self, room: str) -> int:

@@ -42,6 +42,7 @@ Rules, and why (PROTOCOL.md, "The room socket"):
 
 from __future__ import annotations
 
+import base64
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Literal, assert_never
 
+from app.core import mls
 from app.core.close_codes import Close
 from app.core.events import (
     AccountClosed,
@@ -266,7 +268,9 @@ class Appended:
 class AppendRefused:
     peer: Peer
     client_id: str
-    reason: Literal["unavailable", "quota"]
+    reason: Literal["unavailable", "quota", "stale_epoch"]
+    #: The room's current MLS epoch, for `stale_epoch`.
+    epoch: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,6 +531,9 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
         case AppendRefused(peer=peer, client_id=client_id, reason="quota"):
             detail = "your share of this room's replay store is used"
             return _answered(peer, frames.error("quota_exceeded", detail, client_id))
+        case AppendRefused(peer=peer, client_id=client_id, reason="stale_epoch", epoch=epoch):
+            detail = "a commit for another epoch than the room's; apply the newer commit first"
+            return _answered(peer, frames.error("stale_epoch", detail, client_id, epoch=epoch))
         case AppendRefused(peer=peer, client_id=client_id):
             detail = "message not accepted; send again"
             return _answered(peer, frames.error("unavailable", detail, client_id))
@@ -836,8 +843,10 @@ def _send(room: RoomState, peer: Peer, frame: SendFrame, now: Now) -> list[Actio
     account, device = peer.account_id, peer.device_id
     broadcast: str | None = None
     directed: dict[str, str] | None = None
+    commit_epoch: int | None = None
     if frame.ciphertext is not None:
         broadcast = frames.fragment(frame.id, account, device, frame.ciphertext, sent_at)
+        commit_epoch = _commit_epoch(frame.ciphertext)
     else:
         assert frame.recipients is not None
         known = room.known_devices()
@@ -849,7 +858,29 @@ def _send(room: RoomState, peer: Peer, frame: SendFrame, now: Now) -> list[Actio
             for to, ciphertext in frame.recipients.items()
         }
     peer.sending = frame.id
-    return [Append(peer, Outgoing(room.id, device, frame.id, broadcast, directed, account))]
+    outgoing = Outgoing(room.id, device, frame.id, broadcast, directed, account, commit_epoch)
+    return [Append(peer, outgoing)]
+
+
+def _commit_epoch(ciphertext: str) -> int | None:
+    """The epoch of a broadcast that is an MLS commit (RFC 9420 §6), else None.
+
+    Anything the MLS parser does not read as a Public or PrivateMessage of
+    content type commit is relayed as before, unchecked.
+    """
+    body = ciphertext.rstrip("=")
+    try:
+        # The first 6 bytes say whether it is an MLS message that may be a
+        # commit; only then is the rest decoded.
+        start = base64.urlsafe_b64decode(body[:8] + "=" * (-len(body[:8]) % 4))
+        if start[:2] != b"\x00\x01" or start[2:4] not in (b"\x00\x01", b"\x00\x02"):
+            return None
+        header = mls.parse(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (mls.MlsFormatError, ValueError):
+        return None
+    if isinstance(header, mls.PrivateMessageHeader | mls.PublicMessageHeader):
+        return header.epoch if header.content_type == mls.COMMIT else None
+    return None
 
 
 def _answered(peer: Peer, frame: str) -> list[Action]:

@@ -50,6 +50,9 @@ class Outgoing:
     broadcast: str | None  # fragment for every other device
     directed: dict[str, str] | None  # device id -> fragment
     sender_account: str = ""  # whose quota it counts against (the device's, when empty)
+    #: The epoch of the MLS commit this message carries, if it is one: the broker
+    #: accepts it only for the room's current epoch, then moves to the next.
+    commit_epoch: int | None = None
 
     @property
     def sender(self) -> str:
@@ -170,3 +173,11 @@ class BrokerUnavailable(Exception):
 
 class QuotaExceeded(Exception):
     """The sender has put its whole quota into this room's replay store: refused, not stored."""
+
+
+class StaleEpoch(Exception):
+    """An MLS commit for another epoch than the room's current one: refused, not stored."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"the room is at epoch {epoch}")
+        self.epoch = epoch

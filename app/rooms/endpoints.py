@@ -6,11 +6,14 @@ from fastapi.responses import JSONResponse
 from app.auth.dependencies import CurrentPrincipal
 from app.consent.errors import ConsentNotPublished, ConsentRequired
 from app.core import audit
-from app.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
-from app.rooms import invitations, service
+from app.core.codec import b64url_encode
+from app.core.errors import Forbidden, NotFound, RateLimited, Unauthorized, ValidationFailed
+from app.rooms import invitations, key_packages, service
 from app.rooms.errors import (
     AlreadyParticipant,
+    KeyPackagesExhausted,
     LastHost,
+    NotAdmitted,
     OutsideTimeWindow,
     RoomEnded,
     RoomFull,
@@ -19,6 +22,9 @@ from app.rooms.errors import (
 from app.rooms.ice import ice_servers as _ice_servers
 from app.rooms.schemas import (
     AddParticipant,
+    ClaimedKeyPackageOut,
+    ClaimedKeyPackagesOut,
+    ClaimKeyPackages,
     CreateRoom,
     IceServersOut,
     InvitationHost,
@@ -330,4 +336,32 @@ async def ice_servers(
         now=admission.at,
         ends_at=admission.state.ends_at,
         index_key_fn=ctx.vault.index,
+    )
+
+
+@router.post(
+    f"{ROOM}/key-packages/claim",
+    response_model=ClaimedKeyPackagesOut,
+    responses=responses(
+        Unauthorized, NotFound, NotAdmitted, RoomEnded, KeyPackagesExhausted, RateLimited
+    ),
+    summary="Claim one MLS KeyPackage of each named device of the room's admitted participants",
+)
+async def claim_key_packages(
+    room_id: str,
+    body: ClaimKeyPackages,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    ctx: ContextDep,
+) -> ClaimedKeyPackagesOut:
+    claimed = await key_packages.claim(session, ctx, principal.account, room_id, body.device_ids)
+    return ClaimedKeyPackagesOut(
+        key_packages=[
+            ClaimedKeyPackageOut(
+                device_id=c.device_id,
+                key_package=b64url_encode(c.package),
+                last_resort=c.last_resort,
+            )
+            for c in claimed
+        ]
     )

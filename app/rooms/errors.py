@@ -43,3 +43,11 @@ class RoomLocked(Forbidden):
 
 class OutsideTimeWindow(Forbidden):
     code, title = "outside_time_window", "Outside the room's time window"
+
+
+class NotAdmitted(Forbidden):
+    code, title = "not_admitted", "Not admitted to the room"
+
+
+class KeyPackagesExhausted(Conflict):
+    code, title = "key_packages_exhausted", "A device has no key package left"

@@ -120,3 +120,25 @@ class IceServer(ResponseModel):
 class IceServersOut(ResponseModel):
     ice_servers: list[IceServer]
     expires_at: datetime | None
+
+
+class ClaimKeyPackages(RequestModel):
+    device_ids: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        min_length=1,
+        max_length=100,
+        description="Devices of admitted participants of the room, one package each",
+    )
+
+
+class ClaimedKeyPackageOut(ResponseModel):
+    device_id: str
+    key_package: str = Field(
+        description="The encoded MLSMessage (wire_format 5), base64url without padding"
+    )
+    last_resort: bool = Field(
+        description="The device's last-resort package: it may have been handed out before"
+    )
+
+
+class ClaimedKeyPackagesOut(ResponseModel):
+    key_packages: list[ClaimedKeyPackageOut]

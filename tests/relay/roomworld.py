@@ -59,7 +59,7 @@ from app.relay.room import (
     handle,
     target,
 )
-from app.relay.store import QuotaExceeded, Stored
+from app.relay.store import QuotaExceeded, StaleEpoch, Stored
 
 T = TypeVar("T")
 START = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -267,6 +267,9 @@ class World:
                     seq, _ = run(self.broker.append(message))
                 except QuotaExceeded:
                     return handle(room, AppendRefused(peer, message.client_id, "quota"), now)
+                except StaleEpoch as stale:
+                    refused = AppendRefused(peer, message.client_id, "stale_epoch", stale.epoch)
+                    return handle(room, refused, now)
                 return handle(room, Appended(peer, message.client_id, seq), now)
             case StartReplay(peer=peer):
                 self.replay_work[peer.id] = deque([action])  # the earlier one's task is cancelled
