@@ -38,6 +38,7 @@ from app.core.context import Context
 from app.models import Base, Role
 from tests.fixtures.accounts import User, make_account, register_client
 from tests.fixtures.dump import column_bytes
+from tests.fixtures.identity import device_body
 
 SEED = 20261201
 PERSONAL = {
@@ -113,7 +114,7 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
     for user in rng.sample([*counselors, *clients], k=len(counselors) + len(clients)):
         key = f"{rng.getrandbits(256):064x}"
         device = await _call(
-            http, "POST", "/v1/devices", user, json={"label": "Phone", "public_key": key}
+            http, "POST", "/v1/devices", user, json=device_body(user.id, "Phone", key)
         )
         devices[user.id] = device["device_id"]
     for user in rng.sample(clients, k=len(clients)):

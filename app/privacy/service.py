@@ -41,6 +41,7 @@ from app.core.events import AccountClosed, AccountErased, DataKeyDestroyed, emit
 from app.devices import service as devices
 from app.disclosures import service as disclosures
 from app.disclosures.schemas import DisclosureOut
+from app.keys import service as keys
 from app.models import Account, Role
 from app.notices import service as notices
 from app.notices.schemas import notice_out
@@ -109,6 +110,8 @@ async def _devices(session: AsyncSession, ctx: Context, account: Account) -> lis
             device_id=device.id,
             label=device.label,
             public_key=b64url_encode(device.public_key),
+            signing_key=b64url_encode(device.signing_key) if device.signing_key else None,
+            signature=b64url_encode(device.signature) if device.signature else None,
             created_at=device.created_at,
             revoked_at=device.revoked_at,
         )
@@ -192,6 +195,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         # Other participants' apps stop encrypting to the devices, then see
         # the person leave each room.
         removed = await devices.revoke_all_for(session, ctx.vault, account)
+        await keys.forget(session, ctx.vault, account.id)
         for state in states:
             await rooms.forget_member(session, ctx, state, account.id)
         await rooms.forget_rooms_of(session, ctx.vault, account.id)
