@@ -21,8 +21,10 @@ from app.core.clock import Clock
 from app.core.codec import b64url_decode, b64url_encode, new_id
 from app.core.errors import ConfideError, Conflict
 from app.core.slots import Slots
+from app.core.tokens import TokenService
 from app.core.vault import Vault
 from app.keys.log import ZERO_HASH, Entry, make_entry
+from app.keys.schemas import KeyLogEntryOut, KeyLogOut, SignedHead
 from app.models import Account, KeyLogEntry
 
 SLOTS = Slots(KeyLogEntry.slot_ix, "key_log.slot")
@@ -202,3 +204,40 @@ async def writer(session: AsyncSession, vault: Vault, clock: Clock, account: Acc
 async def forget(session: AsyncSession, vault: Vault, account_id: str) -> None:
     """Delete the account's whole log (erasure)."""
     await SLOTS.remove_all(session, vault, account_id)
+
+
+def entry_out(entry: Entry) -> KeyLogEntryOut:
+    def b(value: bytes) -> str | None:
+        return b64url_encode(value) if value else None
+
+    return KeyLogEntryOut(
+        seq=entry.seq,
+        kind=entry.kind,
+        device_id=entry.device_id or None,
+        identity_key=b(entry.identity_key),
+        signing_key=b(entry.signing_key),
+        public_key=b(entry.public_key),
+        signature=b(entry.signature),
+        prev_hash=entry.prev_hash.hex(),
+        hash=entry.hash.hex(),
+    )
+
+
+async def view(
+    session: AsyncSession, vault: Vault, tokens: TokenService, account: Account, after: int
+) -> KeyLogOut:
+    """The entries after `after` and the log's head, signed by the server."""
+    if account.data_key_id is None:
+        return KeyLogOut(account_id=account.id, entries=[], head=None)
+    now = await head(session, vault, account)
+    stored = await entries_after(session, vault, account, after, upto=now.seq)
+    signed = None
+    if now.seq:
+        signed = SignedHead(
+            seq=now.seq,
+            hash=now.hash.hex(),
+            jws=tokens.sign_key_log_head(account_id=account.id, seq=now.seq, head=now.hash.hex()),
+        )
+    return KeyLogOut(
+        account_id=account.id, entries=[entry_out(s.entry) for s in stored], head=signed
+    )
