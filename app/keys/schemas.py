@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import Field
 
 from app.core.schemas import ResponseModel
@@ -29,3 +31,11 @@ class KeyLogOut(ResponseModel):
     account_id: str
     entries: list[KeyLogEntryOut]
     head: SignedHead | None = Field(description="null while the log is empty")
+
+
+class KeyChangeOut(ResponseModel):
+    account_id: str
+    seq: int = Field(description="the entry's seq in the account's key log")
+    kind: str = Field(description="identity_set, identity_reset, device_added or device_revoked")
+    device_id: str | None
+    at: datetime

@@ -24,7 +24,7 @@ from app.core.slots import Slots
 from app.core.tokens import TokenService
 from app.core.vault import Vault
 from app.keys.log import ZERO_HASH, Entry, make_entry
-from app.keys.schemas import KeyLogEntryOut, KeyLogOut, SignedHead
+from app.keys.schemas import KeyChangeOut, KeyLogEntryOut, KeyLogOut, SignedHead
 from app.models import Account, KeyLogEntry
 
 SLOTS = Slots(KeyLogEntry.slot_ix, "key_log.slot")
@@ -241,3 +241,28 @@ async def view(
     return KeyLogOut(
         account_id=account.id, entries=[entry_out(s.entry) for s in stored], head=signed
     )
+
+
+async def changes_of(
+    session: AsyncSession, vault: Vault, owners: list[Account], since: datetime | None
+) -> list[KeyChangeOut]:
+    """The key-log entries of `owners` written at or after `since` (all when None),
+    oldest first. Reads every owner's log in a few queries."""
+    live = [a for a in owners if a.data_key_id is not None]
+    rows = await SLOTS.rows_many(session, vault, [a.id for a in live])
+    out = []
+    for account in live:
+        for row in rows[account.id]:
+            stored = await _open(session, vault, account, row)
+            if since is None or stored.at >= since:
+                out.append(
+                    KeyChangeOut(
+                        account_id=account.id,
+                        seq=stored.entry.seq,
+                        kind=stored.entry.kind,
+                        device_id=stored.entry.device_id or None,
+                        at=stored.at,
+                    )
+                )
+    out.sort(key=lambda c: (c.at, c.account_id, c.seq))
+    return out
