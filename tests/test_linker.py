@@ -1,6 +1,6 @@
 """The attacker's test: from a dump alone, nobody is linked to a session or a record.
 
-A practice of 21 people runs a story (consents, devices, 10 rooms, individual
+A practice of 21 people runs a story (consents, devices and key changes, 10 rooms, individual
 and group, invitations accepted, declined and left pending, decoy invitations,
 admissions, room tokens, refreshes, disclosures with their notices, an
 incident with its notices, one erasure) on SQLite and on PostgreSQL. Then
@@ -16,8 +16,8 @@ ids `xmin`/`xmax` that the data files hold) and tries everything it can:
 
 It must recover no membership or invitation pair (an account beside a room
 it is in or invited to) and no owner of a personal record (a device, log-in,
-acceptance, notice, disclosure, membership, list-of-rooms, invitation or care
-relationship row beside its account), and its
+acceptance, notice, disclosure, membership, list-of-rooms, invitation, care
+relationship or key-log row beside its account), and its
 guesses from row order must do no better than chance (decision note 0007).
 """
 
@@ -38,7 +38,7 @@ from app.core.context import Context
 from app.models import Base, Role
 from tests.fixtures.accounts import User, make_account, register_client
 from tests.fixtures.dump import column_bytes
-from tests.fixtures.identity import device_body
+from tests.fixtures.identity import b64, device_body, identity_of, new_device, point
 
 SEED = 20261201
 PERSONAL = {
@@ -52,6 +52,7 @@ PERSONAL = {
     "room_members",
     "room_invitations",
     "care_relationships",
+    "key_log_entries",
 }
 
 
@@ -117,6 +118,20 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
             http, "POST", "/v1/devices", user, json=device_body(user.id, "Phone", key)
         )
         devices[user.id] = device["device_id"]
+    # Every kind of key-log entry: a device added and revoked, an identity key reset.
+    for user in rng.sample([*counselors, *clients], k=3):
+        key = f"{rng.getrandbits(256):064x}"
+        tablet = await _call(
+            http, "POST", "/v1/devices", user, json=device_body(user.id, "Tablet", key)
+        )
+        await _call(http, "DELETE", f"/v1/devices/{tablet['device_id']}", user)
+    for user in rng.sample(clients, k=2):
+        identity = identity_of(user.id, generation=1)
+        key = f"{rng.getrandbits(256):064x}"
+        device = {"label": "New phone", **new_device(user.id, key, identity)}
+        reset = {"identity_key": b64(point(identity)), "device": device}
+        new = await _call(http, "POST", "/v1/me/identity/reset", user, json=reset)
+        devices[user.id] = new["device_id"]
     for user in rng.sample(clients, k=len(clients)):
         for document_id in documents.values():
             await _call(http, "POST", "/v1/me/consents", user, json={"document_id": document_id})
