@@ -39,6 +39,7 @@ from app.relay.endpoints import router as relay_router
 from app.relay.hub import Hub
 from app.retention.service import purge
 from app.rooms.endpoints import router as rooms_router
+from app.rooms.key_log import router as key_log_router
 from app.web.errors import install_error_handlers
 from app.web.middleware import (
     MAX_HEADER_BYTES,
@@ -196,6 +197,7 @@ def create_app(
         devices_router,
         consent_router,
         rooms_router,
+        key_log_router,
         disclosures_router,
         incidents_router,
         notices_router,

@@ -22,12 +22,17 @@ import functools
 import os
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from app.keys.statements import device_statement
 from bench.procs import run_cli
 
 T = TypeVar("T")
@@ -42,6 +47,7 @@ class User:
     device: str = ""
     access_token: str = ""
     logged_in_at: float = 0.0
+    identity: ec.EllipticCurvePrivateKey | None = None
 
     @property
     def auth(self) -> dict[str, str]:
@@ -106,11 +112,41 @@ async def fresh(http: httpx.AsyncClient, users: Iterable[User]) -> None:
     await bounded(8, [functools.partial(login, http, u) for u in stale])
 
 
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _p256_point(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+
+
+def signed_device(user: User, label: str, public_key: bytes) -> dict[str, str]:
+    """A registration body signed by the user's identity key (made on first use)."""
+    first = user.identity is None
+    if user.identity is None:
+        user.identity = ec.generate_private_key(ec.SECP256R1())
+    device_id = str(uuid.uuid4())
+    signing_key = _p256_point(ec.generate_private_key(ec.SECP256R1()))
+    statement = device_statement(user.id, device_id, signing_key, public_key)
+    r, s = decode_dss_signature(user.identity.sign(statement, ec.ECDSA(hashes.SHA256())))
+    body = {
+        "device_id": device_id,
+        "label": label,
+        "public_key": _b64(public_key),
+        "signing_key": _b64(signing_key),
+        "signature": _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big")),
+    }
+    if first:
+        body["identity_key"] = _b64(_p256_point(user.identity))
+    return body
+
+
 async def add_device(http: httpx.AsyncClient, user: User) -> None:
-    key = base64.urlsafe_b64encode(os.urandom(65)).rstrip(b"=").decode()
     body = _ok(
         await http.post(
-            "/v1/devices", json={"label": "bench", "public_key": key}, headers=user.auth
+            "/v1/devices", json=signed_device(user, "bench", os.urandom(65)), headers=user.auth
         ),
         201,
     )

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.identity import account_of, device_body
 from tests.fixtures.processes import Server, backend_for, new_user, running_server
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -61,7 +62,7 @@ class FuzzPractice:
 
 def _device(practice: FuzzPractice, token: str) -> str:
     key = base64.urlsafe_b64encode(os.urandom(65)).rstrip(b"=").decode()
-    device = practice.post("/v1/devices", token, {"label": "phone", "public_key": key})
+    device = practice.post("/v1/devices", token, device_body(account_of(token), "phone", key))
     return str(device["device_id"])
 
 

@@ -1,6 +1,6 @@
 """The attacker's test: from a dump alone, nobody is linked to a session or a record.
 
-A practice of 21 people runs a story (consents, devices and their MLS
+A practice of 21 people runs a story (consents, devices and key changes, their MLS
 KeyPackages, claims of them in rooms, 10 rooms, individual
 and group, invitations accepted, declined and left pending, decoy invitations,
 admissions, room tokens, refreshes, disclosures with their notices, an
@@ -18,7 +18,7 @@ ids `xmin`/`xmax` that the data files hold) and tries everything it can:
 It must recover no membership or invitation pair (an account beside a room
 it is in or invited to) and no owner of a personal record (a device, log-in,
 acceptance, notice, disclosure, membership, list-of-rooms, invitation, care
-relationship, MLS KeyPackage or KeyPackage claim row beside its account), and its
+relationship, key-log row, MLS KeyPackage or KeyPackage claim row beside its account), and its
 guesses from row order must do no better than chance (decision note 0007).
 """
 
@@ -40,6 +40,7 @@ from app.core.context import Context
 from app.models import Base, Role
 from tests.fixtures.accounts import User, make_account, register_client
 from tests.fixtures.dump import column_bytes
+from tests.fixtures.identity import b64, device_body, identity_of, new_device, point
 from tests.fixtures.mls import key_package
 
 SEED = 20261201
@@ -56,6 +57,7 @@ PERSONAL = {
     "care_relationships",
     "key_packages",
     "key_package_claims",
+    "key_log_entries",
 }
 
 
@@ -118,9 +120,23 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
     for user in rng.sample([*counselors, *clients], k=len(counselors) + len(clients)):
         key = f"{rng.getrandbits(256):064x}"
         device = await _call(
-            http, "POST", "/v1/devices", user, json={"label": "Phone", "public_key": key}
+            http, "POST", "/v1/devices", user, json=device_body(user.id, "Phone", key)
         )
         devices[user.id] = device["device_id"]
+    # Every kind of key-log entry: a device added and revoked, an identity key reset.
+    for user in rng.sample([*counselors, *clients], k=3):
+        key = f"{rng.getrandbits(256):064x}"
+        tablet = await _call(
+            http, "POST", "/v1/devices", user, json=device_body(user.id, "Tablet", key)
+        )
+        await _call(http, "DELETE", f"/v1/devices/{tablet['device_id']}", user)
+    for user in rng.sample(clients, k=2):
+        identity = identity_of(user.id, generation=1)
+        key = f"{rng.getrandbits(256):064x}"
+        device = {"label": "New phone", **new_device(user.id, key, identity)}
+        reset = {"identity_key": b64(point(identity)), "device": device}
+        new = await _call(http, "POST", "/v1/me/identity/reset", user, json=reset)
+        devices[user.id] = new["device_id"]
     for user in rng.sample(clients, k=len(clients)):
         for document_id in documents.values():
             await _call(http, "POST", "/v1/me/consents", user, json={"document_id": document_id})

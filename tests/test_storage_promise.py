@@ -21,6 +21,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
+from tests.fixtures.identity import account_of, device_body
 from tests.fixtures.processes import Backend, Server, backend_for, run_cli, running_server
 
 
@@ -79,7 +80,7 @@ class Story:
         device_label = self.keep(f"{label} device label", mark("Kitchen iPad "))
         key = base64.urlsafe_b64encode(uuid.uuid4().bytes * 4).rstrip(b"=").decode()
         device: dict[str, str] = self.call(
-            "POST", "/v1/devices", token, json={"label": device_label, "public_key": key}
+            "POST", "/v1/devices", token, json=device_body(account_of(token), device_label, key)
         )
         return device["device_id"]
 

@@ -60,6 +60,10 @@ ROOM_TYP: Final = "room+jwt"
 # and typ, so a checkpoint never passes as a token and no token passes as a checkpoint.
 CHECKPOINT_AUDIENCE: Final = "confide:audit-checkpoint"
 CHECKPOINT_TYP: Final = "confide-audit-checkpoint+jwt"
+# Key-log heads: a signed (account, seq, head hash) of an account's key log (app/keys).
+KEY_LOG_AUDIENCE: Final = "confide:key-log"
+KEY_LOG_TYP: Final = "confide-key-log-head+jwt"
+_KEY_LOG_CLAIMS: Final = frozenset({"iss", "aud", "jti", "iat", "sub", "seq", "head"})
 # Bound the work an unauthenticated caller can make us do (ASVS: limit input size).
 MAX_TOKEN_BYTES: Final = 4096
 
@@ -699,6 +703,49 @@ class TokenService:
             seq=seq,
             head=head,
         )
+
+    def sign_key_log_head(self, *, account_id: str, seq: int, head: str) -> str:
+        """Sign "the key log of `account_id` held entry `seq` with hash `head`, now".
+
+        Signed like a checkpoint (ES256, low s, no exp), with its own typ and
+        audience, and the account as `sub`: claims `{iss, aud, jti, iat, sub, seq, head}`.
+        """
+        if not _is_int(seq) or seq < 1:
+            raise ValueError("seq must be a positive integer")
+        if not isinstance(head, str) or not _HEX_SHA256.fullmatch(head):
+            raise ValueError("head must be 64 lowercase hex digits")
+        self._refresh_keys()
+        now = self._now()
+        signer = self._ring.signer(now)
+        body: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": KEY_LOG_AUDIENCE,
+            "jti": uuid.uuid4().hex,
+            "iat": math.floor(now),
+            "sub": account_id,
+            "seq": seq,
+            "head": head,
+        }
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+        return _sign(
+            payload, self._ring.signers[signer.kid], {"kid": signer.kid, "typ": KEY_LOG_TYP}
+        )
+
+    def verify_key_log_head(self, token: object) -> dict[str, Any]:
+        """The claims of a key-log head this server signed, or TokenError."""
+        try:
+            text, kid = self._vet(token, typ=KEY_LOG_TYP)
+            payload = jws.verify(text, self._ring.verifiers[kid], algorithms=[_ALG])
+            claims = _strict_json_object(payload, "payload")
+        except TokenError:
+            raise
+        except Exception as exc:
+            raise _invalid(f"rejected ({type(exc).__name__})") from exc
+        if set(claims) != _KEY_LOG_CLAIMS or claims["aud"] != KEY_LOG_AUDIENCE:
+            raise _invalid("not a key-log head")
+        if claims["iss"] != self._issuer:
+            raise _invalid("iss mismatch")
+        return claims
 
     def verify_checkpoint(self, token: object) -> SignedCheckpoint:
         """The verified checkpoint, or TokenError (never any other exception).

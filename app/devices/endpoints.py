@@ -6,8 +6,21 @@ from app.auth.dependencies import CurrentPrincipal
 from app.core.errors import NotFound, Unauthorized
 from app.devices import key_packages, service
 from app.devices.key_packages import KeyPackageInvalid, TooManyKeyPackages
-from app.devices.schemas import DeviceOut, KeyPackageStockOut, RegisterDevice, UploadKeyPackages
-from app.devices.service import TooManyDevices
+from app.devices.schemas import (
+    DeviceOut,
+    KeyPackageStockOut,
+    NewDevice,
+    RegisterDevice,
+    ResetIdentity,
+    UploadKeyPackages,
+)
+from app.devices.service import DeviceIdTaken, TooManyDevices
+from app.keys.service import (
+    BadDeviceSignature,
+    IdentityKeyExists,
+    IdentityKeyMissing,
+    IdentityKeyRequired,
+)
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
 
@@ -18,8 +31,15 @@ router = APIRouter(tags=["devices"])
     "/v1/devices",
     status_code=status.HTTP_201_CREATED,
     response_model=DeviceOut,
-    responses=responses(Unauthorized, TooManyDevices),
-    summary="Register a device and its end-to-end public key",
+    responses=responses(
+        Unauthorized,
+        TooManyDevices,
+        DeviceIdTaken,
+        BadDeviceSignature,
+        IdentityKeyRequired,
+        IdentityKeyExists,
+    ),
+    summary="Register a device, its end-to-end public key and its signed signing key",
 )
 async def register(
     body: RegisterDevice, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
@@ -29,8 +49,34 @@ async def register(
         ctx.vault,
         ctx.clock,
         principal.account,
+        _new(body),
+        identity_key=body.identity_key,
+    )
+    return service.view(device)
+
+
+def _new(body: NewDevice) -> service.NewDevice:
+    return service.NewDevice(
+        id=body.device_id,
         label=body.label,
         public_key=body.public_key,
+        signing_key=body.signing_key,
+        signature=body.signature,
+    )
+
+
+@router.post(
+    "/v1/me/identity/reset",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DeviceOut,
+    responses=responses(Unauthorized, DeviceIdTaken, BadDeviceSignature, IdentityKeyMissing),
+    summary="Replace the account's identity key: every device is revoked, one new device added",
+)
+async def reset_identity(
+    body: ResetIdentity, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+) -> DeviceOut:
+    device = await service.reset_identity(
+        session, ctx.vault, ctx.clock, principal.account, body.identity_key, _new(body.device)
     )
     return service.view(device)
 

@@ -16,8 +16,9 @@ from typing import Annotated
 
 from pydantic import Field, PlainValidator, StringConstraints, WithJsonSchema
 
-from app.core.codec import b64url_decode
+from app.core.codec import b64url_decode, is_id
 from app.core.schemas import Clean, RequestModel, ResponseModel
+from app.keys.statements import SIGNATURE_BYTES, load_p256
 from app.models import MAX_PUBLIC_KEY_BYTES
 
 _ALPHABET = re.compile(r"[A-Za-z0-9_-]*")
@@ -66,15 +67,94 @@ PublicKey = Annotated[
 Label = Annotated[str, StringConstraints(min_length=1, max_length=100), Clean]
 
 
-class RegisterDevice(RequestModel):
+def decode_p256_key(value: object) -> bytes:
+    raw = decode_public_key(value)
+    try:
+        load_p256(raw)
+    except ValueError:
+        raise ValueError("must be a P-256 public key, SEC1 uncompressed (65 bytes)") from None
+    return raw
+
+
+def decode_signature(value: object) -> bytes:
+    raw = decode_public_key(value)
+    if len(raw) != SIGNATURE_BYTES:
+        raise ValueError(f"must be r || s, {SIGNATURE_BYTES} bytes")
+    return raw
+
+
+def check_device_id(value: object) -> str:
+    if not is_id(value):
+        raise ValueError("must be a UUID in lower-case hyphenated form")
+    assert isinstance(value, str)
+    return value
+
+
+P256Key = Annotated[
+    bytes,
+    PlainValidator(decode_p256_key),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "base64url",
+            "minLength": 87,
+            "maxLength": 88,
+            "description": "a P-256 public key, SEC1 uncompressed (65 bytes), base64url",
+        }
+    ),
+]
+Signature = Annotated[
+    bytes,
+    PlainValidator(decode_signature),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "base64url",
+            "minLength": 86,
+            "maxLength": 88,
+            "description": "ECDSA P-256 / SHA-256 signature r || s (64 bytes), base64url",
+        }
+    ),
+]
+DeviceId = Annotated[
+    str,
+    PlainValidator(check_device_id),
+    WithJsonSchema({"type": "string", "format": "uuid"}),
+]
+
+
+class NewDevice(RequestModel):
+    device_id: DeviceId = Field(
+        description="chosen by the client: a random UUID, lower-case",
+        examples=["0b8e3a52-5d3e-4c1a-9a53-3f0d2f7c9e11"],
+    )
     label: Label = Field(examples=["Ada's laptop"])
     public_key: PublicKey = Field(examples=["BCm3bE4y0bgx3oP4Y5y0K1lK2wDq"])
+    signing_key: P256Key = Field(description="the device's MLS signature key")
+    signature: Signature = Field(
+        description="the identity key's signature of the device statement (docs/PROTOCOL.md)"
+    )
+
+
+class RegisterDevice(NewDevice):
+    identity_key: P256Key | None = Field(
+        default=None, description="the account's identity key: with the first device only"
+    )
+
+
+class ResetIdentity(RequestModel):
+    identity_key: P256Key = Field(description="the account's new identity key")
+    device: NewDevice = Field(description="the first device of the new identity key")
 
 
 class DeviceOut(ResponseModel):
     device_id: str
     label: str
     public_key: str = Field(description="base64url without padding")
+    signing_key: str | None = Field(
+        description="base64url; null for a device registered before devices were signed"
+    )
+    signature: str | None
     created_at: datetime
 
 

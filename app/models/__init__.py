@@ -8,6 +8,7 @@ from app.models.data_key import DataKey, DataKeyRows
 from app.models.device import MAX_PUBLIC_KEY_BYTES, Device
 from app.models.disclosure import Disclosure, DisclosureBasis
 from app.models.incident import Incident, IncidentStatus, Severity
+from app.models.key_log import KeyLogEntry
 from app.models.key_package import KeyPackage, KeyPackageClaim
 from app.models.notice import Notice, NoticeKind
 from app.models.refresh_token import LoginFamily, RefreshToken
@@ -38,6 +39,7 @@ __all__ = [
     "DisclosureBasis",
     "Incident",
     "IncidentStatus",
+    "KeyLogEntry",
     "KeyPackage",
     "KeyPackageClaim",
     "LoginFamily",

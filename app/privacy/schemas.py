@@ -36,6 +36,8 @@ class DeviceRecord(ResponseModel):
     device_id: str
     label: str
     public_key: str = Field(description="base64url without padding")
+    signing_key: str | None
+    signature: str | None
     created_at: datetime
     revoked_at: datetime | None
 

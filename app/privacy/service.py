@@ -42,6 +42,7 @@ from app.devices import key_packages
 from app.devices import service as devices
 from app.disclosures import service as disclosures
 from app.disclosures.schemas import DisclosureOut
+from app.keys import service as keys
 from app.models import Account, Role
 from app.notices import service as notices
 from app.notices.schemas import notice_out
@@ -110,6 +111,8 @@ async def _devices(session: AsyncSession, ctx: Context, account: Account) -> lis
             device_id=device.id,
             label=device.label,
             public_key=b64url_encode(device.public_key),
+            signing_key=b64url_encode(device.signing_key) if device.signing_key else None,
+            signature=b64url_encode(device.signature) if device.signature else None,
             created_at=device.created_at,
             revoked_at=device.revoked_at,
         )
@@ -195,6 +198,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         removed = await devices.revoke_all_for(session, ctx.vault, account)
         for device_id in removed.every:
             await key_packages.remove_all(session, ctx.vault, device_id)
+        await keys.forget(session, ctx.vault, account.id)
         for state in states:
             await rooms.forget_member(session, ctx, state, account.id)
         await rooms.forget_rooms_of(session, ctx.vault, account.id)

@@ -17,6 +17,7 @@ from app.core.events import DeviceAdded, DeviceRevoked, Event
 from app.devices import service
 from app.models import Account, Device
 from tests.fixtures.accounts import User, register_client
+from tests.fixtures.identity import device_body, identity_of, new_device, point
 
 P256_POINT = 65  # an uncompressed P-256 public key: 65 bytes, so its base64 needs padding
 
@@ -34,7 +35,7 @@ async def add_device(
 ) -> dict[str, Any]:
     raw = os.urandom(P256_POINT) if raw is None else raw
     response = await client.post(
-        "/v1/devices", json={"label": label, "public_key": b64(raw)}, headers=user.auth
+        "/v1/devices", json=device_body(user.id, label, b64(raw)), headers=user.auth
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
@@ -54,11 +55,20 @@ async def test_client_registers_a_device_and_sees_it_listed(
     raw = os.urandom(P256_POINT)
     label = "Zoë's téléphone — 手机 📱"
     response = await client.post(
-        "/v1/devices", json={"label": label, "public_key": b64(raw)}, headers=client_user.auth
+        "/v1/devices",
+        json=device_body(client_user.id, label, b64(raw)),
+        headers=client_user.auth,
     )
     assert response.status_code == 201, response.text
     body = response.json()
-    assert set(body) == {"device_id", "label", "public_key", "created_at"}
+    assert set(body) == {
+        "device_id",
+        "label",
+        "public_key",
+        "signing_key",
+        "signature",
+        "created_at",
+    }
     assert str(uuid.UUID(body["device_id"])) == body["device_id"]
     assert body["label"] == label
     assert "=" not in body["public_key"]
@@ -76,7 +86,9 @@ async def test_public_key_with_padding_is_accepted_and_returned_without(
     padded = base64.urlsafe_b64encode(raw).decode("ascii")
     assert padded.endswith("=")
     response = await client.post(
-        "/v1/devices", json={"label": "laptop", "public_key": padded}, headers=client_user.auth
+        "/v1/devices",
+        json=device_body(client_user.id, "laptop", padded),
+        headers=client_user.auth,
     )
     assert response.status_code == 201, response.text
     assert response.json()["public_key"] == padded.rstrip("=")
@@ -145,6 +157,12 @@ async def test_largest_public_key_is_accepted(client: httpx.AsyncClient, client_
 async def test_bad_device_bodies_get_422_and_register_nothing(
     client: httpx.AsyncClient, client_user: User, body: object
 ) -> None:
+    # Signed and first, so the one thing wrong is what each case changes.
+    if isinstance(body, dict):
+        signed = new_device(client_user.id, "AQID")
+        del signed["public_key"]
+        identity = b64(point(identity_of(client_user.id)))
+        body = {**signed, "identity_key": identity, **body}
     response = await client.post(
         "/v1/devices",
         content=json.dumps(body),
@@ -224,7 +242,9 @@ async def test_101st_device_is_refused_until_one_is_revoked(
         for n in range(service.MAX_ACTIVE_DEVICES)
     ]
     refused = await client.post(
-        "/v1/devices", json={"label": "one more", "public_key": "AQID"}, headers=client_user.auth
+        "/v1/devices",
+        json=device_body(client_user.id, "one more", "AQID"),
+        headers=client_user.auth,
     )
     assert refused.status_code == 409
     assert refused.json()["code"] == "too_many_devices"
@@ -245,7 +265,7 @@ async def test_101st_device_is_refused_until_one_is_revoked(
 async def test_anonymous_caller_gets_401(client: httpx.AsyncClient, client_user: User) -> None:
     device = await add_device(client, client_user)
     responses = [
-        await client.post("/v1/devices", json={"label": "x", "public_key": "AQID"}),
+        await client.post("/v1/devices", json=device_body(client_user.id, "x", "AQID")),
         await client.get("/v1/devices"),
         await client.delete(f"/v1/devices/{device['device_id']}"),
         await client.get("/v1/devices", headers={"Authorization": "Bearer not-a-token"}),
@@ -268,7 +288,9 @@ async def test_events_are_published_once_committed(
     raw = os.urandom(P256_POINT)
     padded = base64.urlsafe_b64encode(raw).decode("ascii")
     response = await client.post(
-        "/v1/devices", json={"label": "tablet", "public_key": padded}, headers=client_user.auth
+        "/v1/devices",
+        json=device_body(client_user.id, "tablet", padded),
+        headers=client_user.auth,
     )
     device_id = response.json()["device_id"]
     assert published == [DeviceAdded(client_user.id, device_id, b64(raw))]

@@ -11,6 +11,7 @@ import httpx
 
 from app.core.clock import FrozenClock
 from tests.fixtures.accounts import User
+from tests.fixtures.identity import device_body
 from tests.fixtures.rooms import add_and_accept
 
 Json = dict[str, Any]
@@ -22,7 +23,7 @@ def random_key() -> str:
 
 async def add_device(client: httpx.AsyncClient, user: User, label: str) -> Json:
     response = await client.post(
-        "/v1/devices", json={"label": label, "public_key": random_key()}, headers=user.auth
+        "/v1/devices", json=device_body(user.id, label, random_key()), headers=user.auth
     )
     assert response.status_code == 201, response.text
     device: Json = response.json()

@@ -24,6 +24,7 @@ from tests.fixtures.accounts import (
     register_client,
     unique_email,
 )
+from tests.fixtures.identity import device_body
 from tests.fixtures.rooms import add_and_accept
 from tests.fixtures.server import serve
 
@@ -69,7 +70,7 @@ class Practice:
     async def add_device(self, person: Person, label: str = "phone") -> str:
         key = base64.urlsafe_b64encode(os.urandom(65)).rstrip(b"=").decode()
         response = await self.http.post(
-            "/v1/devices", json={"label": label, "public_key": key}, headers=person.auth
+            "/v1/devices", json=device_body(person.id, label, key), headers=person.auth
         )
         assert response.status_code == 201, response.text
         device_id: str = response.json()["device_id"]

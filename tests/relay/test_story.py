@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import text
 
+from tests.fixtures.identity import device_body
 from tests.fixtures.server import closed_with, open_socket, recv, recv_until
 from tests.relay.conftest import Person, Practice
 
@@ -63,7 +64,7 @@ async def test_two_clients_talk_end_to_end_and_the_server_keeps_nothing_readable
     for person, device in ((alice, alice_dev), (bob, bob_dev)):
         response = await practice.http.post(
             "/v1/devices",
-            json={"label": "e2e phone", "public_key": b64(device.public)},
+            json=device_body(person.id, "e2e phone", b64(device.public)),
             headers=person.auth,
         )
         person.devices.insert(0, response.json()["device_id"])

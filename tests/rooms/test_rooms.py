@@ -19,6 +19,7 @@ from app.core.context import Context
 from app.models import Role
 from tests.fixtures.accounts import User, login, make_account, register_client
 from tests.fixtures.dump import column_bytes
+from tests.fixtures.identity import device_body
 from tests.fixtures.rooms import add_and_accept
 
 CONSENT_KINDS = ("informed_consent", "telehealth", "group_agreement")
@@ -69,7 +70,7 @@ async def invite(client: httpx.AsyncClient, host: User, room_id: str, guest: Use
 async def add_device(client: httpx.AsyncClient, user: User) -> str:
     key = base64.urlsafe_b64encode(os.urandom(65)).rstrip(b"=").decode()
     response = await client.post(
-        "/v1/devices", json={"label": "phone", "public_key": key}, headers=user.auth
+        "/v1/devices", json=device_body(user.id, "phone", key), headers=user.auth
     )
     assert response.status_code == 201, response.text
     device_id: str = response.json()["device_id"]
