@@ -2,16 +2,21 @@
 """The two commands of the README, on a fresh clone with only Python 3.11+ and pip.
 
     python3 dev.py serve [--host H --port P]   run Confide on the embedded default
-    python3 dev.py test [pytest args]          checks (format, lint, types, imports), tests
+    python3 dev.py test [pytest args]          checks (format, lint, types, imports), the
+                                               TypeScript SDK's type check and tests, tests
 
 Both create `.venv` and install the project into it first (again whenever
-pyproject.toml changes).
+pyproject.toml changes). `test` also installs the SDK's packages
+(clients/typescript, `npm ci`) whenever package-lock.json changes; it needs
+Node 20+ and npm, and without them skips the SDK with one line (fails with
+CONFIDE_REQUIRE_SERVICES=1, as CI sets).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -21,11 +26,13 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".confide-installed"
+SDK = ROOT / "clients" / "typescript"
+SDK_STAMP = SDK / "node_modules" / ".confide-installed"
 
 
-def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
+def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
     print("+", " ".join(str(a) for a in args), flush=True)
-    subprocess.run([str(a) for a in args], cwd=ROOT, check=True, env=env)
+    subprocess.run([str(a) for a in args], cwd=cwd, check=True, env=env)
 
 
 def ensure_venv() -> None:
@@ -43,6 +50,32 @@ def ensure_venv() -> None:
     quiet = {**os.environ, "PYTHONWARNINGS": "ignore:Editable installation"}
     run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", ".[dev]", env=quiet)
     STAMP.write_text(wanted)
+
+
+def require_services() -> bool:
+    """CONFIDE_REQUIRE_SERVICES, read as tests/fixtures/services.py reads it."""
+    return os.environ.get("CONFIDE_REQUIRE_SERVICES", "") not in ("", "0")
+
+
+def test_sdk() -> bool:
+    """The TypeScript SDK's `npm ci` (when its lock file changed), type check and tests.
+
+    False, after one line, when Node or npm is missing and services are not required.
+    """
+    npm = shutil.which("npm")
+    if not (shutil.which("node") and npm):
+        message = "node and npm (Node 20+) not found: the TypeScript SDK's checks and tests"
+        if require_services():
+            sys.exit(f"{message} cannot run (CONFIDE_REQUIRE_SERVICES is set)")
+        print(f"{message} were skipped", flush=True)
+        return False
+    wanted = hashlib.sha256((SDK / "package-lock.json").read_bytes()).hexdigest()
+    if not (SDK_STAMP.exists() and SDK_STAMP.read_text() == wanted):
+        run(npm, "ci", "--no-audit", "--no-fund", cwd=SDK)
+        SDK_STAMP.write_text(wanted)
+    run(npm, "run", "--silent", "check", cwd=SDK)
+    run(npm, "test", "--silent", cwd=SDK)
+    return True
 
 
 def _workers(args: list[str]) -> list[str]:
@@ -72,6 +105,7 @@ def main() -> int:
             run(BIN / "ruff", "check", ".")
             run(BIN / "mypy", "app", "tests", "bench", "dev.py", "alembic/env.py")
             run(BIN / "lint-imports")  # the contracts in pyproject.toml [tool.importlinter]
+            test_sdk()
             run(BIN / "pytest", *_workers(rest), *rest)
     except subprocess.CalledProcessError as error:
         return error.returncode or 1
