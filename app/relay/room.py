@@ -845,8 +845,12 @@ def _send(room: RoomState, peer: Peer, frame: SendFrame, now: Now) -> list[Actio
     directed: dict[str, str] | None = None
     commit_epoch: int | None = None
     if frame.ciphertext is not None:
+        commit = _commit(frame.ciphertext)
+        if commit is not None and commit[0] != mls.room_group_id(room.id):
+            detail = "a commit for another MLS group than this room's"
+            return [Send((peer,), frames.error("wrong_group", detail, frame.id))]
         broadcast = frames.fragment(frame.id, account, device, frame.ciphertext, sent_at)
-        commit_epoch = _commit_epoch(frame.ciphertext)
+        commit_epoch = None if commit is None else commit[1]
     else:
         assert frame.recipients is not None
         known = room.known_devices()
@@ -863,7 +867,13 @@ def _send(room: RoomState, peer: Peer, frame: SendFrame, now: Now) -> list[Actio
 
 
 def _commit_epoch(ciphertext: str) -> int | None:
-    """The epoch of a broadcast that is an MLS commit (RFC 9420 §6), else None.
+    """The epoch of a broadcast that is an MLS commit (RFC 9420 §6), else None."""
+    commit = _commit(ciphertext)
+    return None if commit is None else commit[1]
+
+
+def _commit(ciphertext: str) -> tuple[bytes, int] | None:
+    """The group id and epoch of a broadcast that is an MLS commit, else None.
 
     Anything the MLS parser does not read as a Public or PrivateMessage of
     content type commit is relayed as before, unchecked.
@@ -878,9 +888,9 @@ def _commit_epoch(ciphertext: str) -> int | None:
         header = mls.parse(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except (mls.MlsFormatError, ValueError):
         return None
-    if isinstance(header, mls.PrivateMessageHeader | mls.PublicMessageHeader):
-        return header.epoch if header.content_type == mls.COMMIT else None
-    return None
+    if not isinstance(header, mls.PrivateMessageHeader | mls.PublicMessageHeader):
+        return None
+    return (header.group_id, header.epoch) if header.content_type == mls.COMMIT else None
 
 
 def _answered(peer: Peer, frame: str) -> list[Action]:

@@ -99,6 +99,9 @@ class RoomOut(ResponseModel):
     waiting_room: bool
     locked: bool
     participants: list[ParticipantOut]
+    mls_group_id: str = Field(
+        description="the room's MLS group id, base64url without padding (PROTOCOL.md)"
+    )
 
 
 class TokenRequest(RequestModel):
