@@ -274,6 +274,16 @@ class AppendRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class WelcomeResolved:
+    """What `ResolveWelcome` found: the device each ref was handed out for in the room
+    (refs not handed out there are absent), or None if the database could not say."""
+
+    peer: Peer
+    welcome: ResolveWelcome
+    devices: dict[bytes, str] | None
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayBegun:
     """What `StartReplay` read: the account's admission point and the room's latest seq."""
 
@@ -375,6 +385,7 @@ class Left:
 Input = (
     MessageStored
     | Received
+    | WelcomeResolved
     | Appended
     | AppendRefused
     | Queued
@@ -458,6 +469,18 @@ class Announce:
 
 
 @dataclass(frozen=True, slots=True)
+class ResolveWelcome:
+    """Find which devices the KeyPackageRefs of a Welcome were handed out for in the
+    room (one database query); then `WelcomeResolved`."""
+
+    peer: Peer
+    client_id: str
+    refs: tuple[bytes, ...]
+    #: The message as it will be stored, for each device it goes to.
+    fragment: str
+
+
+@dataclass(frozen=True, slots=True)
 class Append:
     """Store and publish a message; then `Appended` or `AppendRefused`."""
 
@@ -508,6 +531,7 @@ Action = (
     | Load
     | Announce
     | Append
+    | ResolveWelcome
     | StartReplay
     | ReadPage
     | ArmTimer
@@ -526,6 +550,8 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
             return _deliver(room, stored)
         case Received(peer=peer, text=text):
             return _received(room, peer, text, now)
+        case WelcomeResolved(peer=peer, welcome=welcome, devices=devices):
+            return _welcome_resolved(room, peer, welcome, devices)
         case Appended(peer=peer, client_id=client_id, seq=seq):
             return _answered(peer, frames.ack(client_id, seq))
         case AppendRefused(peer=peer, client_id=client_id, reason="quota"):
@@ -851,6 +877,12 @@ def _send(room: RoomState, peer: Peer, frame: SendFrame, now: Now) -> list[Actio
             return [Send((peer,), frames.error("wrong_group", detail, frame.id))]
         broadcast = frames.fragment(frame.id, account, device, frame.ciphertext, sent_at)
         commit_epoch = None if commit is None else commit[1]
+        refs = _welcome_refs(frame.ciphertext)
+        if refs is not None:
+            # A Welcome goes only to the devices it names (PROTOCOL.md); the room
+            # asks the database which they are, once, for this message.
+            peer.sending = frame.id
+            return [ResolveWelcome(peer, frame.id, refs, broadcast)]
     else:
         assert frame.recipients is not None
         known = room.known_devices()
@@ -864,6 +896,41 @@ def _send(room: RoomState, peer: Peer, frame: SendFrame, now: Now) -> list[Actio
     peer.sending = frame.id
     outgoing = Outgoing(room.id, device, frame.id, broadcast, directed, account, commit_epoch)
     return [Append(peer, outgoing)]
+
+
+WELCOME_REFUSED = "a Welcome for key packages not handed out in this room"
+
+
+def _welcome_resolved(
+    room: RoomState, peer: Peer, welcome: ResolveWelcome, devices: dict[bytes, str] | None
+) -> list[Action]:
+    if peer.state is not State.ADMITTED and peer.state is not State.DRAINING:
+        peer.sending = None
+        return []
+    client_id = welcome.client_id
+    if devices is None:
+        detail = "message not accepted; send again"
+        return _answered(peer, frames.error("unavailable", detail, client_id))
+    known = room.known_devices()
+    to = {devices[ref] for ref in welcome.refs if ref in devices}
+    if len(devices) < len(set(welcome.refs)) or not to or not to <= known:
+        return _answered(peer, frames.error("welcome_refused", WELCOME_REFUSED, client_id))
+    directed = dict.fromkeys(sorted(to), welcome.fragment)
+    outgoing = Outgoing(room.id, peer.device_id, client_id, None, directed, peer.account_id)
+    return [Append(peer, outgoing)]
+
+
+def _welcome_refs(ciphertext: str) -> tuple[bytes, ...] | None:
+    """The KeyPackageRefs of a broadcast that is an MLS Welcome (wire_format 3), else None."""
+    body = ciphertext.rstrip("=")
+    try:
+        start = base64.urlsafe_b64decode(body[:8] + "=" * (-len(body[:8]) % 4))
+        if start[:4] != b"\x00\x01\x00\x03":
+            return None
+        header = mls.parse(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (mls.MlsFormatError, ValueError):
+        return None
+    return header.new_members if isinstance(header, mls.WelcomeHeader) else None
 
 
 def _commit_epoch(ciphertext: str) -> int | None:
