@@ -177,3 +177,18 @@ async def test_two_redis_instances_store_one_commit_per_epoch() -> None:
         for instance in (one, two):
             await instance.close()
         await delete_prefix(url, prefix)
+
+
+async def test_the_broker_tells_the_room_s_current_epoch(broker: Broker) -> None:
+    assert await broker.mls_epoch("r1") is None
+    await broker.append(outgoing("r1", "d0", "m", None))
+    assert await broker.mls_epoch("r1") is None  # no commit yet
+    for epoch in range(3):
+        await broker.append(outgoing("r1", "d0", f"c{epoch}", epoch))
+        assert await broker.mls_epoch("r1") == epoch + 1
+    with pytest.raises(StaleEpoch):
+        await broker.append(outgoing("r1", "d1", "late", 1))
+    assert await broker.mls_epoch("r1") == 3
+    assert await broker.mls_epoch("r2") is None
+    await broker.drop_room("r1")
+    assert await broker.mls_epoch("r1") is None
