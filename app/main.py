@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -38,6 +38,7 @@ from app.relay.broker import Broker, BrokerUnavailable, ReplayLimits, create_bro
 from app.relay.endpoints import router as relay_router
 from app.relay.hub import Hub
 from app.retention.service import purge
+from app.rooms import key_packages as room_key_packages
 from app.rooms.endpoints import router as rooms_router
 from app.rooms.key_log import router as key_log_router
 from app.web.errors import install_error_handlers
@@ -128,6 +129,10 @@ def create_app(
                 # An erasure on any instance: drop this instance's cached copy.
                 ctx.vault.forget(event.key)
 
+        async def welcome_devices(room_id: str, refs: Sequence[bytes]) -> dict[bytes, str]:
+            async with ctx.transaction() as session:
+                return await room_key_packages.devices_for_refs(session, ctx, room_id, refs)
+
         hub = Hub(
             broker,
             ctx.clock,
@@ -135,6 +140,7 @@ def create_app(
             idle_timeout=ctx.settings.ws_idle_timeout,
             sweep_interval=ctx.settings.ws_sweep_interval,
             on_event=on_event,
+            welcome_devices=welcome_devices,
         )
         await hub.start()
         ctx.publisher = broker.publish

@@ -40,6 +40,8 @@ BASIC, X509 = 1, 2
 LEAF_FROM_KEY_PACKAGE = 1
 
 KEY_PACKAGE_REF_LABEL = b"MLS 1.0 KeyPackage Reference"
+#: The label of a room's MLS group id (`room_group_id`).
+ROOM_GROUP_LABEL = b"Confide MLS group v1"
 
 Reason = Literal[
     "truncated",
@@ -130,6 +132,15 @@ def ref_hash(label: bytes, value: bytes) -> bytes:
 def key_package_ref(key_package: bytes) -> bytes:
     """The KeyPackageRef of an encoded KeyPackage (without the MLSMessage header)."""
     return ref_hash(KEY_PACKAGE_REF_LABEL, key_package)
+
+
+def room_group_id(room_id: str) -> bytes:
+    """The MLS group id of a room: RefHash("Confide MLS group v1", room id as UTF-8).
+
+    32 bytes, the same for every client and instance, computed from the id alone;
+    the label keeps it apart from any other hash of a room id (PROTOCOL.md).
+    """
+    return ref_hash(ROOM_GROUP_LABEL, room_id.encode("utf-8"))
 
 
 @dataclass(frozen=True)

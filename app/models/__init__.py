@@ -9,7 +9,7 @@ from app.models.device import MAX_PUBLIC_KEY_BYTES, Device
 from app.models.disclosure import Disclosure, DisclosureBasis
 from app.models.incident import Incident, IncidentStatus, Severity
 from app.models.key_log import KeyLogEntry
-from app.models.key_package import KeyPackage, KeyPackageClaim
+from app.models.key_package import KeyPackage, KeyPackageClaim, RoomGroupInfo
 from app.models.notice import Notice, NoticeKind
 from app.models.refresh_token import LoginFamily, RefreshToken
 from app.models.room import (
@@ -48,6 +48,7 @@ __all__ = [
     "RefreshToken",
     "Role",
     "Room",
+    "RoomGroupInfo",
     "RoomInvitation",
     "RoomKind",
     "RoomMember",

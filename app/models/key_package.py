@@ -42,3 +42,18 @@ class KeyPackageClaim(Base):
     ref_ix: Mapped[bytes] = blind_index()
     # {device, account}
     details: Mapped[bytes] = encrypted()
+
+
+class RoomGroupInfo(Base):
+    """The latest MLS GroupInfo of a room's group, as its last committer uploaded it.
+
+    One row per room, replaced on upload; the GroupInfo (wire_format 4) is
+    sealed under the room's data key, so it goes with the room's key.
+    """
+
+    __tablename__ = "room_group_infos"
+
+    room_id: Mapped[str] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_info: Mapped[bytes] = encrypted()

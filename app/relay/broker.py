@@ -96,6 +96,10 @@ class Broker(Protocol):
         ...
 
     async def latest_seq(self, room: str) -> int: ...
+    async def mls_epoch(self, room: str) -> int | None:
+        """The room's current MLS epoch: the one after its latest commit; None before any."""
+        ...
+
     async def replay(self, room: str, after: int, limit: int | None = None) -> list[Stored]:
         """The retained messages with seq > `after`, in order, at most `limit` of them."""
         ...
@@ -229,6 +233,9 @@ class InProcessBroker:
 
     async def latest_seq(self, room: str) -> int:
         return self._seq.get(room, 0)
+
+    async def mls_epoch(self, room: str) -> int | None:
+        return self._epochs.get(room)
 
     async def replay(self, room: str, after: int, limit: int | None = None) -> list[Stored]:
         state = self._rooms.get(room)

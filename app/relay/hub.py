@@ -81,6 +81,7 @@ from app.relay.room import (
     Received,
     ReplayBegun,
     ReplayFailed,
+    ResolveWelcome,
     RoomState,
     Send,
     SendPaced,
@@ -88,6 +89,7 @@ from app.relay.room import (
     Tick,
     Timer,
     TimerFired,
+    WelcomeResolved,
     handle,
     target,
 )
@@ -234,6 +236,8 @@ class Connection:
 
 
 EventHook = Callable[[Event], Awaitable[None]]
+#: The device each of a Welcome's KeyPackageRefs was handed out for in a room.
+WelcomeDevices = Callable[[str, Sequence[bytes]], Awaitable[dict[bytes, str]]]
 _Pending = Coroutine[Any, Any, list[Action]]
 
 
@@ -247,8 +251,12 @@ class Hub:
         idle_timeout: float,
         sweep_interval: float | None = None,
         on_event: EventHook | None = None,
+        welcome_devices: WelcomeDevices | None = None,
     ) -> None:
         self.broker = broker
+        #: For a Welcome: the device each of its refs was handed out for in the room
+        #: (one database query per Welcome; no other message reads the database).
+        self._welcome_devices = welcome_devices
         #: Called first with every event (the application's own handling, such
         #: as forgetting a destroyed data key); a failure there is logged and
         #: never stops the hub's handling.
@@ -504,6 +512,8 @@ class Hub:
                 return self._announce(room, action)
             case Append():
                 return self._append(room, action)
+            case ResolveWelcome():
+                return self._resolve_welcome(room, action)
             case ReadPage():
                 return self._read_page(room, action)
             case SendPaced():
@@ -545,6 +555,15 @@ class Hub:
         except StaleEpoch as stale:
             return self._feed(room, AppendRefused(peer, client_id, "stale_epoch", stale.epoch))
         return self._feed(room, Appended(peer, client_id, seq))
+
+    async def _resolve_welcome(self, room: RoomState, action: ResolveWelcome) -> list[Action]:
+        devices: dict[bytes, str] | None = None
+        if self._welcome_devices is not None:
+            try:
+                devices = await self._welcome_devices(room.id, action.refs)
+            except Exception:
+                log.exception("the devices of a Welcome could not be read")
+        return self._feed(room, WelcomeResolved(action.peer, action, devices))
 
     async def _read_page(self, room: RoomState, action: ReadPage) -> list[Action]:
         page = await self.broker.replay(room.id, action.after, action.limit)

@@ -491,6 +491,13 @@ class RedisBroker:
             raise BrokerUnavailable(str(error)) from None
         return int(value or 0)
 
+    async def mls_epoch(self, room: str) -> int | None:
+        try:
+            value = await self._redis.get(self._k(room, "epoch"))
+        except RedisError as error:
+            raise BrokerUnavailable(str(error)) from None
+        return None if value is None else int(value)
+
     async def replay(self, room: str, after: int, limit: int | None = None) -> list[Stored]:
         try:
             entries: list[tuple[str, dict[str, str]]] = await self._redis.xrange(  # type: ignore[assignment]

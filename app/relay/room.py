@@ -274,6 +274,16 @@ class AppendRefused:
 
 
 @dataclass(frozen=True, slots=True)
+class WelcomeResolved:
+    """What `ResolveWelcome` found: the device each ref was handed out for in the room
+    (refs not handed out there are absent), or None if the database could not say."""
+
+    peer: Peer
+    welcome: ResolveWelcome
+    devices: dict[bytes, str] | None
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayBegun:
     """What `StartReplay` read: the account's admission point and the room's latest seq."""
 
@@ -375,6 +385,7 @@ class Left:
 Input = (
     MessageStored
     | Received
+    | WelcomeResolved
     | Appended
     | AppendRefused
     | Queued
@@ -458,6 +469,18 @@ class Announce:
 
 
 @dataclass(frozen=True, slots=True)
+class ResolveWelcome:
+    """Find which devices the KeyPackageRefs of a Welcome were handed out for in the
+    room (one database query); then `WelcomeResolved`."""
+
+    peer: Peer
+    client_id: str
+    refs: tuple[bytes, ...]
+    #: The message as it will be stored, for each device it goes to.
+    fragment: str
+
+
+@dataclass(frozen=True, slots=True)
 class Append:
     """Store and publish a message; then `Appended` or `AppendRefused`."""
 
@@ -508,6 +531,7 @@ Action = (
     | Load
     | Announce
     | Append
+    | ResolveWelcome
     | StartReplay
     | ReadPage
     | ArmTimer
@@ -526,6 +550,8 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
             return _deliver(room, stored)
         case Received(peer=peer, text=text):
             return _received(room, peer, text, now)
+        case WelcomeResolved(peer=peer, welcome=welcome, devices=devices):
+            return _welcome_resolved(room, peer, welcome, devices)
         case Appended(peer=peer, client_id=client_id, seq=seq):
             return _answered(peer, frames.ack(client_id, seq))
         case AppendRefused(peer=peer, client_id=client_id, reason="quota"):
@@ -845,8 +871,18 @@ def _send(room: RoomState, peer: Peer, frame: SendFrame, now: Now) -> list[Actio
     directed: dict[str, str] | None = None
     commit_epoch: int | None = None
     if frame.ciphertext is not None:
+        commit = _commit(frame.ciphertext)
+        if commit is not None and commit[0] != mls.room_group_id(room.id):
+            detail = "a commit for another MLS group than this room's"
+            return [Send((peer,), frames.error("wrong_group", detail, frame.id))]
         broadcast = frames.fragment(frame.id, account, device, frame.ciphertext, sent_at)
-        commit_epoch = _commit_epoch(frame.ciphertext)
+        commit_epoch = None if commit is None else commit[1]
+        refs = _welcome_refs(frame.ciphertext)
+        if refs is not None:
+            # A Welcome goes only to the devices it names (PROTOCOL.md); the room
+            # asks the database which they are, once, for this message.
+            peer.sending = frame.id
+            return [ResolveWelcome(peer, frame.id, refs, broadcast)]
     else:
         assert frame.recipients is not None
         known = room.known_devices()
@@ -862,8 +898,49 @@ def _send(room: RoomState, peer: Peer, frame: SendFrame, now: Now) -> list[Actio
     return [Append(peer, outgoing)]
 
 
+WELCOME_REFUSED = "a Welcome for key packages not handed out in this room"
+
+
+def _welcome_resolved(
+    room: RoomState, peer: Peer, welcome: ResolveWelcome, devices: dict[bytes, str] | None
+) -> list[Action]:
+    if peer.state is not State.ADMITTED and peer.state is not State.DRAINING:
+        peer.sending = None
+        return []
+    client_id = welcome.client_id
+    if devices is None:
+        detail = "message not accepted; send again"
+        return _answered(peer, frames.error("unavailable", detail, client_id))
+    known = room.known_devices()
+    to = {devices[ref] for ref in welcome.refs if ref in devices}
+    if len(devices) < len(set(welcome.refs)) or not to or not to <= known:
+        return _answered(peer, frames.error("welcome_refused", WELCOME_REFUSED, client_id))
+    directed = dict.fromkeys(sorted(to), welcome.fragment)
+    outgoing = Outgoing(room.id, peer.device_id, client_id, None, directed, peer.account_id)
+    return [Append(peer, outgoing)]
+
+
+def _welcome_refs(ciphertext: str) -> tuple[bytes, ...] | None:
+    """The KeyPackageRefs of a broadcast that is an MLS Welcome (wire_format 3), else None."""
+    body = ciphertext.rstrip("=")
+    try:
+        start = base64.urlsafe_b64decode(body[:8] + "=" * (-len(body[:8]) % 4))
+        if start[:4] != b"\x00\x01\x00\x03":
+            return None
+        header = mls.parse(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (mls.MlsFormatError, ValueError):
+        return None
+    return header.new_members if isinstance(header, mls.WelcomeHeader) else None
+
+
 def _commit_epoch(ciphertext: str) -> int | None:
-    """The epoch of a broadcast that is an MLS commit (RFC 9420 §6), else None.
+    """The epoch of a broadcast that is an MLS commit (RFC 9420 §6), else None."""
+    commit = _commit(ciphertext)
+    return None if commit is None else commit[1]
+
+
+def _commit(ciphertext: str) -> tuple[bytes, int] | None:
+    """The group id and epoch of a broadcast that is an MLS commit, else None.
 
     Anything the MLS parser does not read as a Public or PrivateMessage of
     content type commit is relayed as before, unchecked.
@@ -878,9 +955,9 @@ def _commit_epoch(ciphertext: str) -> int | None:
         header = mls.parse(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except (mls.MlsFormatError, ValueError):
         return None
-    if isinstance(header, mls.PrivateMessageHeader | mls.PublicMessageHeader):
-        return header.epoch if header.content_type == mls.COMMIT else None
-    return None
+    if not isinstance(header, mls.PrivateMessageHeader | mls.PublicMessageHeader):
+        return None
+    return (header.group_id, header.epoch) if header.content_type == mls.COMMIT else None
 
 
 def _answered(peer: Peer, frame: str) -> list[Action]:

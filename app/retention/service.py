@@ -24,6 +24,7 @@ from datetime import timedelta
 from app.auth import service as auth
 from app.core.context import Context
 from app.relay.broker import Broker
+from app.rooms import group_info
 from app.rooms import service as rooms_service
 
 log = logging.getLogger("confide.retention")
@@ -43,6 +44,7 @@ async def purge(ctx: Context, broker: Broker) -> Purged:
     async with ctx.transaction() as session:
         rooms = await rooms_service.ended_before(session, ctx.vault, room_cutoff)
         deleted = await auth.purge_dead_logins(session, ctx, token_cutoff)
+        await group_info.forget(session, rooms)
     for room_id in rooms:
         await broker.drop_room(room_id)
     spent = await broker.purge_expired()

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+from typing import Protocol
+
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import CurrentPrincipal
 from app.consent.errors import ConsentNotPublished, ConsentRequired
 from app.core import audit
-from app.core.codec import b64url_encode
+from app.core.codec import b64url_decode, b64url_encode
 from app.core.errors import Forbidden, NotFound, RateLimited, Unauthorized, ValidationFailed
-from app.rooms import invitations, key_packages, service
+from app.rooms import group_info, invitations, key_packages, service
 from app.rooms.errors import (
     AlreadyParticipant,
     KeyPackagesExhausted,
@@ -18,6 +20,8 @@ from app.rooms.errors import (
     RoomEnded,
     RoomFull,
     RoomLocked,
+    StaleEpoch,
+    WrongGroup,
 )
 from app.rooms.ice import ice_servers as _ice_servers
 from app.rooms.schemas import (
@@ -26,6 +30,8 @@ from app.rooms.schemas import (
     ClaimedKeyPackagesOut,
     ClaimKeyPackages,
     CreateRoom,
+    GroupInfoIn,
+    GroupInfoOut,
     IceServersOut,
     InvitationHost,
     InvitationOut,
@@ -365,3 +371,46 @@ async def claim_key_packages(
             for c in claimed
         ]
     )
+
+
+class _Epochs(Protocol):
+    async def mls_epoch(self, room: str) -> int | None: ...
+
+
+@router.put(
+    f"{ROOM}/group-info",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(
+        Unauthorized, NotFound, NotAdmitted, RoomEnded, WrongGroup, StaleEpoch, ValidationFailed
+    ),
+    summary="Upload the room's latest MLS GroupInfo (its group, the room's current epoch)",
+)
+async def put_group_info(
+    room_id: str,
+    body: GroupInfoIn,
+    request: Request,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    ctx: ContextDep,
+) -> Response:
+    try:
+        raw = b64url_decode(body.group_info)
+    except ValueError:
+        raise ValidationFailed("group_info is not base64url.") from None
+    broker: _Epochs = request.app.state.hub.broker
+    epoch = await broker.mls_epoch(room_id)
+    await group_info.put(session, ctx, principal.account, room_id, raw, epoch)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    f"{ROOM}/group-info",
+    response_model=GroupInfoOut,
+    responses=responses(Unauthorized, NotFound, NotAdmitted),
+    summary="The room's latest MLS GroupInfo, to rejoin by external commit",
+)
+async def get_group_info(
+    room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+) -> GroupInfoOut:
+    raw = await group_info.get(session, ctx, principal.account, room_id)
+    return GroupInfoOut(group_info=b64url_encode(raw))

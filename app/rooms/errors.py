@@ -51,3 +51,11 @@ class NotAdmitted(Forbidden):
 
 class KeyPackagesExhausted(Conflict):
     code, title = "key_packages_exhausted", "A device has no key package left"
+
+
+class StaleEpoch(Conflict):
+    code, title = "stale_epoch", "A GroupInfo for another epoch than the room's"
+
+
+class WrongGroup(Conflict):
+    code, title = "wrong_group", "A GroupInfo for another MLS group than the room's"

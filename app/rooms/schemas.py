@@ -99,6 +99,9 @@ class RoomOut(ResponseModel):
     waiting_room: bool
     locked: bool
     participants: list[ParticipantOut]
+    mls_group_id: str = Field(
+        description="the room's MLS group id, base64url without padding (PROTOCOL.md)"
+    )
 
 
 class TokenRequest(RequestModel):
@@ -142,3 +145,15 @@ class ClaimedKeyPackageOut(ResponseModel):
 
 class ClaimedKeyPackagesOut(ResponseModel):
     key_packages: list[ClaimedKeyPackageOut]
+
+
+class GroupInfoIn(RequestModel):
+    group_info: str = Field(
+        min_length=1,
+        max_length=90_000,
+        description="the room's MLS GroupInfo (wire_format 4), base64url without padding",
+    )
+
+
+class GroupInfoOut(ResponseModel):
+    group_info: str = Field(description="the room's latest MLS GroupInfo, base64url")

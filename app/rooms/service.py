@@ -27,7 +27,7 @@ from app.accounts import service as accounts
 from app.auth.service import Principal, live_account
 from app.consent.errors import ConsentNotPublished, ConsentRequired
 from app.consent.service import ConsentGate, consent_gate
-from app.core import audit, events
+from app.core import audit, events, mls
 from app.core.codec import b64url_encode, is_id, new_id
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, ValidationFailed
@@ -203,6 +203,7 @@ async def view(session: AsyncSession, ctx: Context, state: RoomState) -> RoomOut
             )
             for m in state.members
         ],
+        mls_group_id=b64url_encode(mls.room_group_id(state.room.id)),
     )
 
 

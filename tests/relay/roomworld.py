@@ -50,12 +50,14 @@ from app.relay.room import (
     Received,
     ReplayBegun,
     ReplayFailed,
+    ResolveWelcome,
     RoomState,
     Send,
     SendPaced,
     StartReplay,
     Timer,
     TimerFired,
+    WelcomeResolved,
     handle,
     target,
 )
@@ -111,6 +113,8 @@ class World:
         #: Set to make the next broker call of a send or a replay fail.
         self.broker_down = False
         self.published: list[tuple[str, Stored]] = []
+        #: (room id, KeyPackageRef) -> the device it was handed out for in that room.
+        self.claims: dict[tuple[str, bytes], str] = {}
         self.closes: list[tuple[Peer, Close]] = []
         self.disposed: list[str] = []
         #: While a replay's paced send is delivered: that replay's id.
@@ -271,6 +275,12 @@ class World:
                     refused = AppendRefused(peer, message.client_id, "stale_epoch", stale.epoch)
                     return handle(room, refused, now)
                 return handle(room, Appended(peer, message.client_id, seq), now)
+            case ResolveWelcome(peer=peer, refs=refs):
+                if self.broker_down:
+                    self.broker_down = False
+                    return handle(room, WelcomeResolved(peer, action, None), now)
+                found = {r: self.claims[(room.id, r)] for r in refs if (room.id, r) in self.claims}
+                return handle(room, WelcomeResolved(peer, action, found), now)
             case StartReplay(peer=peer):
                 self.replay_work[peer.id] = deque([action])  # the earlier one's task is cancelled
             case ReadPage(peer=peer) | SendPaced(peer=peer):

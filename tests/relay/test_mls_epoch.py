@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from app.core import mls
 from app.relay.broker import Broker, InProcessBroker, Outgoing, StaleEpoch
 from app.relay.redis_broker import RedisBroker
 from app.relay.room import _commit_epoch
 from tests.fixtures.mls import private_message, public_message
 from tests.fixtures.redis_server import delete_prefix, shared_redis, unique_prefix
 from tests.relay.roomworld import World
-from tests.relay.test_room import pair, send
+from tests.relay.test_room import ROOM, pair, send
 
 VECTORS = {
     v["name"]: v
@@ -32,14 +33,18 @@ def b64(raw: bytes, *, padded: bool = False) -> str:
     return text if padded else text.rstrip("=")
 
 
-def commit(epoch: int, *, public: bool = False) -> str:
+#: The MLS group of the room of tests/relay/test_room.py.
+GROUP = mls.room_group_id(ROOM)
+
+
+def commit(epoch: int, *, public: bool = False, group: bytes = GROUP) -> str:
     if public:
-        return b64(public_message(b"room", epoch, 1, 0, b"", 3))
-    return b64(private_message(b"room", epoch, 3, [b"", b"sender", b"ciphertext"]))
+        return b64(public_message(group, epoch, 1, 0, b"", 3))
+    return b64(private_message(group, epoch, 3, [b"", b"sender", b"ciphertext"]))
 
 
 def application(epoch: int) -> str:
-    return b64(private_message(b"room", epoch, 1, [b"", b"sender", b"ciphertext"]))
+    return b64(private_message(GROUP, epoch, 1, [b"", b"sender", b"ciphertext"]))
 
 
 def test_the_epoch_of_a_commit_is_read_and_nothing_else() -> None:
@@ -172,3 +177,18 @@ async def test_two_redis_instances_store_one_commit_per_epoch() -> None:
         for instance in (one, two):
             await instance.close()
         await delete_prefix(url, prefix)
+
+
+async def test_the_broker_tells_the_room_s_current_epoch(broker: Broker) -> None:
+    assert await broker.mls_epoch("r1") is None
+    await broker.append(outgoing("r1", "d0", "m", None))
+    assert await broker.mls_epoch("r1") is None  # no commit yet
+    for epoch in range(3):
+        await broker.append(outgoing("r1", "d0", f"c{epoch}", epoch))
+        assert await broker.mls_epoch("r1") == epoch + 1
+    with pytest.raises(StaleEpoch):
+        await broker.append(outgoing("r1", "d1", "late", 1))
+    assert await broker.mls_epoch("r1") == 3
+    assert await broker.mls_epoch("r2") is None
+    await broker.drop_room("r1")
+    assert await broker.mls_epoch("r1") is None
