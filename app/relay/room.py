@@ -871,14 +871,15 @@ def _send(room: RoomState, peer: Peer, frame: SendFrame, now: Now) -> list[Actio
     directed: dict[str, str] | None = None
     commit_epoch: int | None = None
     if frame.ciphertext is not None:
-        commit = _commit(frame.ciphertext)
+        header = _mls_header(frame.ciphertext)
+        commit = _commit(header)
         if commit is not None and commit[0] != mls.room_group_id(room.id):
             detail = "a commit for another MLS group than this room's"
             return [Send((peer,), frames.error("wrong_group", detail, frame.id))]
         broadcast = frames.fragment(frame.id, account, device, frame.ciphertext, sent_at)
         commit_epoch = None if commit is None else commit[1]
-        refs = _welcome_refs(frame.ciphertext)
-        if refs is not None:
+        if isinstance(header, mls.WelcomeHeader):
+            refs = header.new_members
             # A Welcome goes only to the devices it names (PROTOCOL.md); the room
             # asks the database which they are, once, for this message.
             peer.sending = frame.id
@@ -920,44 +921,39 @@ def _welcome_resolved(
     return [Append(peer, outgoing)]
 
 
-def _welcome_refs(ciphertext: str) -> tuple[bytes, ...] | None:
-    """The KeyPackageRefs of a broadcast that is an MLS Welcome (wire_format 3), else None."""
+#: What the relay reads of a broadcast (RFC 9420 §6): version 1 (mls10) and a
+#: wire_format of PublicMessage (1), PrivateMessage (2) or Welcome (3). Anything
+#: else is relayed as it is, unread.
+_READ = (b"\x00\x01\x00\x01", b"\x00\x01\x00\x02", b"\x00\x01\x00\x03")
+
+
+def _unpadded_b64(body: str) -> bytes:
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+
+
+def _mls_header(ciphertext: str) -> mls.Header | None:
+    """The clear header of a broadcast that is an MLS message the relay reads, else None."""
     body = ciphertext.rstrip("=")
     try:
-        start = base64.urlsafe_b64decode(body[:8] + "=" * (-len(body[:8]) % 4))
-        if start[:4] != b"\x00\x01\x00\x03":
+        # The first 4 bytes (6 characters) say whether the rest is worth decoding.
+        if _unpadded_b64(body[:8])[:4] not in _READ:
             return None
-        header = mls.parse(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        return mls.parse(_unpadded_b64(body))
     except (mls.MlsFormatError, ValueError):
         return None
-    return header.new_members if isinstance(header, mls.WelcomeHeader) else None
+
+
+def _commit(header: mls.Header | None) -> tuple[bytes, int] | None:
+    """The group id and epoch of a commit (Public or PrivateMessage), else None."""
+    if isinstance(header, mls.PrivateMessageHeader | mls.PublicMessageHeader):
+        return (header.group_id, header.epoch) if header.content_type == mls.COMMIT else None
+    return None
 
 
 def _commit_epoch(ciphertext: str) -> int | None:
-    """The epoch of a broadcast that is an MLS commit (RFC 9420 §6), else None."""
-    commit = _commit(ciphertext)
+    """The epoch of a broadcast that is an MLS commit, else None."""
+    commit = _commit(_mls_header(ciphertext))
     return None if commit is None else commit[1]
-
-
-def _commit(ciphertext: str) -> tuple[bytes, int] | None:
-    """The group id and epoch of a broadcast that is an MLS commit, else None.
-
-    Anything the MLS parser does not read as a Public or PrivateMessage of
-    content type commit is relayed as before, unchecked.
-    """
-    body = ciphertext.rstrip("=")
-    try:
-        # The first 6 bytes say whether it is an MLS message that may be a
-        # commit; only then is the rest decoded.
-        start = base64.urlsafe_b64decode(body[:8] + "=" * (-len(body[:8]) % 4))
-        if start[:2] != b"\x00\x01" or start[2:4] not in (b"\x00\x01", b"\x00\x02"):
-            return None
-        header = mls.parse(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (mls.MlsFormatError, ValueError):
-        return None
-    if not isinstance(header, mls.PrivateMessageHeader | mls.PublicMessageHeader):
-        return None
-    return (header.group_id, header.epoch) if header.content_type == mls.COMMIT else None
 
 
 def _answered(peer: Peer, frame: str) -> list[Action]:
