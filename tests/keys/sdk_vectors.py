@@ -11,15 +11,17 @@ so the file is the same on every run.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from app.core.tokens import KEY_LOG_AUDIENCE, KEY_LOG_TYP, load_signing_key
 from app.keys.log import (
     DEVICE_ADDED,
     DEVICE_REVOKED,
@@ -178,8 +180,80 @@ def safety() -> list[dict[str, Any]]:
     ]
 
 
+def compact(
+    header: dict[str, str], claims: dict[str, Any], private: ec.EllipticCurvePrivateKey
+) -> str:
+    """A compact JWS (ES256) of `claims`, its signature deterministic and low-s."""
+
+    def part(value: dict[str, Any]) -> str:
+        return b64(json.dumps(value, separators=(",", ":")).encode("ascii"))
+
+    signing_input = f"{part(header)}.{part(claims)}"
+    signature = sign(private, signing_input.encode("ascii"))
+    s = int.from_bytes(signature[32:], "big")
+    if s > ORDER // 2:
+        signature = signature[:32] + (ORDER - s).to_bytes(32, "big")
+    return f"{signing_input}.{b64(signature)}"
+
+
+def key_log_head() -> dict[str, Any]:
+    """The head of key_log() signed as the server signs it, by a fixed server key.
+
+    Variants that a verifier must refuse: the same signature with s high,
+    another typ, another aud, an unknown kid, a changed payload, alg none.
+    """
+    private = key(7)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    signing = load_signing_key(pem)
+    log = key_log()
+    claims = {
+        "iss": "confide",
+        "aud": KEY_LOG_AUDIENCE,
+        "jti": "6f1c2b1e0d9a4c3b8a7f6e5d4c3b2a19",
+        "iat": 1_790_000_000,
+        "sub": ACCOUNT,
+        "seq": log["head"]["seq"],
+        "head": log["head"]["hash"],
+    }
+    header = {"alg": "ES256", "kid": signing.kid, "typ": KEY_LOG_TYP}
+    jws = compact(header, claims, private)
+    signing_input, _, signature_b64 = jws.rpartition(".")
+    signature = _unb64(signature_b64)
+    s = int.from_bytes(signature[32:], "big")
+    high_s = signature[:32] + (ORDER - s).to_bytes(32, "big")
+    payload = signing_input.split(".")[1]
+    tampered_claims = {**claims, "seq": claims["seq"] + 1}
+    return {
+        "jwks": {"keys": [dict(signing.public_jwk)]},
+        "account_id": ACCOUNT,
+        "head": {"seq": claims["seq"], "hash": claims["head"], "jws": jws},
+        "claims": claims,
+        "high_s": f"{signing_input}.{b64(high_s)}",
+        "wrong_typ": compact({**header, "typ": "JWT"}, claims, private),
+        "wrong_aud": compact(header, {**claims, "aud": "confide:api"}, private),
+        "unknown_kid": compact({**header, "kid": "A" * 43}, claims, private),
+        "tampered": jws.replace(
+            payload, b64(json.dumps(tampered_claims, separators=(",", ":")).encode())
+        ),
+        "alg_none": f"{b64(json.dumps({'alg': 'none', 'typ': KEY_LOG_TYP}).encode())}.{payload}.",
+    }
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 def vectors() -> dict[str, Any]:
-    return {"device_statements": statements(), "key_log": key_log(), "safety_numbers": safety()}
+    return {
+        "device_statements": statements(),
+        "key_log": key_log(),
+        "key_log_head": key_log_head(),
+        "safety_numbers": safety(),
+    }
 
 
 def render() -> str:

@@ -22,9 +22,11 @@ import {
   createApplicationMessage,
   createCommit,
   createGroup,
+  decodeMlsMessage,
   defaultCapabilities,
   defaultLifetime,
   emptyPskIndex,
+  encodeMlsMessage,
   generateKeyPackageWithKey,
   getCiphersuiteFromName,
   getCiphersuiteImpl,
@@ -32,9 +34,9 @@ import {
   processPrivateMessage,
 } from "ts-mls";
 import { type ClientConfig, defaultClientConfig } from "ts-mls/clientConfig.js";
+import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
 
 import { ascii, equal } from "./bytes.js";
-import type { LogState } from "./keylog.js";
 
 export const CIPHER_SUITE = "MLS_128_DHKEMP256_AES128GCM_SHA256_P256";
 
@@ -73,20 +75,23 @@ export function credentialDevice(credential: Credential): { accountId: string; d
 }
 
 /**
- * Accepts a credential only when the account's verified key log (as
- * `verifiedLog` answers it; undefined for an account not checked) has the
- * device active with exactly this signature key.
+ * Accepts a credential only when `deviceKey` (the device's signing key as
+ * the account's verified key log has it, undefined for a device not active
+ * there; `Contacts.deviceKey` answers this) is exactly this signature key.
  */
 export function keyLogAuthenticationService(
-  verifiedLog: (accountId: string) => LogState | undefined,
+  deviceKey: (accountId: string, deviceId: string) => Promise<Uint8Array | undefined>,
 ): AuthenticationService {
   return {
     async validateCredential(credential: Credential, signaturePublicKey: Uint8Array): Promise<boolean> {
       const device = credentialDevice(credential);
       if (device === null) return false;
-      const log = verifiedLog(device.accountId);
-      if (log === undefined || log.accountId !== device.accountId) return false;
-      const signingKey = log.devices.get(device.deviceId);
+      let signingKey: Uint8Array | undefined;
+      try {
+        signingKey = await deviceKey(device.accountId, device.deviceId);
+      } catch {
+        return false;
+      }
       return signingKey !== undefined && equal(signingKey, signaturePublicKey);
     },
   };
@@ -112,6 +117,30 @@ export async function deviceKeyPackage(
     { signKey: signingKey.signKey, publicKey: signingKey.publicKey },
     cs,
   );
+}
+
+/** A KeyPackage as it travels: an encoded MLSMessage of wire_format 5 (mls_key_package). */
+export function encodeKeyPackage(keyPackage: KeyPackage): Uint8Array {
+  return encodeMlsMessage({ version: "mls10", wireformat: "mls_key_package", keyPackage });
+}
+
+/** The KeyPackage in an encoded MLSMessage; throws RangeError if it is not exactly one. */
+export function decodeKeyPackage(bytes: Uint8Array): KeyPackage {
+  let decoded: ReturnType<typeof decodeMlsMessage>;
+  try {
+    decoded = decodeMlsMessage(bytes, 0);
+  } catch {
+    throw new RangeError("not an encoded KeyPackage");
+  }
+  if (decoded === undefined || decoded[1] !== bytes.length || decoded[0].wireformat !== "mls_key_package") {
+    throw new RangeError("not an encoded KeyPackage");
+  }
+  return decoded[0].keyPackage;
+}
+
+/** The KeyPackageRef (RFC 9420 §5.2) of a KeyPackage. */
+export async function keyPackageRef(keyPackage: KeyPackage, cs: CiphersuiteImpl): Promise<Uint8Array> {
+  return makeKeyPackageRef(keyPackage, cs.hash);
 }
 
 /** A new group whose only member is this device. */

@@ -9,13 +9,16 @@ import {
   cipherSuite,
   clientConfig,
   credentialDevice,
+  decodeKeyPackage,
   decrypt,
   deviceCredential,
   deviceKeyPackage,
+  encodeKeyPackage,
   encrypt,
   generateDeviceSigningKey,
   joinFromWelcome,
   keyLogAuthenticationService,
+  keyPackageRef,
   newGroup,
 } from "../src/mls.js";
 
@@ -40,6 +43,14 @@ async function logWith(accountId: string, deviceId: string, device: SigningKeyPa
   return extend(emptyState(accountId), [first, second]);
 }
 
+/** The device keys of verified logs, as `keyLogAuthenticationService` asks for them. */
+function keysOf(lookup: (accountId: string) => LogState | undefined) {
+  return async (accountId: string, deviceId: string): Promise<Uint8Array | undefined> => {
+    const log = lookup(accountId);
+    return log?.accountId === accountId ? log.devices.get(deviceId) : undefined;
+  };
+}
+
 test("device credentials name an account and a device", () => {
   assert.deepEqual(credentialDevice(deviceCredential(ALICE, ALICE_DEVICE)), { accountId: ALICE, deviceId: ALICE_DEVICE });
   assert.equal(credentialDevice({ credentialType: "basic", identity: new TextEncoder().encode("alice") }), null);
@@ -54,7 +65,7 @@ test("two devices make a group, add by KeyPackage and Welcome, and exchange a me
     [ALICE, await logWith(ALICE, ALICE_DEVICE, aliceKey)],
     [BOB, await logWith(BOB, BOB_DEVICE, bobKey)],
   ]);
-  const config = clientConfig(keyLogAuthenticationService((id) => logs.get(id)));
+  const config = clientConfig(keyLogAuthenticationService(keysOf((id) => logs.get(id))));
 
   const alicePackage = await deviceKeyPackage(ALICE, ALICE_DEVICE, aliceKey, cs);
   const bobPackage = await deviceKeyPackage(BOB, BOB_DEVICE, bobKey, cs);
@@ -85,7 +96,7 @@ test("a member whose signature key is not in the verified key log is refused", a
     [ALICE, aliceLog],
     [BOB, bobLog],
   ]);
-  const service = keyLogAuthenticationService((id) => logs.get(id));
+  const service = keyLogAuthenticationService(keysOf((id) => logs.get(id)));
   assert.equal(await service.validateCredential(deviceCredential(ALICE, ALICE_DEVICE), aliceKey.publicKey), true);
   assert.equal(await service.validateCredential(deviceCredential(BOB, BOB_DEVICE), bobKey.publicKey), false);
   assert.equal(await service.validateCredential(deviceCredential(ALICE, BOB_DEVICE), aliceKey.publicKey), false);
@@ -98,11 +109,32 @@ test("a member whose signature key is not in the verified key log is refused", a
 
   // A device that joins checks the tree: Alice's leaf is refused by a reader without her log.
   const goodBobLog = await logWith(BOB, BOB_DEVICE, bobKey);
-  const both = clientConfig(keyLogAuthenticationService((id) => (id === ALICE ? aliceLog : goodBobLog)));
+  const both = clientConfig(keyLogAuthenticationService(keysOf((id) => (id === ALICE ? aliceLog : goodBobLog))));
   const group = await newGroup(new TextEncoder().encode("room 2"), alicePackage, both, cs);
   const added = await addMembers(group, [bobPackage.publicPackage], cs);
-  const noAlice = clientConfig(keyLogAuthenticationService((id) => (id === BOB ? goodBobLog : undefined)));
+  const noAlice = clientConfig(keyLogAuthenticationService(keysOf((id) => (id === BOB ? goodBobLog : undefined))));
   await assert.rejects(joinFromWelcome(added.welcome, bobPackage, noAlice, cs), /credential/);
   // With her log, the same Welcome is accepted.
   await joinFromWelcome(added.welcome, bobPackage, both, cs);
+});
+
+test("a lookup that fails refuses the credential", async () => {
+  const key = generateDeviceSigningKey();
+  const service = keyLogAuthenticationService(async () => {
+    throw new Error("the key log could not be checked");
+  });
+  assert.equal(await service.validateCredential(deviceCredential(ALICE, ALICE_DEVICE), key.publicKey), false);
+});
+
+test("a KeyPackage travels as an MLSMessage and keeps its ref", async () => {
+  const cs = await cipherSuite();
+  const pkg = await deviceKeyPackage(ALICE, ALICE_DEVICE, generateDeviceSigningKey(), cs);
+  const bytes = encodeKeyPackage(pkg.publicPackage);
+  assert.deepEqual([bytes[0], bytes[1], bytes[2], bytes[3]], [0, 1, 0, 5]); // mls10, wire_format 5
+  const decoded = decodeKeyPackage(bytes);
+  const ref = await keyPackageRef(pkg.publicPackage, cs);
+  assert.equal(ref.length, 32);
+  assert.deepEqual(await keyPackageRef(decoded, cs), ref);
+  assert.throws(() => decodeKeyPackage(bytes.subarray(0, bytes.length - 1)), RangeError);
+  assert.throws(() => decodeKeyPackage(new Uint8Array([...bytes, 0])), RangeError);
 });

@@ -20,6 +20,18 @@ export interface Vectors {
     identity_key: string;
     devices: Record<string, string>;
   };
+  key_log_head: {
+    jwks: import("../src/jws.js").Jwks;
+    account_id: string;
+    head: { seq: number; hash: string; jws: string };
+    claims: Record<string, unknown>;
+    high_s: string;
+    wrong_typ: string;
+    wrong_aud: string;
+    unknown_kid: string;
+    tampered: string;
+    alg_none: string;
+  };
   safety_numbers: {
     identity_key: string;
     account_id: string;
