@@ -1,4 +1,9 @@
 export * from "./identity.js";
 export * from "./keylog.js";
 export * from "./safety.js";
+export * from "./jws.js";
+export * from "./api.js";
+export * from "./store.js";
+export * from "./device.js";
+export * from "./contacts.js";
 export { fromBase64Url, fromHex, toBase64Url, toHex } from "./bytes.js";
