@@ -258,24 +258,27 @@ export class Device {
   /** Registers the device a link `code` describes, signed by this store's identity key (else NeedsLink). */
   async approveLink(api: Api, code: string): Promise<void> {
     let request: { device_id: string; label: string; signing_key: string; public_key: string };
+    let signingKey: Uint8Array;
+    let publicKey: Uint8Array;
     try {
       request = decodeJson(fromBase64Url(code));
       if (
         typeof request.device_id !== "string" ||
         !UUID.test(request.device_id) ||
         typeof request.label !== "string" ||
-        typeof request.public_key !== "string" ||
-        !(await isValidP256(fromBase64Url(request.signing_key)))
+        typeof request.signing_key !== "string" ||
+        typeof request.public_key !== "string"
       ) {
         throw new RangeError("bad fields");
       }
+      signingKey = fromBase64Url(request.signing_key);
+      publicKey = fromBase64Url(request.public_key);
+      if (!(await isValidP256(signingKey))) throw new RangeError("not a P-256 point");
     } catch {
       throw new LinkError("bad_code", "not a device link code");
     }
     const identity = await this.#store.getKey(identityName(this.accountId));
     if (identity === undefined) throw new NeedsLink(this.accountId);
-    const signingKey = fromBase64Url(request.signing_key);
-    const publicKey = fromBase64Url(request.public_key);
     const signature = await signDevice(identity, this.accountId, request.device_id, signingKey, publicKey);
     await api.registerDevice({
       device_id: request.device_id,

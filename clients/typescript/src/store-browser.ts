@@ -32,12 +32,12 @@ export class IndexedDbStore implements Store {
   async #run<T>(store: string, mode: IDBTransactionMode, action: (s: IDBObjectStore) => IDBRequest<T>): Promise<T> {
     const db = await this.#db;
     const tx = db.transaction(store, mode);
-    const result = done(action(tx.objectStore(store)));
-    await new Promise<void>((resolve, reject) => {
+    const finished = new Promise<void>((resolve, reject) => {
       tx.oncomplete = () => resolve();
       tx.onerror = () => reject(tx.error ?? new Error("IndexedDB transaction failed"));
       tx.onabort = () => reject(tx.error ?? new Error("IndexedDB transaction aborted"));
     });
+    const [result] = await Promise.all([done(action(tx.objectStore(store))), finished]);
     return result;
   }
 

@@ -2,7 +2,10 @@
  * A Store in a directory (Node only; `@confide/client/node`). Each value is a
  * file, each key a JWK file, written with mode 0600 to a temporary name and
  * renamed into place, so a crash leaves the old value or the new one. Key
- * names are hex-encoded into file names, so any name is safe.
+ * names are hex-encoded into file names, so any name is safe. Keys are kept
+ * as JWK files, as safe as the directory's permissions. Use one FileStore
+ * object per directory (one process at a time): two processes opening a fresh
+ * directory at once could each make a sealing key for `sealedStore`.
  */
 
 import { randomUUID } from "node:crypto";

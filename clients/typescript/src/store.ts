@@ -134,9 +134,23 @@ class SealedStore implements Store {
  * objects). Each value is `nonce (12 random bytes) || ciphertext`, with the
  * value's key name as associated data, so a value moved to another name does
  * not open. Key names (and the CryptoKeys under `getKey`) are not sealed.
- * Key names must be ASCII.
+ * Key names must be ASCII. Sealing a sealed store answers it as it is.
  */
-export async function sealedStore(inner: Store): Promise<Store> {
+export function sealedStore(inner: Store): Promise<Store> {
+  let sealed = opened.get(inner);
+  if (sealed === undefined) {
+    sealed = openSealed(inner);
+    opened.set(inner, sealed);
+    sealed.catch(() => opened.delete(inner));
+  }
+  return sealed;
+}
+
+/** One sealed view per inner store, so that two first uses never make two sealing keys. */
+const opened = new WeakMap<Store, Promise<Store>>();
+
+async function openSealed(inner: Store): Promise<Store> {
+  if (inner instanceof SealedStore) return inner;
   let key = await inner.getKey(SEAL_KEY);
   if (key === undefined) {
     key = await globalThis.crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, !inner.keepsKeyObjects, [

@@ -121,3 +121,11 @@ test("a file store ignores a half-written temporary file", async () => {
     assert.deepEqual(await store.get("k"), bytes("v"));
   });
 });
+
+test("two first uses of one store share one sealing key", async () => {
+  const inner = new MemoryStore();
+  const [a, b] = await Promise.all([sealedStore(inner), sealedStore(inner)]);
+  await a.put("k", bytes("v"));
+  assert.deepEqual(await b.get("k"), bytes("v"));
+  assert.equal(await sealedStore(a), a);
+});
