@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from app.core.tokens import KEY_LOG_AUDIENCE, KEY_LOG_TYP, load_signing_key
+from app.core.tokens import KEY_LOG_AUDIENCE, KEY_LOG_TYP, SigningKey, load_signing_key
 from app.keys.log import (
     DEVICE_ADDED,
     DEVICE_REVOKED,
@@ -196,22 +196,31 @@ def compact(
     return f"{signing_input}.{b64(signature)}"
 
 
+SERVER_KEY_SEED = 7
+HEAD_ISSUER = "confide"
+
+
+def server_key() -> SigningKey:
+    """The fixed server signing key of the key-log head vector."""
+    pem = key(SERVER_KEY_SEED).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return load_signing_key(pem)
+
+
 def key_log_head() -> dict[str, Any]:
     """The head of key_log() signed as the server signs it, by a fixed server key.
 
     Variants that a verifier must refuse: the same signature with s high,
     another typ, another aud, an unknown kid, a changed payload, alg none.
     """
-    private = key(7)
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    signing = load_signing_key(pem)
+    private = key(SERVER_KEY_SEED)
+    signing = server_key()
     log = key_log()
     claims = {
-        "iss": "confide",
+        "iss": HEAD_ISSUER,
         "aud": KEY_LOG_AUDIENCE,
         "jti": "6f1c2b1e0d9a4c3b8a7f6e5d4c3b2a19",
         "iat": 1_790_000_000,
