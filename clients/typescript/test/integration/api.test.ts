@@ -71,6 +71,18 @@ test("an expired access token is refreshed once and the call retried", async () 
   assert.equal(seen.length, 1);
 });
 
+test("calls that meet an expired token at once share one refresh (a second would spend the token twice)", async () => {
+  const person = await server.person("client");
+  const real = person.api.tokens as Tokens;
+  const seen: (Tokens | null)[] = [];
+  const stale = { accessToken: "expired.access.token", refreshToken: real.refreshToken, expiresAt: Date.now() - 1000 };
+  const api = new Api({ baseUrl: server.baseUrl, tokens: stale, onTokens: (t) => void seen.push(t) });
+  const answers = await Promise.all([api.me(), api.devices(), api.rooms(), api.myConsents()]);
+  assert.equal(answers[0].id, person.id);
+  assert.equal(seen.length, 1);
+  assert.equal((await api.me()).id, person.id);
+});
+
 test("logout ends the log-in", async () => {
   const person = await server.person("client");
   const tokens = person.api.tokens as Tokens;
