@@ -519,14 +519,21 @@ export class RoomGroup {
     return pending;
   }
 
-  /** The relay acked the pending commit with this `seq`: its epoch begins. Returns the frames held for it. */
+  /**
+   * The relay acked the pending commit (with `seq`): its epoch begins.
+   * Returns the frames held for it. The last `seq` handled does not move to
+   * the ack's: frames relayed before the commit may still come after the
+   * ack (it can overtake them), and are read in the epoch they belong to.
+   */
   async adopt(pending: PendingCommit, seq: number): Promise<Processed[]> {
     return this.#exclusive(async () => {
       const current = this.#pending;
       if (current === undefined || current.public !== pending) {
         throw new GroupError("not_pending", "this commit is not the pending one (another commit won its epoch)");
       }
-      this.#adopt(current, seq);
+      if (!Number.isSafeInteger(seq) || seq < 1)
+        throw new GroupError("invalid_message", "seq is not a positive integer");
+      this.#adopt(current);
       return this.#release();
     });
   }
@@ -593,7 +600,7 @@ export class RoomGroup {
     if (sameDevice(claimOf(frame), this.self)) {
       if (!isCommit) return skip("own");
       if (pending !== undefined && equal(pending.public.commit, frame.ciphertext)) {
-        this.#adopt(pending, seq);
+        this.#adopt(pending);
         return {
           kind: "commit",
           seq,
@@ -695,7 +702,7 @@ export class RoomGroup {
     return out;
   }
 
-  #adopt(pending: Pending, seq: number): void {
+  #adopt(pending: Pending): void {
     if (this.#state === undefined) {
       this.#joinedEpoch = groupEpoch(pending.state);
       this.#state = pending.state;
@@ -703,7 +710,6 @@ export class RoomGroup {
       this.#state = carryReceiverData(pending.state, this.#state);
     }
     this.#pending = undefined;
-    this.#lastSeq = Math.max(this.#lastSeq, seq);
   }
 
   #joined(): ClientState {

@@ -545,3 +545,38 @@ test("after adopting our commit, late messages of the old epoch are read once, f
   // The key of the message read before the adoption is spent in the kept epoch too.
   assert.deepEqual(kinds([await b.joined().process({ ...early, seq: ds.seq + 1 })]), ["refused:invalid"]);
 });
+
+test("another group's Welcome and messages are not taken for the room's", async () => {
+  const { ds, logs, a, b } = await room();
+  const elsewhere = new FakeDS(new TextEncoder().encode("another room's MLS group id....."));
+  const host = new Device(elsewhere, logs);
+  await host.create();
+  const guest = new Device(elsewhere, logs);
+  elsewhere.admit(guest.ref);
+  const own = await guest.claimKeyPackage();
+  const pending = await host.joined().commit({ add: [own] });
+  const sent = elsewhere.send(host.ref, pending.commit);
+  assert.ok(sent.ok);
+  await host.joined().adopt(pending, sent.seq);
+  assert.ok(pending.welcome !== undefined);
+  const [ref] = RoomGroup.welcomeRefs(pending.welcome);
+  const keyPackage = [...guest.packages.values()][0];
+  assert.ok(ref !== undefined && keyPackage !== undefined);
+  await assert.rejects(
+    RoomGroup.fromWelcome({
+      groupId: ds.groupId,
+      self: guest.ref,
+      auth: logs.auth,
+      welcome: pending.welcome,
+      keyPackage,
+    }),
+    (e: unknown) => e instanceof GroupError && e.code === "wrong_group",
+  );
+  const message = await host.joined().encrypt({ kind: "text", text: "elsewhere" });
+  const result = await b.joined().process({ seq: ds.seq + 1, sender: host.sender, ciphertext: message });
+  assert.deepEqual(kinds([result]), ["skipped:other_group"]);
+  // The relay refuses another group's commit (wrong_group) and its GroupInfo.
+  const other = await host.joined().commit({ update: true });
+  assert.deepEqual(ds.send(a.ref, other.commit), { ok: false, code: "wrong_group" });
+  assert.equal(ds.putGroupInfo(other.groupInfo).ok, false);
+});
