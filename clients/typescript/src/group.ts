@@ -186,6 +186,9 @@ const STATE_MAGIC = new TextEncoder().encode("CFRG\x01");
  */
 export const DIRECTED_UPDATE_AFTER = 1000;
 
+/** At most this many frames wait for a pending commit's ack. */
+const MAX_HELD = 1000;
+
 function sameDevice(a: DeviceRef, b: DeviceRef): boolean {
   return a.accountId === b.accountId && a.deviceId === b.deviceId;
 }
@@ -685,6 +688,9 @@ export class RoomGroup {
   }
 
   #hold(frame: Frame): Processed {
+    if (this.#held.length >= MAX_HELD) {
+      return { kind: "refused", seq: frame.seq, reason: "future_epoch", detail: "too many frames wait for our commit" };
+    }
     this.#held.push({ frame });
     return { kind: "held", seq: frame.seq };
   }
