@@ -449,6 +449,18 @@ test("a KeyPackage whose key is not in the key log is refused by the adder and b
   }
 });
 
+test("an external commit by a device not in the key log is refused by the members", async () => {
+  const { ds, logs, a, b, c } = await room();
+  const rogue = new Device(ds, logs, { inKeyLog: false });
+  ds.admit(rogue.ref);
+  // Its own client checks only the others' leaves, so it makes the commit, and the relay takes it.
+  assert.equal((await rogue.joinExternally(false)).ok, true);
+  for (const device of [a, b, c]) {
+    assert.deepEqual(kinds(await device.pump()), ["refused:invalid"]);
+    assert.equal(device.joined().members().length, 3);
+  }
+});
+
 test("our own commit accepted but lost in a reload is reported, and an external rejoin recovers", async () => {
   const { ds, a, b, c } = await room();
   const saved = b.joined().encode();
