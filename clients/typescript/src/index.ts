@@ -1,3 +1,4 @@
+export * from "./group.js";
 export * from "./identity.js";
 export * from "./keylog.js";
 export * from "./safety.js";
