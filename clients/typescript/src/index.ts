@@ -8,3 +8,13 @@ export * from "./store.js";
 export * from "./device.js";
 export * from "./contacts.js";
 export { fromBase64Url, fromHex, toBase64Url, toHex } from "./bytes.js";
+export { ConfideClient, type ClientOptions, type IceServer } from "./client.js";
+export { Room, type RoomContext, type RoomEvents, type Participant as RoomParticipant } from "./room.js";
+export {
+  RoomSocket,
+  SendRefused,
+  SocketClosed,
+  type WebSocketFactory,
+  type WebSocketLike,
+  defaultWebSocketFactory,
+} from "./socket.js";

@@ -98,7 +98,7 @@ test("the JWKS and consent documents are public", async () => {
   assert.equal(jwks.keys[0]?.alg, "ES256");
   await server.publishConsent();
   const kinds = (await api.consentDocuments()).map((d) => d.kind).sort();
-  assert.deepEqual(kinds, ["informed_consent", "telehealth"]);
+  assert.deepEqual(kinds, ["group_agreement", "informed_consent", "telehealth"]);
 });
 
 test("a counselor's room: invite, decline, accept, admit, token, end", async () => {
@@ -130,7 +130,7 @@ test("a counselor's room: invite, decline, accept, admit, token, end", async () 
   const ice = await client.api.iceServers(room.id).catch((e: unknown) => e);
   assert.ok(ice instanceof ProblemError && ice.code === "consent_required", String(ice));
   for (const doc of await client.api.consentDocuments()) await client.api.acceptConsent(doc.id);
-  assert.equal((await client.api.myConsents()).length, 2);
+  assert.equal((await client.api.myConsents()).length, 3);
   assert.ok(Array.isArray((await client.api.iceServers(room.id)).ice_servers));
 
   assert.equal((await counselor.api.endRoom(room.id)).status, "ended");

@@ -34,7 +34,7 @@ export interface TestServer {
   admin: Person;
   /** A new account of this role, logged in. */
   person(role: "client" | "counselor"): Promise<Person>;
-  /** Publishes `informed_consent` and `telehealth` (once), so that clients can get room tokens. */
+  /** Publishes `informed_consent`, `telehealth` and `group_agreement` (once), so that clients can get room tokens. */
   publishConsent(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -92,7 +92,7 @@ function unique(prefix: string): { email: string; password: string; name: string
   return { email: `${prefix}-${tag}@example.org`, password: `${PASSWORD} ${tag}`, name: `${prefix} ${tag}` };
 }
 
-export async function startServer(): Promise<TestServer> {
+export async function startServer(extraEnv: Readonly<Record<string, string>> = {}): Promise<TestServer> {
   if (!existsSync(CONFIDE)) {
     throw new Error(
       `${CONFIDE} is missing: the SDK's integration tests run a real Confide server from the ` +
@@ -106,6 +106,7 @@ export async function startServer(): Promise<TestServer> {
     CONFIDE_PASSWORD_MEMORY_KIB: "8",
     CONFIDE_PASSWORD_TIME_COST: "1",
     CONFIDE_PASSWORD_PARALLELISM: "1",
+    ...extraEnv,
   });
 
   let child: ChildProcess | null = null;
@@ -179,7 +180,7 @@ export async function startServer(): Promise<TestServer> {
       },
       async publishConsent() {
         if (published) return;
-        for (const kind of ["informed_consent", "telehealth"]) {
+        for (const kind of ["informed_consent", "telehealth", "group_agreement"]) {
           await asAdmin("/v1/consent-documents", { kind, locale: "en", title: `The ${kind} document`, body: `What ${kind} means.` });
         }
         published = true;

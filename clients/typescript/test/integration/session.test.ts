@@ -1,0 +1,220 @@
+/**
+ * End to end against a real `confide serve`: a counselor and two clients,
+ * each an SDK client with its own store, run a group session over the room
+ * socket with MLS.
+ */
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import WebSocket from "ws";
+
+import { ConfideClient } from "../../src/client.js";
+import { fromBase64Url } from "../../src/bytes.js";
+import { RoomGroup } from "../../src/group.js";
+import { keyLogAuthenticationService } from "../../src/mls.js";
+import type { Room, RoomEvents } from "../../src/room.js";
+import type { WebSocketFactory, WebSocketLike } from "../../src/socket.js";
+import { MemoryStore, sealedStore, type Store } from "../../src/store.js";
+import { type Person, type TestServer, startServer } from "../support/server.js";
+
+const WAIT_MS = 20_000;
+
+function factory(sent?: string[]): WebSocketFactory {
+  return (url, protocols) => {
+    const ws = new WebSocket(url, protocols);
+    if (sent !== undefined) {
+      const send = ws.send.bind(ws);
+      ws.send = ((data: string) => {
+        sent.push(data);
+        send(data);
+      }) as typeof ws.send;
+    }
+    return ws as unknown as WebSocketLike;
+  };
+}
+
+interface Member {
+  person: Person;
+  client: ConfideClient;
+  store: Store;
+  sent: string[];
+}
+
+async function member(server: TestServer, person: Person): Promise<Member> {
+  const store = new MemoryStore();
+  const sent: string[] = [];
+  const client = await ConfideClient.open({ baseUrl: server.baseUrl, store, webSocket: factory(sent), backoff: () => 50 });
+  await client.login(person.email, person.password);
+  await client.ensureDevice("node");
+  return { person, client, store, sent };
+}
+
+function waitFor<K extends keyof RoomEvents>(
+  room: Room,
+  type: K,
+  accept: (event: RoomEvents[K]) => boolean = () => true,
+): Promise<RoomEvents[K]> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`no ${type} event within ${WAIT_MS} ms`));
+    }, WAIT_MS);
+    const off = room.on(type, (event) => {
+      if (!accept(event)) return;
+      clearTimeout(timer);
+      off();
+      resolve(event);
+    });
+  });
+}
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + WAIT_MS;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function texts(room: Room): string[] {
+  const seen: string[] = [];
+  room.on("message", (event) => {
+    if (event.text !== undefined) seen.push(`${event.sender.accountId}:${event.text}`);
+  });
+  return seen;
+}
+
+/** Joins a room and waits until this device is in its encrypted group. */
+async function joinReady(m: Member, roomId: string): Promise<Room> {
+  const room = await m.client.joinRoom(roomId);
+  if (!room.secure) await waitFor(room, "ready");
+  return room;
+}
+
+async function invite(server: TestServer, host: Person, roomId: string, guest: Member): Promise<void> {
+  await host.api.addParticipant(roomId, { email: guest.person.email });
+  const [invitation] = await guest.client.invitations();
+  assert.ok(invitation, "the invitation reaches the client");
+  await guest.client.acceptInvitation(invitation.id);
+  for (const document of await guest.client.consentsToAccept()) await guest.client.acceptConsent(document.id);
+  void server;
+}
+
+function soon(minutes: number): string {
+  return new Date(Date.now() + minutes * 60_000).toISOString();
+}
+
+let server: TestServer;
+before(async () => {
+  server = await startServer();
+  await server.publishConsent();
+});
+after(async () => {
+  await server?.stop();
+});
+
+test("a group session: admission, messages all ways, a removal the removed device cannot read past, a rejoin after lost state", async () => {
+  const counselor = await member(server, await server.person("counselor"));
+  const alice = await member(server, await server.person("client"));
+  const bob = await member(server, await server.person("client"));
+  const created = await counselor.person.api.createRoom({
+    title: "Tuesday group",
+    kind: "group",
+    starts_at: soon(-1),
+    ends_at: soon(60),
+    waiting_room: true,
+  });
+  const roomId = created.id;
+  await invite(server, counselor.person, roomId, alice);
+  await invite(server, counselor.person, roomId, bob);
+
+  const host = await joinReady(counselor, roomId);
+  const heardByHost = texts(host);
+
+  const aliceRoom = await alice.client.joinRoom(roomId);
+  const bobRoom = await bob.client.joinRoom(roomId);
+  assert.equal(aliceRoom.state, "waiting");
+  assert.equal(bobRoom.state, "waiting");
+  assert.equal(aliceRoom.secure, false);
+
+  const aliceReady = waitFor(aliceRoom, "ready");
+  const bobReady = waitFor(bobRoom, "ready");
+  await counselor.client.admit(roomId, alice.person.id);
+  await counselor.client.admit(roomId, bob.person.id);
+  await Promise.all([aliceReady, bobReady]);
+  const heardByAlice = texts(aliceRoom);
+  const heardByBob = texts(bobRoom);
+
+  await host.send("welcome, both of you");
+  await aliceRoom.send("hello from alice");
+  await bobRoom.send("hello from bob");
+  const c = counselor.person.id;
+  const a = alice.person.id;
+  const b = bob.person.id;
+  await until(() => heardByAlice.length === 2 && heardByBob.length === 2 && heardByHost.length === 2, "every message");
+  assert.deepEqual(new Set(heardByAlice), new Set([`${c}:welcome, both of you`, `${b}:hello from bob`]));
+  assert.deepEqual(new Set(heardByBob), new Set([`${c}:welcome, both of you`, `${a}:hello from alice`]));
+  assert.deepEqual(new Set(heardByHost), new Set([`${a}:hello from alice`, `${b}:hello from bob`]));
+
+  // Bytes arrive as bytes; a signal goes to one device only.
+  const bytesAtHost = waitFor(host, "message", (e) => e.bytes !== undefined);
+  await aliceRoom.send(new Uint8Array([0, 1, 2, 255]));
+  assert.deepEqual((await bytesAtHost).bytes, new Uint8Array([0, 1, 2, 255]));
+  const signals: Uint8Array[] = [];
+  bobRoom.on("signal", (e) => signals.push(e.bytes));
+  const signalAtHost = waitFor(host, "signal");
+  await aliceRoom.sendTo(counselor.client.deviceId ?? "", new TextEncoder().encode('{"sdp":"offer"}'));
+  const signal = await signalAtHost;
+  assert.equal(new TextDecoder().decode(signal.bytes), '{"sdp":"offer"}');
+  assert.deepEqual(signal.from, { accountId: a, deviceId: alice.client.deviceId });
+
+  // Remove Bob: the host's SDK commits the Remove; what follows is beyond Bob's keys.
+  const bobRemoved = waitFor(bobRoom, "removed");
+  const bobDevice = bob.client.deviceId ?? "";
+  await counselor.person.api.removeParticipant(roomId, b);
+  await bobRemoved;
+  await until(() => !host.groupDevices().includes(bobDevice), "the host to remove Bob's device from the group");
+  await until(() => !aliceRoom.groupDevices().includes(bobDevice), "Alice to apply the removal");
+  assert.equal(signals.length, 0, "a signal for the host never reached Bob");
+
+  const sentBefore = alice.sent.length;
+  const heard = waitFor(host, "message", (e) => e.text === "after bob left");
+  await aliceRoom.send("after bob left");
+  await heard;
+  const frame = alice.sent
+    .slice(sentBefore)
+    .map((s) => JSON.parse(s) as { type: string; ciphertext?: string })
+    .find((f) => f.type === "send" && f.ciphertext !== undefined);
+  assert.ok(frame?.ciphertext);
+  const bobState = await (await sealedStore(bob.store)).get(`room/${b}/${bobDevice}/${roomId}`);
+  assert.ok(bobState, "Bob's device kept its last group state");
+  const bobGroup = await RoomGroup.decode(
+    bobState,
+    keyLogAuthenticationService(async () => undefined),
+  );
+  const result = await bobGroup.process({
+    seq: Number.MAX_SAFE_INTEGER,
+    sender: { account_id: a, device_id: alice.client.deviceId ?? "" },
+    ciphertext: fromBase64Url(frame.ciphertext),
+  });
+  assert.notEqual(result.kind, "application", "Bob's old state cannot read a message sent after his removal");
+
+  // Alice loses her group state (not her device keys) and rejoins by an external commit.
+  aliceRoom.close();
+  const sealed = await sealedStore(alice.store);
+  const key = `room/${a}/${alice.client.deviceId ?? ""}/${roomId}`;
+  assert.ok(await sealed.get(key));
+  await sealed.delete(key);
+  const aliceAgain = await joinReady(alice, roomId);
+  const heardAgain = texts(aliceAgain);
+  const backAtHost = waitFor(host, "message", (e) => e.text === "alice is back");
+  await aliceAgain.send("alice is back");
+  await backAtHost;
+  await host.send("welcome back");
+  await until(() => heardAgain.includes(`${c}:welcome back`), "Alice to read the host after her rejoin");
+
+  host.close();
+  aliceAgain.close();
+  bobRoom.close();
+});
