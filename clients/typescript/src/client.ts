@@ -14,12 +14,13 @@ import { keyLogAuthenticationService } from "./mls.js";
 import { Room, type RoomContext } from "./room.js";
 import { type WebSocketFactory, defaultWebSocketFactory } from "./socket.js";
 import { type Store, sealedStore } from "./store.js";
+import { IndexedDbStore } from "./store-browser.js";
 
 export interface ClientOptions {
   /** The server's base URL, such as `https://confide.example` (no `/v1`). */
   readonly baseUrl: string;
-  /** Where keys and state are kept (sealed by the client). */
-  readonly store: Store;
+  /** Where keys and state are kept (sealed by the client); in browsers, IndexedDB by default. */
+  readonly store?: Store;
   /** How to open a WebSocket; the global one by default. */
   readonly webSocket?: WebSocketFactory;
   readonly fetch?: typeof fetch;
@@ -28,6 +29,12 @@ export interface ClientOptions {
 }
 
 const TOKENS = "session/tokens";
+
+/** The browser's IndexedDB, where CryptoKeys are kept as non-extractable objects. */
+function defaultStore(): Store {
+  if (typeof indexedDB === "undefined") throw new Error("no IndexedDB here: pass a store (FileStore in Node)");
+  return new IndexedDbStore("confide");
+}
 
 export interface IceServer {
   urls: string | string[];
@@ -51,7 +58,7 @@ export class ConfideClient {
 
   /** A client on `options.store`, sealed; call `resume()` or `login()` next. */
   static async open(options: ClientOptions): Promise<ConfideClient> {
-    const store = await sealedStore(options.store);
+    const store = await sealedStore(options.store ?? defaultStore());
     const saved = await store.get(TOKENS);
     let tokens: Tokens | undefined;
     if (saved !== undefined) {

@@ -218,3 +218,49 @@ test("a group session: admission, messages all ways, a removal the removed devic
   aliceAgain.close();
   bobRoom.close();
 });
+
+test("a dropped socket reconnects by itself and resumes: nothing sent meanwhile is lost", async () => {
+  const counselor = await member(server, await server.person("counselor"));
+  const sockets: WebSocket[] = [];
+  const store = new MemoryStore();
+  const person = await server.person("client");
+  const client = await ConfideClient.open({
+    baseUrl: server.baseUrl,
+    store,
+    webSocket: (url, protocols) => {
+      const ws = new WebSocket(url, protocols);
+      sockets.push(ws);
+      return ws as unknown as WebSocketLike;
+    },
+    backoff: () => 300,
+  });
+  await client.login(person.email, person.password);
+  await client.ensureDevice("node");
+  const guest: Member = { person, client, store, sent: [] };
+  const created = await counselor.person.api.createRoom({
+    title: "One to one",
+    kind: "individual",
+    starts_at: soon(-1),
+    ends_at: soon(60),
+    waiting_room: false,
+  });
+  await invite(server, counselor.person, created.id, guest);
+  const host = await joinReady(counselor, created.id);
+  const room = await joinReady(guest, created.id);
+  const heard = texts(room);
+  await host.send("before the drop");
+  await until(() => heard.length === 1, "the first message");
+
+  const socket = sockets.at(-1);
+  assert.ok(socket);
+  socket.terminate();
+  await host.send("while you were away");
+  await until(() => sockets.length === 2, "a new socket");
+  await until(() => heard.length === 2, "the message sent during the drop");
+  await host.send("after the drop");
+  await until(() => heard.length === 3, "the message after the drop");
+  const c = counselor.person.id;
+  assert.deepEqual(heard, [`${c}:before the drop`, `${c}:while you were away`, `${c}:after the drop`]);
+  host.close();
+  room.close();
+});
