@@ -58,4 +58,4 @@ def test_external_reference_is_caught() -> None:
 def test_page_loads_only_its_own_files() -> None:
     html = (STATIC / "index.html").read_text()
     references = re.findall(r'(?:src|href)="([^"]*)"', html)
-    assert sorted(references) == ["#main", "app.css", "app.js"]
+    assert sorted(references) == ["#main", "app.css", "app.js", "data:,"]

@@ -8,6 +8,17 @@ import { button, field, h } from "./dom.js";
 import { safetyGroups } from "./safety.js";
 import { type Announcer, describe } from "./status.js";
 
+const CALL_STATES: Record<string, string> = {
+  idle: "No call.",
+  ringing: "Incoming call.",
+  new: "Calling…",
+  connecting: "Connecting the call…",
+  connected: "The call is connected.",
+  disconnected: "The call lost its connection; trying again…",
+  failed: "The call failed.",
+  closed: "The call ended.",
+};
+
 export interface RoomScreen {
   element: HTMLElement;
   close(): void;
@@ -123,7 +134,7 @@ export function roomView(client: ConfideClient, room: Room, title: string, say: 
       startCall.hidden = live;
       hangUp.hidden = !live;
       if (s !== "ringing") acceptCall.hidden = true;
-      callState.textContent = s === "idle" ? "No call." : s === "ringing" ? "Incoming call." : `Call ${s}.`;
+      callState.textContent = CALL_STATES[s] ?? `Call ${s}.`;
       if (s === "connected") say.status("The video call is connected.");
     },
     incoming(device) {
@@ -159,7 +170,7 @@ export function roomView(client: ConfideClient, room: Room, title: string, say: 
   off.push(
     room.on("waiting", () => {
       render();
-      say.status("Waiting for the counselor to let you in.");
+      say.status("You are in the waiting room.");
     }),
     room.on("admitted", () => {
       render();

@@ -5,51 +5,9 @@
  * connect a WebRTC call over loopback with the fake camera (both peers
  * "connected", video frames arriving on each side).
  */
-import { readFileSync } from "node:fs";
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
-import { extname, join, normalize, resolve } from "node:path";
 import type { Page } from "playwright-core";
 import { Shots, collectProblems, launch, personContext, script } from "./browser.js";
-
-const STATIC = resolve(process.env["CONFIDE_WEB_STATIC"] ?? join(import.meta.dirname, "..", "..", "..", "app", "webclient", "static"));
-const TYPES: Record<string, string> = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css" };
-
-function csp(host: string): string {
-  return [
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data: blob:",
-    "media-src 'self' blob: mediastream:",
-    `connect-src 'self' ws://${host}`,
-  ].join("; ");
-}
-
-function serve(): Promise<{ origin: string; close(): void }> {
-  const server = createServer((request, response) => {
-    const url = new URL(request.url ?? "/", "http://localhost");
-    const name = url.pathname === "/" ? "index.html" : normalize(url.pathname).replace(/^\/+/, "");
-    const type = TYPES[extname(name)];
-    if (name.includes("..") || type === undefined) {
-      response.writeHead(404).end();
-      return;
-    }
-    try {
-      const body = readFileSync(join(STATIC, name));
-      response.writeHead(200, { "content-type": type, "content-security-policy": csp(request.headers.host ?? "") });
-      response.end(body);
-    } catch {
-      response.writeHead(404).end();
-    }
-  });
-  return new Promise((done) => {
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as AddressInfo;
-      done({ origin: `http://127.0.0.1:${port}`, close: () => server.close() });
-    });
-  });
-}
+import { serveStatic } from "./static.js";
 
 /** In the page: camera on, a peer connection with all candidates gathered; the description as JSON. */
 async function prepare(page: Page, offer: string | null): Promise<string> {
@@ -96,7 +54,7 @@ async function connected(page: Page): Promise<void> {
 }
 
 script(async () => {
-  const site = await serve();
+  const site = await serveStatic();
   const browser = await launch();
   const shots = new Shots();
   try {
