@@ -51,7 +51,7 @@ function roomView(id: string, title: string, me: Me): RoomView {
 
 class FakeRoom implements Room {
   state: Room["state"] = "connecting";
-  readonly secure = false;
+  secure = false;
   readonly self: { accountId: string; deviceId: string };
   private readonly handlers = new Map<keyof RoomEvents, Set<(event: never) => void>>();
   private readonly people: Participant[];
@@ -83,6 +83,7 @@ class FakeRoom implements Room {
       const mine = this.people[1];
       if (mine) mine.admitted = true;
       this.state = "admitted";
+      this.secure = true;
       this.emit("admitted", {});
       this.emit("participants", { participants: this.participants() });
       this.emit("ready", { epoch: 1n });

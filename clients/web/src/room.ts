@@ -26,6 +26,8 @@ export interface RoomScreen {
 
 export function roomView(client: ConfideClient, room: Room, title: string, say: Announcer, leave: () => void): RoomScreen {
   const self = room.self.accountId;
+  /** Messages go out only once admitted and the group's keys are agreed (`secure`). */
+  const canSend = () => room.state === "admitted" && room.secure;
   const isHost = () => room.participants().some((p) => p.accountId === self && p.role === "host");
   const fail = (error: unknown) => say.error(describe(error));
   const off: (() => void)[] = [];
@@ -68,7 +70,7 @@ export function roomView(client: ConfideClient, room: Room, title: string, say: 
         message.input.value = "";
       }, fail)
       .finally(() => {
-        send.disabled = room.state !== "admitted";
+        send.disabled = !canSend();
         message.input.focus();
       });
   });
@@ -152,14 +154,13 @@ export function roomView(client: ConfideClient, room: Room, title: string, say: 
   });
 
   const render = () => {
-    const admitted = room.state === "admitted";
     waiting.hidden = room.state !== "waiting";
-    send.disabled = !admitted;
-    startCall.disabled = !admitted;
+    send.disabled = !canSend();
+    startCall.disabled = room.state !== "admitted";
     state.textContent = {
       connecting: "Connecting…",
       waiting: "In the waiting room.",
-      admitted: room.secure ? "In the session. Messages are end-to-end encrypted." : "In the session.",
+      admitted: room.secure ? "In the session. Messages are end-to-end encrypted." : "In the session. Agreeing on encryption keys…",
       ended: "The session has ended.",
     }[room.state];
     element.dataset["roomState"] = room.state;

@@ -21,7 +21,8 @@ export function csp(host: string): string {
 export function serveStatic(): Promise<{ origin: string; close(): void }> {
   const server = createServer((request, response) => {
     const url = new URL(request.url ?? "/", "http://localhost");
-    const name = url.pathname === "/" ? "index.html" : normalize(url.pathname).replace(/^\/+/, "");
+    const path = url.pathname.replace(/^\/app\//, "/");
+    const name = path === "/" ? "index.html" : normalize(path).replace(/^\/+/, "");
     const type = TYPES[extname(name)];
     if (name.includes("..") || type === undefined) {
       response.writeHead(404).end();
