@@ -4,7 +4,7 @@
     python3 dev.py serve [--host H --port P]   run Confide on the embedded default
     python3 dev.py test [pytest args]          checks (format, lint, types, imports), the
                                                TypeScript SDK's type check and tests, the
-                                               web client's type check, tests
+                                               web client's type check and unit tests, tests
 
 Both create `.venv` and install the project into it first (again whenever
 pyproject.toml changes). `test` also installs the Node packages of the SDK
@@ -70,7 +70,8 @@ def npm_ci(npm: str, package: Path) -> None:
 
 def test_node_packages() -> bool:
     """The Node packages: the SDK's `npm ci`, type check and tests; the web client's
-    `npm ci` and type check (its build and browser tests run under pytest, tests/web).
+    `npm ci`, type check and unit tests (its build and browser tests run under
+    pytest, tests/web).
 
     False, after one line, when Node or npm is missing and services are not required.
     """
@@ -86,6 +87,7 @@ def test_node_packages() -> bool:
     run(npm, "test", "--silent", cwd=SDK)
     npm_ci(npm, WEB)  # after the SDK's: the web build bundles the SDK's sources
     run(npm, "run", "--silent", "check", cwd=WEB)
+    run(npm, "test", "--silent", cwd=WEB)
     return True
 
 
