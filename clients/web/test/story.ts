@@ -105,7 +105,7 @@ script(async () => {
 
     // A video call, signalled only through the room.
     await counselor.getByRole("button", { name: "Start video call" }).click();
-    await client.getByRole("button", { name: "Accept" }).click();
+    await client.getByRole("button", { name: "Accept", exact: true }).click();
     await Promise.all([peerState(counselor, "connected"), peerState(client, "connected")]);
     await client.waitForFunction(() => (document.querySelector<HTMLVideoElement>('[data-testid="remote-video"]')?.videoWidth ?? 0) > 0);
     await both("call-connected");
