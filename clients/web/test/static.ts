@@ -1,4 +1,4 @@
-/** A static server for the built client, sending the Content Security Policy the Confide server sends. */
+/** A static server for the built client, sending the Content Security Policy the Confide server sends (app/webclient). */
 import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -15,6 +15,9 @@ export function csp(host: string): string {
     "img-src 'self' data: blob:",
     "media-src 'self' blob: mediastream:",
     `connect-src 'self' ws://${host}`,
+    "frame-ancestors 'none'",
+    "base-uri 'none'",
+    "form-action 'none'",
   ].join("; ");
 }
 
