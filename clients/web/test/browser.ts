@@ -43,6 +43,22 @@ export function collectProblems(page: Page, label: string): string[] {
   return problems;
 }
 
+/** Controls on the page without an accessible name (text, aria-label, aria-labelledby or a label). */
+export async function unlabelled(page: Page): Promise<string[]> {
+  return page.evaluate(() =>
+    [...document.querySelectorAll<HTMLElement>("button, input, textarea, select, video, a[href]")]
+      .filter((el) => {
+        const named =
+          (el.textContent ?? "").trim() !== "" ||
+          (el.getAttribute("aria-label") ?? "").trim() !== "" ||
+          el.hasAttribute("aria-labelledby") ||
+          ((el as HTMLInputElement).labels?.length ?? 0) > 0;
+        return !named;
+      })
+      .map((el) => el.outerHTML.slice(0, 120)),
+  );
+}
+
 export class Shots {
   private count = 0;
   readonly dir: string | null;
@@ -52,7 +68,10 @@ export class Shots {
     if (this.dir !== null) mkdirSync(this.dir, { recursive: true });
   }
 
+  /** A screenshot, after checking that every control on the page has a name. */
   async take(page: Page, name: string): Promise<void> {
+    const missing = await unlabelled(page);
+    if (missing.length > 0) throw new Error(`unlabelled controls at "${name}":\n${missing.join("\n")}`);
     if (this.dir === null) return;
     this.count += 1;
     const file = `${String(this.count).padStart(2, "0")}-${name.replace(/[^a-z0-9-]+/gi, "-")}.png`;

@@ -19,6 +19,7 @@ async function prepare(page: Page, offer: string | null): Promise<string> {
     for (const track of media.getTracks()) pc.addTrack(track, media);
     const video = document.createElement("video");
     video.dataset["testid"] = "remote-video";
+    video.setAttribute("aria-label", "The other page's camera");
     video.muted = true;
     video.autoplay = true;
     document.body.append(video);
