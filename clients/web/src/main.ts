@@ -73,6 +73,7 @@ async function boot(): Promise<void> {
       const title = (await client.rooms()).find((r) => r.id === roomId)?.title ?? "Session";
       const room = await client.joinRoom(roomId);
       sessionStorage.setItem(OPEN_ROOM, roomId);
+      room.on("ended", () => sessionStorage.removeItem(OPEN_ROOM));
       screen = roomView(client, room, title, say, () => {
         leaveRoom();
         void showHome();

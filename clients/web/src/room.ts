@@ -232,8 +232,7 @@ export function roomView(client: ConfideClient, room: Room, title: string, say: 
     element,
     close() {
       for (const stop of off) stop();
-      void call.hangUp();
-      room.close();
+      void call.hangUp().finally(() => room.close());
     },
   };
 }
