@@ -3,13 +3,14 @@
 
     python3 dev.py serve [--host H --port P]   run Confide on the embedded default
     python3 dev.py test [pytest args]          checks (format, lint, types, imports), the
-                                               TypeScript SDK's type check and tests, tests
+                                               TypeScript SDK's type check and tests, the
+                                               web client's type check and unit tests, tests
 
 Both create `.venv` and install the project into it first (again whenever
-pyproject.toml changes). `test` also installs the SDK's packages
-(clients/typescript, `npm ci`) whenever package-lock.json changes; it needs
-Node 20+ and npm, and without them skips the SDK with one line (fails with
-CONFIDE_REQUIRE_SERVICES=1, as CI sets).
+pyproject.toml changes). `test` also installs the Node packages of the SDK
+(clients/typescript) and of the web client (clients/web), `npm ci`, whenever
+a package-lock.json changes; it needs Node 20+ and npm, and without them skips
+both with one line (fails with CONFIDE_REQUIRE_SERVICES=1, as CI sets).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".confide-installed"
 SDK = ROOT / "clients" / "typescript"
-SDK_STAMP = SDK / "node_modules" / ".confide-installed"
+WEB = ROOT / "clients" / "web"
+NPM_STAMP = Path("node_modules") / ".confide-installed"
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path = ROOT) -> None:
@@ -57,24 +59,35 @@ def require_services() -> bool:
     return os.environ.get("CONFIDE_REQUIRE_SERVICES", "") not in ("", "0")
 
 
-def test_sdk() -> bool:
-    """The TypeScript SDK's `npm ci` (when its lock file changed), type check and tests.
+def npm_ci(npm: str, package: Path) -> None:
+    """`npm ci` in `package`, unless its package-lock.json is the one last installed."""
+    stamp = package / NPM_STAMP
+    wanted = hashlib.sha256((package / "package-lock.json").read_bytes()).hexdigest()
+    if not (stamp.exists() and stamp.read_text() == wanted):
+        run(npm, "ci", "--no-audit", "--no-fund", cwd=package)
+        stamp.write_text(wanted)
+
+
+def test_node_packages() -> bool:
+    """The Node packages: the SDK's `npm ci`, type check and tests; the web client's
+    `npm ci`, type check and unit tests (its build and browser tests run under
+    pytest, tests/web).
 
     False, after one line, when Node or npm is missing and services are not required.
     """
     npm = shutil.which("npm")
     if not (shutil.which("node") and npm):
-        message = "node and npm (Node 20+) not found: the TypeScript SDK's checks and tests"
+        message = "node and npm (Node 20+) not found: the TypeScript SDK's and web client's checks"
         if require_services():
             sys.exit(f"{message} cannot run (CONFIDE_REQUIRE_SERVICES is set)")
         print(f"{message} were skipped", flush=True)
         return False
-    wanted = hashlib.sha256((SDK / "package-lock.json").read_bytes()).hexdigest()
-    if not (SDK_STAMP.exists() and SDK_STAMP.read_text() == wanted):
-        run(npm, "ci", "--no-audit", "--no-fund", cwd=SDK)
-        SDK_STAMP.write_text(wanted)
+    npm_ci(npm, SDK)
     run(npm, "run", "--silent", "check", cwd=SDK)
     run(npm, "test", "--silent", cwd=SDK)
+    npm_ci(npm, WEB)  # after the SDK's: the web build bundles the SDK's sources
+    run(npm, "run", "--silent", "check", cwd=WEB)
+    run(npm, "test", "--silent", cwd=WEB)
     return True
 
 
@@ -105,7 +118,7 @@ def main() -> int:
             run(BIN / "ruff", "check", ".")
             run(BIN / "mypy", "app", "tests", "bench", "dev.py", "alembic/env.py")
             run(BIN / "lint-imports")  # the contracts in pyproject.toml [tool.importlinter]
-            test_sdk()
+            test_node_packages()
             run(BIN / "pytest", *_workers(rest), *rest)
     except subprocess.CalledProcessError as error:
         return error.returncode or 1
