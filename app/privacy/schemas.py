@@ -69,5 +69,7 @@ class Export(ResponseModel):
     notices: list[NoticeOut] = Field(description="As `GET /v1/me/notices`.")
     access_log: list[AccessEntry] = Field(description="As `GET /v1/me/access-log`.")
     key_log: KeyLogOut = Field(
-        description="The caller's own key log, as `GET /v1/accounts/{account_id}/key-log` answers it."
+        description=(
+            "The caller's own key log, as `GET /v1/accounts/{account_id}/key-log` answers it."
+        )
     )
