@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     #: MLS KeyPackage claims an account may make in `key_package_claim_window_s`.
     key_package_claims_per_window: int = Field(default=30, ge=1)
     key_package_claim_window_s: int = Field(default=60, ge=1)
+    #: MLS GroupInfo uploads an account may make in `group_info_upload_window_s`.
+    group_info_uploads_per_window: int = Field(default=30, ge=1)
+    group_info_upload_window_s: int = Field(default=60, ge=1)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
