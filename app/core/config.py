@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     group_info_uploads_per_window: int = Field(default=30, ge=1)
     group_info_upload_window_s: int = Field(default=60, ge=1)
 
+    #: A server that lies on purpose, for client test suites only (app/faults.py);
+    #: production refuses any value.
+    test_fault: Literal["swap_device_key"] | None = None
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: What the log shows of a client's address: nothing, its /24 (IPv4) or
@@ -161,6 +165,15 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("test_fault", mode="before")
+    @classmethod
+    def _no_fault_in_production(cls, value: object, info: ValidationInfo) -> object:
+        if value is None or value == "":
+            return None
+        if info.data.get("env") == "production":
+            raise ValueError("exists for client test suites only; production refuses any value")
+        return value
 
     @field_validator("allowed_origins", "turn_urls", mode="before")
     @classmethod
