@@ -52,6 +52,7 @@ from app.web.middleware import (
     header_bytes,
     refuse_oversize_headers,
 )
+from app.webclient import endpoints as webclient
 
 log = logging.getLogger("confide")
 
@@ -216,6 +217,8 @@ def create_app(
         relay_router,
     ):
         app.include_router(router)
+    if settings.serves_web_client:
+        webclient.install(app)
 
     app.add_middleware(
         CORSMiddleware,

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     group_info_uploads_per_window: int = Field(default=30, ge=1)
     group_info_upload_window_s: int = Field(default=60, ge=1)
 
+    #: Serve the reference web client at /app/; unset: on in development, off in production.
+    web_client: bool | None = None
+
     #: A server that lies on purpose, for client test suites only (app/faults.py);
     #: production refuses any value.
     test_fault: Literal["swap_device_key"] | None = None
@@ -161,7 +164,7 @@ class Settings(BaseSettings):
             data = {**data, name: text.rstrip("\r\n")}
         return data
 
-    @field_validator("audit_checkpoint_syslog", mode="before")
+    @field_validator("audit_checkpoint_syslog", "web_client", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -235,6 +238,10 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def serves_web_client(self) -> bool:
+        return self.web_client if self.web_client is not None else not self.is_production
 
 
 @lru_cache
