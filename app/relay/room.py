@@ -1106,5 +1106,9 @@ def _ending(room: RoomState) -> list[Action]:
 
 
 def _end(room: RoomState) -> list[Action]:
+    # Each socket closes once what is queued for it is written: `ended` (and what
+    # was sent before the end) reaches it, then 4010.
     out = _broadcast(room, frames.ROOM_ENDED)
-    return out + _close_where(room, lambda p: True, Close.ENDED, "room ended")
+    return out + [
+        a for p in list(room.connections.values()) for a in _finish(p, Close.ENDED, "room ended")
+    ]

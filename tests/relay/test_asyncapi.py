@@ -272,6 +272,7 @@ async def test_a_real_session_speaks_only_what_the_document_describes(
     ended = await practice.http.post(f"/v1/rooms/{room_id}/end", headers=counselor.auth)
     assert ended.status_code == 200, ended.text
     assert await host.closed() == Close.ENDED
+    assert host.received[-1] == {"type": "room", "event": "ended"}
 
     received = host.received + guest.received
     seen = {f["type"] for f in received}
