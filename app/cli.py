@@ -107,6 +107,16 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             "metrics": _metrics_mode(settings),
         },
     )
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    base = f"http://{shown}:{args.port}"
+    web_client = f"{base}/app/" if settings.serves_web_client else "off (CONFIDE_WEB_CLIENT)"
+    log.info(
+        "serving on %s: web client %s, API docs %s/docs",
+        f"{shown}:{args.port}",
+        web_client,
+        base,
+        extra={"web_client": web_client, "api_docs": f"{base}/docs"},
+    )
     if settings.is_production and _metrics_mode(settings) == "off":
         log.warning(
             "/metrics is not served: set CONFIDE_METRICS_TOKEN (served here behind that "

@@ -52,6 +52,7 @@ from app.web.middleware import (
     header_bytes,
     refuse_oversize_headers,
 )
+from app.webclient import endpoints as webclient
 
 log = logging.getLogger("confide")
 
@@ -192,6 +193,11 @@ def create_app(
     app.state.metrics = Metrics()
     app.state.client_addresses = None  # set by the lifespan (the keyed form needs the index key)
     install_error_handlers(app, unavailable=(BrokerUnavailable,))
+    if settings.test_fault is not None:
+        # Imported only here: a server without the setting never loads the faults.
+        from app import faults
+
+        faults.install(app, settings.test_fault)
     if settings.metrics_token is not None and settings.metrics_listener is None:
         # Otherwise /metrics is on its own listener (confide serve), or nowhere.
         metrics_endpoint.install(app, app.state.metrics, settings.metrics_token)
@@ -211,6 +217,8 @@ def create_app(
         relay_router,
     ):
         app.include_router(router)
+    if settings.serves_web_client:
+        webclient.install(app)
 
     app.add_middleware(
         CORSMiddleware,

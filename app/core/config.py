@@ -112,6 +112,16 @@ class Settings(BaseSettings):
     #: MLS KeyPackage claims an account may make in `key_package_claim_window_s`.
     key_package_claims_per_window: int = Field(default=30, ge=1)
     key_package_claim_window_s: int = Field(default=60, ge=1)
+    #: MLS GroupInfo uploads an account may make in `group_info_upload_window_s`.
+    group_info_uploads_per_window: int = Field(default=30, ge=1)
+    group_info_upload_window_s: int = Field(default=60, ge=1)
+
+    #: Serve the reference web client at /app/; unset: on in development, off in production.
+    web_client: bool | None = None
+
+    #: A server that lies on purpose, for client test suites only (app/faults.py);
+    #: production refuses any value.
+    test_fault: Literal["swap_device_key"] | None = None
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -154,10 +164,19 @@ class Settings(BaseSettings):
             data = {**data, name: text.rstrip("\r\n")}
         return data
 
-    @field_validator("audit_checkpoint_syslog", mode="before")
+    @field_validator("audit_checkpoint_syslog", "web_client", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("test_fault", mode="before")
+    @classmethod
+    def _no_fault_in_production(cls, value: object, info: ValidationInfo) -> object:
+        if value is None or value == "":
+            return None
+        if info.data.get("env") == "production":
+            raise ValueError("exists for client test suites only; production refuses any value")
+        return value
 
     @field_validator("allowed_origins", "turn_urls", mode="before")
     @classmethod
@@ -219,6 +238,10 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def serves_web_client(self) -> bool:
+        return self.web_client if self.web_client is not None else not self.is_production
 
 
 @lru_cache

@@ -37,12 +37,16 @@ class Context:
     passwords: PasswordHasher
     login_throttle: Throttle = field(init=False)
     claim_throttle: Throttle = field(init=False)
+    group_info_throttle: Throttle = field(init=False)
     publisher: Publisher | None = None
 
     def __post_init__(self) -> None:
         self.login_throttle = Throttle(self.clock, window_s=self.settings.login_window_s)
         self.claim_throttle = Throttle(
             self.clock, window_s=self.settings.key_package_claim_window_s
+        )
+        self.group_info_throttle = Throttle(
+            self.clock, window_s=self.settings.group_info_upload_window_s
         )
 
     async def _commit(self, session: AsyncSession) -> None:

@@ -6,13 +6,14 @@ The publisher is the relay's broker, handed to the context at start-up, so
 core stays free of the relay.
 
 Each event is a frozen dataclass (ids are strings):
-- `DeviceAdded(account, device, public_key)`: public_key base64url
+- `DeviceAdded(account, device, public_key, signing_key)`: keys base64url;
+  signing_key None for a device registered before devices were signed
 - `DeviceRevoked(account, device)`: its sockets close with 4003
 - `AccountClosed(account, code, reason)`: every socket of the account closes
   with `code` (consent withdrawn: 4003; erased: 4001)
 - `LoginRevoked(login)`: sockets opened under that log-in close with 4001
 - `ParticipantAdded(room, account, role, display_name, admitted, devices)`:
-  devices as (device id, public key) pairs
+  devices as (device id, public key, signing key or None) triples
 - `ParticipantRemoved(room, account)`: its sockets close with 4003
 - `Admitted(room, account)`
 - `RoomLocked(room)` / `RoomUnlocked(room)`
@@ -52,6 +53,7 @@ class DeviceAdded:
     account: str
     device: str
     public_key: str
+    signing_key: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,7 @@ class ParticipantAdded:
     role: str
     display_name: str
     admitted: bool
-    devices: tuple[tuple[str, str], ...]
+    devices: tuple[tuple[str, str, str | None], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +205,7 @@ def encode(event: Event) -> str:
         if isinstance(value, datetime):
             value = value.isoformat()
         elif item.name == "devices" and isinstance(event, ParticipantAdded):
-            value = dict(value)
+            value = {device: [public, signing] for device, public, signing in value}
         elif isinstance(value, tuple):
             value = list(value)
         data[item.name] = value
@@ -264,10 +266,20 @@ def _texts(value: object) -> tuple[str, ...]:
     return tuple(_text(item) for item in value)
 
 
-def _keys(value: object) -> tuple[tuple[str, str], ...]:
+def _maybe_text(value: object) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _keys(value: object) -> tuple[tuple[str, str, str | None], ...]:
+    """{device id: [public key, signing key or null]}."""
     if not isinstance(value, dict):
         raise EventError("expected an object")
-    return tuple((_text(device), _text(key)) for device, key in value.items())
+    out = []
+    for device, keys in value.items():
+        if not isinstance(keys, list) or len(keys) != 2:
+            raise EventError("expected [public key, signing key]")
+        out.append((_text(device), _text(keys[0]), _maybe_text(keys[1])))
+    return tuple(out)
 
 
 def _presence(value: object) -> PresenceEvent:
@@ -279,11 +291,12 @@ def _presence(value: object) -> PresenceEvent:
 _CLOSE_CODES = frozenset(code.value for code in Close)
 _READERS: dict[object, Callable[[object], Any]] = {
     str: _text,
+    str | None: _maybe_text,
     bool: _flag,
     Close: _close,
     datetime | None: _moment,
     tuple[str, ...]: _texts,
-    tuple[tuple[str, str], ...]: _keys,
+    tuple[tuple[str, str, str | None], ...]: _keys,
     PresenceEvent: _presence,
 }
 #: How each field of each kind is read back, from its annotation (a field of

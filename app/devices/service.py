@@ -73,6 +73,13 @@ class DeviceInfo:
         return not self.row.revoked
 
 
+def device_keys(device: DeviceInfo) -> tuple[str, str | None]:
+    """What the room socket shows of a device: its public key and signing key (None
+    for a device registered before devices were signed), base64url."""
+    signing = b64url_encode(device.signing_key) if device.signing_key is not None else None
+    return b64url_encode(device.public_key), signing
+
+
 async def _open(session: AsyncSession, vault: Vault, account: Account, row: Device) -> DeviceInfo:
     assert account.data_key_id is not None
     key_id = account.data_key_id
@@ -178,7 +185,15 @@ async def register(
         raise TooManyDevices(
             f"An account holds at most {MAX_ACTIVE_DEVICES} active devices; revoke one first."
         )
-    emit(session, DeviceAdded(account.id, new.id, b64url_encode(new.public_key)))
+    emit(
+        session,
+        DeviceAdded(
+            account.id,
+            new.id,
+            b64url_encode(new.public_key),
+            b64url_encode(new.signing_key),
+        ),
+    )
     audit.record(
         session,
         "device.register",
@@ -258,7 +273,15 @@ async def reset_identity(
     await log.finish()
     for info in revoked:
         emit(session, DeviceRevoked(account.id, info.id))
-    emit(session, DeviceAdded(account.id, new.id, b64url_encode(new.public_key)))
+    emit(
+        session,
+        DeviceAdded(
+            account.id,
+            new.id,
+            b64url_encode(new.public_key),
+            b64url_encode(new.signing_key),
+        ),
+    )
     audit.record(
         session,
         "identity.reset",

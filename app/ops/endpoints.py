@@ -1,4 +1,9 @@
-"""Health, readiness and the API docs (/metrics is in metrics.py)."""
+"""Health, readiness and the API docs (/metrics is in metrics.py).
+
+`/asyncapi.yaml` is the room socket's AsyncAPI document: `asyncapi.yaml` beside
+this module, shipped in the wheel, the same bytes as docs/asyncapi.yaml (a
+test holds them equal).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,24 @@ import asyncio
 import base64
 import hashlib
 import re
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
 
 from app.web.deps import ContextDep
 
 router = APIRouter(tags=["operations"])
+ASYNCAPI = Path(__file__).parent / "asyncapi.yaml"
+
+
+@cache
+def _asyncapi() -> bytes:
+    return ASYNCAPI.read_bytes()
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -78,3 +91,13 @@ async def docs(request: Request) -> HTMLResponse:
     )
     headers: dict[str, Any] = {"Content-Security-Policy": csp}
     return HTMLResponse(html, headers=headers)
+
+
+@router.get(
+    "/asyncapi.yaml",
+    summary="The room socket's AsyncAPI 3.0 document (its frames as JSON Schemas)",
+    response_class=Response,
+    responses={200: {"content": {"application/yaml": {}}}},
+)
+async def asyncapi() -> Response:
+    return Response(_asyncapi(), media_type="application/yaml")

@@ -10,6 +10,7 @@ from app.accounts.schemas import AccountOut
 from app.consent.schemas import SHA256_DESCRIPTION
 from app.core.schemas import ResponseModel
 from app.disclosures.schemas import DisclosureOut
+from app.keys.schemas import KeyLogOut
 from app.models import ConsentKind
 from app.notices.schemas import NoticeOut
 from app.rooms.schemas import RoomOut
@@ -67,3 +68,8 @@ class Export(ResponseModel):
     )
     notices: list[NoticeOut] = Field(description="As `GET /v1/me/notices`.")
     access_log: list[AccessEntry] = Field(description="As `GET /v1/me/access-log`.")
+    key_log: KeyLogOut = Field(
+        description=(
+            "The caller's own key log, as `GET /v1/accounts/{account_id}/key-log` answers it."
+        )
+    )

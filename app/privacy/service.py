@@ -161,6 +161,7 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
             notice_out(n) for n in await notices.notices_for(session, ctx.vault, ctx.clock, account)
         ],
         access_log=await _access_entries(session, ctx, account),
+        key_log=await keys.view(session, ctx.vault, ctx.tokens, account, 0),
     )
     audit.record(
         session,

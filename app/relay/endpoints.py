@@ -1,8 +1,9 @@
 """The room socket: handshake, Origin check and authentication, then the hub takes over.
 
-Authentication is a room token, given either as the subprotocol
-`bearer.<token>` beside `confide.v1`, or in a first `auth` frame within 5
-seconds. Never in the query string: URLs end up in logs. The token is
+The `Origin` header, when present, is the server's own origin (a page it
+serves) or one of `CONFIDE_ALLOWED_ORIGINS`. Authentication is a room token,
+given either as the subprotocol `bearer.<token>` beside `confide.v1`, or in
+a first `auth` frame within 5 seconds. Never in the query string: URLs end up in logs. The token is
 checked (signature, audience, the path's room), the database is asked once,
 in a short transaction, whether the room-token rule (`rooms.admit_device`:
 the account, the log-in, the room, the membership, the device, the consent)
@@ -199,7 +200,11 @@ async def _serve_socket(ws: WebSocket, room_id: str) -> int:
     await ws.accept(subprotocol=p.SUBPROTOCOL if speaks_v1 else None)
     try:
         origin = ws.headers.get("origin")
-        if origin is not None and origin not in ctx.settings.allowed_origins:
+        if (
+            origin is not None
+            and origin not in ctx.settings.allowed_origins
+            and not p.same_origin(origin, ws.url.scheme, ws.headers.get("host"))
+        ):
             raise Refused(Close.FORBIDDEN, "origin not allowed")
         if not speaks_v1:
             raise Refused(Close.PROTOCOL_ERROR, "subprotocol confide.v1 required")

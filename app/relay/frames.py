@@ -97,6 +97,14 @@ def resumed(seq: int) -> str:
 
 # -- the room ----------------------------------------------------------------------
 
+#: A device's public key and signing key (None: registered before devices were
+#: signed), base64url.
+DeviceKeys = tuple[str, str | None]
+
+
+def _device(device_id: str, keys: DeviceKeys) -> dict[str, Any]:
+    return {"device_id": device_id, "public_key": keys[0], "signing_key": keys[1]}
+
 
 class Member(Protocol):
     """What `welcome` shows of one participant."""
@@ -105,7 +113,7 @@ class Member(Protocol):
     display_name: str
     role: str
     admitted: bool
-    devices: dict[str, str]  # device id -> public key
+    devices: dict[str, DeviceKeys]  # device id -> its keys
 
 
 def welcome(
@@ -133,9 +141,7 @@ def welcome(
                     "role": member.role,
                     "admitted": member.admitted,
                     "online": any(d in online for d in member.devices),
-                    "devices": [
-                        {"device_id": d, "public_key": key} for d, key in member.devices.items()
-                    ],
+                    "devices": [_device(d, keys) for d, keys in member.devices.items()],
                 }
                 for member in members
             ],
@@ -154,13 +160,15 @@ def presence(
     return dumps(frame)
 
 
-def device(event: Literal["added", "revoked"], account_id: str, device_id: str, key: str) -> str:
+def device(
+    event: Literal["added", "revoked"], account_id: str, device_id: str, keys: DeviceKeys
+) -> str:
     return dumps(
         {
             "type": "device",
             "event": event,
             "account_id": account_id,
-            "device": {"device_id": device_id, "public_key": key},
+            "device": _device(device_id, keys),
         }
     )
 

@@ -199,6 +199,21 @@ def _check_send(frame: SendFrame) -> None:
         raise FrameError(error.code, error.detail, frame.id) from None
 
 
+def same_origin(origin: str, scheme: str, host: str | None) -> bool:
+    """Whether `origin` is the server's own: the request's scheme and `Host`.
+
+    A page the server itself serves (the reference web client at `/app/`)
+    opens its socket from that origin; it needs no place in the allow-list.
+    `scheme` is the socket's (`ws` or `wss`, as the server saw it); origins
+    compare case-insensitively (RFC 6454 serializes them in lower case). A
+    missing or empty `Host` matches nothing.
+    """
+    if not host:
+        return False
+    web = "https" if scheme in ("wss", "https") else "http"
+    return origin.lower() == f"{web}://{host.lower()}"
+
+
 def bearer_from_subprotocols(offered: list[str]) -> tuple[bool, str | None]:
     """(offers confide.v1, the room token of a `bearer.<token>` entry if any)."""
     token = None

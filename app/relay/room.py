@@ -70,6 +70,7 @@ from app.core.events import (
     RoomUnlocked,
 )
 from app.relay import frames
+from app.relay.frames import DeviceKeys
 from app.relay.protocol import (
     MAX_STRIKES,
     AuthFrame,
@@ -112,7 +113,8 @@ class Participant:
     role: str
     display_name: str
     admitted: bool
-    devices: dict[str, str] = field(default_factory=dict)  # device id -> public key
+    #: Device id -> (public key, signing key or None).
+    devices: dict[str, DeviceKeys] = field(default_factory=dict)
 
 
 @dataclass
@@ -650,7 +652,11 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
             return _broadcast(room, frames.presence("admitted", account))
         case ParticipantAdded():
             room.participants[event.account] = Participant(
-                event.account, event.role, event.display_name, event.admitted, dict(event.devices)
+                event.account,
+                event.role,
+                event.display_name,
+                event.admitted,
+                {device: (public, signing) for device, public, signing in event.devices},
             )
             return []
         case ParticipantRemoved(account=account):
@@ -659,23 +665,23 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
                 room, lambda p: p.account_id == account, Close.FORBIDDEN, "removed from the room"
             )
             return out + _broadcast(room, frames.presence("removed", account))
-        case DeviceAdded(account=account, device=device, public_key=key):
+        case DeviceAdded(account=account, device=device, public_key=key, signing_key=signing):
             part = room.participants.get(account)
             if part is None:
                 return []
-            part.devices[device] = key
-            frame = frames.device("added", account, device, key)
+            part.devices[device] = (key, signing)
+            frame = frames.device("added", account, device, (key, signing))
             return _broadcast(room, frame, admitted_only=True)
         case DeviceRevoked(account=account, device=device):
             part = room.participants.get(account)
             if part is None:
                 return []
-            key = part.devices.pop(device, "")
+            keys = part.devices.pop(device, ("", None))
             out = []
             peer_of_device = room.connections.get(device)
             if peer_of_device is not None:
                 out += _close(peer_of_device, Close.FORBIDDEN, "device revoked")
-            frame = frames.device("revoked", account, device, key)
+            frame = frames.device("revoked", account, device, keys)
             return out + _broadcast(room, frame, admitted_only=True)
         case AccountClosed(account=account, code=code, reason=reason):
             return _close_where(room, lambda p: p.account_id == account, code, reason)
@@ -1100,5 +1106,9 @@ def _ending(room: RoomState) -> list[Action]:
 
 
 def _end(room: RoomState) -> list[Action]:
+    # Each socket closes once what is queued for it is written: `ended` (and what
+    # was sent before the end) reaches it, then 4010.
     out = _broadcast(room, frames.ROOM_ENDED)
-    return out + _close_where(room, lambda p: True, Close.ENDED, "room ended")
+    return out + [
+        a for p in list(room.connections.values()) for a in _finish(p, Close.ENDED, "room ended")
+    ]

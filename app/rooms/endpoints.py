@@ -381,9 +381,17 @@ class _Epochs(Protocol):
     f"{ROOM}/group-info",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=responses(
-        Unauthorized, NotFound, NotAdmitted, RoomEnded, WrongGroup, StaleEpoch, ValidationFailed
+        Unauthorized,
+        NotFound,
+        NotAdmitted,
+        RoomEnded,
+        WrongGroup,
+        StaleEpoch,
+        ValidationFailed,
+        RateLimited,
     ),
     summary="Upload the room's latest MLS GroupInfo (its group, the room's current epoch)",
+    description="Uploads are limited per account (429 `rate_limited` with `Retry-After`).",
 )
 async def put_group_info(
     room_id: str,
@@ -393,6 +401,7 @@ async def put_group_info(
     session: SessionDep,
     ctx: ContextDep,
 ) -> Response:
+    group_info.throttle(ctx, principal.id)
     try:
         raw = b64url_decode(body.group_info)
     except ValueError:

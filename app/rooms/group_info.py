@@ -6,6 +6,7 @@ and keeps it only if the group is the room's and the epoch is the room's
 current one as the relay knows it (the epoch after the latest commit it
 relayed; 0 before any). One row per room, replaced on upload, sealed under
 the room's data key; retention deletes it with the room's relay state.
+Uploads are throttled per account (in process memory, like KeyPackage claims).
 """
 
 from __future__ import annotations
@@ -15,13 +16,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import mls
 from app.core.context import Context
-from app.core.errors import NotFound, ValidationFailed
+from app.core.errors import NotFound, RateLimited, ValidationFailed
 from app.models import Account, RoomGroupInfo
 from app.rooms.errors import NotAdmitted, RoomEnded, StaleEpoch, WrongGroup
 from app.rooms.service import RoomState, load_for
 
 #: At most this many bytes of GroupInfo.
 MAX_GROUP_INFO = 64 * 1024
+
+
+def throttle(ctx: Context, account_id: str) -> None:
+    """Count one upload by the account; RateLimited past its share of the window."""
+    key = f"group_info.upload:{account_id}"
+    limit = ctx.settings.group_info_uploads_per_window
+    retry = ctx.group_info_throttle.retry_after(key, limit)
+    if retry:
+        raise RateLimited(retry, "Too many GroupInfo uploads; try again later.")
+    ctx.group_info_throttle.fail(key)
 
 
 async def _admitted(

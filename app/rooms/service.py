@@ -35,7 +35,7 @@ from app.core.events import emit
 from app.core.slots import Slots
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP
 from app.core.vault import DataKeyDestroyed, Vault
-from app.devices.service import active_device, active_devices_of
+from app.devices.service import active_device, active_devices_of, device_keys
 from app.models import Account, AccountRoom, Device, Role, Room, RoomKind, RoomMember
 from app.rooms.errors import (
     AlreadyParticipant,
@@ -423,7 +423,7 @@ async def add_member(
             role,
             names.get(account.id, ""),
             state.is_admitted(member),
-            tuple((d.id, b64url_encode(d.public_key)) for d in devices),
+            tuple((d.id, *device_keys(d)) for d in devices),
         ),
     )
     audit.record(
@@ -547,8 +547,8 @@ class Seat:
     role: str
     display_name: str
     admitted: bool
-    #: Device id -> public key (base64url), the active devices only.
-    devices: dict[str, str]
+    #: Device id -> (public key, signing key or None), base64url; the active devices only.
+    devices: dict[str, tuple[str, str | None]]
 
 
 @dataclass(frozen=True)
@@ -598,7 +598,7 @@ async def _seats(session: AsyncSession, ctx: Context, state: RoomState) -> list[
             m.role,
             names.get(m.account_id, ""),
             state.is_admitted(m),
-            {d.id: b64url_encode(d.public_key) for d in devices.get(m.account_id, [])},
+            {d.id: device_keys(d) for d in devices.get(m.account_id, [])},
         )
         for m in state.members
     ]

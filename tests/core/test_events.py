@@ -38,7 +38,7 @@ moments = st.datetimes(
     min_value=datetime(1900, 1, 1), max_value=datetime(9998, 12, 31), timezones=st.just(UTC)
 ) | st.just(datetime(2026, 11, 24, 20, 0, tzinfo=timezone(timedelta(hours=2))))
 any_event: st.SearchStrategy[Event] = st.one_of(
-    st.builds(DeviceAdded, ids, ids, ids),
+    st.builds(DeviceAdded, ids, ids, ids, st.none() | ids),
     st.builds(DeviceRevoked, ids, ids),
     st.builds(AccountClosed, ids, st.sampled_from(Close), ids),
     st.builds(LoginRevoked, ids),
@@ -49,7 +49,9 @@ any_event: st.SearchStrategy[Event] = st.one_of(
         ids,
         ids,
         st.booleans(),
-        st.dictionaries(ids, ids, max_size=3).map(lambda keys: tuple(keys.items())),
+        st.dictionaries(ids, st.tuples(ids, st.none() | ids), max_size=3).map(
+            lambda keys: tuple((d, public, signing) for d, (public, signing) in keys.items())
+        ),
     ),
     st.builds(ParticipantRemoved, ids, ids),
     st.builds(Admitted, ids, ids),
@@ -75,7 +77,9 @@ def test_every_kind_has_a_name() -> None:
 
 
 def test_the_wire_form_is_the_kind_and_the_fields() -> None:
-    event = ParticipantAdded("r", "a", "participant", "Ann", True, (("d1", "k1"),))
+    event = ParticipantAdded(
+        "r", "a", "participant", "Ann", True, (("d1", "k1", "s1"), ("d0", "k0", None))
+    )
     assert json.loads(events.encode(event)) == {
         "kind": "participant_added",
         "room": "r",
@@ -83,8 +87,12 @@ def test_the_wire_form_is_the_kind_and_the_fields() -> None:
         "role": "participant",
         "display_name": "Ann",
         "admitted": True,
-        "devices": {"d1": "k1"},
+        "devices": {"d1": ["k1", "s1"], "d0": ["k0", None]},
     }
+    assert events.decode(events.encode(event)) == event
+    added = DeviceAdded("a", "d", "k", None)
+    assert json.loads(events.encode(added))["signing_key"] is None
+    assert events.decode(events.encode(added)) == added
     ends = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
     assert json.loads(events.encode(RoomSchedule("r", ends))) == {
         "kind": "room_schedule",
@@ -130,6 +138,32 @@ def test_the_wire_form_is_the_kind_and_the_fields() -> None:
             "display_name": "",
             "admitted": True,
             "devices": [["d", "k"]],
+        },
+        {
+            "kind": "participant_added",
+            "room": "r",
+            "account": "a",
+            "role": "participant",
+            "display_name": "",
+            "admitted": True,
+            "devices": {"d": "k"},
+        },
+        {
+            "kind": "participant_added",
+            "room": "r",
+            "account": "a",
+            "role": "participant",
+            "display_name": "",
+            "admitted": True,
+            "devices": {"d": ["k", 5]},
+        },
+        {"kind": "device_added", "account": "a", "device": "d", "public_key": "k"},
+        {
+            "kind": "device_added",
+            "account": "a",
+            "device": "d",
+            "public_key": "k",
+            "signing_key": 1,
         },
     ],
 )

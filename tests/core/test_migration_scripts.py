@@ -146,6 +146,14 @@ def test_an_installed_wheel_migrates(tmp_path: Path) -> None:
     for path in scripts:
         assert f"confide_migrations/{path.relative_to(ROOT / 'alembic').as_posix()}" in names
     assert not any(name.startswith("alembic/") for name in names)
+    # The AsyncAPI document served at /asyncapi.yaml, and the web client's files,
+    # ship as package data.
+    assert "app/ops/asyncapi.yaml" in names
+    static = ROOT / "app" / "webclient" / "static"
+    shipped = [p for p in static.rglob("*") if p.is_file()]
+    assert static / "index.html" in shipped
+    for path in shipped:
+        assert f"app/webclient/static/{path.relative_to(static).as_posix()}" in names
 
     # A fresh environment with the wheel; its dependencies from this one.
     target = tmp_path / "venv"

@@ -293,7 +293,8 @@ async def test_events_are_published_once_committed(
         headers=client_user.auth,
     )
     device_id = response.json()["device_id"]
-    assert published == [DeviceAdded(client_user.id, device_id, b64(raw))]
+    signing_key = response.json()["signing_key"]
+    assert published == [DeviceAdded(client_user.id, device_id, b64(raw), signing_key)]
 
     published.clear()
     await client.delete(f"/v1/devices/{device_id}", headers=client_user.auth)

@@ -129,6 +129,9 @@ async def test_the_log_is_json_and_links_no_one(tmp_path: Path, level: str) -> N
     assert any(r["message"] == "Application startup complete." for r in records)
     started = [r for r in records if r["message"] == "logging configured"]
     assert [(r["log_level"], r["client_addresses"]) for r in started] == [(level, "off")]
+    (serving,) = [r for r in records if r["message"].startswith("serving on ")]
+    base = f"http://127.0.0.1:{server.port}"
+    assert (serving["web_client"], serving["api_docs"]) == (f"{base}/app/", f"{base}/docs")
     check_story_log(records, text.splitlines(), story)
 
 

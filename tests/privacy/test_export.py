@@ -9,7 +9,10 @@ from datetime import datetime, timedelta
 import httpx
 
 from app.core.clock import FrozenClock
+from app.core.context import Context
+from app.keys.log import LogState
 from tests.fixtures.accounts import User, register_client
+from tests.keys.test_key_log_api import checked
 from tests.privacy.helpers import (
     Json,
     accept,
@@ -34,7 +37,7 @@ async def export(client: httpx.AsyncClient, user: User) -> Json:
 
 
 async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint(
-    client: httpx.AsyncClient, counselor: User, admin: User, clock: FrozenClock
+    client: httpx.AsyncClient, counselor: User, admin: User, clock: FrozenClock, ctx: Context
 ) -> None:
     person = await register_client(client, display_name="Zoë Ångström")
     phone = await add_device(client, person, "Zoë's phone ✓")
@@ -91,6 +94,7 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
         "disclosures",
         "notices",
         "access_log",
+        "key_log",
     ]
     assert datetime.fromisoformat(found["exported_at"]) == clock.now()
 
@@ -153,6 +157,22 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
         "account.export",
     ]
 
+    # The caller's own key log, entries as served and the signed head.
+    served = await get_json(client, person, f"/v1/accounts/{person.id}/key-log")
+    assert found["key_log"]["account_id"] == person.id
+    assert found["key_log"]["entries"] == served["entries"]
+    assert [e["kind"] for e in served["entries"]] == [
+        "identity_set",
+        "device_added",
+        "device_added",
+        "device_revoked",
+    ]
+    assert {k: found["key_log"]["head"][k] for k in ("seq", "hash")} == {
+        k: served["head"][k] for k in ("seq", "hash")
+    }
+    state = checked(ctx, LogState(person.id), found["key_log"])
+    assert list(state.devices) == [phone["device_id"]]
+
     exports = [e for e in await audit_entries(client, admin) if e["action"] == "account.export"]
     assert [(e["actor"], e["actor_role"], e["target"]) for e in exports] == [
         (person.id, "client", person.id)
@@ -172,6 +192,7 @@ async def test_a_counselors_export_has_their_rooms_and_no_accounting(
     assert found["consents"] == []
     assert found["notices"] == []
     assert found["devices"] == []
+    assert found["key_log"] == {"account_id": counselor.id, "entries": [], "head": None}
 
 
 async def test_an_export_shows_only_the_callers_own_records(

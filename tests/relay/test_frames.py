@@ -21,12 +21,12 @@ class Member:
     display_name: str
     role: str
     admitted: bool
-    devices: dict[str, str] = field(default_factory=dict)
+    devices: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
 def test_welcome() -> None:
     members = [
-        Member("a1", "Zoë", "host", True, {"d1": "K1", "d2": "K2"}),
+        Member("a1", "Zoë", "host", True, {"d1": ("K1", "S1"), "d2": ("K2", None)}),
         Member("a2", "", "participant", False),
     ]
     wire = frames.welcome("r1", ("a1", "d1", "host"), "admitted", 7, members, {"d2"})
@@ -35,7 +35,8 @@ def test_welcome() -> None:
         '"you":{"account_id":"a1","device_id":"d1","role":"host"},'
         '"state":"admitted","seq":7,"participants":['
         '{"account_id":"a1","display_name":"Zoë","role":"host","admitted":true,"online":true,'
-        '"devices":[{"device_id":"d1","public_key":"K1"},{"device_id":"d2","public_key":"K2"}]},'
+        '"devices":[{"device_id":"d1","public_key":"K1","signing_key":"S1"},'
+        '{"device_id":"d2","public_key":"K2","signing_key":null}]},'
         '{"account_id":"a2","display_name":"","role":"participant","admitted":false,'
         '"online":false,"devices":[]}]}'
     )
@@ -75,9 +76,13 @@ def test_presence_and_devices() -> None:
     assert frames.presence("removed", "a1") == (
         '{"type":"presence","event":"removed","account_id":"a1"}'
     )
-    assert frames.device("revoked", "a1", "d1", "K1") == (
+    assert frames.device("revoked", "a1", "d1", ("K1", "S1")) == (
         '{"type":"device","event":"revoked","account_id":"a1",'
-        '"device":{"device_id":"d1","public_key":"K1"}}'
+        '"device":{"device_id":"d1","public_key":"K1","signing_key":"S1"}}'
+    )
+    assert frames.device("added", "a1", "d1", ("K1", None)) == (
+        '{"type":"device","event":"added","account_id":"a1",'
+        '"device":{"device_id":"d1","public_key":"K1","signing_key":null}}'
     )
 
 
@@ -101,8 +106,8 @@ def test_every_frame_is_json_in_utf8_whatever_the_ids(a: str, b: str, c: str) ->
         frames.ack(a, 1),
         frames.error("validation_error", b, c),
         frames.presence("online", a, b),
-        frames.device("added", a, b, c),
-        frames.welcome(a, (a, b, c), "waiting", 0, [Member(a, b, c, True, {a: b})], {a}),
+        frames.device("added", a, b, (c, a)),
+        frames.welcome(a, (a, b, c), "waiting", 0, [Member(a, b, c, True, {a: (b, c)})], {a}),
     ]
     for wire in wires:
         wire.encode("utf-8")

@@ -67,9 +67,19 @@ async def test_participants_on_two_instances_share_one_room(tmp_path: Path) -> N
         assert await closed_with(guest, timeout=CROSS + 1) == 4003
         told = await recv_until(host, "device", timeout=CROSS, event="revoked")
         assert told["device"]["device_id"] == client.device
+        assert isinstance(told["device"]["signing_key"], str)
 
         # The end, decided on B, closes the host's socket on A.
         new_device = await on_b.add_device(client, "tablet")
+        # Registered through B, told to the host on A with the device's keys.
+        added = await recv_until(host, "device", timeout=CROSS, event="added")
+        listed = await on_b.http.get("/v1/devices", headers=client.auth)
+        (keys,) = [
+            {k: d[k] for k in ("device_id", "public_key", "signing_key")}
+            for d in listed.json()
+            if d["device_id"] == new_device
+        ]
+        assert added["device"] == keys
         back = await open_socket(on_b.base, room_id, await on_b.token(client, room_id, new_device))
         assert (await recv(back))["state"] == "admitted"
         ended = await on_b.http.post(f"/v1/rooms/{room_id}/end", headers=counselor.auth)

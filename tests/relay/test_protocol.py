@@ -694,3 +694,23 @@ def test_dumps_writes_compact_utf8_json(frame: dict[str, Any]) -> None:
 
 def test_dumps_keeps_readable_unicode() -> None:
     assert frames.dumps({"type": "presence", "name": "Zoë"}) == '{"type":"presence","name":"Zoë"}'
+
+
+_HOSTS = st.from_regex(r"[a-z0-9.-]{1,30}(:[0-9]{1,5})?", fullmatch=True)
+
+
+@given(host=_HOSTS, secure=st.booleans())
+def test_same_origin_is_the_sockets_scheme_and_host(host: str, secure: bool) -> None:
+    scheme, web, other = ("wss", "https", "http") if secure else ("ws", "http", "https")
+    assert p.same_origin(f"{web}://{host}", scheme, host)
+    assert p.same_origin(f"{web}://{host}".upper(), scheme, host.upper())
+    assert not p.same_origin(f"{other}://{host}", scheme, host)
+    assert not p.same_origin(f"{web}://{host}.evil.example", scheme, host)
+    assert not p.same_origin(f"{web}://{host}", scheme, None)
+    assert not p.same_origin(f"{web}://{host}", scheme, "")
+
+
+@given(origin=st.text(max_size=40), host=_HOSTS)
+def test_same_origin_holds_only_for_exactly_that_origin(origin: str, host: str) -> None:
+    if p.same_origin(origin, "ws", host):
+        assert origin.lower() == f"http://{host}"

@@ -75,7 +75,7 @@ def people(**admitted: bool) -> dict[str, Participant]:
             "host" if account == "host" else "participant",
             account.title(),
             ok,
-            {f"{account}-1": f"key-{account}"},
+            {f"{account}-1": (f"key-{account}", f"sig-{account}")},
         )
         for account, ok in admitted.items()
     }
@@ -222,7 +222,7 @@ def test_a_waiting_device_is_refused_until_admitted(world: World) -> None:
         {"type": "error", "code": "not_admitted", "detail": "wait to be admitted"},
     ]
     world.say(host, send("h1"))
-    world.publish(DeviceAdded("host", "host-2", "key-2"))
+    world.publish(DeviceAdded("host", "host-2", "key-2", "sig-2"))
     assert ann.of("message") == []
     assert ann.of("device") == []
 
@@ -351,17 +351,30 @@ def test_removal_closes_4003_and_tells_the_room(world: World) -> None:
 def test_devices_added_and_revoked_are_told_to_the_admitted(world: World) -> None:
     host, ann = pair(world)
     wes = world.join(ROOM, "wes", "wes-1", people(host=True, ann=True, wes=False))
-    world.publish(DeviceAdded("ann", "ann-2", "key-2"))
-    added = frames.device("added", "ann", "ann-2", "key-2")
+    world.publish(DeviceAdded("ann", "ann-2", "key-2", "sig-2"))
+    added = frames.device("added", "ann", "ann-2", ("key-2", "sig-2"))
     assert host.raw[-1] == added
+    assert host.of("device")[-1]["device"] == {
+        "device_id": "ann-2",
+        "public_key": "key-2",
+        "signing_key": "sig-2",
+    }
     assert wes.of("device") == []
     world.publish(DeviceRevoked("ann", "ann-1"))
     assert (ann.code, ann.reason) == (Close.FORBIDDEN, "device revoked")
-    assert host.raw[-1] == frames.device("revoked", "ann", "ann-1", "key-ann")
-    assert world.rooms[ROOM].participants["ann"].devices == {"ann-2": "key-2"}
+    revoked = frames.device("revoked", "ann", "ann-1", ("key-ann", "sig-ann"))
+    assert host.raw[-1] == revoked
+    assert world.rooms[ROOM].participants["ann"].devices == {"ann-2": ("key-2", "sig-2")}
+    # A device registered before devices were signed has no signing key.
+    world.publish(DeviceAdded("ann", "ann-3", "key-3", None))
+    assert host.of("device")[-1]["device"] == {
+        "device_id": "ann-3",
+        "public_key": "key-3",
+        "signing_key": None,
+    }
     # An account that is not in the room: nothing.
-    world.publish(DeviceAdded("stranger", "s-1", "k"))
-    assert host.raw[-1] == frames.device("revoked", "ann", "ann-1", "key-ann")
+    world.publish(DeviceAdded("stranger", "s-1", "k", "s"))
+    assert host.raw[-1] == frames.device("added", "ann", "ann-3", ("key-3", None))
 
 
 def test_a_closed_account_closes_with_its_code_a_revoked_session_with_4001(world: World) -> None:
@@ -383,9 +396,11 @@ def test_locking_and_unlocking_are_told_to_everyone(world: World) -> None:
 
 def test_a_participant_added_is_known_to_the_room(world: World) -> None:
     pair(world)
-    world.publish(ParticipantAdded(ROOM, "bob", "participant", "Bob", False, (("bob-1", "k"),)))
+    world.publish(
+        ParticipantAdded(ROOM, "bob", "participant", "Bob", False, (("bob-1", "k", "s"),))
+    )
     bob = world.rooms[ROOM].participants["bob"]
-    assert (bob.display_name, bob.admitted, bob.devices) == ("Bob", False, {"bob-1": "k"})
+    assert (bob.display_name, bob.admitted, bob.devices) == ("Bob", False, {"bob-1": ("k", "s")})
 
 
 def test_the_end_closes_every_connection_4010(world: World) -> None:
@@ -499,7 +514,9 @@ def test_a_full_queue_closes_1013_and_a_gone_peer_1001(world: World) -> None:
 def test_a_late_joiner_is_told_where_its_history_starts(world: World) -> None:
     host = world.join(ROOM, "host", "host-1", people(host=True), role="host")
     world.say(host, send("before"))
-    world.publish(ParticipantAdded(ROOM, "ann", "participant", "Ann", True, (("ann-1", "k"),)))
+    world.publish(
+        ParticipantAdded(ROOM, "ann", "participant", "Ann", True, (("ann-1", "k", None),))
+    )
     world.say(host, send("after"))
     ann = world.join(ROOM, "ann", "ann-1", people(host=True, ann=True))
     world.say(ann, {"type": "resume", "after": 0})

@@ -137,7 +137,7 @@ class RoomMachine(RuleBasedStateMachine):
                 "host" if account == "host" else "participant",
                 account.title(),
                 admitted,
-                {d: f"key-{d}" for d in self.devices[account]},
+                {d: (f"key-{d}", f"sig-{d}") for d in self.devices[account]},
             )
             for account, admitted in self.members.items()
         }
@@ -181,7 +181,7 @@ class RoomMachine(RuleBasedStateMachine):
     def add(self, account: str, admitted: bool) -> None:
         if account in self.members:
             return
-        keys = tuple((d, f"key-{d}") for d in self.devices[account])
+        keys = tuple((d, f"key-{d}", f"sig-{d}") for d in self.devices[account])
         event = ParticipantAdded(ROOM, account, "participant", account.title(), admitted, keys)
         self.world.publish(event)
         self.members[account] = admitted

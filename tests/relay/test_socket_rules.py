@@ -115,6 +115,36 @@ async def test_origin_must_be_allowed(practice: Practice) -> None:
     assert await closed_with(ws) == 4003
 
 
+async def test_the_servers_own_origin_is_accepted_without_being_listed(
+    practice: Practice,
+) -> None:
+    """The web client the server serves at /app/ opens its socket from the server's origin."""
+    assert practice.base not in practice.context.settings.allowed_origins
+    _, client, room_id = await pair(practice)
+    ws = await open_socket(
+        practice.base, room_id, await practice.token(client, room_id), origin=practice.base
+    )
+    assert (await recv(ws))["type"] == "welcome"
+    await ws.close()
+
+
+async def test_an_origin_on_another_port_of_the_same_host_is_refused(practice: Practice) -> None:
+    _, client, room_id = await pair(practice)
+    host, port = practice.base.removeprefix("http://").rsplit(":", 1)
+    for origin in (f"http://{host}:{int(port) + 1}", f"https://{host}:{port}", f"http://{host}"):
+        ws = await open_socket(
+            practice.base, room_id, await practice.token(client, room_id), origin=origin
+        )
+        assert await closed_with(ws) == 4003, origin
+
+
+async def test_a_socket_without_origin_is_accepted(practice: Practice) -> None:
+    _, client, room_id = await pair(practice)
+    ws = await open_socket(practice.base, room_id, await practice.token(client, room_id))
+    assert (await recv(ws))["type"] == "welcome"
+    await ws.close()
+
+
 async def test_subprotocol_is_required(practice: Practice) -> None:
     _, client, room_id = await pair(practice)
     token = await practice.token(client, room_id)
