@@ -11,9 +11,9 @@ Every answer carries a strict Content-Security-Policy: scripts and styles
 from this origin only, no inline code, no framing, no forms, and sockets to
 this same host only (`connect-src 'self'` and the host's `ws:`/`wss:`
 origin: the socket check accepts the server's own origin, see
-`app.relay.protocol.same_origin`). `index.html` is `no-cache` (always
-revalidated, so a new build is picked up); the other files keep the API's
-`no-store` unless the build names them by content.
+`app.relay.protocol.same_origin`); camera and microphone for this origin
+only. `index.html` is `no-cache` (always revalidated, so a new build is
+picked up); the other files keep the API's `no-store`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from starlette.types import Scope
 
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/app"
+PERMISSIONS = "camera=(self), microphone=(self), display-capture=(self), geolocation=()"
 #: A Host header that may be written into the policy as it is; anything else is left out.
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
 
@@ -65,6 +66,9 @@ class WebClientFiles(StaticFiles):
         )
         response.headers["x-content-type-options"] = "nosniff"
         response.headers["referrer-policy"] = "no-referrer"
+        # A session is a call: this origin's pages may ask for the camera and the
+        # microphone (the API's answers allow neither, nor does any frame).
+        response.headers["permissions-policy"] = PERMISSIONS
         if path in (".", "", "index.html"):
             response.headers["cache-control"] = "no-cache"
         return response

@@ -51,6 +51,11 @@ async def test_the_app_is_served_with_a_strict_policy(http: httpx.AsyncClient) -
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["referrer-policy"] == "no-referrer"
     assert page.headers["cache-control"] == "no-cache"
+    assert page.headers["permissions-policy"] == (
+        "camera=(self), microphone=(self), display-capture=(self), geolocation=()"
+    )
+    # The API's answers still allow no camera.
+    assert "camera=()" in (await http.get("/healthz")).headers["permissions-policy"]
     assert (await http.get("/app/index.html")).headers["cache-control"] == "no-cache"
 
     for name, kind in (("app.js", "javascript"), ("app.css", "text/css")):
