@@ -16,8 +16,6 @@ WEB = ROOT / "clients" / "web"
 STATIC = ROOT / "app" / "webclient" / "static"
 BUILT = ("index.html", "app.js", "app.css")
 CHROMIUM = Path(os.environ.get("CONFIDE_CHROMIUM", "/usr/bin/chromium"))
-#: Written into app.js while the page runs on the in-memory FakeClient (clients/web/src/fake.ts).
-FAKE_MARK = b"confide-fake-client"
 
 
 def node() -> str:
@@ -54,7 +52,3 @@ def run_script(
         timeout=timeout,
         check=False,
     )
-
-
-def runs_on_fake() -> bool:
-    return FAKE_MARK in (STATIC / "app.js").read_bytes()

@@ -9,10 +9,8 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-import pytest
-
 from tests.fixtures.processes import backend_for, running_server
-from tests.web.node import chromium, node, run_script, runs_on_fake
+from tests.web.node import chromium, node, run_script
 from tests.web.seed import CONSENTS, bearer, seed
 
 
@@ -38,11 +36,6 @@ def test_seeded_client_has_an_invitation_and_consents_to_read(tmp_path: Path) ->
         assert room["waiting_room"] is True
 
 
-@pytest.mark.skipif(
-    runs_on_fake(),
-    reason="the committed web client runs on the in-memory FakeClient (clients/web/src/sdk.ts); "
-    "the story needs the SDK's ConfideClient",
-)
 def test_browser_story(tmp_path: Path) -> None:
     node()
     chromium()

@@ -164,11 +164,23 @@ export class Room {
     await this.connect();
   }
 
-  /** Sends text or bytes to everyone in the room; resolves once the server has it. */
+  /**
+   * Sends text or bytes to everyone in the room; resolves once the server has
+   * it, after a `message` event with `own: true` (the room never echoes a
+   * device's own messages back to it).
+   */
   async send(content: string | Uint8Array): Promise<void> {
     const payload: Payload = typeof content === "string" ? { kind: "text", text: content } : { kind: "bytes", bytes: content };
     const ciphertext = await this.run(async () => this.encrypt(payload));
-    await this.requireSocket().broadcast(newMessageId(), ciphertext);
+    const seq = await this.requireSocket().broadcast(newMessageId(), ciphertext);
+    const displayName = this.members.get(this.self.accountId)?.displayName ?? "";
+    const sender = { ...this.self, displayName };
+    this.emit(
+      "message",
+      typeof content === "string"
+        ? { seq, sender, text: content, own: true }
+        : { seq, sender, bytes: content, own: true },
+    );
   }
 
   /** Sends bytes to one device only (WebRTC signalling). */
@@ -448,9 +460,10 @@ export class Room {
 
   private async presence(event: string, accountId: string, deviceId: string | undefined): Promise<void> {
     const member = this.members.get(accountId);
-    if (accountId === this.self.accountId && deviceId === this.self.deviceId && event === "admitted") {
+    const self = accountId === this.self.accountId && (deviceId === undefined || deviceId === this.self.deviceId);
+    if (self && event === "admitted") {
       if (member !== undefined) member.admitted = true;
-      this.emit("presence", { event, accountId, deviceId });
+      this.emit("presence", deviceId === undefined ? { event, accountId } : { event, accountId, deviceId });
       this.participantsChanged();
       await this.admitted();
       return;

@@ -4,7 +4,7 @@ import { button, h, show } from "./dom.js";
 import { homeView } from "./home.js";
 import { loginView } from "./login.js";
 import { type RoomScreen, roomView } from "./room.js";
-import { ConfideClient, FAKE_CLIENT } from "./sdk.js";
+import { ConfideClient } from "./sdk.js";
 import { announcer, describe } from "./status.js";
 
 const OPEN_ROOM = "confide.openRoom";
@@ -19,11 +19,6 @@ async function boot(): Promise<void> {
   const main = element("main");
   const account = element("account");
   const say = announcer(element("status"), element("alert"));
-  if (FAKE_CLIENT) {
-    element("banner").replaceChildren(
-      h("p", { "data-mode": FAKE_CLIENT }, "Demonstration mode: an in-memory stand-in answers; nothing leaves this page."),
-    );
-  }
   const client: Client = await ConfideClient.open({ baseUrl: location.origin });
   let screen: RoomScreen | null = null;
 

@@ -1,5 +1,2 @@
-/**
- * The client this page runs on. Becomes `export { ConfideClient } from "@confide/client";`
- * once the SDK implements the contract in ./contract.ts; until then, the in-memory fake.
- */
-export { FakeClient as ConfideClient, FAKE_CLIENT } from "./fake.js";
+/** The client this page runs on: the SDK's. */
+export { ConfideClient } from "@confide/client";

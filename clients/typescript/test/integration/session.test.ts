@@ -13,97 +13,10 @@ import { ConfideClient } from "../../src/client.js";
 import { fromBase64Url } from "../../src/bytes.js";
 import { RoomGroup } from "../../src/group.js";
 import { keyLogAuthenticationService } from "../../src/mls.js";
-import type { Room, RoomEvents } from "../../src/room.js";
-import type { WebSocketFactory, WebSocketLike } from "../../src/socket.js";
-import { MemoryStore, sealedStore, type Store } from "../../src/store.js";
-import { type Person, type TestServer, startServer } from "../support/server.js";
-
-const WAIT_MS = 20_000;
-
-function factory(sent?: string[]): WebSocketFactory {
-  return (url, protocols) => {
-    const ws = new WebSocket(url, protocols);
-    if (sent !== undefined) {
-      const send = ws.send.bind(ws);
-      ws.send = ((data: string) => {
-        sent.push(data);
-        send(data);
-      }) as typeof ws.send;
-    }
-    return ws as unknown as WebSocketLike;
-  };
-}
-
-interface Member {
-  person: Person;
-  client: ConfideClient;
-  store: Store;
-  sent: string[];
-}
-
-async function member(server: TestServer, person: Person): Promise<Member> {
-  const store = new MemoryStore();
-  const sent: string[] = [];
-  const client = await ConfideClient.open({ baseUrl: server.baseUrl, store, webSocket: factory(sent), backoff: () => 50 });
-  await client.login(person.email, person.password);
-  await client.ensureDevice("node");
-  return { person, client, store, sent };
-}
-
-function waitFor<K extends keyof RoomEvents>(
-  room: Room,
-  type: K,
-  accept: (event: RoomEvents[K]) => boolean = () => true,
-): Promise<RoomEvents[K]> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`no ${type} event within ${WAIT_MS} ms`));
-    }, WAIT_MS);
-    const off = room.on(type, (event) => {
-      if (!accept(event)) return;
-      clearTimeout(timer);
-      off();
-      resolve(event);
-    });
-  });
-}
-
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + WAIT_MS;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-function texts(room: Room): string[] {
-  const seen: string[] = [];
-  room.on("message", (event) => {
-    if (event.text !== undefined) seen.push(`${event.sender.accountId}:${event.text}`);
-  });
-  return seen;
-}
-
-/** Joins a room and waits until this device is in its encrypted group. */
-async function joinReady(m: Member, roomId: string): Promise<Room> {
-  const room = await m.client.joinRoom(roomId);
-  if (!room.secure) await waitFor(room, "ready");
-  return room;
-}
-
-async function invite(server: TestServer, host: Person, roomId: string, guest: Member): Promise<void> {
-  await host.api.addParticipant(roomId, { email: guest.person.email });
-  const [invitation] = await guest.client.invitations();
-  assert.ok(invitation, "the invitation reaches the client");
-  await guest.client.acceptInvitation(invitation.id);
-  for (const document of await guest.client.consentsToAccept()) await guest.client.acceptConsent(document.id);
-  void server;
-}
-
-function soon(minutes: number): string {
-  return new Date(Date.now() + minutes * 60_000).toISOString();
-}
+import type { WebSocketLike } from "../../src/socket.js";
+import { MemoryStore, sealedStore } from "../../src/store.js";
+import { type TestServer, startServer } from "../support/server.js";
+import { type Member, invite, joinReady, member, soon, texts, until, waitFor } from "../support/session.js";
 
 let server: TestServer;
 before(async () => {
@@ -143,11 +56,16 @@ test("a group session: admission, messages all ways, a removal the removed devic
   await counselor.client.admit(roomId, alice.person.id);
   await counselor.client.admit(roomId, bob.person.id);
   await Promise.all([aliceReady, bobReady]);
+  await until(() => aliceRoom.state === "admitted" && bobRoom.state === "admitted", "both to be told they are admitted");
   const heardByAlice = texts(aliceRoom);
   const heardByBob = texts(bobRoom);
 
   await host.send("welcome, both of you");
+  const ownAtAlice = waitFor(aliceRoom, "message", (e) => e.own);
   await aliceRoom.send("hello from alice");
+  const own = await ownAtAlice;
+  assert.equal(own.text, "hello from alice");
+  assert.equal(own.sender.accountId, alice.person.id);
   await bobRoom.send("hello from bob");
   const c = counselor.person.id;
   const a = alice.person.id;
