@@ -385,6 +385,36 @@ def cmd_purge(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    from app import demo
+
+    if settings.is_production:
+        print("confide demo is for development only (CONFIDE_ENV=production)", file=sys.stderr)
+        return 2
+    _migrate(settings)
+    tag = demo.new_tag()
+    admin = demo.admin_login(tag)
+    try:
+        asyncio.run(_admin_create(settings, admin.email, admin.password, admin.display_name))
+    except ConfideError as error:
+        print(f"refused ({error.code}): {error.detail}", file=sys.stderr)
+        return 1
+    url = args.url.rstrip("/")
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            made = demo.seed(http, admin, tag)
+    except httpx.HTTPError as error:
+        print(f"confide demo: no Confide server answers at {url} ({error})", file=sys.stderr)
+        return 1
+    except demo.DemoError as error:
+        print(f"confide demo: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(made.lines()))
+    return 0
+
+
 def version() -> str:
     """The installed package's version (pyproject.toml)."""
     try:
@@ -460,6 +490,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "purge", help="delete what retention no longer allows (also runs inside serve)"
     ).set_defaults(func=cmd_purge)
+    demo = sub.add_parser(
+        "demo",
+        help="development only: make a counselor, a client and a room on a running server "
+        "to try the web client, and print their logins",
+    )
+    demo.add_argument(
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="the running server (same database and keys) (default: %(default)s)",
+    )
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -74,6 +74,10 @@ async function boot(): Promise<void> {
         void showHome();
       });
       show(main, screen.element);
+      // The room's first events came while joining, before the screen listened.
+      if (room.state === "waiting") say.status("You are in the waiting room.");
+      else if (room.state === "admitted") say.status("You are in the session.");
+      else say.status("");
     } catch (error) {
       sessionStorage.removeItem(OPEN_ROOM);
       say.error(`Could not join: ${describe(error)}`);
