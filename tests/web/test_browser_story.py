@@ -6,12 +6,16 @@ database file nor the server's log holds any of the chat texts."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 from pathlib import Path
 
 from tests.fixtures.processes import backend_for, running_server
-from tests.web.node import chromium, node, run_script
+from tests.web.node import ROOT, chromium, node, run_script
 from tests.web.seed import CONSENTS, bearer, seed
+
+ARTIFACTS = Path(os.environ.get("CONFIDE_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
 
 def test_seeded_client_has_an_invitation_and_consents_to_read(tmp_path: Path) -> None:
@@ -39,7 +43,9 @@ def test_seeded_client_has_an_invitation_and_consents_to_read(tmp_path: Path) ->
 def test_browser_story(tmp_path: Path) -> None:
     node()
     chromium()
-    shots = tmp_path / "screenshots"
+    # Kept after the run (test-artifacts/ is ignored by git) for a person or CI to look at.
+    shots = ARTIFACTS / "browser-story"
+    shutil.rmtree(shots, ignore_errors=True)
     texts = {f"CONFIDE_TEXT_{i}": f"storytext-{secrets.token_hex(8)}" for i in (1, 2, 3)}
     with backend_for("sqlite", tmp_path / "data") as backend:
         with running_server(backend, tmp_path / "logs", CONFIDE_WEB_CLIENT="1") as server:
