@@ -185,15 +185,7 @@ async def register(
         raise TooManyDevices(
             f"An account holds at most {MAX_ACTIVE_DEVICES} active devices; revoke one first."
         )
-    emit(
-        session,
-        DeviceAdded(
-            account.id,
-            new.id,
-            b64url_encode(new.public_key),
-            b64url_encode(new.signing_key),
-        ),
-    )
+    _announce_added(session, account.id, new)
     audit.record(
         session,
         "device.register",
@@ -230,6 +222,16 @@ async def _add_row(
     )
     await SLOTS.add(session, vault, account.id, device)
     return device
+
+
+def _announce_added(session: AsyncSession, account_id: str, new: NewDevice) -> None:
+    """The `device` `added` event, with the keys contacts see."""
+    emit(
+        session,
+        DeviceAdded(
+            account_id, new.id, b64url_encode(new.public_key), b64url_encode(new.signing_key)
+        ),
+    )
 
 
 async def _log_added(log: keys.Writer, new: NewDevice) -> None:
@@ -273,15 +275,7 @@ async def reset_identity(
     await log.finish()
     for info in revoked:
         emit(session, DeviceRevoked(account.id, info.id))
-    emit(
-        session,
-        DeviceAdded(
-            account.id,
-            new.id,
-            b64url_encode(new.public_key),
-            b64url_encode(new.signing_key),
-        ),
-    )
+    _announce_added(session, account.id, new)
     audit.record(
         session,
         "identity.reset",

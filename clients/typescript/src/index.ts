@@ -8,6 +8,7 @@ export * from "./store.js";
 export * from "./device.js";
 export * from "./contacts.js";
 export { fromBase64Url, fromHex, toBase64Url, toHex } from "./bytes.js";
+export type { Room as RoomView } from "./api.js";
 export { ConfideClient, type ClientOptions, type IceServer } from "./client.js";
 export { Room, type RoomContext, type RoomEvents, type Participant as RoomParticipant } from "./room.js";
 export {
