@@ -33,6 +33,7 @@ from app.incidents.endpoints import router as incidents_router
 from app.notices.endpoints import router as notices_router
 from app.ops import metrics as metrics_endpoint
 from app.ops.endpoints import router as ops_router
+from app.privacy.endpoints import consent_router as withdrawal_router
 from app.privacy.endpoints import router as privacy_router
 from app.relay.broker import Broker, BrokerUnavailable, ReplayLimits, create_broker
 from app.relay.endpoints import router as relay_router
@@ -208,6 +209,7 @@ def create_app(
         audit_router,
         devices_router,
         consent_router,
+        withdrawal_router,
         rooms_router,
         key_log_router,
         disclosures_router,

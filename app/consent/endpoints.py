@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, status
 
 from app.auth.dependencies import AdminPrincipal, CurrentPrincipal
 from app.consent import service
@@ -124,18 +124,5 @@ async def list_acceptances(
     return [_acceptance(acceptance) for acceptance in found]
 
 
-@router.delete(
-    "/v1/me/consents/{document_id}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-    responses=responses(Unauthorized, NotFound),
-    summary="Withdraw an acceptance",
-    description=(
-        "No new room tokens until the document is accepted again; the caller's"
-        " live room sockets close with 4003."
-    ),
-)
-async def withdraw(
-    document_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
-) -> None:
-    await service.withdraw(session, ctx.vault, principal.account, document_id)
+# Withdrawal (DELETE /v1/me/consents/{document_id}) is in app.privacy: it also takes
+# the person out of the rooms that need the consent, and rooms import consent.

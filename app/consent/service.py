@@ -323,8 +323,15 @@ async def acceptances(session: AsyncSession, vault: Vault, account: Account) -> 
     return sorted(opened, key=lambda a: (a.accepted_at, a.document_id))
 
 
-async def withdraw(session: AsyncSession, vault: Vault, account: Account, document_id: str) -> None:
-    """Withdraw an acceptance; the account's live sockets close (4003)."""
+async def withdraw(
+    session: AsyncSession, vault: Vault, account: Account, document_id: str
+) -> ConsentKind | None:
+    """Withdraw an acceptance; the account's live sockets close (4003).
+
+    Returns the kind of the document withdrawn (None for a document no longer
+    on record), so that the caller can take the account out of the rooms that
+    need it (`app.privacy.service.withdraw_consent`).
+    """
     canonical = canonical_uuid(document_id)
     if canonical is None:
         raise NotFound(_NOT_ACCEPTED)
@@ -344,11 +351,19 @@ async def withdraw(session: AsyncSession, vault: Vault, account: Account, docume
         target=account.id,
         details={"document_id": canonical},
     )
+    document = await session.get(ConsentDocument, canonical)
+    return None if document is None else document.kind
 
 
 async def forget(session: AsyncSession, vault: Vault, account_id: str) -> None:
     """Delete every acceptance of the account (erasure)."""
     await SLOTS.remove_all(session, vault, account_id)
+
+
+def required_kinds(*, group: bool) -> list[ConsentKind]:
+    """The kinds of consent a client needs for a room: every room needs
+    `informed_consent` and `telehealth`, a group room `group_agreement` too."""
+    return [*REQUIRED_KINDS, GROUP_KIND] if group else list(REQUIRED_KINDS)
 
 
 @dataclass(frozen=True)
@@ -377,7 +392,7 @@ async def consent_gate(
     locale that has one). Whether the caller needs consent at all (hosts do
     not) is the caller's decision.
     """
-    kinds = [*REQUIRED_KINDS, GROUP_KIND] if group else list(REQUIRED_KINDS)
+    kinds = required_kinds(group=group)
     newest = await _newest(session, kinds, None)
     published = {d.kind for d in newest}
     unpublished = [kind.value for kind in kinds if kind not in published]

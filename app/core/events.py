@@ -16,6 +16,8 @@ Each event is a frozen dataclass (ids are strings):
   devices as (device id, public key, signing key or None) triples
 - `ParticipantRemoved(room, account)`: its sockets close with 4003
 - `Admitted(room, account)`
+- `Unadmitted(room, account)`: back in the waiting room (consent withdrawn);
+  the others hear `presence` `waiting`, its admission point is dropped
 - `RoomLocked(room)` / `RoomUnlocked(room)`
 - `RoomSchedule(room, ends_at)`: the end moved (timers are re-armed)
 - `RoomEnded(room)`: every socket closes with 4010
@@ -97,6 +99,12 @@ class Admitted:
 
 
 @dataclass(frozen=True, slots=True)
+class Unadmitted:
+    room: str
+    account: str
+
+
+@dataclass(frozen=True, slots=True)
 class RoomLocked:
     room: str
 
@@ -149,6 +157,7 @@ Event = (
     | ParticipantAdded
     | ParticipantRemoved
     | Admitted
+    | Unadmitted
     | RoomLocked
     | RoomUnlocked
     | RoomSchedule
@@ -167,6 +176,7 @@ KINDS: dict[str, type[Event]] = {
     "participant_added": ParticipantAdded,
     "participant_removed": ParticipantRemoved,
     "admitted": Admitted,
+    "unadmitted": Unadmitted,
     "room_locked": RoomLocked,
     "room_unlocked": RoomUnlocked,
     "room_schedule": RoomSchedule,

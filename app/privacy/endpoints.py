@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from app.auth.dependencies import CurrentPrincipal
-from app.core.errors import Unauthorized
+from app.core.errors import NotFound, Unauthorized
 from app.privacy import service
 from app.privacy.schemas import AccessEntry, Export
 from app.privacy.service import LastAdmin
@@ -11,6 +11,8 @@ from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
 
 router = APIRouter(tags=["privacy"])
+#: Listed with the rest of consent; here because withdrawal also changes rooms.
+consent_router = APIRouter(tags=["consent"])
 
 EXPORT_FILENAME = "confide-export.json"
 
@@ -65,3 +67,23 @@ async def export(
 )
 async def erase(principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> None:
     await service.erase(session, ctx, principal)
+
+
+@consent_router.delete(
+    "/v1/me/consents/{document_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=responses(Unauthorized, NotFound),
+    summary="Withdraw an acceptance",
+    description=(
+        "No new room tokens until the document is accepted again; the caller's"
+        " live room sockets close with 4003. In every room not ended that needs"
+        " a document of this kind, a participant admitted goes back to the waiting"
+        " room (the others get `presence` `waiting`); the host admits them again"
+        " once they have accepted it again."
+    ),
+)
+async def withdraw_consent(
+    document_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+) -> None:
+    await service.withdraw_consent(session, ctx, principal, document_id)

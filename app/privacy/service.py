@@ -1,4 +1,5 @@
-"""The person's own data: who touched it (the access log), all of it (the export), erasure.
+"""The person's own data: who touched it (the access log), all of it (the export), erasure,
+and the withdrawal of a consent.
 
 Access log: the audit entries whose target is the caller (the audit log
 finds them through the blind index of the target), the caller's own actions
@@ -22,6 +23,12 @@ deleted, the person leaves every room, the rows sealed under their key are
 deleted, every socket closes (4001), the relay's replay stores forget the
 account and its devices (`account_erased`), and every instance forgets the
 unwrapped key it may hold in memory (decision note 0007).
+
+Withdrawal of a consent: the acceptance goes (`app.consent`), every socket
+of the account closes (4003), and the account goes back to the waiting room
+of each room that needs that kind of consent (`app.rooms`): its hosts'
+devices then take its devices out of the room's encrypted group. It lives
+here because it changes both domains, and rooms already ask consent.
 """
 
 from __future__ import annotations
@@ -53,6 +60,15 @@ from app.rooms import service as rooms
 
 class LastAdmin(Conflict):
     code, title = "last_admin", "The last active admin"
+
+
+# -- consent -------------------------------------------------------------------------
+async def withdraw_consent(
+    session: AsyncSession, ctx: Context, principal: Principal, document_id: str
+) -> None:
+    """Withdraw the caller's acceptance of a document; out of the rooms that need it."""
+    kind = await consent.withdraw(session, ctx.vault, principal.account, document_id)
+    await rooms.back_to_waiting(session, ctx, principal.account, kind)
 
 
 # -- access log ----------------------------------------------------------------------

@@ -68,6 +68,7 @@ from app.core.events import (
     RoomLocked,
     RoomSchedule,
     RoomUnlocked,
+    Unadmitted,
 )
 from app.relay import frames
 from app.relay.frames import DeviceKeys
@@ -650,6 +651,19 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
                 if peer.account_id == account and peer.state is State.WAITING:
                     peer.state = State.ADMITTED
             return _broadcast(room, frames.presence("admitted", account))
+        case Unadmitted(account=account):
+            # Back in the waiting room (consent withdrawn): what it could hear ends
+            # now, whatever order the account's own `AccountClosed` comes in.
+            part = room.participants.get(account)
+            if part is not None:
+                part.admitted = False
+            out = _close_where(
+                room,
+                lambda p: p.account_id == account,
+                Close.FORBIDDEN,
+                "back in the waiting room",
+            )
+            return out + _broadcast(room, frames.presence("waiting", account))
         case ParticipantAdded():
             room.participants[event.account] = Participant(
                 event.account,
@@ -713,6 +727,7 @@ def target(event: Event) -> str | None:
         case (
             Presence(room=room)
             | Admitted(room=room)
+            | Unadmitted(room=room)
             | ParticipantAdded(room=room)
             | ParticipantRemoved(room=room)
             | RoomLocked(room=room)

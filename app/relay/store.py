@@ -35,6 +35,7 @@ from app.core.events import (
     RoomLocked,
     RoomSchedule,
     RoomUnlocked,
+    Unadmitted,
 )
 from app.relay.frames import sender_member
 
@@ -99,7 +100,9 @@ def admission_change(event: Event) -> tuple[str, str, AdmissionMove] | None:
             return room, account, "first"
         case ParticipantAdded(room=room, account=account, admitted=admitted):
             return room, account, "reset" if admitted else "drop"
-        case ParticipantRemoved(room=room, account=account):
+        case (
+            ParticipantRemoved(room=room, account=account) | Unadmitted(room=room, account=account)
+        ):
             return room, account, "drop"
         case (
             DeviceAdded()

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import service as accounts
 from app.auth.service import Principal, live_account
 from app.consent.errors import ConsentNotPublished, ConsentRequired
-from app.consent.service import ConsentGate, consent_gate
+from app.consent.service import ConsentGate, consent_gate, required_kinds
 from app.core import audit, events, mls
 from app.core.codec import b64url_encode, is_id, new_id
 from app.core.context import Context
@@ -36,7 +36,16 @@ from app.core.slots import Slots
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP
 from app.core.vault import DataKeyDestroyed, Vault
 from app.devices.service import active_device, active_devices_of, device_keys
-from app.models import Account, AccountRoom, Device, Role, Room, RoomKind, RoomMember
+from app.models import (
+    Account,
+    AccountRoom,
+    ConsentKind,
+    Device,
+    Role,
+    Room,
+    RoomKind,
+    RoomMember,
+)
 from app.rooms.errors import (
     AlreadyParticipant,
     DeviceRevoked,
@@ -508,6 +517,46 @@ async def admit(
         details={"room": room_id},
     )
     return state, member
+
+
+async def back_to_waiting(
+    session: AsyncSession, ctx: Context, account: Account, kind: ConsentKind | None
+) -> list[str]:
+    """Consent of `kind` withdrawn: the account goes back to the waiting room of every
+    room it is admitted to that has not ended and whose kind needs that consent
+    (every kind when `kind` is None). Hosts need no consent and stay.
+
+    Each such room hears `presence` `waiting` for the account (`Unadmitted`),
+    which also drops its admission point: a host's admission after this one
+    is a new admission point. In a room without a waiting room, the account
+    is let in again when it next joins (with its consent given again).
+    Returns the ids of the rooms it left.
+    """
+    now = ctx.clock.now()
+    left = []
+    for state in await list_rooms(session, ctx, account):
+        member = state.member(account.id)
+        if member is None or member.role == HOST or state.status(now) == "ended":
+            continue
+        if not state.is_admitted(member):
+            continue
+        needs = required_kinds(group=state.room.kind == RoomKind.group)
+        if kind is not None and kind not in needs:
+            continue
+        member.admitted = False
+        await _seal_member(session, ctx.vault, state, member)
+        emit(session, events.Unadmitted(state.room.id, account.id))
+        audit.record(
+            session,
+            "room.unadmit",
+            actor_id=account.id,
+            actor_role=account.role.value,
+            target=account.id,
+            details={"room": state.room.id, "reason": "consent_withdrawn"},
+        )
+        left.append(state.room.id)
+    await session.flush()
+    return left
 
 
 async def set_locked(

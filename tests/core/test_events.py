@@ -31,6 +31,7 @@ from app.core.events import (
     RoomLocked,
     RoomSchedule,
     RoomUnlocked,
+    Unadmitted,
 )
 
 ids = st.text(max_size=12)
@@ -55,6 +56,7 @@ any_event: st.SearchStrategy[Event] = st.one_of(
     ),
     st.builds(ParticipantRemoved, ids, ids),
     st.builds(Admitted, ids, ids),
+    st.builds(Unadmitted, ids, ids),
     st.builds(RoomLocked, ids),
     st.builds(RoomUnlocked, ids),
     st.builds(RoomSchedule, ids, st.none() | moments),

@@ -101,3 +101,41 @@ async def test_the_same_device_on_another_instance_replaces_the_first(tmp_path: 
         await recv(second)
         assert await closed_with(first, timeout=CROSS + 1) == 4011
         await second.close()
+
+
+async def test_a_consent_withdrawn_on_one_instance_sends_back_to_waiting_on_the_other(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path, await shared_redis()) as group:
+        a, b = group.start("a"), group.start("b")
+        on_a = await group.first_practice(a)
+        on_b = await group.practice(b, on_a.admin, on_a.documents)
+        counselor = await on_a.counselor()
+        client = await on_b.client()
+        room = await on_a.room(counselor, waiting_room=True)
+        room_id = room["id"]
+        await on_a.invite(counselor, room_id, client)
+        await on_a.admit(counselor, room_id, client)
+        host = await open_socket(on_a.base, room_id, await on_a.token(counselor, room_id))
+        await recv(host)
+        guest = await open_socket(on_b.base, room_id, await on_b.token(client, room_id))
+        assert (await recv(guest))["state"] == "admitted"
+
+        document = on_a.documents["informed_consent"]
+        withdrawn = await on_a.http.delete(f"/v1/me/consents/{document}", headers=client.auth)
+        assert withdrawn.status_code == 204
+        assert await closed_with(guest, timeout=CROSS + 1) == 4003
+        await recv_until(host, "presence", timeout=CROSS, event="waiting", account_id=client.id)
+
+        accepted = await on_b.http.post(
+            "/v1/me/consents", json={"document_id": document}, headers=client.auth
+        )
+        assert accepted.status_code == 201
+        back = await open_socket(on_b.base, room_id, await on_b.token(client, room_id))
+        assert (await recv(back))["state"] == "waiting"
+        await on_b.admit(counselor, room_id, client)
+        await recv_until(back, "presence", timeout=CROSS, event="admitted", account_id=client.id)
+        await host.send(json.dumps({"type": "send", "id": "h1", "ciphertext": "AQID"}))
+        assert (await recv_until(back, "message", timeout=CROSS))["id"] == "h1"
+        await host.close()
+        await back.close()

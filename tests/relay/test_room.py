@@ -28,6 +28,7 @@ from app.core.events import (
     RoomLocked,
     RoomSchedule,
     RoomUnlocked,
+    Unadmitted,
 )
 from app.relay import frames
 from app.relay.protocol import MAX_STRIKES, State
@@ -233,6 +234,29 @@ def test_a_waiting_device_is_refused_until_admitted(world: World) -> None:
     assert host.frames[-1] == admitted
     world.say(host, send("h2"))
     assert messages(ann) == [(2, "h2")]
+
+
+def test_back_in_the_waiting_room_closes_4003_tells_the_room_and_starts_again(
+    world: World,
+) -> None:
+    host, ann = pair(world)
+    world.say(host, send("h1"))
+    world.publish(Unadmitted(ROOM, "ann"))
+    assert (ann.code, ann.reason) == (Close.FORBIDDEN, "back in the waiting room")
+    assert host.frames[-1] == {"type": "presence", "event": "waiting", "account_id": "ann"}
+    assert world.rooms[ROOM].participants["ann"].admitted is False
+    world.say(host, send("h2"))  # said while ann is out
+
+    # Her next socket waits; her next admission is a new admission point.
+    again = world.join(ROOM, "ann", "ann-1", people(host=True, ann=False))
+    assert again.frames[0]["state"] == "waiting"
+    assert host.frames[-1]["event"] == "waiting"
+    world.publish(Admitted(ROOM, "ann"))
+    world.say(host, send("h3"))
+    world.say(again, {"type": "resume", "after": 0})
+    world.replay_all(again)
+    assert again.of("replay_truncated") == [{"type": "replay_truncated", "earliest": 3}]
+    assert messages(again) == [(3, "h3")]
 
 
 # -- sending -----------------------------------------------------------------------------

@@ -4,7 +4,8 @@ The room's core runs in a `World` (the in-process broker, no sockets, no
 event loop, a clock that moves when a rule moves it). After every step, and at
 every frame a connection gets, the contract's promises are checked:
 - a device is sent a message only while its account is admitted, only one
-  sent after its admission point, and only one addressed to it;
+  sent after its admission point (a new one after each return to the waiting
+  room), and only one addressed to it;
 - `seq` is gap-free and increasing per room;
 - a resend (the same client id from the same device) is acked with the first
   seq, and delivered once;
@@ -35,6 +36,7 @@ from app.core.events import (
     ParticipantAdded,
     ParticipantRemoved,
     RoomEnded,
+    Unadmitted,
 )
 from app.relay.protocol import State
 from app.relay.room import Drain, Participant, Peer, Tick
@@ -196,6 +198,20 @@ class RoomMachine(RuleBasedStateMachine):
         self.world.publish(Admitted(ROOM, account))
         self.members[account] = True
         self.since.setdefault(account, self.latest())
+
+    @precondition(lambda self: not self.ended)
+    @rule(account=st.sampled_from(GUESTS))
+    def unadmit(self, account: str) -> None:
+        """Back to the waiting room (consent withdrawn): its sockets close, and an
+        admission after this one is a new admission point."""
+        if self.members.get(account) is not True:
+            return
+        self.world.publish(Unadmitted(ROOM, account))
+        self.members[account] = False
+        self.since.pop(account, None)
+        for socket in self.sockets:
+            if socket.peer.account_id == account:
+                assert not socket.open
 
     @rule(account=st.sampled_from(GUESTS))
     def remove(self, account: str) -> None:

@@ -319,6 +319,14 @@ export class Room {
     for (const participant of welcome.participants) this.members.set(participant.account_id, this.member(participant));
     this.participantsChanged();
     if (welcome.state === "waiting") {
+      // A device in the waiting room is no member of the group (a host removes
+      // it): group state kept from an earlier admission is stale. Once admitted
+      // again, it joins as a newcomer does.
+      if (this.group !== null) {
+        this.group = null;
+        this.readyFired = false;
+        await this.persist();
+      }
       this.state = "waiting";
       this.emit("waiting", {});
       return;
@@ -474,6 +482,10 @@ export class Room {
     } else if (event === "online" || event === "offline") {
       member.online = event === "online";
       if (deviceId !== undefined && event === "online") member.devices.add(deviceId);
+      // A device comes `online` only admitted (a waiting one is `waiting`): in a
+      // room without a waiting room, that is how an account sent back to the
+      // waiting room comes in again.
+      if (event === "online") member.admitted = true;
     } else if (event === "admitted") {
       member.admitted = true;
     } else if (event === "waiting") {
@@ -483,7 +495,9 @@ export class Room {
     }
     this.emit("presence", deviceId === undefined ? { event, accountId } : { event, accountId, deviceId });
     this.participantsChanged();
-    if (event === "admitted" || event === "removed" || event === "online") await this.reconcile();
+    // `waiting` for an admitted account: it went back to the waiting room (it
+    // withdrew a consent), so a host removes its devices from the group.
+    if (["admitted", "removed", "online", "waiting"].includes(event)) await this.reconcile();
   }
 
   private async refreshMembers(): Promise<void> {

@@ -13,6 +13,7 @@ import { ConfideClient } from "../../src/client.js";
 import { fromBase64Url } from "../../src/bytes.js";
 import { RoomGroup } from "../../src/group.js";
 import { keyLogAuthenticationService } from "../../src/mls.js";
+import type { Room } from "../../src/room.js";
 import type { WebSocketLike } from "../../src/socket.js";
 import { MemoryStore, sealedStore } from "../../src/store.js";
 import { type TestServer, startServer } from "../support/server.js";
@@ -181,4 +182,74 @@ test("a dropped socket reconnects by itself and resumes: nothing sent meanwhile 
   assert.deepEqual(heard, [`${c}:before the drop`, `${c}:while you were away`, `${c}:after the drop`]);
   host.close();
   room.close();
+});
+
+/** Client in a room with the host, both in the group; the client withdraws a consent, accepts it again and returns. */
+async function withdrawAndReturn(waitingRoom: boolean): Promise<void> {
+  const counselor = await member(server, await server.person("counselor"));
+  const client = await member(server, await server.person("client"));
+  const created = await counselor.person.api.createRoom({
+    title: "One to one",
+    kind: "individual",
+    starts_at: soon(-1),
+    ends_at: soon(60),
+    waiting_room: waitingRoom,
+  });
+  const roomId = created.id;
+  await invite(server, counselor.person, roomId, client);
+  const host = await joinReady(counselor, roomId);
+  let first: Room;
+  if (waitingRoom) {
+    first = await client.client.joinRoom(roomId);
+    const firstReady = waitFor(first, "ready");
+    await counselor.client.admit(roomId, client.person.id);
+    await firstReady;
+  } else {
+    first = await joinReady(client, roomId);
+  }
+  const clientDevice = client.client.deviceId ?? "";
+  await until(() => host.groupDevices().includes(clientDevice), "the client's device in the host's group");
+
+  // The client withdraws its telehealth consent: its room closes, the host hears `waiting`.
+  const document = (await client.client.api.consentDocuments()).find((d) => d.kind === "telehealth");
+  assert.ok(document);
+  const removed = waitFor(first, "removed");
+  const waiting = waitFor(host, "presence", (e) => e.event === "waiting" && e.accountId === client.person.id);
+  const withdrawn = await fetch(`${server.baseUrl}/v1/me/consents/${document.id}`, {
+    method: "DELETE",
+    headers: { authorization: `Bearer ${client.client.api.tokens?.accessToken ?? ""}` },
+  });
+  assert.equal(withdrawn.status, 204);
+  await removed;
+  await waiting;
+  await until(() => !host.groupDevices().includes(clientDevice), "the host to remove the client's device from the group");
+  assert.equal(host.participants().find((p) => p.accountId === client.person.id)?.admitted, false);
+  await host.send("while you were out");
+
+  // Accepted again: back through the waiting room (or straight in, without one), back in the group.
+  await client.client.acceptConsent(document.id);
+  const again = await client.client.joinRoom(roomId);
+  assert.equal(again.state, waitingRoom ? "waiting" : "admitted");
+  const heard = texts(again);
+  if (waitingRoom) {
+    const ready = waitFor(again, "ready");
+    await counselor.client.admit(roomId, client.person.id);
+    await ready;
+  }
+  await until(() => host.groupDevices().includes(clientDevice), "the host to add the client's device again");
+  await until(() => again.groupDevices().includes(host.self.deviceId), "the client to be in the host's epoch");
+  await host.send("welcome back");
+  const c = counselor.person.id;
+  await until(() => heard.includes(`${c}:welcome back`), "the client to read the host after its return");
+  assert.ok(!heard.includes(`${c}:while you were out`), "nothing said while it was out");
+  host.close();
+  again.close();
+}
+
+test("a consent withdrawn sends the client back to the waiting room: the host removes its device, and adds it again once admitted", async () => {
+  await withdrawAndReturn(true);
+});
+
+test("a consent withdrawn in a room without a waiting room: the device is removed, and added again when the client rejoins", async () => {
+  await withdrawAndReturn(false);
 });
