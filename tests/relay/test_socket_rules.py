@@ -18,8 +18,15 @@ from tests.relay.conftest import Person, Practice
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """A short deadline for the auth frame, so that missing it costs no five seconds here."""
-    return settings.model_copy(update={"ws_auth_timeout": 0.5})
+    """A short deadline for the auth frame, so that missing it costs no five seconds
+    here; replay stores large enough that no test here meets a sender's quota."""
+    return settings.model_copy(
+        update={
+            "ws_auth_timeout": 0.5,
+            "replay_max_bytes": 1 << 30,
+            "replay_sender_max_bytes": 1 << 30,
+        }
+    )
 
 
 async def pair(practice: Practice, *, waiting_room: bool = False) -> tuple[Person, Person, str]:
@@ -385,11 +392,17 @@ async def test_ending_notice_then_end_by_the_clock(practice: Practice, clock: Fr
 async def test_slow_consumer_is_closed_1013(practice: Practice) -> None:
     from websockets.asyncio.client import connect
 
-    # The sender's own rate limit is not what this test is about: past its
-    # burst the sender would get `rate_limited` instead of acks, however fast
-    # the slow reader's queue fills.
+    # The sender's own limits are not what this test is about: past its burst
+    # the sender would get `rate_limited`, and past its share of the replay
+    # store `quota_exceeded` (raised for this module, see `settings`), instead
+    # of acks, however fast the slow reader's queue fills (on a loaded machine
+    # it takes more frames to fill).
     assert practice.ctx is not None  # an in-process server
-    practice.ctx.settings = practice.ctx.settings.model_copy(update={"ws_rate_per_s": 10_000})
+    practice.ctx.settings = practice.ctx.settings.model_copy(
+        update={
+            "ws_rate_per_s": 10_000,
+        }
+    )
     counselor, client, room_id = await pair(practice)
     host_ws = await joined(practice, counselor, room_id)
     acks = 0
