@@ -45,13 +45,26 @@ def _settings_errors(error: ValidationError) -> list[str]:
     return lines
 
 
+class UnknownSchema(RuntimeError):
+    """The database is at a schema revision this release does not have."""
+
+
 def _migrate(settings: Settings) -> None:
+    from alembic.util.exc import CommandError
+
     from app.core.migrations import upgrade
 
     if settings.resolved_database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     keys = load_keys(settings)  # a migration may re-seal rows (0004)
-    upgrade(settings.resolved_database_url, keys=(keys.keyring, keys.index_key))
+    try:
+        upgrade(settings.resolved_database_url, keys=(keys.keyring, keys.index_key))
+    except CommandError as error:
+        raise UnknownSchema(
+            f"this release cannot migrate the database's schema ({error}); if a newer release "
+            "migrated it, roll it back with that release's `alembic downgrade` "
+            "(docs/operations.md, Upgrade and roll back)"
+        ) from None
 
 
 def _metrics_mode(settings: Settings) -> str:
@@ -582,7 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(settings)
     try:
         code: int = args.func(settings, args)
-    except KeyConfigError as error:
+    except (KeyConfigError, UnknownSchema) as error:
         print(f"confide: {error}", file=sys.stderr)
         return 2
     return code

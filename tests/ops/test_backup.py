@@ -143,6 +143,8 @@ def test_backup_and_restore_as_the_runbook_says(kind: str, tmp_path: Path) -> No
             )
             assert later.status_code == 401  # audited after the backup: not in it
         assert _audit_entries(source) == entries + 1
+        checkpoints_copy = tmp_path / "shipped-checkpoints.jsonl"
+        checkpoints_copy.write_bytes((source.data_dir / "audit-checkpoints.jsonl").read_bytes())
 
     manifest = json.loads((backup_dir / "manifest.json").read_text())
     assert manifest["database"] == kind
@@ -177,6 +179,14 @@ def test_backup_and_restore_as_the_runbook_says(kind: str, tmp_path: Path) -> No
         assert restored.returncode == 0, restored.stderr
         assert f"open all {manifest['data_keys']} data keys" in restored.stdout
         assert _audit_entries(target) == entries
+        # The checkpoints shipped off the system: those up to the backup hold, the one the
+        # source server signed on shutdown (after the refused log-in) anchors the lost entry.
+        anchored = run_cli(env, "audit", "verify", "--checkpoints", str(checkpoints_copy))
+        assert anchored.returncode == 1
+        assert (
+            f"audit log TRUNCATED at seq {entries + 1}: entries from seq {entries + 1} on are "
+            f"missing; the chain ends at seq {entries}"
+        ) in anchored.stdout
 
         again = run_cli(env, "restore", str(backup_dir), "--keys", str(keys_dir))
         assert again.returncode == 1
@@ -216,6 +226,19 @@ def test_restore_refuses_a_damaged_backup(tmp_path: Path) -> None:
         assert "damaged" in refused.stderr
         assert _database_is_empty(target)
         assert not (target.data_dir / "keys").exists()
+
+
+def test_a_schema_this_release_does_not_know_is_one_clear_line(tmp_path: Path) -> None:
+    with backend_for("sqlite", tmp_path / "data") as backend:
+        assert run_cli(backend.env(), "migrate").returncode == 0
+        backend.query("UPDATE alembic_version SET version_num = '0999'")
+        refused = run_cli(backend.env(), "migrate")
+        assert refused.returncode == 2
+        lines = [line for line in refused.stderr.splitlines() if line.startswith("confide:")]
+        assert len(lines) == 1
+        assert "'0999'" in lines[0]
+        assert "alembic downgrade" in lines[0]
+        assert "Traceback" not in refused.stderr
 
 
 def test_backup_refuses_a_directory_in_use_and_keys_beside_the_database(tmp_path: Path) -> None:
