@@ -83,19 +83,24 @@ class Manifest:
     def read(cls, directory: Path) -> Manifest:
         path = directory / MANIFEST
         try:
-            raw: dict[str, Any] = json.loads(path.read_text())
+            raw: Any = json.loads(path.read_text())
         except OSError as error:
             raise BackupError(f"cannot read {path}: {error.strerror}") from None
         except ValueError:
             raise BackupError(f"{path} is not JSON") from None
+        if not isinstance(raw, dict):
+            raise BackupError(f"{path} is not a backup manifest")
         if raw.get("format") != FORMAT:
             raise BackupError(f"{path}: unknown backup format {raw.get('format')!r}")
+        revision = raw.get("schema_revision")
+        if revision is not None and not isinstance(revision, str):
+            raise BackupError(f"{path}: schema_revision is malformed")
         try:
             return cls(
                 database=str(raw["database"]),
                 file=str(raw["file"]),
                 sha256=str(raw["sha256"]),
-                schema_revision=raw["schema_revision"],
+                schema_revision=revision,
                 master_key_ids=[str(kid) for kid in raw["master_key_ids"]],
                 key_checks=[[str(key_id), str(wrapped)] for key_id, wrapped in raw["key_checks"]],
                 data_keys=int(raw["data_keys"]),
@@ -255,6 +260,12 @@ def _check_keys_dir(directory: Path) -> None:
     for name in (MASTER_FILE, INDEX_FILE):
         if not (directory / name).is_file():
             raise BackupError(f"{directory / name} is missing: not a Confide keys backup")
+    try:
+        index_key = b64url_decode((directory / INDEX_FILE).read_text().strip().rstrip("="))
+    except ValueError:
+        index_key = b""
+    if len(index_key) != encryption.KEY_BYTES:
+        raise BackupError(f"{directory / INDEX_FILE} is not a 32-byte base64url key")
     signing = directory / SIGNING_DIR
     if not signing.is_dir() or not any(
         SIGNING_NAME.fullmatch(entry.name) for entry in signing.iterdir()

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from app.ops.backup import BackupError, Manifest
 from tests.fixtures.processes import (
     Backend,
     Server,
@@ -255,3 +258,102 @@ def test_backup_refuses_a_directory_in_use_and_keys_beside_the_database(tmp_path
         assert "not an empty directory" in full.stderr
         assert (tmp_path / "full" / "x").read_text() == "x"
         assert not (tmp_path / "b").exists()
+
+
+def test_production_keys_come_from_their_files_not_the_data_dir(tmp_path: Path) -> None:
+    """With keys configured, a restore leaves them out of the data dir and uses the files."""
+    with backend_for("sqlite", tmp_path / "data") as source:
+        assert run_cli(source.env(), "migrate").returncode == 0
+        made = run_cli(
+            source.env(), "backup", str(tmp_path / "db"), "--keys", str(tmp_path / "keys")
+        )
+        assert made.returncode == 0, made.stderr
+    keys = tmp_path / "keys"
+    configured = {
+        "CONFIDE_MASTER_KEYS_FILE": str(keys / "master_keys"),
+        "CONFIDE_INDEX_KEY_FILE": str(keys / "index_key"),
+        "CONFIDE_SIGNING_KEY_FILE": str(keys / "signing"),
+    }
+    with backend_for("sqlite", tmp_path / "restored") as target:
+        env = target.env(**configured)
+        refused = run_cli(env, "restore", str(tmp_path / "db"), "--keys", str(keys))
+        assert refused.returncode == 1
+        assert "CONFIDE_SIGNING_KEY_FILE configured: keys do not go into the" in refused.stderr
+        assert _database_is_empty(target)
+        restored = run_cli(env, "restore", str(tmp_path / "db"))
+        assert restored.returncode == 0, restored.stderr
+        assert not (target.data_dir / "keys").exists()
+        verified = run_cli(env, "audit", "verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_restore_refuses_a_keys_directory_with_a_bad_index_key(tmp_path: Path) -> None:
+    with backend_for("sqlite", tmp_path / "data") as source:
+        assert run_cli(source.env(), "migrate").returncode == 0
+        made = run_cli(
+            source.env(), "backup", str(tmp_path / "db"), "--keys", str(tmp_path / "keys")
+        )
+        assert made.returncode == 0, made.stderr
+    (tmp_path / "keys" / "index_key").write_text("not-a-key\n")
+    with backend_for("sqlite", tmp_path / "restored") as target:
+        refused = run_cli(
+            target.env(), "restore", str(tmp_path / "db"), "--keys", str(tmp_path / "keys")
+        )
+        assert refused.returncode == 1
+        assert "index_key is not a 32-byte base64url key" in refused.stderr
+        assert _database_is_empty(target)
+        assert not (target.data_dir / "keys").exists()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+manifests = st.fixed_dictionaries(
+    {
+        "format": st.just(1),
+        "database": st.sampled_from(["sqlite", "postgresql"]),
+        "file": st.sampled_from(["confide.db", "confide.pgdump"]),
+        "sha256": st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+        "schema_revision": st.none() | st.text(max_size=8),
+        "master_key_ids": st.lists(st.text(max_size=8), max_size=3),
+        "key_checks": st.lists(st.lists(st.text(max_size=8), min_size=2, max_size=2), max_size=3),
+        "data_keys": st.integers(min_value=0, max_value=10**6),
+        "created_at": st.text(max_size=30),
+    }
+)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(manifest=manifests)
+def test_a_manifest_reads_back_as_written(tmp_path: Path, manifest: dict[str, Any]) -> None:
+    written = Manifest(**{k: v for k, v in manifest.items() if k != "format"})
+    (tmp_path / "manifest.json").write_text(written.to_json())
+    assert Manifest.read(tmp_path) == written
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    document=json_values
+    | manifests.flatmap(
+        lambda m: st.sampled_from(sorted(m)).flatmap(
+            lambda key: json_values.map(lambda value: {**m, key: value})
+        )
+    )
+)
+def test_any_manifest_is_read_or_refused_with_one_line(tmp_path: Path, document: object) -> None:
+    """A damaged or hand-edited manifest is a BackupError, never another exception."""
+    (tmp_path / "manifest.json").write_text(json.dumps(document))
+    try:
+        Manifest.read(tmp_path)
+        refused = ""
+    except BackupError as error:
+        refused = str(error)
+    assert "\n" not in refused
