@@ -308,6 +308,66 @@ def _unopened(keyring: encryption.Keyring, keys: list[tuple[str, bytes]]) -> int
     return failed
 
 
+def _restore_database(settings: Settings, kind: str, dump: Path) -> None:
+    if kind == "sqlite":
+        target = _sqlite_path(settings)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+            partial = Path(scratch) / target.name
+            _sqlite_copy(f"file:{dump.resolve()}?mode=ro", partial)
+            _sqlite_check(partial)
+            partial.chmod(0o600)
+            partial.replace(target)
+        return
+    args, env = _libpq(settings)
+    _run_tool(
+        [
+            _tool("pg_restore"),
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+            "--single-transaction",
+            *args,
+            str(dump),
+        ],
+        env,
+    )
+
+
+def _sqlite_copy(source_uri: str, target: Path) -> None:
+    """SQLite's online backup API: a consistent copy, pages read under a read lock."""
+    try:
+        source = sqlite3.connect(source_uri, uri=True, timeout=30)
+        copy = sqlite3.connect(target)
+        try:
+            with copy:
+                source.backup(copy)
+        finally:
+            copy.close()
+            source.close()
+    except sqlite3.Error as error:
+        raise BackupError(f"SQLite could not copy the database: {error}") from None
+
+
+def _sqlite_check(path: Path) -> None:
+    """The copy is a whole SQLite database holding Confide's schema."""
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            verdict = conn.execute("PRAGMA integrity_check").fetchone()
+            schema = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as error:
+        raise BackupError(f"the backed-up SQLite database is damaged: {error}") from None
+    if verdict != ("ok",):
+        raise BackupError("the backed-up SQLite database is damaged (PRAGMA integrity_check)")
+    if schema is None:
+        raise BackupError("the backed-up SQLite database holds no Confide schema")
+
+
 # -- backup and restore -------------------------------------------------------------
 
 
@@ -328,14 +388,7 @@ def backup(settings: Settings, directory: Path, keys_directory: Path | None) -> 
         export_keys(settings, keys_directory)
     if kind == "sqlite":
         target = directory / SQLITE_FILE
-        source = sqlite3.connect(_sqlite_path(settings), timeout=30)
-        copy = sqlite3.connect(target)
-        try:
-            with copy:
-                source.backup(copy)  # a consistent snapshot, pages copied under a read lock
-        finally:
-            copy.close()
-            source.close()
+        _sqlite_copy(_sqlite_path(settings).resolve().as_uri(), target)
         target.chmod(0o600)
         snapshot_url = f"sqlite+aiosqlite:///{target.resolve()}"
     else:
@@ -431,37 +484,26 @@ def restore(
             "this backup was made with"
         )
 
+    installed = settings.data_dir / "keys"
+    fresh = not installed.exists()
     if keys_directory is not None:
         _install_keys(settings, keys_directory)
-    if kind == "sqlite":
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-            partial = Path(scratch) / target.name
-            source = sqlite3.connect(f"file:{dump.resolve()}?mode=ro", uri=True)
-            copy = sqlite3.connect(partial)
-            try:
-                with copy:
-                    source.backup(copy)
-            finally:
-                copy.close()
-                source.close()
-            partial.chmod(0o600)
-            partial.replace(target)
-    else:
-        args, env = _libpq(settings)
-        _run_tool(
-            [
-                _tool("pg_restore"),
-                "--no-owner",
-                "--no-privileges",
-                "--exit-on-error",
-                "--single-transaction",
-                *args,
-                str(dump),
-            ],
-            env,
-        )
-    _, _, keys = asyncio.run(_read_state(url))
+    try:
+        _restore_database(settings, kind, dump)
+        tables, _, keys = asyncio.run(_read_state(url))
+        if "alembic_version" not in tables:
+            raise BackupError(f"{dump} restored no Confide schema: it is damaged")
+    except BaseException:
+        if keys_directory is not None:  # take back what this restore installed
+            if fresh:
+                shutil.rmtree(installed, ignore_errors=True)
+            else:
+                for entry in installed.iterdir():
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+        raise
     failed = _unopened(keyring, keys)
     if failed:
         raise BackupError(

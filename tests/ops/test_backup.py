@@ -11,6 +11,7 @@ not empty) are refused and write nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -357,3 +358,31 @@ def test_any_manifest_is_read_or_refused_with_one_line(tmp_path: Path, document:
     except BackupError as error:
         refused = str(error)
     assert "\n" not in refused
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_restore_that_fails_midway_leaves_nothing_behind(kind: str, tmp_path: Path) -> None:
+    """A dump that its manifest vouches for but the database tool refuses: no keys are left
+    in the data dir and the database stays empty, so the restore can be run again."""
+    with backend_for(kind, tmp_path / "data") as source:
+        assert run_cli(source.env(), "migrate").returncode == 0
+        made = run_cli(
+            source.env(), "backup", str(tmp_path / "db"), "--keys", str(tmp_path / "keys")
+        )
+        assert made.returncode == 0, made.stderr
+    manifest_path = tmp_path / "db" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    dump = tmp_path / "db" / manifest["file"]
+    garbled = dump.read_bytes()[:64] + b"\0" * 4096
+    dump.write_bytes(garbled)
+    manifest["sha256"] = hashlib.sha256(garbled).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+    with backend_for(kind, tmp_path / "restored") as target:
+        refused = run_cli(
+            target.env(), "restore", str(tmp_path / "db"), "--keys", str(tmp_path / "keys")
+        )
+        assert refused.returncode == 1
+        assert refused.stderr.startswith("confide restore: ")
+        assert "Traceback" not in refused.stderr
+        assert _database_is_empty(target)
+        assert not (target.data_dir / "keys").exists()
