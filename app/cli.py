@@ -1,4 +1,5 @@
-"""The `confide` command: serve, migrate, admin create, keys, audit verify, purge."""
+"""The `confide` command: serve, migrate, admin create, keys, audit verify, purge, backup,
+restore."""
 
 from __future__ import annotations
 
@@ -44,13 +45,26 @@ def _settings_errors(error: ValidationError) -> list[str]:
     return lines
 
 
+class UnknownSchema(RuntimeError):
+    """The database is at a schema revision this release does not have."""
+
+
 def _migrate(settings: Settings) -> None:
+    from alembic.util.exc import CommandError
+
     from app.core.migrations import upgrade
 
     if settings.resolved_database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     keys = load_keys(settings)  # a migration may re-seal rows (0004)
-    upgrade(settings.resolved_database_url, keys=(keys.keyring, keys.index_key))
+    try:
+        upgrade(settings.resolved_database_url, keys=(keys.keyring, keys.index_key))
+    except CommandError as error:
+        raise UnknownSchema(
+            f"this release cannot migrate the database's schema ({error}); if a newer release "
+            "migrated it, roll it back with that release's `alembic downgrade` "
+            "(docs/operations.md, Upgrade and roll back)"
+        ) from None
 
 
 def _metrics_mode(settings: Settings) -> str:
@@ -385,6 +399,42 @@ def cmd_purge(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    from app.ops.backup import BackupError, backup
+
+    try:
+        manifest = backup(settings, args.directory, args.keys)
+    except BackupError as error:
+        print(f"confide backup: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"backed up the {manifest.database} database (schema {manifest.schema_revision}, "
+        f"{manifest.data_keys} data keys under master keys "
+        f"{', '.join(manifest.master_key_ids) or '-'}) into {args.directory / manifest.file}"
+    )
+    if args.keys is not None:
+        print(f"keys into {args.keys}: keep them apart from the database backup")
+    else:
+        print("keys not backed up (--keys): the backup cannot be read without them")
+    return 0
+
+
+def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
+    from app.ops.backup import BackupError, restore
+
+    try:
+        manifest, opened = restore(settings, args.directory, args.keys)
+    except BackupError as error:
+        print(f"confide restore: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"restored the {manifest.database} backup of {manifest.created_at} "
+        f"(schema {manifest.schema_revision}); the master keys open all {opened} data keys. "
+        "Next: confide audit verify, then confide serve (it applies pending migrations)"
+    )
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
@@ -490,6 +540,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "purge", help="delete what retention no longer allows (also runs inside serve)"
     ).set_defaults(func=cmd_purge)
+    backup = sub.add_parser(
+        "backup",
+        help="back up the database (while servers run) and, with --keys, the keys that open it",
+    )
+    backup.add_argument(
+        "directory",
+        type=Path,
+        help="a new or empty directory for the database backup and its manifest.json",
+    )
+    backup.add_argument(
+        "--keys",
+        type=Path,
+        metavar="DIR",
+        help="a new or empty directory, kept apart from the database backup, for the master "
+        "keys, the index key and the signing keys",
+    )
+    backup.set_defaults(func=cmd_backup)
+    restore = sub.add_parser(
+        "restore",
+        help="restore a backup into the configured, empty database (and a fresh data dir)",
+    )
+    restore.add_argument("directory", type=Path, help="a directory `confide backup` wrote")
+    restore.add_argument(
+        "--keys",
+        type=Path,
+        metavar="DIR",
+        help="the keys backed up with it, installed into the data dir (without it, the "
+        "configured keys are used)",
+    )
+    restore.set_defaults(func=cmd_restore)
     demo = sub.add_parser(
         "demo",
         help="development only: make a counselor, a client and a room on a running server "
@@ -515,7 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(settings)
     try:
         code: int = args.func(settings, args)
-    except KeyConfigError as error:
+    except (KeyConfigError, UnknownSchema) as error:
         print(f"confide: {error}", file=sys.stderr)
         return 2
     return code
