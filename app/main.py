@@ -37,6 +37,7 @@ from app.privacy.endpoints import router as privacy_router
 from app.relay.broker import Broker, BrokerUnavailable, ReplayLimits, create_broker
 from app.relay.endpoints import router as relay_router
 from app.relay.hub import Hub
+from app.relay.metrics import RelayMetrics
 from app.retention.service import purge
 from app.rooms import key_packages as room_key_packages
 from app.rooms.endpoints import router as rooms_router
@@ -142,6 +143,7 @@ def create_app(
             sweep_interval=ctx.settings.ws_sweep_interval,
             on_event=on_event,
             welcome_devices=welcome_devices,
+            metrics=app.state.relay_metrics,
         )
         await hub.start()
         ctx.publisher = broker.publish
@@ -191,6 +193,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.metrics = Metrics()
+    app.state.relay_metrics = RelayMetrics(app.state.metrics.registry)
     app.state.client_addresses = None  # set by the lifespan (the keyed form needs the index key)
     install_error_handlers(app, unavailable=(BrokerUnavailable,))
     if settings.test_fault is not None:

@@ -59,6 +59,13 @@ MAX_CIPHERTEXT_BYTES = 64 * 1024
 MAX_RECIPIENTS = 256
 
 
+#: What a frame the socket read turned out to be: a client frame type, or why it was
+#: not one (`invalid`: refused by validation; `binary`; `rate_limited`: refused
+#: unread; `unread`: the connection reads no more). A fixed set: the relay's
+#: metrics count frames by it (`Peer.read`).
+FrameRead = Literal["auth", "send", "resume", "ping", "invalid", "binary", "rate_limited", "unread"]
+
+
 class State(Enum):
     """Where a connection is in its life (see the module's docstring)."""
 
