@@ -62,6 +62,9 @@ The teletherapy session backend that cannot read what it relays.
 
 Authenticate with **Authorize** (OAuth2 password flow against `/v1/auth/token`).
 Every error is RFC 9457 problem details (`application/problem+json`) with a stable `code`.
+
+The room socket (`/v1/rooms/{room_id}/ws`) is described by its AsyncAPI 3.0 document:
+[/asyncapi.json](/asyncapi.json) (or [/asyncapi.yaml](/asyncapi.yaml)).
 """
 
 

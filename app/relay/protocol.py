@@ -187,7 +187,9 @@ def parse_client_frame(text: str) -> ClientFrame:
 
 
 def _check_send(frame: SendFrame) -> None:
-    if (frame.ciphertext is None) == (frame.recipients is None):
+    # Exactly one of the two, given: `"ciphertext": null` beside `recipients` is two.
+    given = frame.model_fields_set & {"ciphertext", "recipients"}
+    if len(given) != 1 or (frame.ciphertext is None) == (frame.recipients is None):
         raise FrameError(
             "validation_error", "send needs exactly one of ciphertext or recipients", frame.id
         )
