@@ -16,14 +16,19 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.websockets import WebSocket
 
+from app.core.clock import FrozenClock
 from app.core.close_codes import Close
 from app.core.codec import b64url_encode as b64url
-from app.relay import metrics
+from app.relay import frames, metrics
+from app.relay.broker import InProcessBroker
+from app.relay.hub import Connection, Grant, Hub
 from tests.fixtures.processes import Backend, Server
 from tests.fixtures.redis_server import delete_prefix, shared_redis, unique_prefix
 from tests.fixtures.server import closed_with, open_socket, recv, recv_until
@@ -239,3 +244,28 @@ async def test_a_session_moves_every_relay_series(tmp_path: Path, broker: str) -
                     assert label in metrics.BROKER_OPERATIONS
         elif name.startswith("confide_relay_"):
             assert {k for k, _ in labels} <= {"le"}, name
+
+
+def test_the_queue_gauges_show_the_deepest_queue_and_sockets_their_peak() -> None:
+    """Send queues that fill (a reader that does not read): the gauges read them at the
+    scrape; each connection keeps the deepest its queue was."""
+    hub = Hub(InProcessBroker(), FrozenClock(), rate_per_s=10, idle_timeout=60)
+    registry = hub.metrics.registry
+    grant = Grant("r", "a", "d", "participant", "s", True, None, False, {})
+    # Never written to: the writer task that would drain the queues is not started.
+    slow, slower = (Connection(cast(WebSocket, None), grant, 10) for _ in range(2))
+    hub._connections |= {slow.id: slow, slower.id: slower}
+    assert registry.get_sample_value("confide_relay_sockets_open") == 2
+    assert registry.get_sample_value("confide_relay_send_queue_max_frames") == 0
+    assert slow.send("x" * 100)
+    for _ in range(3):
+        assert slower.send(frames.PONG)
+    assert registry.get_sample_value("confide_relay_send_queue_max_frames") == 3
+    assert registry.get_sample_value("confide_relay_send_queue_max_bytes") == 100
+    assert (slow.peak, slower.peak) == (1, 3)
+    slower.queue.popleft()
+    assert slower.send(frames.PONG)
+    assert slower.peak == 3
+    slower.close(Close.TRY_AGAIN)  # what is queued is dropped
+    assert registry.get_sample_value("confide_relay_send_queue_max_frames") == 1
+    assert slower.peak == 3
