@@ -4,13 +4,15 @@
     python3 dev.py serve [--host H --port P]   run Confide on the embedded default
     python3 dev.py test [pytest args]          checks (format, lint, types, imports), the
                                                TypeScript SDK's type check and tests, the
-                                               web client's type check and unit tests, tests
+                                               web client's type check and unit tests, the
+                                               AsyncAPI document's validation, tests
 
 Both create `.venv` and install the project into it first (again whenever
 pyproject.toml changes). `test` also installs the Node packages of the SDK
-(clients/typescript) and of the web client (clients/web), `npm ci`, whenever
-a package-lock.json changes; it needs Node 20+ and npm, and without them skips
-both with one line (fails with CONFIDE_REQUIRE_SERVICES=1, as CI sets).
+(clients/typescript), of the web client (clients/web) and of the AsyncAPI
+check (tools/asyncapi), `npm ci`, whenever a package-lock.json changes; it
+needs Node 20+ and npm, and without them skips them with one line (fails with
+CONFIDE_REQUIRE_SERVICES=1, as CI sets).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".confide-installed"
 SDK = ROOT / "clients" / "typescript"
 WEB = ROOT / "clients" / "web"
+ASYNCAPI = ROOT / "tools" / "asyncapi"
 NPM_STAMP = Path("node_modules") / ".confide-installed"
 
 
@@ -71,13 +74,16 @@ def npm_ci(npm: str, package: Path) -> None:
 def test_node_packages() -> bool:
     """The Node packages: the SDK's `npm ci`, type check and tests; the web client's
     `npm ci`, type check and unit tests (its build and browser tests run under
-    pytest, tests/web).
+    pytest, tests/web); docs/asyncapi.yaml through the official AsyncAPI parser.
 
     False, after one line, when Node or npm is missing and services are not required.
     """
     npm = shutil.which("npm")
     if not (shutil.which("node") and npm):
-        message = "node and npm (Node 20+) not found: the TypeScript SDK's and web client's checks"
+        message = (
+            "node and npm (Node 20+) not found: the TypeScript SDK's, the web client's and"
+            " the AsyncAPI document's checks"
+        )
         if require_services():
             sys.exit(f"{message} cannot run (CONFIDE_REQUIRE_SERVICES is set)")
         print(f"{message} were skipped", flush=True)
@@ -88,6 +94,8 @@ def test_node_packages() -> bool:
     npm_ci(npm, WEB)  # after the SDK's: the web build bundles the SDK's sources
     run(npm, "run", "--silent", "check", cwd=WEB)
     run(npm, "test", "--silent", cwd=WEB)
+    npm_ci(npm, ASYNCAPI)
+    run(npm, "run", "--silent", "check", cwd=ASYNCAPI)
     return True
 
 

@@ -38,6 +38,7 @@ from app.privacy.endpoints import router as privacy_router
 from app.relay.broker import Broker, BrokerUnavailable, ReplayLimits, create_broker
 from app.relay.endpoints import router as relay_router
 from app.relay.hub import Hub
+from app.relay.metrics import RelayMetrics
 from app.retention.service import purge
 from app.rooms import key_packages as room_key_packages
 from app.rooms.endpoints import router as rooms_router
@@ -62,6 +63,9 @@ The teletherapy session backend that cannot read what it relays.
 
 Authenticate with **Authorize** (OAuth2 password flow against `/v1/auth/token`).
 Every error is RFC 9457 problem details (`application/problem+json`) with a stable `code`.
+
+The room socket (`/v1/rooms/{room_id}/ws`) is described by its AsyncAPI 3.0 document:
+[/asyncapi.json](/asyncapi.json) (or [/asyncapi.yaml](/asyncapi.yaml)).
 """
 
 
@@ -143,6 +147,7 @@ def create_app(
             sweep_interval=ctx.settings.ws_sweep_interval,
             on_event=on_event,
             welcome_devices=welcome_devices,
+            metrics=app.state.relay_metrics,
         )
         await hub.start()
         ctx.publisher = broker.publish
@@ -192,6 +197,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.metrics = Metrics()
+    app.state.relay_metrics = RelayMetrics(app.state.metrics.registry)
     app.state.client_addresses = None  # set by the lifespan (the keyed form needs the index key)
     install_error_handlers(app, unavailable=(BrokerUnavailable,))
     if settings.test_fault is not None:

@@ -2,7 +2,8 @@
 
 `/asyncapi.yaml` is the room socket's AsyncAPI document: `asyncapi.yaml` beside
 this module, shipped in the wheel, the same bytes as docs/asyncapi.yaml (a
-test holds them equal).
+test holds them equal). `/asyncapi.json` is the same document as JSON,
+converted once per process.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import re
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import yaml
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -29,6 +32,12 @@ ASYNCAPI = Path(__file__).parent / "asyncapi.yaml"
 @cache
 def _asyncapi() -> bytes:
     return ASYNCAPI.read_bytes()
+
+
+@cache
+def _asyncapi_json() -> bytes:
+    document = yaml.safe_load(_asyncapi())
+    return json.dumps(document, ensure_ascii=False, indent=2).encode()
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -101,3 +110,13 @@ async def docs(request: Request) -> HTMLResponse:
 )
 async def asyncapi() -> Response:
     return Response(_asyncapi(), media_type="application/yaml")
+
+
+@router.get(
+    "/asyncapi.json",
+    summary="The room socket's AsyncAPI 3.0 document, as JSON",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}}},
+)
+async def asyncapi_json() -> Response:
+    return Response(_asyncapi_json(), media_type="application/json")

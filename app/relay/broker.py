@@ -82,6 +82,9 @@ log = logging.getLogger("confide.broker")
 
 
 class Broker(Protocol):
+    #: What carries the messages ("memory", "redis"): a label of the relay's metrics.
+    kind: str
+
     async def start(self, on_message: MessageHandler, on_event: EventHandler) -> None: ...
     async def close(self) -> None: ...
     async def ready(self) -> bool: ...
@@ -165,6 +168,8 @@ class _Room:
 
 
 class InProcessBroker:
+    kind = "memory"
+
     def __init__(
         self, now: Callable[[], float] = time.time, *, limits: ReplayLimits | None = None
     ) -> None:

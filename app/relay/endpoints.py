@@ -18,6 +18,9 @@ Logging: every line written for a socket carries its connection id
 with one access line by route template (`/v1/rooms/{room_id}/ws`), its close
 code and duration. No line names the room, the account or the device: with
 an address, a token or a time beside it, that would say who met whom.
+
+Metrics (`app.relay.metrics`): every socket's close code, every refusal's
+code, the `auth` frame, and the broker's round trip to spend the `jti`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP, TokenError
 from app.relay import protocol as p
 from app.relay.broker import BrokerUnavailable
 from app.relay.hub import Connection, Grant, Hub, Participant
+from app.relay.metrics import RelayMetrics, utf8_length
 from app.rooms import service as rooms
 
 log = logging.getLogger("confide.relay")
@@ -49,12 +53,14 @@ _CLOSE_INTERNAL_ERROR = 1011  # what the access line says when serving the socke
 
 
 class Refused(Exception):
-    """The socket is refused before the hub takes it: its close code and reason."""
+    """The socket is refused before the hub takes it: its close code and reason, and
+    the stable code of why (the reason itself when that is a code; `metrics.REFUSALS`)."""
 
-    def __init__(self, code: Close, reason: str) -> None:
+    def __init__(self, code: Close, reason: str, why: str | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.why = why or reason
 
     @classmethod
     def by(cls, error: ConfideError) -> Refused:
@@ -91,7 +97,10 @@ async def authorize(ctx: Context, hub: Hub, room_id: str, token: str) -> Grant:
 
 async def _spend(ctx: Context, hub: Hub, claims: dict[str, Any]) -> None:
     ttl = max(1, int(claims["exp"] - ctx.clock.time()) + 60)
-    if not await hub.broker.spend_jti(str(claims["jti"]), ttl, float(claims["iat"])):
+    started = time.perf_counter()
+    spent = await hub.broker.spend_jti(str(claims["jti"]), ttl, float(claims["iat"]))
+    hub.rtt_spend.observe(time.perf_counter() - started)
+    if not spent:
         raise Refused(Close.TOKEN, "token_spent")
 
 
@@ -151,22 +160,28 @@ async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -
     )
 
 
-async def _first_frame_token(ws: WebSocket, timeout_s: float) -> str:
+async def _first_frame_token(ws: WebSocket, timeout_s: float, metrics: RelayMetrics) -> str:
     try:
         message = await asyncio.wait_for(ws.receive(), timeout_s)
     except TimeoutError:
-        raise Refused(Close.TOKEN, f"no auth frame within {timeout_s:g} seconds") from None
+        detail = f"no auth frame within {timeout_s:g} seconds"
+        raise Refused(Close.TOKEN, detail, "auth_timeout") from None
     if message["type"] == "websocket.disconnect":
         raise Refused(Close.NORMAL, "gone")
     text = message.get("text")
     if text is None:
-        raise Refused(Close.POLICY, "binary frames are not allowed")
+        metrics.frames_in["binary"].inc()
+        metrics.bytes_in.inc(len(message.get("bytes") or b""))
+        raise Refused(Close.POLICY, "binary frames are not allowed", "binary_frame")
+    metrics.bytes_in.inc(utf8_length(text))
     try:
         frame = p.parse_client_frame(text)
     except p.FrameError:
-        raise Refused(Close.TOKEN, "the first frame must be auth") from None
+        metrics.frames_in["invalid"].inc()
+        raise Refused(Close.TOKEN, "the first frame must be auth", "auth_frame_required") from None
+    metrics.frames_in[frame.type].inc()
     if not isinstance(frame, p.AuthFrame):
-        raise Refused(Close.TOKEN, "the first frame must be auth")
+        raise Refused(Close.TOKEN, "the first frame must be auth", "auth_frame_required")
     return frame.token
 
 
@@ -179,6 +194,9 @@ async def room_socket(ws: WebSocket, room_id: str) -> None:
     try:
         code = await _serve_socket(ws, room_id)
     finally:
+        hub: Hub | None = getattr(ws.app.state, "hub", None)
+        if hub is not None:
+            hub.metrics.closed(code)
         addresses: logs.ClientAddresses | None = getattr(ws.app.state, "client_addresses", None)
         fields: dict[str, object] = {
             "kind": "websocket",
@@ -205,15 +223,18 @@ async def _serve_socket(ws: WebSocket, room_id: str) -> int:
             and origin not in ctx.settings.allowed_origins
             and not p.same_origin(origin, ws.url.scheme, ws.headers.get("host"))
         ):
-            raise Refused(Close.FORBIDDEN, "origin not allowed")
+            raise Refused(Close.FORBIDDEN, "origin not allowed", "origin_refused")
         if not speaks_v1:
-            raise Refused(Close.PROTOCOL_ERROR, "subprotocol confide.v1 required")
+            raise Refused(
+                Close.PROTOCOL_ERROR, "subprotocol confide.v1 required", "subprotocol_required"
+            )
         if b"token" in ws.scope.get("query_string", b""):
-            raise Refused(Close.TOKEN, "tokens are never accepted in the URL")
+            raise Refused(Close.TOKEN, "tokens are never accepted in the URL", "token_in_url")
         if token is None:
-            token = await _first_frame_token(ws, ctx.settings.ws_auth_timeout)
+            token = await _first_frame_token(ws, ctx.settings.ws_auth_timeout, hub.metrics)
         grant = await authorize(ctx, hub, room_id, token)
     except Refused as refused:
+        hub.metrics.refused(refused.why)
         log.info("socket refused: %s (%s)", refused.code, refused.reason)
         with contextlib.suppress(Exception):
             await ws.close(refused.code, refused.reason)

@@ -43,7 +43,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from app.core.clock import Clock
 from app.core.close_codes import Close
 from app.core.events import AccountErased, Event
+from app.relay import frames
 from app.relay.broker import Broker
+from app.relay.metrics import RelayMetrics, utf8_length
 from app.relay.protocol import State
 from app.relay.room import (
     Aborted,
@@ -127,6 +129,8 @@ class Connection:
         self.close_reason = ""
         self.reader: asyncio.Task[None] | None = None
         self.replay: asyncio.Task[None] | None = None
+        #: The deepest the queue has been, in frames.
+        self.peak = 0
 
     @property
     def id(self) -> str:
@@ -152,10 +156,13 @@ class Connection:
         """Queue `frame`; False when the queue is full (the consumer is too slow)."""
         if self.close_code is not None:
             return True  # closing: nothing more is written
-        if self.queued_bytes + len(frame) > QUEUE_BYTES or len(self.queue) >= QUEUE_FRAMES:
+        depth = len(self.queue)
+        if self.queued_bytes + len(frame) > QUEUE_BYTES or depth >= QUEUE_FRAMES:
             return False
         self.queued_bytes += len(frame)
         self._put(frame)
+        if depth >= self.peak:
+            self.peak = depth + 1
         return True
 
     def _put(self, item: str | None) -> None:
@@ -217,8 +224,9 @@ class Connection:
         self._put(None)
         self._made_space(closing=True)
 
-    async def writer(self) -> bool:
+    async def writer(self, metrics: RelayMetrics) -> bool:
         """Write what is queued until the close; False if the peer was gone first."""
+        frames_out, bytes_out = metrics.frames_out, metrics.bytes_out
         try:
             while True:
                 frame = await self._get()
@@ -227,6 +235,8 @@ class Connection:
                 self.queued_bytes -= len(frame)
                 self._made_space()
                 await self.ws.send_text(frame)
+                frames_out[frames.kind(frame)].inc()
+                bytes_out.inc(utf8_length(frame))
         except Exception:  # the peer is gone: nothing more can be sent
             self._made_space(closing=True)
             return False
@@ -252,8 +262,17 @@ class Hub:
         sweep_interval: float | None = None,
         on_event: EventHook | None = None,
         welcome_devices: WelcomeDevices | None = None,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         self.broker = broker
+        self.metrics = metrics or RelayMetrics()
+        self.metrics.watch(lambda: len(self._connections), lambda: len(self.rooms), self.queue_max)
+        kind = broker.kind
+        self._rtt_append = self.metrics.timer(kind, "append")
+        self._rtt_replay = self.metrics.timer(kind, "replay")
+        self._rtt_join = self.metrics.timer(kind, "join")
+        self._rtt_presence = self.metrics.timer(kind, "presence")
+        self.rtt_spend = self.metrics.timer(kind, "spend")
         #: For a Welcome: the device each of its refs was handed out for in the room
         #: (one database query per Welcome; no other message reads the database).
         self._welcome_devices = welcome_devices
@@ -283,6 +302,14 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+
+    def queue_max(self) -> tuple[int, int]:
+        """The deepest send queue now on this instance, in frames and in bytes."""
+        conns = self._connections.values()
+        return (
+            max((len(c.queue) for c in conns), default=0),
+            max((c.queued_bytes for c in conns), default=0),
+        )
 
     def now(self) -> Now:
         return Now(self.clock.now(), time.monotonic())
@@ -338,6 +365,7 @@ class Hub:
             await self._serve(room, conn)
         finally:
             del self._connections[peer.id]
+            self.metrics.queue_peak.observe(conn.peak)
             await self._do(room, self._feed(room, Left(peer)))
 
     async def _serve(self, room: RoomState, conn: Connection) -> None:
@@ -366,11 +394,12 @@ class Hub:
                 writer.cancel()
 
     async def _write(self, room: RoomState, conn: Connection) -> None:
-        if not await conn.writer():
+        if not await conn.writer(self.metrics):
             self._apply(room, self._feed(room, PeerGone(conn.peer)))
 
     async def _read(self, room: RoomState, conn: Connection) -> None:
         peer = conn.peer
+        frames_in, bytes_in = self.metrics.frames_in, self.metrics.bytes_in
         while peer.state is State.WAITING or peer.state is State.ADMITTED:
             try:
                 message = await conn.ws.receive()
@@ -379,7 +408,11 @@ class Hub:
                 return
             if message["type"] == "websocket.disconnect":
                 return
-            await self._do(room, self._feed(room, Received(peer, message.get("text"))))
+            text = message.get("text")
+            bytes_in.inc(len(message.get("bytes") or b"") if text is None else utf8_length(text))
+            actions = self._feed(room, Received(peer, text))
+            frames_in[peer.read].inc()
+            await self._do(room, actions)
 
     async def _replay(self, room: RoomState, conn: Connection, replay: int) -> None:
         peer = conn.peer
@@ -462,10 +495,17 @@ class Hub:
 
     def _send(self, room: RoomState, action: Send) -> None:
         frame, connections = action.frame, self._connections
+        queued = 0
         for peer in action.to:
             conn = connections.get(peer.id)
-            if conn is not None and not conn.send(frame):
+            if conn is None:
+                continue
+            if conn.send(frame):
+                queued += 1
+            else:
                 self._apply(room, self._feed(room, Overflowed(peer)))
+        if queued and frame.startswith(frames.MESSAGE_HEAD):
+            self.metrics.live.inc(queued)
 
     def _act(self, room: RoomState, action: Action) -> _Pending | None:
         """Do `action`; for one that waits on the broker or a queue, the coroutine that
@@ -523,6 +563,7 @@ class Hub:
         return None
 
     async def _load(self, room: RoomState, action: Load) -> list[Action]:
+        started = time.perf_counter()
         try:
             online = await self.broker.online(room.id)
             latest = await self.broker.latest_seq(room.id)
@@ -533,27 +574,35 @@ class Hub:
                 await self.broker.admission(room.id, action.admitted)
         except BrokerUnavailable:
             return self._feed(room, JoinFailed(action.peer))
+        self._rtt_join.observe(time.perf_counter() - started)
         return self._feed(room, Joined(action.peer, frozenset(online), latest))
 
     async def _announce(self, room: RoomState, action: Announce) -> list[Action]:
+        started = time.perf_counter()
         try:
             await self.broker.set_online(room.id, action.peer.device_id, action.online)
             await self.broker.publish(action.presence)
         except BrokerUnavailable:
             if action.online:
                 return self._feed(room, AnnounceFailed(action.peer))
+            return []
+        self._rtt_presence.observe(time.perf_counter() - started)
         return []
 
     async def _append(self, room: RoomState, action: Append) -> list[Action]:
         peer, client_id = action.peer, action.message.client_id
+        started = time.perf_counter()
         try:
             seq, _ = await self.broker.append(action.message)
         except BrokerUnavailable:
             return self._feed(room, AppendRefused(peer, client_id, "unavailable"))
         except QuotaExceeded:
+            self._rtt_append.observe(time.perf_counter() - started)
             return self._feed(room, AppendRefused(peer, client_id, "quota"))
         except StaleEpoch as stale:
+            self._rtt_append.observe(time.perf_counter() - started)
             return self._feed(room, AppendRefused(peer, client_id, "stale_epoch", stale.epoch))
+        self._rtt_append.observe(time.perf_counter() - started)
         return self._feed(room, Appended(peer, client_id, seq))
 
     async def _resolve_welcome(self, room: RoomState, action: ResolveWelcome) -> list[Action]:
@@ -566,12 +615,17 @@ class Hub:
         return self._feed(room, WelcomeResolved(action.peer, action, devices))
 
     async def _read_page(self, room: RoomState, action: ReadPage) -> list[Action]:
+        started = time.perf_counter()
         page = await self.broker.replay(room.id, action.after, action.limit)
+        self._rtt_replay.observe(time.perf_counter() - started)
         return self._feed(room, PageRead(action.peer, action.replay, tuple(page)))
 
     async def _send_paced(self, room: RoomState, action: SendPaced) -> list[Action]:
         peer = action.peer
         conn = self._connections.get(peer.id)
-        if conn is not None and not await conn.send_paced(action.frame):
-            self._apply(room, self._feed(room, Overflowed(peer)))
+        if conn is not None:
+            if await conn.send_paced(action.frame):
+                self.metrics.replayed.inc()
+            else:
+                self._apply(room, self._feed(room, Overflowed(peer)))
         return self._feed(room, Queued(peer, action.replay, action.seq))

@@ -59,6 +59,13 @@ MAX_CIPHERTEXT_BYTES = 64 * 1024
 MAX_RECIPIENTS = 256
 
 
+#: What a frame the socket read turned out to be: a client frame type, or why it was
+#: not one (`invalid`: refused by validation; `binary`; `rate_limited`: refused
+#: unread; `unread`: the connection reads no more). A fixed set: the relay's
+#: metrics count frames by it (`Peer.read`).
+FrameRead = Literal["auth", "send", "resume", "ping", "invalid", "binary", "rate_limited", "unread"]
+
+
 class State(Enum):
     """Where a connection is in its life (see the module's docstring)."""
 
@@ -180,7 +187,9 @@ def parse_client_frame(text: str) -> ClientFrame:
 
 
 def _check_send(frame: SendFrame) -> None:
-    if (frame.ciphertext is None) == (frame.recipients is None):
+    # Exactly one of the two, given: `"ciphertext": null` beside `recipients` is two.
+    given = frame.model_fields_set & {"ciphertext", "recipients"}
+    if len(given) != 1 or (frame.ciphertext is None) == (frame.recipients is None):
         raise FrameError(
             "validation_error", "send needs exactly one of ciphertext or recipients", frame.id
         )

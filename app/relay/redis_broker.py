@@ -320,6 +320,8 @@ def _stored(seq: int, device: str, kind: str, payload: str) -> Stored:
 
 
 class RedisBroker:
+    kind = "redis"
+
     def __init__(
         self,
         url: str,

@@ -76,6 +76,7 @@ from app.relay.protocol import (
     MAX_STRIKES,
     AuthFrame,
     FrameError,
+    FrameRead,
     PingFrame,
     ResumeFrame,
     SendFrame,
@@ -179,6 +180,8 @@ class Peer:
     #: (lo, hi]: the seqs that replays on this connection have gone through.
     replayed: tuple[int, int] = field(default=(0, 0), repr=False)
     live_seen: set[int] = field(default_factory=set, repr=False)
+    #: What the last frame read was (the hub counts frames by it).
+    read: FrameRead = field(default="unread", repr=False)
 
     @classmethod
     def from_grant(cls, peer_id: str, grant: Grant, rate_per_s: int) -> Peer:
@@ -858,18 +861,23 @@ def _tick(room: RoomState, now: Now) -> list[Action]:
 
 def _received(room: RoomState, peer: Peer, text: str | None, now: Now) -> list[Action]:
     if peer.state not in _OPEN:
+        peer.read = "unread"
         return []  # closed or draining: it reads no more
     peer.last_active = now.mono
     if text is None:
+        peer.read = "binary"
         return _close(peer, Close.POLICY, "binary frames are not allowed")
     if not peer.bucket.allow(now.mono):
+        peer.read = "rate_limited"
         if peer.bucket.strikes > MAX_STRIKES:
             return _close(peer, Close.POLICY, "rate limit exceeded")
         return [Send((peer,), frames.error("rate_limited", "slow down"))]
     try:
         frame = parse_client_frame(text)
     except FrameError as error:
+        peer.read = "invalid"
         return [Send((peer,), frames.error(error.code, error.detail, error.frame_id))]
+    peer.read = frame.type
     match frame:
         case SendFrame():
             return _send(room, peer, frame, now)

@@ -7,7 +7,15 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+)
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -208,11 +216,16 @@ class Metrics:
 
     No `*_created` series: each would carry the exact time its label set was
     first seen, such as the moment of the first `DELETE /v1/me` (an erasure).
+    The registry also serves the process's own series (`process_*`: CPU,
+    memory, file descriptors; `python_gc_*`; `python_info`), and the relay's
+    (`app.relay.metrics`).
     """
 
     def __init__(self) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
         self.requests = Counter(
             "confide_http_requests_total",
             "HTTP requests",

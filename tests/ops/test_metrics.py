@@ -1,7 +1,8 @@
 """/metrics is private: behind a bearer token, or on a listener of its own, or not served.
 
 And what it shows links no one: no id, no raw path, no address in any label,
-and no counter of single domain acts; only HTTP requests by route template.
+and no counter of single domain acts: HTTP requests by route template, the relay's
+series (tests/ops/test_relay_metrics.py) and the process's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,21 @@ from tests.ops.test_ops import assert_problem, serve
 TOKEN = "metrics-token-" + "x7Qp2vLm9sKd4aZr"
 UUID_LIKE = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}", re.I)
 FAMILIES = {"confide_http_requests", "confide_http_request_duration_seconds"}
+RELAY = {
+    "confide_relay_sockets_open",
+    "confide_relay_rooms_live",
+    "confide_relay_send_queue_max_frames",
+    "confide_relay_send_queue_max_bytes",
+    "confide_relay_send_queue_peak_frames",
+    "confide_relay_frames_in",
+    "confide_relay_frames_out",
+    "confide_relay_bytes_in",
+    "confide_relay_bytes_out",
+    "confide_relay_deliveries",
+    "confide_relay_closes",
+    "confide_relay_refusals",
+    "confide_relay_broker_seconds",
+}
 
 
 def app_for(ctx: Context, **settings: object) -> FastAPI:
@@ -158,11 +174,16 @@ async def test_a_scrape_after_a_session_shows_no_id(tmp_path: Path) -> None:
 
     templates = set(create_app().openapi()["paths"]) | {"unmatched", "/metrics", "/docs"}
     families = list(text_string_to_metric_families(text))
-    assert {family.name for family in families} == FAMILIES  # no counter of domain acts
+    names = {family.name for family in families}
+    # No counter of domain acts: HTTP requests, the relay, the process.
+    assert {name for name in names if name.startswith("confide_")} == FAMILIES | RELAY
+    assert {name.split("_")[0] for name in names} == {"confide", "process", "python"}
     # No `_created` series: the time a label set was first seen (the first erasure...).
     assert "_created" not in text
     routes = set()
     for family in families:
+        if family.name not in FAMILIES:
+            continue  # tests/ops/test_relay_metrics.py checks the relay's
         for sample in family.samples:
             assert set(sample.labels) <= {"method", "route", "status", "le"}, sample
             assert sample.labels["method"] in {"GET", "POST", "PATCH", "DELETE", "other"}

@@ -11,12 +11,17 @@ import asyncio
 import json
 import os
 import re
+import shutil
+import subprocess
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft7Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
@@ -27,14 +32,16 @@ from app.core import mls
 from app.core.clock import FrozenClock
 from app.core.close_codes import Close
 from app.ops.endpoints import ASYNCAPI
-from app.relay import frames
+from app.relay import frames, protocol
 from tests.fixtures.mls import welcome
 from tests.fixtures.server import open_socket, recv
+from tests.fixtures.services import unavailable
 from tests.relay.conftest import Practice
 from tests.relay.test_mls_epoch import b64, commit
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "asyncapi.yaml"
+PARSER = ROOT / "tools" / "asyncapi"
 BASE = "urn:confide:asyncapi"
 
 
@@ -158,6 +165,45 @@ async def test_the_document_is_served(practice: Practice) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/yaml")
     assert response.content == DOC.read_bytes()
+
+
+async def test_the_document_is_served_as_json_and_linked_from_openapi(
+    practice: Practice, tmp_path: Path
+) -> None:
+    response = await practice.http.get("/asyncapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == document()
+    openapi = (await practice.http.get("/openapi.json")).json()
+    assert "[/asyncapi.json](/asyncapi.json)" in openapi["info"]["description"]
+    assert {"/asyncapi.json", "/asyncapi.yaml"} <= set(openapi["paths"])
+    # The official parser (tools/asyncapi, as `python3 dev.py test` runs it) takes it.
+    served = tmp_path / "asyncapi.json"
+    served.write_bytes(response.content)
+    assert_valid_asyncapi(served)
+
+
+def assert_valid_asyncapi(path: Path) -> None:
+    node = shutil.which("node")
+    if node is None or not (PARSER / "node_modules" / "@asyncapi" / "parser").is_dir():
+        missing = "node" if node is None else f"{PARSER}/node_modules (npm ci there)"
+        unavailable("the AsyncAPI parser", FileNotFoundError(missing))
+        return
+    checked = subprocess.run(
+        [node, "validate.mjs", str(path)], cwd=PARSER, capture_output=True, text=True, timeout=120
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{path}: valid AsyncAPI 3.0.0" in checked.stdout
+
+
+def test_the_parser_refuses_a_broken_document(tmp_path: Path) -> None:
+    broken = json.loads(json.dumps(document()))
+    del broken["channels"]["room"]["address"]
+    broken["operations"]["receiveClientFrames"]["action"] = "sideways"
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(broken))
+    with pytest.raises(AssertionError, match="error"):
+        assert_valid_asyncapi(path)
 
 
 class Recorder:
@@ -285,3 +331,75 @@ async def test_a_real_session_speaks_only_what_the_document_describes(
     assert {"stale_epoch", "wrong_group", "welcome_refused", "not_admitted"} <= codes
     assert {"validation_error", "payload_too_large"} <= codes
     assert {f["event"] for f in received if f["type"] == "room"} >= {"locked", "ending"}
+
+
+# -- the document against the relay's own frame models ----------------------------------
+
+_PRINTABLE = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+# Python's `re.search` lets `$` match before a final newline, unlike the ECMA-262
+# patterns JSON Schema specifies (and pydantic's): no id ends with one here.
+_ID_CHARS = st.one_of(_PRINTABLE, st.sampled_from([" ", "\t", "é", "\x7f"]))
+_good_ids = st.text(_PRINTABLE, min_size=1, max_size=8)
+_ids = st.one_of(_good_ids, st.text(_ID_CHARS, max_size=70), st.integers(), st.none())
+_good_ciphertexts = st.text(st.sampled_from("AQIDBwgJ-_azAZ09"), min_size=2, max_size=12)
+_ciphertexts = st.one_of(
+    _good_ciphertexts, st.text(st.sampled_from("AQID-_=+/ \n"), max_size=12), st.none()
+)
+
+
+@st.composite
+def client_frames(draw: st.DrawFn) -> dict[str, Any]:
+    """JSON objects near the client frames: right and wrong types, fields and values."""
+    kind = draw(st.sampled_from(["auth", "send", "resume", "ping", "pong", "message"]))
+    frame: dict[str, Any] = {"type": kind}
+    fields: dict[str, st.SearchStrategy[Any]] = {
+        "token": st.one_of(st.text(min_size=1, max_size=8), st.sampled_from(["", "t" * 4097, 7])),
+        "id": _ids,
+        "ciphertext": _ciphertexts,
+        "recipients": st.one_of(
+            st.dictionaries(_good_ids, _good_ciphertexts, min_size=1, max_size=3),
+            st.dictionaries(_ids.filter(lambda i: isinstance(i, str)), _ciphertexts, max_size=3),
+        ),
+        "after": st.one_of(
+            st.integers(min_value=0, max_value=2**63 - 1),
+            st.sampled_from([-1, 2**63, 2**64, True, False, "7", None]),
+        ),
+        "extra": st.integers(),
+    }
+    likely = {
+        "auth": ["token"],
+        "send": ["id", "ciphertext"] if draw(st.booleans()) else ["id", "recipients"],
+        "resume": ["after"],
+    }.get(kind, [])
+    for name, strategy in fields.items():
+        odds = 9 if name in likely else 1  # in ten
+        if draw(st.integers(0, 9)) < odds:
+            frame[name] = draw(strategy)
+    return frame
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(client_frames())
+@example({"type": "send", "id": "x", "ciphertext": None, "recipients": {"d": "AQ"}})
+@example({"type": "send", "id": "x", "ciphertext": "AQ", "recipients": None})
+@example({"type": "send", "id": "x", "ciphertext": None})
+@example({"type": "resume", "after": True})
+@example({"type": "ping", "id": "x"})
+def test_the_document_accepts_what_the_relay_accepts(frame: dict[str, Any]) -> None:
+    """Every frame the relay's parser accepts is described, by the one message of its type;
+    every frame the document refuses, the relay refuses. What the document accepts and
+    the relay refuses is refused for a rule on the ciphertext's bytes the schema names
+    in words only (exact padding, a possible length, not empty once decoded).
+
+    (One more the schema cannot say: JSON Schema counts 1.0 as an integer, and the
+    relay wants `after` written as one, 1, as every JSON encoder writes it.)"""
+    found = matching("receive", frame)
+    try:
+        parsed = protocol.parse_client_frame(json.dumps(frame))
+    except protocol.FrameError as error:
+        refused = error.detail
+    else:
+        assert len(found) == 1, (frame, found)
+        assert resolve(found[0])["properties"]["type"]["const"] == parsed.type
+        return
+    assert not found or "ciphertext" in refused, (frame, found, refused)

@@ -112,3 +112,53 @@ def test_every_frame_is_json_in_utf8_whatever_the_ids(a: str, b: str, c: str) ->
     for wire in wires:
         wire.encode("utf-8")
         assert isinstance(json.loads(wire), dict)
+
+
+# -- a frame's type, read without parsing (the relay counts frames by it) ----------------
+
+_ids = st.text(min_size=1, max_size=12)
+
+
+@given(
+    client_id=_ids,
+    seq=st.integers(min_value=0, max_value=2**63 - 1),
+    detail=st.text(max_size=20),
+    account=_ids,
+    device=_ids,
+    name=st.text(max_size=12),
+)
+def test_kind_is_the_type_of_every_frame_built(
+    client_id: str, seq: int, detail: str, account: str, device: str, name: str
+) -> None:
+    fragment = frames.fragment(client_id, account, device, "AQID", frames.sent_at(WHEN))
+    members = [Member(account, name, "host", True, {device: ("K", None)})]
+    built = [
+        frames.ack(client_id, seq),
+        frames.error("validation_error", detail, client_id, epoch=seq),
+        frames.PONG,
+        frames.message(seq, fragment),
+        frames.replay_truncated(seq),
+        frames.resumed(seq),
+        frames.welcome("r", (account, device, "host"), "waiting", seq, members, set()),
+        frames.presence("online", account, device),
+        frames.device("added", account, device, ("K", "S")),
+        frames.room_locked(True),
+        frames.room_ending(WHEN),
+        frames.ROOM_ENDED,
+    ]
+    for frame in built:
+        assert frames.kind(frame) == json.loads(frame)["type"]
+        assert frames.kind(frame) in frames.TYPES
+    assert {frames.kind(frame) for frame in built} == set(frames.TYPES)
+    assert frames.message(seq, fragment).startswith(frames.MESSAGE_HEAD)
+    assert not frames.ack(client_id, seq).startswith(frames.MESSAGE_HEAD)
+
+
+@given(st.text(max_size=40))
+def test_kind_of_any_other_text_is_other_or_its_real_type(text: str) -> None:
+    found = frames.kind(text)
+    assert found in (*frames.TYPES, "other")
+    if found != "other":
+        assert text.startswith('{"type":"' + found + '"')
+    assert frames.kind('{"type":"messages"}') == "other"
+    assert frames.kind('{ "type":"ack"}') == "other"

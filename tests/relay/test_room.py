@@ -665,3 +665,42 @@ def test_every_close_code_is_documented_in_the_contract() -> None:
     documented = {int(code) for code in re.findall(r"^\| (\d{4}) \|", table, re.MULTILINE)}
     assert documented == {int(code) for code in MEANING}
     assert set(MEANING) == set(Close)
+
+
+# -- what each frame read was (the hub counts frames by it) -------------------------------
+
+
+def test_the_room_says_what_each_frame_read_was(world: World) -> None:
+    host, ann = pair(world)
+    assert read_of(host) == "unread"
+    cases: list[tuple[dict[str, Any] | str, str]] = [
+        (send("m1"), "send"),
+        ({"type": "ping"}, "ping"),
+        ({"type": "resume", "after": 0}, "resume"),
+        ({"type": "auth", "token": "t"}, "auth"),
+        ({"type": "nonsense"}, "invalid"),
+        ("not json", "invalid"),
+        (send("big", "A" * (90 * 1024)), "invalid"),
+    ]
+    for frame, read in cases:
+        world.say(host, frame)
+        assert read_of(host) == read, frame
+    world.say(ann, None)
+    assert read_of(ann) == "binary"
+    assert ann.code == Close.POLICY
+    world.say(ann, {"type": "ping"})
+    assert read_of(ann) == "unread"  # closed: it reads no more
+
+
+def read_of(socket: Socket) -> str:
+    return socket.peer.read
+
+
+def test_a_frame_over_the_rate_is_read_as_rate_limited(world: World) -> None:
+    host, _ = pair(world)
+    for _ in range(int(host.peer.bucket.burst)):
+        world.say(host, {"type": "ping"})
+        assert read_of(host) == "ping"
+    world.say(host, {"type": "ping"})
+    assert read_of(host) == "rate_limited"
+    assert host.of("error")[-1]["code"] == "rate_limited"
