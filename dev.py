@@ -8,9 +8,10 @@
 
 Both create `.venv` and install the project into it first (again whenever
 pyproject.toml changes). `test` also installs the Node packages of the SDK
-(clients/typescript) and of the web client (clients/web), `npm ci`, whenever
-a package-lock.json changes; it needs Node 20+ and npm, and without them skips
-both with one line (fails with CONFIDE_REQUIRE_SERVICES=1, as CI sets).
+(clients/typescript), of the web client (clients/web) and of the document
+linters (tools/lint), `npm ci`, whenever a package-lock.json changes; it needs
+Node 20.19+ and npm, and without them skips them with one line (fails with
+CONFIDE_REQUIRE_SERVICES=1, as CI sets).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".confide-installed"
 SDK = ROOT / "clients" / "typescript"
 WEB = ROOT / "clients" / "web"
+LINT = ROOT / "tools" / "lint"
 NPM_STAMP = Path("node_modules") / ".confide-installed"
 
 
@@ -71,7 +73,7 @@ def npm_ci(npm: str, package: Path) -> None:
 def test_node_packages() -> bool:
     """The Node packages: the SDK's `npm ci`, type check and tests; the web client's
     `npm ci`, type check and unit tests (its build and browser tests run under
-    pytest, tests/web).
+    pytest, tests/web); the linters' `npm ci` (redocly, run under pytest, tests/ops).
 
     False, after one line, when Node or npm is missing and services are not required.
     """
@@ -88,6 +90,7 @@ def test_node_packages() -> bool:
     npm_ci(npm, WEB)  # after the SDK's: the web build bundles the SDK's sources
     run(npm, "run", "--silent", "check", cwd=WEB)
     run(npm, "test", "--silent", cwd=WEB)
+    npm_ci(npm, LINT)  # redocly, which tests/ops/test_openapi_lint.py runs on the OpenAPI document
     return True
 
 
