@@ -51,6 +51,28 @@ def micros(value: datetime) -> int:
     return (value - _EPOCH) // timedelta(microseconds=1)
 
 
+def cut(
+    items: Sequence[T],
+    key: Callable[[T], Position],
+    after: Position | None,
+    limit: int,
+    *,
+    descending: bool = False,
+) -> tuple[list[T], Position | None]:
+    """The page of `items` (in `key` order, or its reverse) that follows `after`, and the
+    position the next page follows (None on the last page)."""
+    ordered = sorted(items, key=key, reverse=descending)
+    if after is not None:
+        try:
+            ordered = [
+                item for item in ordered if (key(item) < after if descending else key(item) > after)
+            ]
+        except TypeError:  # a position of another shape (an older cursor)
+            raise InvalidCursor("The cursor is not one this list handed out.") from None
+    page = ordered[:limit]
+    return page, (key(page[-1]) if len(ordered) > limit else None)
+
+
 class Page:
     """One list request's `limit` and `cursor`; `take` cuts its page."""
 
@@ -90,20 +112,9 @@ class Page:
         `scope` names the list and the caller (for example `("rooms", account id)`):
         a cursor opens only in the scope that sealed it.
         """
-        after = self.position(scope)
-        ordered = sorted(items, key=key, reverse=descending)
-        if after is not None:
-            try:
-                ordered = [
-                    item
-                    for item in ordered
-                    if (key(item) < after if descending else key(item) > after)
-                ]
-            except TypeError:  # a position of another shape (an older cursor)
-                raise InvalidCursor("The cursor is not one this list handed out.") from None
-        page = ordered[: self.limit]
-        if len(ordered) > self.limit:
-            self.next_after(scope, key(page[-1]))
+        page, last = cut(items, key, self.position(scope), self.limit, descending=descending)
+        if last is not None:
+            self.next_after(scope, last)
         return page
 
 

@@ -622,6 +622,9 @@ async def test_cors_allows_exactly_the_configured_origins(
 
         simple = await client.get("/healthz", headers={"origin": ALLOWED})
         assert simple.headers["access-control-allow-origin"] == ALLOWED
+        # A browser app may read the next page's cursor and when to try again.
+        exposed = simple.headers["access-control-expose-headers"].lower().split(",")
+        assert {"link", "x-next-cursor", "retry-after"} <= {h.strip() for h in exposed}
         foreign = await client.get("/healthz", headers={"origin": EVIL})
         assert foreign.status_code == 200
         assert "access-control-allow-origin" not in foreign.headers
