@@ -142,4 +142,7 @@ PageDep = Annotated[Page, Depends(page_params)]
 
 def paged(entries: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
     """`responses=` entries of a paginated list: its errors, and the next-page headers."""
-    return {200: {"headers": PAGED_HEADERS}, **entries}
+    out = {200: {"headers": PAGED_HEADERS}, **entries}
+    if 422 in out:
+        out[422] = {**out[422], "description": f"{out[422]['description']}, {InvalidCursor.code}"}
+    return out

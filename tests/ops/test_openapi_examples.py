@@ -170,3 +170,41 @@ def test_the_document_is_the_same_path_for_every_reader(tmp_path: Path) -> None:
     first = app.openapi()
     assert app.openapi() is first
     assert first == create_app(Settings(data_dir=tmp_path / "data2")).openapi()
+
+
+PAGED = [
+    "/v1/rooms",
+    "/v1/rooms/{room_id}/invitations",
+    "/v1/me/invitations",
+    "/v1/devices",
+    "/v1/me/consents",
+    "/v1/me/key-changes",
+    "/v1/me/disclosures",
+    "/v1/incidents",
+    "/v1/me/notices",
+    "/v1/me/access-log",
+    "/v1/admin/audit",
+]
+
+
+def test_every_list_that_grows_documents_its_pagination(document: dict[str, Any]) -> None:
+    for path in PAGED:
+        operation = document["paths"][path]["get"]
+        names = {p["name"] for p in operation["parameters"] if p["in"] == "query"}
+        assert {"limit", "cursor"} <= names, path
+        assert set(operation["responses"]["200"]["headers"]) == {"X-Next-Cursor", "Link"}, path
+        assert "invalid_cursor" in operation["responses"]["422"]["description"], path
+    unpaged = [
+        (method, path)
+        for method, path, operation in operations(document)
+        if method == "get"
+        and path not in PAGED
+        and operation["responses"]["200"]
+        .get("content", {})
+        .get("application/json", {})
+        .get("schema", {})
+        .get("type")
+        == "array"
+    ]
+    # The consent documents: one current version per kind, a list that does not grow.
+    assert unpaged == [("get", "/v1/consent-documents")]
