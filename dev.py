@@ -9,9 +9,10 @@
 
 Both create `.venv` and install the project into it first (again whenever
 pyproject.toml changes). `test` also installs the Node packages of the SDK
-(clients/typescript), of the web client (clients/web) and of the AsyncAPI
-check (tools/asyncapi), `npm ci`, whenever a package-lock.json changes; it
-needs Node 20+ and npm, and without them skips them with one line (fails with
+(clients/typescript), of the web client (clients/web), of the AsyncAPI
+check (tools/asyncapi) and of the document linters (tools/lint), `npm ci`,
+whenever a package-lock.json changes; it needs Node 20.19+ and npm, and
+without them skips them with one line (fails with
 CONFIDE_REQUIRE_SERVICES=1, as CI sets).
 """
 
@@ -32,6 +33,7 @@ STAMP = VENV / ".confide-installed"
 SDK = ROOT / "clients" / "typescript"
 WEB = ROOT / "clients" / "web"
 ASYNCAPI = ROOT / "tools" / "asyncapi"
+LINT = ROOT / "tools" / "lint"
 NPM_STAMP = Path("node_modules") / ".confide-installed"
 
 
@@ -74,7 +76,8 @@ def npm_ci(npm: str, package: Path) -> None:
 def test_node_packages() -> bool:
     """The Node packages: the SDK's `npm ci`, type check and tests; the web client's
     `npm ci`, type check and unit tests (its build and browser tests run under
-    pytest, tests/web); docs/asyncapi.yaml through the official AsyncAPI parser.
+    pytest, tests/web); docs/asyncapi.yaml through the official AsyncAPI parser; the
+    linters' `npm ci` (redocly, run under pytest, tests/ops).
 
     False, after one line, when Node or npm is missing and services are not required.
     """
@@ -96,6 +99,7 @@ def test_node_packages() -> bool:
     run(npm, "test", "--silent", cwd=WEB)
     npm_ci(npm, ASYNCAPI)
     run(npm, "run", "--silent", "check", cwd=ASYNCAPI)
+    npm_ci(npm, LINT)  # redocly, which tests/ops/test_openapi_lint.py runs on the OpenAPI document
     return True
 
 

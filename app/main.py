@@ -31,6 +31,7 @@ from app.devices.endpoints import router as devices_router
 from app.disclosures.endpoints import router as disclosures_router
 from app.incidents.endpoints import router as incidents_router
 from app.notices.endpoints import router as notices_router
+from app.ops import docs as docs_pages
 from app.ops import metrics as metrics_endpoint
 from app.ops.endpoints import router as ops_router
 from app.privacy.endpoints import consent_router as withdrawal_router
@@ -43,6 +44,7 @@ from app.retention.service import purge
 from app.rooms import key_packages as room_key_packages
 from app.rooms.endpoints import router as rooms_router
 from app.rooms.key_log import router as key_log_router
+from app.web import openapi
 from app.web.errors import install_error_handlers
 from app.web.middleware import (
     MAX_HEADER_BYTES,
@@ -63,6 +65,9 @@ The teletherapy session backend that cannot read what it relays.
 
 Authenticate with **Authorize** (OAuth2 password flow against `/v1/auth/token`).
 Every error is RFC 9457 problem details (`application/problem+json`) with a stable `code`.
+
+Lists that grow take `limit` and `cursor`; the next page's cursor comes in `X-Next-Cursor`
+(and a `Link` with `rel="next"`).
 
 The room socket (`/v1/rooms/{room_id}/ws`) is described by its AsyncAPI 3.0 document:
 [/asyncapi.json](/asyncapi.json) (or [/asyncapi.yaml](/asyncapi.yaml)).
@@ -195,7 +200,11 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        servers=openapi.SERVERS,
+        license_info=openapi.LICENSE,
+        generate_unique_id_function=openapi.operation_id,
     )
+    openapi.install(app)
     app.state.metrics = Metrics()
     app.state.relay_metrics = RelayMetrics(app.state.metrics.registry)
     app.state.client_addresses = None  # set by the lifespan (the keyed form needs the index key)
@@ -210,6 +219,7 @@ def create_app(
         metrics_endpoint.install(app, app.state.metrics, settings.metrics_token)
     for router in (
         ops_router,
+        docs_pages.router,
         auth_router,
         accounts_router,
         audit_router,
@@ -234,6 +244,7 @@ def create_app(
         allow_credentials=False,
         allow_methods=["GET", "POST", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type"],
+        expose_headers=["Link", "X-Next-Cursor", "Retry-After"],
         max_age=600,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -22,6 +22,9 @@ router = APIRouter(tags=["accounts"])
     summary="Register a client account",
 )
 async def register(body: RegisterClient, session: SessionDep, ctx: ContextDep) -> AccountOut:
+    """Self-registration of a client. The password is 12 to 256 characters and not a common one; a
+    taken email is 409 `email_taken`. Answers the account as `GET /v1/me` does.
+    """
     account = await service.create_account(
         session,
         ctx.vault,
@@ -45,6 +48,7 @@ async def register(body: RegisterClient, session: SessionDep, ctx: ContextDep) -
 async def create(
     body: CreateAccount, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
 ) -> AccountOut:
+    """An admin creates an account of any role (counselors and admins are created this way)."""
     account = await service.create_account(
         session,
         ctx.vault,
@@ -67,6 +71,7 @@ async def create(
     summary="The caller's own account",
 )
 async def me(principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> AccountOut:
+    """The caller's own account: id, email, display name, role and creation time."""
     audit.record(
         session,
         "account.read",

@@ -7,7 +7,7 @@ from pydantic import EmailStr, Field, StringConstraints, WithJsonSchema
 
 from app.accounts.passwords import MIN_LENGTH
 from app.core.passwords import MAX_LENGTH
-from app.core.schemas import Clean, RequestModel, ResponseModel
+from app.core.schemas import Clean, RequestModel, ResponseModel, with_example
 from app.models import Role
 
 Email = Annotated[EmailStr, StringConstraints(max_length=320), Clean]
@@ -33,6 +33,16 @@ class CreateAccount(RegisterClient):
 
 
 class AccountOut(ResponseModel):
+    model_config = with_example(
+        {
+            "id": "0b8e3a52-5d3e-4c1a-9a53-3f0d2f7c9e11",
+            "email": "ada@example.org",
+            "display_name": "Ada",
+            "role": "client",
+            "created_at": "2026-11-01T10:00:00Z",
+        }
+    )
+
     id: str
     email: str
     display_name: str

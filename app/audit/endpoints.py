@@ -18,6 +18,7 @@ from app.core import audit
 from app.core.errors import Forbidden, Unauthorized
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.pagination import PageDep, paged
 
 router = APIRouter(tags=["audit"])
 
@@ -28,18 +29,31 @@ VERIFY_CHECKPOINT_LINES = 1000
 @router.get(
     "/v1/admin/audit",
     response_model=list[AuditEntryOut],
-    responses=responses(Unauthorized, Forbidden),
+    responses=paged(responses(Unauthorized, Forbidden)),
     summary="Audit entries in seq order (admin)",
-    description="Reading the log is itself recorded (`audit.read`, with the range read).",
+    description=(
+        "The entries with `seq` greater than `after` (or than the cursor's place), at most"
+        " `limit`. Reading the log is itself recorded (`audit.read`, with the range read)."
+    ),
 )
 async def list_entries(
     admin: AdminPrincipal,
     session: SessionDep,
     ctx: ContextDep,
-    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    page: PageDep,
+    after: Annotated[
+        int, Query(ge=0, le=2**62, description="Entries after this seq (default 0).")
+    ] = 0,
 ) -> list[AuditEntryOut]:
-    entries = await ctx.audit.entries(session, after=after, limit=limit)
+    scope = ("audit", admin.id)
+    position = page.position(scope)
+    if position is not None:
+        after = max(after, *(int(p) for p in position))
+    limit = page.limit
+    entries = await ctx.audit.entries(session, after=after, limit=limit + 1)
+    if len(entries) > limit:
+        entries = entries[:limit]
+        page.next_after(scope, (entries[-1].seq,))
     audit.record(
         session,
         "audit.read",

@@ -6,7 +6,8 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
 
-from app.core.schemas import ResponseModel
+from app.core import examples
+from app.core.schemas import ResponseModel, with_example
 
 _HEAD = "5f1c0d9e3b7a4c2e8f6d1b0a9c8e7f6d5c4b3a29180f7e6d5c4b3a2918070605"
 _JWS = (
@@ -25,6 +26,20 @@ _CHECKPOINT_EXAMPLE: JsonDict = {
 
 
 class AuditEntryOut(ResponseModel):
+    model_config = with_example(
+        {
+            "seq": 42,
+            "at": "2026-11-24T20:01:00Z",
+            "actor": "5e0c3d7a-1f7e-4b53-8d0c-2a4f6b9e8d10",
+            "actor_role": "counselor",
+            "action": "room.participant_add",
+            "target": "7d2c9a4e-6b1f-4e8a-9c3d-1f5e7a9b2c40",
+            "details": {},
+            "hash": examples.HASH_2,
+            "prev_hash": examples.HASH_1,
+        }
+    )
+
     seq: int
     at: datetime
     actor: str | None

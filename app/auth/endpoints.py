@@ -28,6 +28,11 @@ async def token(
     session: SessionDep,
     ctx: ContextDep,
 ) -> TokenPair:
+    """OAuth2 password grant (form fields `username`, `password`). Answers an access token (15
+    minutes at most) and a refresh token. Wrong credentials answer 401 `invalid_credentials`, the
+    same whether or not the email exists; repeated failures are throttled (429 with
+    `Retry-After`).
+    """
     if len(form.username) > 320 or len(form.password) > MAX_LENGTH:
         raise InvalidCredentials("The email or password is wrong.")
     address = request.client.host if request.client else "unknown"
@@ -43,6 +48,9 @@ async def token(
     summary="Rotate a refresh token for a new pair",
 )
 async def refresh(body: RefreshRequest, session: SessionDep, ctx: ContextDep) -> TokenPair:
+    """Spends the refresh token and answers a new pair. A refresh token presented a second time
+    revokes its whole family (401 `refresh_reused`); one unused for 30 minutes is dead.
+    """
     return await service.refresh(session, ctx, body.refresh_token)
 
 
@@ -53,12 +61,39 @@ async def refresh(body: RefreshRequest, session: SessionDep, ctx: ContextDep) ->
     summary="End this log-in: its refresh family is revoked",
 )
 async def logout(principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> Response:
+    """Revokes the refresh family of the log-in that the access token belongs to."""
     await service.logout(session, ctx, principal.account, principal.login_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(
-    "/.well-known/jwks.json", tags=["auth"], summary="Public keys of access and room tokens"
+    "/.well-known/jwks.json",
+    tags=["auth"],
+    summary="Public keys of access and room tokens",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "keys": [
+                            {
+                                "kty": "EC",
+                                "crv": "P-256",
+                                "x": "5FaUfN_a2mOoDc2R3D6RlXvDyAnKrFyJlEA37q8uwRU",
+                                "y": "GgWWGRIAMmyfni1u7JmVZyIVq5RnNfXOFHoRwEySzms",
+                                "kid": "4_V5hQ0Wq8y1x3L2n7m9JcA6bD0eF1gH2iJ3kL4mN5o",
+                                "alg": "ES256",
+                                "use": "sig",
+                            }
+                        ]
+                    }
+                }
+            }
+        }
+    },
 )
 async def jwks(ctx: ContextDep) -> dict[str, Any]:
+    """The ES256 public keys (JWK set) that verify access tokens, room tokens and signed heads: the
+    key that signs now first. A client meeting an unknown `kid` fetches this again.
+    """
     return ctx.tokens.jwks()

@@ -18,6 +18,7 @@ from app.core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from app.models import ConsentDocument, ConsentKind
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.pagination import PageDep, micros, paged
 
 router = APIRouter(tags=["consent"])
 
@@ -53,6 +54,9 @@ def _acceptance(acceptance: service.Acceptance) -> AcceptanceOut:
 async def publish(
     body: PublishDocument, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
 ) -> DocumentOut:
+    """Publishes a new immutable version of a consent document; clients must accept the new version
+    before their next room token.
+    """
     document = await service.publish(
         session,
         ctx.clock,
@@ -87,6 +91,9 @@ async def current(
         ),
     ] = service.FALLBACK_LOCALE,
 ) -> list[DocumentOut]:
+    """The current version of each consent document kind (or of the one `kind` asked), in the locale
+    asked, else English. Public: an app shows them before registration.
+    """
     documents = await service.current_documents(session, locale=locale, kind=kind)
     return [_document(document) for document in documents]
 
@@ -114,13 +121,18 @@ async def accept(
 @router.get(
     "/v1/me/consents",
     response_model=list[AcceptanceOut],
-    responses=responses(Unauthorized),
+    responses=paged(responses(Unauthorized)),
     summary="The caller's acceptances",
+    description="Oldest first, withdrawn ones left out; paginated.",
 )
 async def list_acceptances(
-    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
 ) -> list[AcceptanceOut]:
-    found = await service.acceptances(session, ctx.vault, principal.account)
+    found = page.take(
+        await service.acceptances(session, ctx.vault, principal.account),
+        lambda acceptance: (micros(acceptance.accepted_at), acceptance.document_id),
+        ("consents", principal.id),
+    )
     return [_acceptance(acceptance) for acceptance in found]
 
 

@@ -7,7 +7,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from app.core.schemas import Clean, RequestModel, ResponseModel
+from app.core import examples
+from app.core.schemas import Clean, RequestModel, ResponseModel, with_example
 from app.models import ConsentKind
 
 LOCALE_PATTERN = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
@@ -66,6 +67,19 @@ class PublishDocument(RequestModel):
 
 
 class DocumentOut(ResponseModel):
+    model_config = with_example(
+        {
+            "id": "c4e1f2a3-b5d6-4e7f-8a9b-0c1d2e3f4a5b",
+            "kind": "telehealth",
+            "locale": "en",
+            "version": 3,
+            "title": "Sessions online",
+            "body": "Sessions take place over the internet. ...",
+            "sha256": examples.HASH_1,
+            "published_at": "2026-10-01T09:00:00Z",
+        }
+    )
+
     id: str
     kind: ConsentKind
     locale: str
@@ -81,6 +95,14 @@ class AcceptConsent(RequestModel):
 
 
 class AcceptanceOut(ResponseModel):
+    model_config = with_example(
+        {
+            "document_id": "c4e1f2a3-b5d6-4e7f-8a9b-0c1d2e3f4a5b",
+            "sha256": examples.HASH_1,
+            "accepted_at": "2026-11-01T10:10:00Z",
+        }
+    )
+
     document_id: str
     sha256: str = Field(description=SHA256_DESCRIPTION)
     accepted_at: datetime

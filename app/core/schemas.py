@@ -9,7 +9,7 @@ answer on both databases.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Strict
 
@@ -66,3 +66,11 @@ class RequestModel(BaseModel):
 
 class ResponseModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+def with_example(example: dict[str, Any]) -> ConfigDict:
+    """A response model's config, with `example` shown for it in the OpenAPI document.
+
+    tests/ops/test_openapi_examples.py holds every example to its schema.
+    """
+    return ConfigDict(from_attributes=True, json_schema_extra={"examples": [example]})

@@ -23,6 +23,7 @@ from app.keys.service import (
 )
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.pagination import PageDep, micros, paged
 
 router = APIRouter(tags=["devices"])
 
@@ -44,6 +45,10 @@ router = APIRouter(tags=["devices"])
 async def register(
     body: RegisterDevice, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> DeviceOut:
+    """Registers one installation of a client app: its public key, its MLS signing key and the
+    identity key's signature over the device statement (the account's first device also sends the
+    identity key). The device id is chosen by the client.
+    """
     device = await service.register(
         session,
         ctx.vault,
@@ -75,6 +80,10 @@ def _new(body: NewDevice) -> service.NewDevice:
 async def reset_identity(
     body: ResetIdentity, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> DeviceOut:
+    """For a lost or compromised identity key: every active device of the account is revoked (their
+    sockets close with 4003) and the new device, signed by the new identity key, becomes the
+    account's one device. Contacts see the key change in the key log.
+    """
     device = await service.reset_identity(
         session, ctx.vault, ctx.clock, principal.account, body.identity_key, _new(body.device)
     )
@@ -84,13 +93,18 @@ async def reset_identity(
 @router.get(
     "/v1/devices",
     response_model=list[DeviceOut],
-    responses=responses(Unauthorized),
+    responses=paged(responses(Unauthorized)),
     summary="The caller's active devices, oldest first",
+    description="Revoked devices are left out; paginated.",
 )
 async def list_devices(
-    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
 ) -> list[DeviceOut]:
-    devices = await service.list_active(session, ctx.vault, principal.account)
+    devices = page.take(
+        await service.list_active(session, ctx.vault, principal.account),
+        lambda device: (micros(device.created_at), device.id),
+        ("devices", principal.id),
+    )
     return [service.view(device) for device in devices]
 
 
@@ -104,6 +118,9 @@ async def list_devices(
 async def revoke(
     device_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> None:
+    """The device's live sockets close with 4003, its KeyPackages are deleted and the key log
+    records the revocation.
+    """
     await service.revoke(session, ctx.vault, ctx.clock, principal.account, device_id)
     await key_packages.remove_all(session, ctx.vault, device_id)
 
@@ -125,6 +142,9 @@ async def upload_key_packages(
     session: SessionDep,
     ctx: ContextDep,
 ) -> KeyPackageStockOut:
+    """Adds KeyPackages (cipher suite 2, at most 8192 bytes each) to the device's stock and may
+    replace its last-resort one. The upload is checked whole before anything is stored.
+    """
     stock = await key_packages.upload(
         session, ctx.vault, principal.account, device_id, body.key_packages, body.last_resort
     )
@@ -140,4 +160,7 @@ async def upload_key_packages(
 async def key_package_stock(
     device_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> KeyPackageStockOut:
+    """The number of KeyPackages the device still has on the server, and whether it has a
+    last-resort one.
+    """
     return _stock_out(await key_packages.stock(session, ctx.vault, principal.account, device_id))

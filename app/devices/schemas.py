@@ -16,8 +16,9 @@ from typing import Annotated
 
 from pydantic import Field, PlainValidator, StringConstraints, WithJsonSchema
 
+from app.core import examples
 from app.core.codec import b64url_decode, is_id
-from app.core.schemas import Clean, RequestModel, ResponseModel
+from app.core.schemas import Clean, RequestModel, ResponseModel, with_example
 from app.keys.statements import SIGNATURE_BYTES, load_p256
 from app.models import MAX_PUBLIC_KEY_BYTES
 
@@ -148,6 +149,17 @@ class ResetIdentity(RequestModel):
 
 
 class DeviceOut(ResponseModel):
+    model_config = with_example(
+        {
+            "device_id": "2f6a8c1e-4b3d-4a5f-8e7c-9d0b1a2c3e4f",
+            "label": "Ada's laptop",
+            "public_key": examples.PUBLIC_KEY,
+            "signing_key": examples.SIGNING_KEY,
+            "signature": examples.SIGNATURE,
+            "created_at": "2026-11-01T10:05:00Z",
+        }
+    )
+
     device_id: str
     label: str
     public_key: str = Field(description="base64url without padding")
@@ -190,5 +202,7 @@ class UploadKeyPackages(RequestModel):
 
 
 class KeyPackageStockOut(ResponseModel):
+    model_config = with_example({"count": 20, "last_resort": True})
+
     count: int = Field(description="Packages waiting to be claimed, the last-resort one aside")
     last_resort: bool = Field(description="Whether the device has a last-resort package")

@@ -8,6 +8,7 @@ from app.disclosures import service
 from app.disclosures.schemas import DisclosureOut, RecordDisclosure
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.pagination import PageDep, micros, paged
 
 router = APIRouter(tags=["disclosures"])
 
@@ -54,11 +55,20 @@ async def record(
 @router.get(
     "/v1/me/disclosures",
     response_model=list[DisclosureOut],
-    responses=responses(Unauthorized, Forbidden),
+    responses=paged(responses(Unauthorized, Forbidden)),
     summary="The caller's accounting of disclosures (clients), oldest first",
-    description="Disclosures whose `withhold_until` lies in the future are left out until then.",
+    description=(
+        "Disclosures whose `withhold_until` lies in the future are left out until then. Paginated."
+    ),
 )
 async def my_disclosures(
-    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
 ) -> list[DisclosureOut]:
-    return [_disclosure(view) for view in await service.accounting(session, ctx, principal)]
+    scope = ("disclosures", principal.id)
+    page.position(scope)  # a bad cursor is refused before the read is recorded
+    found = page.take(
+        await service.accounting(session, ctx, principal),
+        lambda view: (micros(view.disclosed_at), micros(view.recorded_at), view.id),
+        scope,
+    )
+    return [_disclosure(view) for view in found]

@@ -16,6 +16,7 @@ from app.incidents.schemas import (
 from app.incidents.service import InvalidTransition
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.pagination import PageDep, micros, paged
 
 router = APIRouter(tags=["incidents"])
 INCIDENT = "/v1/incidents/{incident_id}"
@@ -63,13 +64,24 @@ async def create(
 @router.get(
     "/v1/incidents",
     response_model=list[IncidentOut],
-    responses=responses(Unauthorized, Forbidden),
+    responses=paged(responses(Unauthorized, Forbidden)),
     summary="Every incident, most recently discovered first (admin)",
+    description="Each with `overdue` true when unnotified past `notify_by`. Paginated.",
 )
 async def list_incidents(
-    admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    admin: AdminPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
 ) -> list[IncidentOut]:
-    views = await service.list_all(session, ctx.vault, actor_id=admin.id, actor_role=admin.role)
+    scope = ("incidents", admin.id)
+    page.position(scope)  # a bad cursor is refused before the read is recorded
+    views = await service.list_all(
+        session,
+        ctx.vault,
+        actor_id=admin.id,
+        actor_role=admin.role,
+        shown=lambda views: page.take(
+            views, lambda view: (-micros(view.discovered_at), view.id), scope
+        ),
+    )
     return [_incident(view, ctx) for view in views]
 
 
@@ -82,6 +94,9 @@ async def list_incidents(
 async def get(
     incident_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
 ) -> IncidentOut:
+    """One incident, with `overdue` true when it is still unnotified past `notify_by`. Reading it is
+    recorded for each affected account.
+    """
     view = await service.get(
         session, ctx.vault, incident_id, actor_id=admin.id, actor_role=admin.role
     )
@@ -101,6 +116,7 @@ async def patch(
     session: SessionDep,
     ctx: ContextDep,
 ) -> IncidentOut:
+    """Moves the status forward only: `assessing`, `notifying`, `mitigated`, `closed`."""
     view = await service.set_status(
         session, ctx.vault, incident_id, body.status, actor_id=admin.id, actor_role=admin.role
     )

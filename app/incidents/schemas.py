@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.core.schemas import Clean, RequestModel, ResponseModel, UtcDatetime
+from app.core.schemas import Clean, RequestModel, ResponseModel, UtcDatetime, with_example
 from app.models import IncidentStatus, Severity
 
 SUMMARY_MAX = 2000
@@ -88,6 +88,8 @@ class IncidentOut(ResponseModel):
 
 
 class NotifiedOut(BaseModel):
+    model_config = with_example({"notified": 12})
+
     notified: int = Field(
         description="Notices delivered: one per affected account (erased accounts get none)."
     )

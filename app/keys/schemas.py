@@ -6,7 +6,8 @@ from datetime import datetime
 
 from pydantic import Field
 
-from app.core.schemas import ResponseModel
+from app.core import examples
+from app.core.schemas import ResponseModel, with_example
 
 
 class KeyLogEntryOut(ResponseModel):
@@ -28,12 +29,57 @@ class SignedHead(ResponseModel):
 
 
 class KeyLogOut(ResponseModel):
+    model_config = with_example(
+        {
+            "account_id": "0b8e3a52-5d3e-4c1a-9a53-3f0d2f7c9e11",
+            "entries": [
+                {
+                    "seq": 1,
+                    "kind": "identity_set",
+                    "device_id": None,
+                    "identity_key": examples.IDENTITY_KEY,
+                    "signing_key": None,
+                    "public_key": None,
+                    "signature": None,
+                    "prev_hash": examples.ZERO_HASH,
+                    "hash": examples.HASH_1,
+                },
+                {
+                    "seq": 2,
+                    "kind": "device_added",
+                    "device_id": "2f6a8c1e-4b3d-4a5f-8e7c-9d0b1a2c3e4f",
+                    "identity_key": None,
+                    "signing_key": examples.SIGNING_KEY,
+                    "public_key": examples.PUBLIC_KEY,
+                    "signature": examples.SIGNATURE,
+                    "prev_hash": examples.HASH_1,
+                    "hash": examples.HASH_2,
+                },
+            ],
+            "head": {
+                "seq": 2,
+                "hash": examples.HASH_2,
+                "jws": examples.JWS,
+            },
+        }
+    )
+
     account_id: str
     entries: list[KeyLogEntryOut]
     head: SignedHead | None = Field(description="null while the log is empty")
 
 
 class KeyChangeOut(ResponseModel):
+    model_config = with_example(
+        {
+            "account_id": "5e0c3d7a-1f7e-4b53-8d0c-2a4f6b9e8d10",
+            "seq": 3,
+            "kind": "device_added",
+            "device_id": "2f6a8c1e-4b3d-4a5f-8e7c-9d0b1a2c3e4f",
+            "at": "2026-11-21T08:30:00Z",
+        }
+    )
+
     account_id: str
     seq: int = Field(description="the entry's seq in the account's key log")
     kind: str = Field(description="identity_set, identity_reset, device_added or device_revoked")

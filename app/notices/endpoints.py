@@ -8,6 +8,7 @@ from app.notices import service
 from app.notices.schemas import NoticeOut, notice_out
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.pagination import PageDep, micros, paged
 
 router = APIRouter(tags=["notices"])
 
@@ -15,11 +16,17 @@ router = APIRouter(tags=["notices"])
 @router.get(
     "/v1/me/notices",
     response_model=list[NoticeOut],
-    responses=responses(Unauthorized),
+    responses=paged(responses(Unauthorized)),
     summary="Notices addressed to the caller, newest first",
+    description="Breach notices and other notices to the caller. Paginated.",
 )
 async def my_notices(
-    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
 ) -> list[NoticeOut]:
-    found = await service.notices_for(session, ctx.vault, ctx.clock, principal.account)
+    found = page.take(
+        await service.notices_for(session, ctx.vault, ctx.clock, principal.account),
+        lambda notice: (micros(notice.created_at), notice.id),
+        ("notices", principal.id),
+        descending=True,
+    )
     return [notice_out(notice) for notice in found]

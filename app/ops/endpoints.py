@@ -1,4 +1,4 @@
-"""Health, readiness and the API docs (/metrics is in metrics.py).
+"""Health, readiness and the AsyncAPI document (/metrics is in metrics.py, /docs in docs.py).
 
 `/asyncapi.yaml` is the room socket's AsyncAPI document: `asyncapi.yaml` beside
 this module, shipped in the wheel, the same bytes as docs/asyncapi.yaml (a
@@ -9,18 +9,14 @@ converted once per process.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
-import re
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 from fastapi import APIRouter, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from app.web.deps import ContextDep
@@ -40,17 +36,37 @@ def _asyncapi_json() -> bytes:
     return json.dumps(document, ensure_ascii=False, indent=2).encode()
 
 
-@router.get("/healthz", summary="The process is alive")
+def _example(value: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"example": value}}}
+
+
+@router.get(
+    "/healthz",
+    summary="The process is alive",
+    responses={200: _example({"status": "ok"})},
+)
 async def healthz() -> dict[str, str]:
+    """Answers 200 as long as the process runs; it checks no dependency (that is `/readyz`)."""
     return {"status": "ok"}
 
 
 @router.get(
     "/readyz",
     summary="The database (and broker) answer",
-    responses={503: {"description": "a dependency is unreachable"}},
+    responses={
+        200: _example({"status": "ready", "checks": {"database": "ok", "broker": "ok"}}),
+        503: {
+            "description": "a dependency is unreachable",
+            **_example(
+                {"status": "unavailable", "checks": {"database": "ok", "broker": "unavailable"}}
+            ),
+        },
+    },
 )
 async def readyz(ctx: ContextDep, request: Request) -> JSONResponse:
+    """200 when the database and the broker answer within 2 seconds each, else 503 with the check
+    that failed. Load balancers route by it.
+    """
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(2):
@@ -73,35 +89,6 @@ async def readyz(ctx: ContextDep, request: Request) -> JSONResponse:
     )
 
 
-def _inline_script_hashes(html: str) -> list[str]:
-    scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
-    return [
-        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'"
-        for s in scripts
-    ]
-
-
-@router.get("/docs", include_in_schema=False)
-async def docs(request: Request) -> HTMLResponse:
-    page = get_swagger_ui_html(openapi_url="/openapi.json", title="Confide API")
-    html = bytes(page.body).decode()
-    cdn = "https://cdn.jsdelivr.net"
-    csp = "; ".join(
-        [
-            "default-src 'none'",
-            f"script-src {cdn} " + " ".join(_inline_script_hashes(html)),
-            f"style-src {cdn}",
-            "img-src 'self' data: https://fastapi.tiangolo.com",
-            "connect-src 'self'",
-            "frame-ancestors 'none'",
-            "base-uri 'none'",
-            "form-action 'self'",
-        ]
-    )
-    headers: dict[str, Any] = {"Content-Security-Policy": csp}
-    return HTMLResponse(html, headers=headers)
-
-
 @router.get(
     "/asyncapi.yaml",
     summary="The room socket's AsyncAPI 3.0 document (its frames as JSON Schemas)",
@@ -109,6 +96,9 @@ async def docs(request: Request) -> HTMLResponse:
     responses={200: {"content": {"application/yaml": {}}}},
 )
 async def asyncapi() -> Response:
+    """The frames of the room socket (`/v1/rooms/{room_id}/ws`), its close codes and both ways to
+    authenticate, as an AsyncAPI 3.0 document in YAML.
+    """
     return Response(_asyncapi(), media_type="application/yaml")
 
 

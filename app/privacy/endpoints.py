@@ -9,6 +9,7 @@ from app.privacy.schemas import AccessEntry, Export
 from app.privacy.service import LastAdmin
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.pagination import PageDep, paged
 
 router = APIRouter(tags=["privacy"])
 #: Listed with the rest of consent; here because withdrawal also changes rooms.
@@ -20,18 +21,22 @@ EXPORT_FILENAME = "confide-export.json"
 @router.get(
     "/v1/me/access-log",
     response_model=list[AccessEntry],
-    responses=responses(Unauthorized),
+    responses=paged(responses(Unauthorized)),
     summary="Who read or changed the caller's records, and when (oldest first)",
     description=(
         "Every audit entry whose target is the caller, the caller's own reads and"
         " changes included. Reading the log is itself recorded (`access_log.read`),"
         " after the answer is read: a response never lists its own read, the next one does."
+        " Paginated."
     ),
 )
 async def access_log(
-    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
 ) -> list[AccessEntry]:
-    return await service.access_log(session, ctx, principal)
+    scope = ("access log", principal.id)
+    page.position(scope)  # a bad cursor is refused before the read is recorded
+    found = page.take(await service.access_log(session, ctx, principal), lambda e: (e[0],), scope)
+    return [entry for _, entry in found]
 
 
 @router.get(

@@ -8,7 +8,8 @@ from pydantic import Field
 
 from app.accounts.schemas import AccountOut
 from app.consent.schemas import SHA256_DESCRIPTION
-from app.core.schemas import ResponseModel
+from app.core import examples
+from app.core.schemas import ResponseModel, with_example
 from app.disclosures.schemas import DisclosureOut
 from app.keys.schemas import KeyLogOut
 from app.models import ConsentKind
@@ -28,6 +29,14 @@ class Actor(ResponseModel):
 
 
 class AccessEntry(ResponseModel):
+    model_config = with_example(
+        {
+            "at": "2026-11-24T20:01:00Z",
+            "actor": {"account_id": "5e0c3d7a-1f7e-4b53-8d0c-2a4f6b9e8d10", "role": "counselor"},
+            "action": "room.participant_add",
+        }
+    )
+
     at: datetime = Field(examples=["2026-11-24T20:01:00Z"])
     actor: Actor
     action: str = Field(examples=["room.participant_add"])
@@ -56,6 +65,113 @@ class ConsentRecord(ResponseModel):
 
 
 class Export(ResponseModel):
+    model_config = with_example(
+        {
+            "exported_at": "2026-11-25T08:00:00Z",
+            "account": {
+                "id": "0b8e3a52-5d3e-4c1a-9a53-3f0d2f7c9e11",
+                "email": "ada@example.org",
+                "display_name": "Ada",
+                "role": "client",
+                "created_at": "2026-11-01T10:00:00Z",
+            },
+            "devices": [
+                {
+                    "device_id": "2f6a8c1e-4b3d-4a5f-8e7c-9d0b1a2c3e4f",
+                    "label": "Ada's laptop",
+                    "public_key": examples.PUBLIC_KEY,
+                    "signing_key": examples.SIGNING_KEY,
+                    "signature": examples.SIGNATURE,
+                    "created_at": "2026-11-01T10:05:00Z",
+                    "revoked_at": None,
+                }
+            ],
+            "rooms": [
+                {
+                    "id": "7d2c9a4e-6b1f-4e8a-9c3d-1f5e7a9b2c40",
+                    "title": "Weekly session",
+                    "kind": "individual",
+                    "status": "scheduled",
+                    "starts_at": "2026-11-24T20:00:00Z",
+                    "ends_at": "2026-11-24T20:50:00Z",
+                    "max_participants": 2,
+                    "waiting_room": True,
+                    "locked": False,
+                    "participants": [
+                        {
+                            "account_id": "5e0c3d7a-1f7e-4b53-8d0c-2a4f6b9e8d10",
+                            "display_name": "Dr. Grace Hopper",
+                            "role": "host",
+                            "admitted": True,
+                        },
+                        {
+                            "account_id": "0b8e3a52-5d3e-4c1a-9a53-3f0d2f7c9e11",
+                            "display_name": "Ada",
+                            "role": "participant",
+                            "admitted": False,
+                        },
+                    ],
+                    "mls_group_id": "zQqphWFHtsW0_yt9_uXaIKo4JTCZ7xtKZKztIzya_ik",
+                }
+            ],
+            "consents": [
+                {
+                    "document_id": "c4e1f2a3-b5d6-4e7f-8a9b-0c1d2e3f4a5b",
+                    "sha256": examples.HASH_1,
+                    "accepted_at": "2026-11-01T10:10:00Z",
+                    "kind": "telehealth",
+                    "locale": "en",
+                    "version": 3,
+                    "title": "Sessions online",
+                }
+            ],
+            "disclosures": [],
+            "notices": [],
+            "access_log": [
+                {
+                    "at": "2026-11-24T20:01:00Z",
+                    "actor": {
+                        "account_id": "5e0c3d7a-1f7e-4b53-8d0c-2a4f6b9e8d10",
+                        "role": "counselor",
+                    },
+                    "action": "room.participant_add",
+                }
+            ],
+            "key_log": {
+                "account_id": "0b8e3a52-5d3e-4c1a-9a53-3f0d2f7c9e11",
+                "entries": [
+                    {
+                        "seq": 1,
+                        "kind": "identity_set",
+                        "device_id": None,
+                        "identity_key": examples.IDENTITY_KEY,
+                        "signing_key": None,
+                        "public_key": None,
+                        "signature": None,
+                        "prev_hash": examples.ZERO_HASH,
+                        "hash": examples.HASH_1,
+                    },
+                    {
+                        "seq": 2,
+                        "kind": "device_added",
+                        "device_id": "2f6a8c1e-4b3d-4a5f-8e7c-9d0b1a2c3e4f",
+                        "identity_key": None,
+                        "signing_key": examples.SIGNING_KEY,
+                        "public_key": examples.PUBLIC_KEY,
+                        "signature": examples.SIGNATURE,
+                        "prev_hash": examples.HASH_1,
+                        "hash": examples.HASH_2,
+                    },
+                ],
+                "head": {
+                    "seq": 2,
+                    "hash": examples.HASH_2,
+                    "jws": examples.JWS,
+                },
+            },
+        }
+    )
+
     exported_at: datetime
     account: AccountOut
     devices: list[DeviceRecord] = Field(description="Every device, revoked ones too, oldest first.")

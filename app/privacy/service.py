@@ -88,7 +88,8 @@ async def _hidden_until(
 
 async def _access_entries(
     session: AsyncSession, ctx: Context, account: Account
-) -> list[AccessEntry]:
+) -> list[tuple[int, AccessEntry]]:
+    """The entries shown to the account, each with its audit seq (its place in the chain)."""
     now = ctx.clock.now()
     shown = []
     for entry in await ctx.audit.entries_about(session, account.id):
@@ -96,10 +97,13 @@ async def _access_entries(
         if hidden_until is not None and hidden_until > now:
             continue
         shown.append(
-            AccessEntry(
-                at=entry.at,
-                actor=Actor(account_id=entry.actor_id, role=entry.actor_role),
-                action=entry.action,
+            (
+                entry.seq,
+                AccessEntry(
+                    at=entry.at,
+                    actor=Actor(account_id=entry.actor_id, role=entry.actor_role),
+                    action=entry.action,
+                ),
             )
         )
     return shown
@@ -107,8 +111,8 @@ async def _access_entries(
 
 async def access_log(
     session: AsyncSession, ctx: Context, principal: Principal
-) -> list[AccessEntry]:
-    """Who read or changed the caller's records, oldest first (chain order)."""
+) -> list[tuple[int, AccessEntry]]:
+    """Who read or changed the caller's records, oldest first (chain order), with each seq."""
     found = await _access_entries(session, ctx, principal.account)
     audit.record(
         session,
@@ -176,7 +180,7 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
         notices=[
             notice_out(n) for n in await notices.notices_for(session, ctx.vault, ctx.clock, account)
         ],
-        access_log=await _access_entries(session, ctx, account),
+        access_log=[entry for _, entry in await _access_entries(session, ctx, account)],
         key_log=await keys.view(session, ctx.vault, ctx.tokens, account, 0),
     )
     audit.record(

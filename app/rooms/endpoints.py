@@ -45,6 +45,7 @@ from app.rooms.schemas import (
 )
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.pagination import PageDep, micros, paged
 
 router = APIRouter(tags=["rooms"])
 ROOM = "/v1/rooms/{room_id}"
@@ -60,6 +61,9 @@ ROOM = "/v1/rooms/{room_id}"
 async def create(
     body: CreateRoom, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
+    """A counselor creates a scheduled session, `individual` or `group`; the creator is its host.
+    Times, size and the waiting room are optional.
+    """
     state = await service.create_room(session, ctx, principal, body)
     return await service.view(session, ctx, state)
 
@@ -67,13 +71,22 @@ async def create(
 @router.get(
     "/v1/rooms",
     response_model=list[RoomOut],
-    responses=responses(Unauthorized),
+    responses=paged(responses(Unauthorized)),
     summary="Rooms the caller participates in",
+    description="Those with a start time first, by start time, then those without; paginated.",
 )
 async def list_mine(
-    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
 ) -> list[RoomOut]:
-    states = await service.list_rooms(session, ctx, principal.account)
+    states = page.take(
+        await service.list_rooms(session, ctx, principal.account),
+        lambda s: (
+            int(s.starts_at is None),
+            micros(s.starts_at) if s.starts_at is not None else 0,
+            s.room.id,
+        ),
+        ("rooms", principal.id),
+    )
     for state in states:
         service.record_on_room(session, "room.read", principal, state)
     return [await service.view(session, ctx, state) for state in states]
@@ -88,6 +101,9 @@ async def list_mine(
 async def get(
     room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
+    """The room, its status and its participants. Anyone who is not a participant gets 404, as for
+    an unknown id.
+    """
     state, _ = await service.load_for(session, ctx.vault, room_id, principal.id)
     service.record_on_room(session, "room.read", principal, state)
     return await service.view(session, ctx, state)
@@ -102,6 +118,9 @@ async def get(
 async def patch(
     room_id: str, body: PatchRoom, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
+    """The host changes the title, the times (a running session may be extended), the size or the
+    waiting room. An ended room is 409 `room_ended`.
+    """
     state = await service.patch_room(session, ctx, principal, room_id, body)
     return await service.view(session, ctx, state)
 
@@ -144,25 +163,36 @@ async def add_participant(
 @router.get(
     ROOM + "/invitations",
     response_model=list[PendingInvitationOut],
-    responses=responses(Unauthorized, Forbidden, NotFound),
+    responses=paged(responses(Unauthorized, Forbidden, NotFound)),
     summary="The room's pending invitations, naming no one (host)",
+    description="Oldest first; paginated.",
 )
 async def room_invitations(
-    room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+    room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
 ) -> list[PendingInvitationOut]:
-    found = await invitations.pending(session, ctx, principal, room_id)
+    found = page.take(
+        await invitations.pending(session, ctx, principal, room_id),
+        lambda each: (micros(each.created_at), each.id),
+        ("room invitations", room_id, principal.id),
+    )
     return [PendingInvitationOut(id=each.id, created_at=each.created_at) for each in found]
 
 
 @router.get(
     "/v1/me/invitations",
     response_model=list[InvitationOut],
-    responses=responses(Unauthorized),
+    responses=paged(responses(Unauthorized)),
     summary="The caller's pending invitations to rooms, oldest first",
+    description="Each names its room, host, title and times; paginated.",
 )
 async def my_invitations(
-    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
 ) -> list[InvitationOut]:
+    found = page.take(
+        await invitations.list_mine(session, ctx, principal),
+        lambda each: (micros(each.created_at), each.id),
+        ("invitations", principal.id),
+    )
     return [
         InvitationOut(
             id=each.id,
@@ -173,7 +203,7 @@ async def my_invitations(
             ends_at=each.ends_at,
             created_at=each.created_at,
         )
-        for each in await invitations.list_mine(session, ctx, principal)
+        for each in found
     ]
 
 
@@ -186,6 +216,9 @@ async def my_invitations(
 async def accept_invitation(
     invitation_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
+    """The caller becomes a participant of the room (a counselor as host, a client as participant)
+    and the host becomes the client's counselor. Answers the room.
+    """
     state = await invitations.accept(session, ctx, principal, invitation_id)
     return await service.view(session, ctx, state)
 
@@ -199,6 +232,9 @@ async def accept_invitation(
 async def decline_invitation(
     invitation_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> Response:
+    """Declines a pending invitation of the caller; someone else's invitation, or one already
+    answered, is 404.
+    """
     await invitations.decline(session, ctx, principal, invitation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -212,6 +248,9 @@ async def decline_invitation(
 async def remove_participant(
     room_id: str, account_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> Response:
+    """The host removes a participant: that account's live sockets close with 4003 and the room
+    tokens already issued to it stop working.
+    """
     await service.remove_participant(session, ctx, principal, room_id, account_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -225,6 +264,9 @@ async def remove_participant(
 async def admit(
     room_id: str, account_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> ParticipantOut:
+    """The host admits a participant from the waiting room; the participant's socket starts
+    receiving the room's messages.
+    """
     state, member = await service.admit(session, ctx, principal, room_id, account_id)
     return await service.participant_view(session, ctx, state, member)
 
@@ -238,6 +280,7 @@ async def admit(
 async def lock(
     room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
+    """A locked room issues no room tokens to participants not yet admitted."""
     state = await service.set_locked(session, ctx, principal, room_id, True)
     return await service.view(session, ctx, state)
 
@@ -251,6 +294,7 @@ async def lock(
 async def unlock(
     room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
+    """Room tokens are issued again to participants not yet admitted."""
     state = await service.set_locked(session, ctx, principal, room_id, False)
     return await service.view(session, ctx, state)
 
@@ -264,6 +308,9 @@ async def unlock(
 async def end(
     room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> RoomOut:
+    """The host ends the session: every socket of the room closes with 4010 and no further room
+    tokens are issued.
+    """
     state = await service.end_room(session, ctx, principal, room_id)
     return await service.view(session, ctx, state)
 
@@ -290,6 +337,10 @@ async def token(
     session: SessionDep,
     ctx: ContextDep,
 ) -> RoomTokenOut:
+    """A short-lived room token (5 minutes by default) for one of the caller's own devices, to open
+    the room socket once. Issued only inside the room's time window, to an admitted participant
+    of an unlocked or already-joined room who has accepted every consent document the room needs.
+    """
     issued = await service.issue_token(session, ctx, principal, room_id, body.device_id)
     base = request.base_url
     scheme = "wss" if base.scheme == "https" else "ws"
@@ -360,6 +411,10 @@ async def claim_key_packages(
     session: SessionDep,
     ctx: ContextDep,
 ) -> ClaimedKeyPackagesOut:
+    """Hands out one KeyPackage of each named device (active devices of the room's admitted
+    participants), the newest first, so the caller can add them to the room's MLS group. If any
+    device has none left, nothing is taken (409 `key_packages_exhausted`).
+    """
     claimed = await key_packages.claim(session, ctx, principal.account, room_id, body.device_ids)
     return ClaimedKeyPackagesOut(
         key_packages=[
@@ -421,5 +476,8 @@ async def put_group_info(
 async def get_group_info(
     room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
 ) -> GroupInfoOut:
+    """The latest GroupInfo of the room's MLS group, which a device that lost its state uses to
+    rejoin by an external commit. 404 before any upload.
+    """
     raw = await group_info.get(session, ctx, principal.account, room_id)
     return GroupInfoOut(group_info=b64url_encode(raw))

@@ -26,6 +26,7 @@ from app.models import Account, AccountStatus
 from app.rooms import service as rooms
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.pagination import PageDep, micros, paged
 
 router = APIRouter(tags=["keys"])
 
@@ -43,6 +44,10 @@ async def key_log(
     ctx: ContextDep,
     after: Annotated[int, Query(ge=0, le=2**53)] = 0,
 ) -> KeyLogOut:
+    """The entries of the account's key log with `seq` greater than `after`, in order, and the
+    server-signed head. Answered to the account itself and to accounts that share a room with it;
+    anyone else gets 404.
+    """
     caller = principal.account
     target = await accounts.get_active(session, account_id) if is_id(account_id) else None
     if target is None:
@@ -57,15 +62,22 @@ async def key_log(
 @router.get(
     "/v1/me/key-changes",
     response_model=list[KeyChangeOut],
-    responses=responses(Unauthorized),
+    responses=paged(responses(Unauthorized)),
     summary="Key changes of the accounts that share a room with the caller, oldest first",
+    description=(
+        "By time, then account, then seq; with `after`, only those written at or after it."
+        " Paginated."
+    ),
 )
 async def key_changes(
     principal: CurrentPrincipal,
     session: SessionDep,
     ctx: ContextDep,
+    page: PageDep,
     after: Annotated[UtcDatetime | None, Query()] = None,
 ) -> list[KeyChangeOut]:
+    scope = ("key changes", principal.id)
+    page.position(scope)  # a bad cursor is refused before any work
     caller = principal.account
     states = await rooms.list_rooms(session, ctx, caller)
     contact_ids = sorted({m.account_id for state in states for m in state.members} - {caller.id})
@@ -80,4 +92,8 @@ async def key_changes(
             )
         ).scalars()
     )
-    return await keys.changes_of(session, ctx.vault, contacts, after)
+    return page.take(
+        await keys.changes_of(session, ctx.vault, contacts, after),
+        lambda change: (micros(change.at), change.account_id, change.seq),
+        scope,
+    )

@@ -5,7 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import EmailStr, Field, StringConstraints, model_validator
 
-from app.core.schemas import AwareDatetime, Clean, RequestModel, ResponseModel
+from app.core import examples
+from app.core.schemas import AwareDatetime, Clean, RequestModel, ResponseModel, with_example
 from app.models import RoomKind
 
 Title = Annotated[str, StringConstraints(min_length=1, max_length=200), Clean]
@@ -50,6 +51,15 @@ class AddParticipant(RequestModel):
 
 
 class ParticipantOut(ResponseModel):
+    model_config = with_example(
+        {
+            "account_id": "0b8e3a52-5d3e-4c1a-9a53-3f0d2f7c9e11",
+            "display_name": "Ada",
+            "role": "participant",
+            "admitted": False,
+        }
+    )
+
     account_id: str
     display_name: str
     role: Literal["host", "participant"]
@@ -58,6 +68,10 @@ class ParticipantOut(ResponseModel):
 
 class InvitationPending(ResponseModel):
     """The host's answer to an invitation: the same whoever it named, or no one."""
+
+    model_config = with_example(
+        {"invitation_id": "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d", "status": "pending"}
+    )
 
     invitation_id: str
     status: Literal["pending"] = "pending"
@@ -71,6 +85,21 @@ class InvitationHost(ResponseModel):
 class InvitationOut(ResponseModel):
     """A pending invitation, as its invitee sees it."""
 
+    model_config = with_example(
+        {
+            "id": "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+            "room_id": "7d2c9a4e-6b1f-4e8a-9c3d-1f5e7a9b2c40",
+            "host": {
+                "account_id": "5e0c3d7a-1f7e-4b53-8d0c-2a4f6b9e8d10",
+                "display_name": "Dr. Grace Hopper",
+            },
+            "title": "Weekly session",
+            "starts_at": "2026-11-24T20:00:00Z",
+            "ends_at": "2026-11-24T20:50:00Z",
+            "created_at": "2026-11-20T12:00:00Z",
+        }
+    )
+
     id: str
     room_id: str
     host: InvitationHost
@@ -83,12 +112,49 @@ class InvitationOut(ResponseModel):
 class PendingInvitationOut(ResponseModel):
     """A pending invitation, as the room's hosts see it: no one named."""
 
+    model_config = with_example(
+        {
+            "id": "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+            "status": "pending",
+            "created_at": "2026-11-20T12:00:00Z",
+        }
+    )
+
     id: str
     status: Literal["pending"] = "pending"
     created_at: datetime
 
 
 class RoomOut(ResponseModel):
+    model_config = with_example(
+        {
+            "id": "7d2c9a4e-6b1f-4e8a-9c3d-1f5e7a9b2c40",
+            "title": "Weekly session",
+            "kind": "individual",
+            "status": "scheduled",
+            "starts_at": "2026-11-24T20:00:00Z",
+            "ends_at": "2026-11-24T20:50:00Z",
+            "max_participants": 2,
+            "waiting_room": True,
+            "locked": False,
+            "participants": [
+                {
+                    "account_id": "5e0c3d7a-1f7e-4b53-8d0c-2a4f6b9e8d10",
+                    "display_name": "Dr. Grace Hopper",
+                    "role": "host",
+                    "admitted": True,
+                },
+                {
+                    "account_id": "0b8e3a52-5d3e-4c1a-9a53-3f0d2f7c9e11",
+                    "display_name": "Ada",
+                    "role": "participant",
+                    "admitted": False,
+                },
+            ],
+            "mls_group_id": "zQqphWFHtsW0_yt9_uXaIKo4JTCZ7xtKZKztIzya_ik",
+        }
+    )
+
     id: str
     title: str
     kind: RoomKind
@@ -109,6 +175,14 @@ class TokenRequest(RequestModel):
 
 
 class RoomTokenOut(ResponseModel):
+    model_config = with_example(
+        {
+            "token": examples.JWS,
+            "expires_at": "2026-11-24T19:55:00Z",
+            "ws_url": "wss://confide.example.org/v1/rooms/7d2c9a4e-6b1f-4e8a-9c3d-1f5e7a9b2c40/ws",
+        }
+    )
+
     token: str
     expires_at: datetime
     ws_url: str = Field(description="where to open the room socket with this token")
@@ -121,6 +195,19 @@ class IceServer(ResponseModel):
 
 
 class IceServersOut(ResponseModel):
+    model_config = with_example(
+        {
+            "ice_servers": [
+                {
+                    "urls": ["turn:turn.example.org:3478?transport=udp"],
+                    "username": "1795550000:Hq3xYk2p",
+                    "credential": "b6Qm3x0Z1yq2Lw8sXbA3nE5tH6k=",
+                }
+            ],
+            "expires_at": "2026-11-24T20:50:00Z",
+        }
+    )
+
     ice_servers: list[IceServer]
     expires_at: datetime | None
 
@@ -144,6 +231,18 @@ class ClaimedKeyPackageOut(ResponseModel):
 
 
 class ClaimedKeyPackagesOut(ResponseModel):
+    model_config = with_example(
+        {
+            "key_packages": [
+                {
+                    "device_id": "2f6a8c1e-4b3d-4a5f-8e7c-9d0b1a2c3e4f",
+                    "key_package": "AAEABQABAAJBBOrWlHzf2tpjqA3Nkdw",
+                    "last_resort": False,
+                }
+            ]
+        }
+    )
+
     key_packages: list[ClaimedKeyPackageOut]
 
 
@@ -156,4 +255,8 @@ class GroupInfoIn(RequestModel):
 
 
 class GroupInfoOut(ResponseModel):
+    model_config = with_example(
+        {"group_info": "AAEABAACIM0KqYVhR7bFtP8rff7l2iCqOCUwme8bSmSs7SM8mv4p"}
+    )
+
     group_info: str = Field(description="the room's latest MLS GroupInfo, base64url")
