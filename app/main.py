@@ -53,6 +53,8 @@ from app.web.middleware import (
     refuse_oversize_headers,
 )
 from app.webclient import endpoints as webclient
+from app.webhooks.endpoints import router as webhooks_router
+from app.webhooks.worker import Deliverer
 
 log = logging.getLogger("confide")
 
@@ -162,6 +164,8 @@ def create_app(
         checkpointing = asyncio.create_task(
             write_periodically(checkpoints, ctx.settings.audit_checkpoint_interval_s)
         )
+        deliverer = Deliverer(ctx, on_backlog=app.state.webhook_backlog.set)
+        delivering = asyncio.create_task(deliverer.run()) if ctx.settings.webhook_worker else None
         # What start-up built lives as long as the process: keep it out of every
         # future collection, so GC pauses stay short under load.
         gc.collect()
@@ -171,6 +175,10 @@ def create_app(
         finally:
             purging.cancel()
             checkpointing.cancel()
+            if delivering is not None:
+                delivering.cancel()
+                await asyncio.wait([delivering])  # an attempt in progress is abandoned
+            await deliverer.close()
             await asyncio.wait([checkpointing])  # a tick in progress ends first
             await hub.stop()
             hub.close_all(Close.SERVICE_RESTART, "server shutting down")
@@ -191,6 +199,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.metrics = Metrics()
+    app.state.webhook_backlog = metrics_endpoint.webhook_backlog_gauge(app.state.metrics)
     app.state.client_addresses = None  # set by the lifespan (the keyed form needs the index key)
     install_error_handlers(app, unavailable=(BrokerUnavailable,))
     if settings.test_fault is not None:
@@ -215,6 +224,7 @@ def create_app(
         notices_router,
         privacy_router,
         relay_router,
+        webhooks_router,
     ):
         app.include_router(router)
     if settings.serves_web_client:
