@@ -152,7 +152,7 @@ async def create(
         id=new_id(),
         url=check_url(url, production=ctx.settings.is_production),
         secret=new_secret(),
-        events=list(dict.fromkeys(events)),
+        events=[t for t in EVENT_TYPES if t in events],
         enabled=enabled,
         created_at=now,
         updated_at=now,
@@ -192,7 +192,7 @@ async def patch(
         view.url = check_url(url, production=ctx.settings.is_production)
         changed.append("url")
     if events is not None:
-        view.events = list(dict.fromkeys(events))
+        view.events = [t for t in EVENT_TYPES if t in events]
         changed.append("events")
     if enabled is not None:
         view.enabled = enabled
