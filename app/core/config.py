@@ -232,6 +232,14 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="after")
+    def _webhook_backoff(self) -> Settings:
+        if self.webhook_backoff_max_s < self.webhook_backoff_base_s:
+            raise ValueError(
+                "CONFIDE_WEBHOOK_BACKOFF_MAX_S must be at least CONFIDE_WEBHOOK_BACKOFF_BASE_S"
+            )
+        return self
+
     @property
     def metrics_listener(self) -> tuple[str, int] | None:
         return split_host_port(self.metrics_addr) if self.metrics_addr else None

@@ -15,6 +15,8 @@ import pytest
 from pydantic import SecretStr
 
 from app.core.config import Settings
+from app.core.context import Context
+from app.main import prepare
 
 RECEIVER = Path(__file__).with_name("receiver.py")
 BASE_S = 10.0
@@ -31,6 +33,12 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         webhook_backoff_max_s=3600,
         webhook_timeout_s=0.5,
     )
+
+
+@pytest.fixture
+async def system_key(ctx: Context) -> None:
+    """What `confide serve` creates on its first start."""
+    await prepare(ctx)
 
 
 @dataclass

@@ -16,6 +16,8 @@ from tests.fixtures.accounts import User
 from tests.fixtures.processes import free_port
 from tests.webhooks.conftest import receiver_on
 
+pytestmark = pytest.mark.usefixtures("system_key")
+
 HOOKS = "/v1/admin/webhooks"
 
 

@@ -19,19 +19,15 @@ from app.core.clock import FrozenClock
 from app.core.context import Context
 from app.core.errors import NotFound
 from app.core.webhooks import announce
-from app.main import prepare
 from app.models import WebhookDelivery
 from app.webhooks import service
 from app.webhooks.worker import Deliverer
 from tests.fixtures.processes import free_port
 from tests.webhooks.conftest import BASE_S, receiver_on
 
+pytestmark = pytest.mark.usefixtures("system_key")
+
 ADMIN = ("00000000-0000-4000-8000-000000000001", "admin")
-
-
-@pytest.fixture(autouse=True)
-async def system_key(ctx: Context) -> None:
-    await prepare(ctx)
 
 
 async def _endpoint(ctx: Context, url: str, **kwargs: Any) -> service.EndpointView:
