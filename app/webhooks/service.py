@@ -398,6 +398,38 @@ async def record_attempt(session: AsyncSession, vault: Vault, delivery: Delivery
     )
 
 
+#: Finished deliveries (delivered or failed) each endpoint's log keeps; older ones go.
+LOG_KEEP = 1000
+
+
+async def prune_log(session: AsyncSession, keep: int = LOG_KEEP) -> int:
+    """Delete each endpoint's finished deliveries but the newest `keep`; the number deleted.
+
+    By `seq`, not by time: the times are sealed. Pending deliveries stay.
+    """
+    finished = WebhookDelivery.state != DeliveryState.pending
+    deleted = 0
+    for endpoint_id in (await session.execute(select(WebhookEndpoint.id))).scalars().all():
+        oldest_kept = await session.scalar(
+            select(WebhookDelivery.seq)
+            .where(WebhookDelivery.endpoint_id == endpoint_id, finished)
+            .order_by(WebhookDelivery.seq.desc())
+            .offset(keep - 1)
+            .limit(1)
+        )
+        if oldest_kept is None:
+            continue
+        result = await session.execute(
+            delete(WebhookDelivery).where(
+                WebhookDelivery.endpoint_id == endpoint_id,
+                finished,
+                WebhookDelivery.seq < oldest_kept,
+            )
+        )
+        deleted += int(getattr(result, "rowcount", 0) or 0)
+    return deleted
+
+
 async def backlog(session: AsyncSession) -> int:
     """How many deliveries wait in the outbox."""
     count = await session.scalar(

@@ -214,3 +214,25 @@ async def test_deleting_an_endpoint_drops_what_waits_for_it(ctx: Context) -> Non
     async with ctx.transaction() as session:
         assert await service.backlog(session) == 0
         assert await session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
+
+
+async def test_the_log_keeps_the_newest_finished_deliveries_and_all_that_wait(
+    ctx: Context, tmp_path: Path
+) -> None:
+    port = free_port()
+    hook = await _endpoint(ctx, f"http://127.0.0.1:{port}/hook")
+    for n in range(4):
+        await _room_ended(ctx, f"room-{n}")
+    deliverer = Deliverer(ctx)
+    try:
+        with receiver_on(port, hook.secret, tmp_path / "received.jsonl"):
+            assert await deliverer.tick() == 4
+    finally:
+        await deliverer.close()
+    await _room_ended(ctx, "room-waiting")
+    before = await _log(ctx, hook.id)
+    async with ctx.transaction() as session:
+        assert await service.prune_log(session, keep=2) == 2
+    after = await _log(ctx, hook.id)
+    assert [d.id for d in after] == [d.id for d in before[2:]]
+    assert [d.state for d in after] == ["delivered", "delivered", "pending"]
