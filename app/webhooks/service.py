@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -70,7 +71,8 @@ def check_url(url: str, *, production: bool) -> str:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError:
+        httpx.URL(url)  # what the worker will send to
+    except (ValueError, UnicodeError, httpx.InvalidURL):
         raise ValidationFailed("url is not a valid URL.") from None
     allowed = ("https",) if production else ("https", "http")
     if parts.scheme not in allowed:

@@ -182,7 +182,7 @@ class Deliverer:
             response = await self._client.post(endpoint.url, content=body, headers=sent)
         except httpx.TimeoutException:
             return Attempt(now, None, "timeout")
-        except httpx.HTTPError:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, UnicodeError):
             return Attempt(now, None, "connection_failed")
         code = response.status_code
         if 200 <= code < 300:

@@ -236,3 +236,15 @@ async def test_the_log_keeps_the_newest_finished_deliveries_and_all_that_wait(
     after = await _log(ctx, hook.id)
     assert [d.id for d in after] == [d.id for d in before[2:]]
     assert [d.state for d in after] == ["delivered", "delivered", "pending"]
+
+
+async def test_a_url_no_connection_can_be_made_to_is_a_failed_attempt(ctx: Context) -> None:
+    hook = await _endpoint(ctx, "http://" + "a" * 64 + ".invalid/x")  # a label too long for DNS
+    await _room_ended(ctx, "room-1")
+    deliverer = Deliverer(ctx)
+    try:
+        assert await deliverer.tick() == 1
+    finally:
+        await deliverer.close()
+    [pending] = await _log(ctx, hook.id)
+    assert (pending.state, pending.attempts[0].error) == ("pending", "connection_failed")
