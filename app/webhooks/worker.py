@@ -111,14 +111,21 @@ class Deliverer:
         return True
 
     async def run(self) -> None:
+        paused = False
         while True:
             try:
                 await self.tick()
             except Exception as error:  # retried at the next tick
-                if is_unavailable(error):
-                    log.warning("webhooks skipped, a dependency is unavailable")
-                else:
+                if not is_unavailable(error):
                     log.exception("webhook delivery failed")
+                elif not paused:
+                    # Once per outage: the refused requests already say so, one line each.
+                    log.info("webhook delivery paused: a dependency is unavailable")
+                    paused = True
+            else:
+                if paused:
+                    log.info("webhook delivery resumed")
+                    paused = False
             await asyncio.sleep(self.ctx.settings.webhook_poll_s)
 
     async def tick(self) -> int:
