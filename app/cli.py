@@ -389,7 +389,7 @@ async def _purge(settings: Settings) -> str:
         await ctx.close()
     return (
         f"purged: ciphertexts of {done.rooms} rooms, {done.refresh_tokens} refresh tokens, "
-        f"{done.spent_token_ids} spent token ids"
+        f"{done.spent_token_ids} spent token ids, {done.webhook_deliveries} webhook deliveries"
     )
 
 

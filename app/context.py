@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.audit.service import AuditLog
 from app.core.clock import Clock, SystemClock
 from app.core.config import Settings
@@ -11,7 +13,9 @@ from app.core.keys import load_keys
 from app.core.passwords import PasswordHasher
 from app.core.tokens import TokenService
 from app.core.vault import Vault
+from app.core.webhooks import Announcement
 from app.models import DataKeyRows
+from app.webhooks.service import write_outbox
 
 
 def build_context(settings: Settings, clock: Clock | None = None) -> Context:
@@ -22,8 +26,13 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
     vault = Vault(keys.source, keys.keyring, keys.index_key, clock, DataKeyRows())
+
+    async def outbox(session: AsyncSession, announcements: list[Announcement]) -> None:
+        await write_outbox(session, vault, announcements)
+
     return Context(
         settings=settings,
+        outbox=outbox,
         clock=clock,
         keys=keys,
         engine=engine,

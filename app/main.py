@@ -57,6 +57,8 @@ from app.web.middleware import (
     refuse_oversize_headers,
 )
 from app.webclient import endpoints as webclient
+from app.webhooks.endpoints import router as webhooks_router
+from app.webhooks.worker import Deliverer
 
 log = logging.getLogger("confide")
 
@@ -173,6 +175,8 @@ def create_app(
         checkpointing = asyncio.create_task(
             write_periodically(checkpoints, ctx.settings.audit_checkpoint_interval_s)
         )
+        deliverer = Deliverer(ctx, on_backlog=app.state.webhook_backlog.set)
+        delivering = asyncio.create_task(deliverer.run()) if ctx.settings.webhook_worker else None
         # What start-up built lives as long as the process: keep it out of every
         # future collection, so GC pauses stay short under load.
         gc.collect()
@@ -182,6 +186,10 @@ def create_app(
         finally:
             purging.cancel()
             checkpointing.cancel()
+            if delivering is not None:
+                delivering.cancel()
+                await asyncio.wait([delivering])  # an attempt in progress is abandoned
+            await deliverer.close()
             await asyncio.wait([checkpointing])  # a tick in progress ends first
             await hub.stop()
             hub.close_all(Close.SERVICE_RESTART, "server shutting down")
@@ -207,6 +215,7 @@ def create_app(
     openapi.install(app)
     app.state.metrics = Metrics()
     app.state.relay_metrics = RelayMetrics(app.state.metrics.registry)
+    app.state.webhook_backlog = metrics_endpoint.webhook_backlog_gauge(app.state.metrics)
     app.state.client_addresses = None  # set by the lifespan (the keyed form needs the index key)
     install_error_handlers(app, unavailable=(BrokerUnavailable,))
     if settings.test_fault is not None:
@@ -233,6 +242,7 @@ def create_app(
         notices_router,
         privacy_router,
         relay_router,
+        webhooks_router,
     ):
         app.include_router(router)
     if settings.serves_web_client:

@@ -98,7 +98,10 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=SecretStr(database_url))
+    # The webhook worker is driven by hand where a test wants it (tests/webhooks).
+    return Settings(
+        data_dir=tmp_path / "data", database_url=SecretStr(database_url), webhook_worker=False
+    )
 
 
 @pytest.fixture

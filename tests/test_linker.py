@@ -18,7 +18,8 @@ ids `xmin`/`xmax` that the data files hold) and tries everything it can:
 It must recover no membership or invitation pair (an account beside a room
 it is in or invited to) and no owner of a personal record (a device, log-in,
 acceptance, notice, disclosure, membership, list-of-rooms, invitation, care
-relationship, key-log row, MLS KeyPackage or KeyPackage claim row beside its account), and its
+relationship, key-log row, MLS KeyPackage or KeyPackage claim row, webhook delivery
+beside its account), and its
 guesses from row order must do no better than chance (decision note 0007).
 """
 
@@ -58,6 +59,7 @@ PERSONAL = {
     "key_packages",
     "key_package_claims",
     "key_log_entries",
+    "webhook_deliveries",
 }
 
 
@@ -95,6 +97,10 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
     rng = random.Random(SEED)
     truth = Truth()
     admin = await make_account(ctx, http, Role.admin, display_name="Admin Ada")
+    # Every event of the story waits in the outbox for this endpoint (nothing listens).
+    await _call(
+        http, "POST", "/v1/admin/webhooks", admin, json={"url": "https://hooks.example.org/in"}
+    )
     documents = {}
     for kind in ("informed_consent", "telehealth", "group_agreement"):
         doc = await _call(
@@ -465,6 +471,7 @@ async def test_a_dump_links_nobody_to_a_session_or_a_record(
     truth = await _story(ctx, client)
     rows = await _dump(ctx)
     assert {r.table for r in rows} >= PERSONAL | {"accounts", "rooms", "audit_log"}
+    assert {r.table for r in rows} >= {"webhook_endpoints"}
     _check(rows, truth)
 
 

@@ -130,6 +130,17 @@ class Settings(BaseSettings):
     #: index key, 16 hex digits).
     log_client_addresses: Literal["off", "truncated", "keyed"] = "off"
 
+    # Signed webhooks (app/webhooks): how often the outbox is looked at, how
+    # long one attempt may take, the backoff between attempts (exponential
+    # from the base up to the cap, with jitter), and how long an event is
+    # retried before it is marked failed (3 days).
+    webhook_worker: bool = True
+    webhook_poll_s: float = Field(default=1.0, gt=0, le=60)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    webhook_backoff_base_s: float = Field(default=5.0, gt=0, le=3600)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0, le=86400)
+    webhook_max_age_s: int = Field(default=3 * 86400, ge=1, le=30 * 86400)
+
     # /metrics: behind a bearer token on the main listener, or on a listener of
     # its own (host:port, for the internal network), or not served at all.
     metrics_token: SecretStr | None = None
@@ -220,6 +231,14 @@ class Settings(BaseSettings):
                 " (19456 KiB and 2 iterations, or an equivalent row); production refuses it"
             )
         return value
+
+    @model_validator(mode="after")
+    def _webhook_backoff(self) -> Settings:
+        if self.webhook_backoff_max_s < self.webhook_backoff_base_s:
+            raise ValueError(
+                "CONFIDE_WEBHOOK_BACKOFF_MAX_S must be at least CONFIDE_WEBHOOK_BACKOFF_BASE_S"
+            )
+        return self
 
     @property
     def metrics_listener(self) -> tuple[str, int] | None:

@@ -22,6 +22,8 @@ from app.core.passwords import PasswordHasher
 from app.core.throttle import Throttle
 from app.core.tokens import TokenService
 from app.core.vault import Vault
+from app.core.webhooks import Outbox
+from app.core.webhooks import take as take_announcements
 
 
 @dataclass
@@ -39,6 +41,8 @@ class Context:
     claim_throttle: Throttle = field(init=False)
     group_info_throttle: Throttle = field(init=False)
     publisher: Publisher | None = None
+    #: Writes queued webhook events to the outbox, in the transaction (app.webhooks.outbox).
+    outbox: Outbox | None = None
 
     def __post_init__(self) -> None:
         self.login_throttle = Throttle(self.clock, window_s=self.settings.login_window_s)
@@ -50,6 +54,9 @@ class Context:
         )
 
     async def _commit(self, session: AsyncSession) -> None:
+        announcements = take_announcements(session)
+        if announcements and self.outbox is not None:
+            await self.outbox(session, announcements)
         await self.audit.commit(session)
         events = take(session)
         if events and self.publisher is not None:

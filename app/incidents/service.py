@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core import audit
+from app.core import audit, webhooks
 from app.core.clock import Clock
 from app.core.codec import is_id, new_id
 from app.core.errors import Conflict, NotFound, ValidationFailed
@@ -49,6 +49,8 @@ class IncidentView:
     affected_account_ids: list[str]
     created_at: str
     created_by: str
+    #: `incident.overdue` was announced (once per incident).
+    overdue_announced: bool = False
 
     def overdue(self, now: datetime) -> bool:
         return self.notified_at is None and now > self.notify_by
@@ -58,23 +60,26 @@ def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
     return [items[i : i + _LOOKUP_CHUNK] for i in range(0, len(items), _LOOKUP_CHUNK)]
 
 
+async def _sealed_details(
+    session: AsyncSession, vault: Vault, row: Incident, v: IncidentView
+) -> bytes:
+    details: dict[str, object] = {
+        "summary": v.summary,
+        "discovered_at": v.discovered_at.isoformat(),
+        "notify_by": v.notify_by.isoformat(),
+        "notified_at": v.notified_at.isoformat() if v.notified_at else None,
+        "created_at": v.created_at,
+        "created_by": v.created_by,
+    }
+    if v.overdue_announced:
+        details["overdue_announced"] = True
+    return await vault.seal_json(session, SYSTEM_KEY_ID, Incident.details, row.id, details)
+
+
 async def _seal_details(
     session: AsyncSession, vault: Vault, row: Incident, v: IncidentView
 ) -> None:
-    row.details = await vault.seal_json(
-        session,
-        SYSTEM_KEY_ID,
-        Incident.details,
-        row.id,
-        {
-            "summary": v.summary,
-            "discovered_at": v.discovered_at.isoformat(),
-            "notify_by": v.notify_by.isoformat(),
-            "notified_at": v.notified_at.isoformat() if v.notified_at else None,
-            "created_at": v.created_at,
-            "created_by": v.created_by,
-        },
-    )
+    row.details = await _sealed_details(session, vault, row, v)
 
 
 async def _open(session: AsyncSession, vault: Vault, row: Incident) -> IncidentView:
@@ -94,6 +99,7 @@ async def _open(session: AsyncSession, vault: Vault, row: Incident) -> IncidentV
         affected_account_ids=list(subjects["accounts"]),
         created_at=data["created_at"],
         created_by=data["created_by"],
+        overdue_announced=bool(data.get("overdue_announced", False)),
     )
 
 
@@ -302,3 +308,43 @@ async def notify(
         details={"notified": delivered},
     )
     return delivered
+
+
+async def announce_overdue(session: AsyncSession, vault: Vault, clock: Clock) -> int:
+    """Announce `incident.overdue` for each incident past `notify_by` with no notice sent.
+
+    Once per incident: the announcement is sealed into its details by a
+    compare-and-set, so two instances scanning at once announce it once.
+    The number announced.
+    """
+    now = clock.now()
+    announced = 0
+    rows = (
+        await session.execute(select(Incident).where(Incident.status != IncidentStatus.closed))
+    ).scalars()
+    for row in list(rows):
+        view = await _open(session, vault, row)
+        if view.overdue_announced or not view.overdue(now):
+            continue
+        view.overdue_announced = True
+        new = await _sealed_details(session, vault, row, view)
+        won = (
+            await session.execute(
+                update(Incident)
+                .where(Incident.id == row.id, Incident.details == row.details)
+                .values(details=new)
+                .returning(Incident.id)
+                .execution_options(synchronize_session=False)
+            )
+        ).scalar_one_or_none()
+        if won is None:
+            continue
+        webhooks.announce(
+            session,
+            "incident.overdue",
+            now,
+            incident_id=row.id,
+            notify_by=view.notify_by.isoformat(),
+        )
+        announced += 1
+    return announced

@@ -20,6 +20,7 @@ from app.models.room import (
     RoomKind,
     RoomMember,
 )
+from app.models.webhook import DeliveryState, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "MAX_PUBLIC_KEY_BYTES",
@@ -34,6 +35,7 @@ __all__ = [
     "ConsentKind",
     "DataKey",
     "DataKeyRows",
+    "DeliveryState",
     "Device",
     "Disclosure",
     "DisclosureBasis",
@@ -53,4 +55,6 @@ __all__ = [
     "RoomKind",
     "RoomMember",
     "Severity",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from pydantic import SecretStr
 
 from app.core.errors import Unauthorized
@@ -76,3 +76,12 @@ class MetricsServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def webhook_backlog_gauge(metrics: Metrics) -> Gauge:
+    """`confide_webhook_backlog`: deliveries waiting in the outbox (set by the worker)."""
+    return Gauge(
+        "confide_webhook_backlog",
+        "Webhook deliveries waiting in the outbox",
+        registry=metrics.registry,
+    )

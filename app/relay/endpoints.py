@@ -33,7 +33,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
-from app.core import audit
+from app.core import audit, webhooks
 from app.core import logging as logs
 from app.core.close_codes import Close
 from app.core.context import Context
@@ -125,6 +125,16 @@ async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -
         assert admission.seats is not None
         role = admission.member.role
         await _spend(ctx, hub, claims)
+        if admission.admitted:
+            await rooms.mark_started(session, ctx, admission.state)
+        else:
+            webhooks.announce(
+                session,
+                "participant.waiting",
+                admission.at,
+                room_id=room_id,
+                account_id=account_id,
+            )
         audit.record(
             session,
             "room.join",
@@ -260,6 +270,13 @@ async def _serve_socket(ws: WebSocket, room_id: str) -> int:
 async def _record_leave(ctx: Context, conn: Connection) -> None:
     with contextlib.suppress(Exception):
         async with ctx.transaction() as session:
+            webhooks.announce(
+                session,
+                "participant.left",
+                ctx.clock.now(),
+                room_id=conn.room_id,
+                account_id=conn.account_id,
+            )
             audit.record(
                 session,
                 "room.leave",

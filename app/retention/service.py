@@ -7,6 +7,8 @@
   not be recognised (and its family revoked). So a family's rows are deleted
   together, `CONFIDE_RETENTION_DEAD_TOKENS_S` after the family died (revoked,
   idle past the timeout, or past its maximum lifetime).
+- Webhook delivery logs: each endpoint keeps its newest 1000 finished
+  deliveries (delivered or failed); what still waits is never deleted.
 - Spent room-token ids live in the broker with a TTL of the token's remaining
   lifetime plus a minute: Redis expires them itself; the in-process broker
   drops them here.
@@ -26,6 +28,7 @@ from app.core.context import Context
 from app.relay.broker import Broker
 from app.rooms import group_info
 from app.rooms import service as rooms_service
+from app.webhooks import service as webhooks
 
 log = logging.getLogger("confide.retention")
 
@@ -35,6 +38,7 @@ class Purged:
     rooms: int
     refresh_tokens: int
     spent_token_ids: int
+    webhook_deliveries: int = 0
 
 
 async def purge(ctx: Context, broker: Broker) -> Purged:
@@ -45,13 +49,16 @@ async def purge(ctx: Context, broker: Broker) -> Purged:
         rooms = await rooms_service.ended_before(session, ctx.vault, room_cutoff)
         deleted = await auth.purge_dead_logins(session, ctx, token_cutoff)
         await group_info.forget(session, rooms)
+        deliveries = await webhooks.prune_log(session)
     for room_id in rooms:
         await broker.drop_room(room_id)
     spent = await broker.purge_expired()
     log.info(
-        "purge: %d rooms' ciphertexts, %d refresh tokens, %d spent token ids",
+        "purge: %d rooms' ciphertexts, %d refresh tokens, %d spent token ids,"
+        " %d webhook deliveries",
         len(rooms),
         deleted,
         spent,
+        deliveries,
     )
-    return Purged(len(rooms), deleted, spent)
+    return Purged(len(rooms), deleted, spent, deliveries)

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
 from app.auth.service import Principal
-from app.core import audit
+from app.core import audit, webhooks
 from app.core.codec import is_id, new_id
 from app.core.context import Context
 from app.core.encryption import DecryptionError
@@ -264,6 +264,14 @@ async def accept(
     for each in opened:
         if each.room_id == mine.room_id:
             await SLOTS.remove(session, ctx.vault, principal.id, each.row)
+    webhooks.announce(
+        session,
+        "invitation.accepted",
+        ctx.clock.now(),
+        room_id=mine.room_id,
+        account_id=principal.id,
+        invitation_id=mine.row.id,
+    )
     audit.record(
         session,
         "room.invitation_accept",

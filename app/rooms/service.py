@@ -19,15 +19,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.accounts import service as accounts
 from app.auth.service import Principal, live_account
 from app.consent.errors import ConsentNotPublished, ConsentRequired
 from app.consent.service import ConsentGate, consent_gate, required_kinds
-from app.core import audit, events, mls
+from app.core import audit, events, mls, webhooks
 from app.core.codec import b64url_encode, is_id, new_id
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, ValidationFailed
@@ -80,6 +81,8 @@ class RoomState:
     ended_at: datetime | None
     created_at: str | None = None
     members: list[Member] = field(default_factory=list)
+    #: When the first admitted device joined the room's socket (`room.started`).
+    started_at: datetime | None = None
 
     def member(self, account_id: str) -> Member | None:
         return next((m for m in self.members if m.account_id == account_id), None)
@@ -129,6 +132,7 @@ async def room_state(session: AsyncSession, vault: Vault, room: Room) -> RoomSta
         ends_at=_time(details.get("ends_at")),
         ended_at=_time(details.get("ended_at")),
         created_at=details.get("created_at"),
+        started_at=_time(details.get("started_at")),
     )
     rows = (
         await session.execute(select(RoomMember).where(RoomMember.room_id == room.id))
@@ -258,21 +262,51 @@ def record_on_room(
 # -- writing -------------------------------------------------------------------
 
 
-async def _seal_details(session: AsyncSession, vault: Vault, state: RoomState) -> None:
+async def _sealed_details(session: AsyncSession, vault: Vault, state: RoomState) -> bytes:
     assert state.room.data_key_id is not None
-    state.room.details = await vault.seal_json(
-        session,
-        state.room.data_key_id,
-        Room.details,
-        state.room.id,
-        {
-            "title": state.title,
-            "starts_at": _iso(state.starts_at),
-            "ends_at": _iso(state.ends_at),
-            "ended_at": _iso(state.ended_at),
-            "created_at": state.created_at,
-        },
+    details: dict[str, str | None] = {
+        "title": state.title,
+        "starts_at": _iso(state.starts_at),
+        "ends_at": _iso(state.ends_at),
+        "ended_at": _iso(state.ended_at),
+        "created_at": state.created_at,
+    }
+    if state.started_at is not None:
+        details["started_at"] = _iso(state.started_at)
+    return await vault.seal_json(
+        session, state.room.data_key_id, Room.details, state.room.id, details
     )
+
+
+async def _seal_details(session: AsyncSession, vault: Vault, state: RoomState) -> None:
+    state.room.details = await _sealed_details(session, vault, state)
+
+
+async def mark_started(session: AsyncSession, ctx: Context, state: RoomState) -> bool:
+    """The room has started: its first admitted device joined its socket (`room.started`).
+
+    True once per room: the start is sealed into the room's details by a
+    compare-and-set, so of two devices joining at the same moment one wins.
+    """
+    if state.started_at is not None:
+        return False
+    old = state.room.details
+    state.started_at = ctx.clock.now()
+    new = await _sealed_details(session, ctx.vault, state)
+    won = (
+        await session.execute(
+            update(Room)
+            .where(Room.id == state.room.id, Room.details == old)
+            .values(details=new)
+            .returning(Room.id)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one_or_none()
+    if won is None:
+        return False
+    set_committed_value(state.room, "details", new)
+    webhooks.announce(session, "room.started", state.started_at, room_id=state.room.id)
+    return True
 
 
 async def _seal_member(session: AsyncSession, vault: Vault, state: RoomState, m: Member) -> None:
@@ -379,6 +413,7 @@ async def patch_room(
     state = await load_as_host(session, ctx.vault, room_id, principal.id)
     not_ended(state, ctx)
     changes = body.model_fields_set
+    waiting = [m for m in state.members if not state.is_admitted(m)]
     if "title" in changes and body.title is not None:
         state.title = body.title
     if "starts_at" in changes:
@@ -402,6 +437,14 @@ async def patch_room(
     if "waiting_room" in changes and not state.room.waiting_room:
         for member in state.members:
             emit(session, events.Admitted(room_id, member.account_id))
+        for member in waiting:
+            webhooks.announce(
+                session,
+                "participant.admitted",
+                ctx.clock.now(),
+                room_id=room_id,
+                account_id=member.account_id,
+            )
     record_on_room(session, "room.update", principal, state, {"fields": sorted(changes)})
     return state
 
@@ -507,6 +550,14 @@ async def admit(
         member.admitted = True
         await _seal_member(session, ctx.vault, state, member)
         await session.flush()
+        if member.role != HOST and state.room.waiting_room:
+            webhooks.announce(
+                session,
+                "participant.admitted",
+                ctx.clock.now(),
+                room_id=room_id,
+                account_id=account_id,
+            )
     emit(session, events.Admitted(room_id, account_id))
     audit.record(
         session,
@@ -577,10 +628,11 @@ async def end_room(
     state = await load_as_host(session, ctx.vault, room_id, principal.id)
     if not state.room.ended:
         state.room.ended = True
-        state.ended_at = ctx.clock.now()
+        state.ended_at = ended_at = ctx.clock.now()
         await _seal_details(session, ctx.vault, state)
         await session.flush()
         emit(session, events.RoomEnded(room_id))
+        webhooks.announce(session, "room.ended", ended_at, room_id=room_id)
         record_on_room(session, "room.end", principal, state)
     return state
 

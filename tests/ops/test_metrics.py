@@ -42,6 +42,9 @@ RELAY = {
     "confide_relay_broker_seconds",
 }
 
+#: Gauges of the whole process, without labels.
+GAUGES = {"confide_webhook_backlog"}
+
 
 def app_for(ctx: Context, **settings: object) -> FastAPI:
     configured = Settings(
@@ -175,13 +178,16 @@ async def test_a_scrape_after_a_session_shows_no_id(tmp_path: Path) -> None:
     templates = set(create_app().openapi()["paths"]) | {"unmatched", "/metrics", "/docs"}
     families = list(text_string_to_metric_families(text))
     names = {family.name for family in families}
-    # No counter of domain acts: HTTP requests, the relay, the process.
-    assert {name for name in names if name.startswith("confide_")} == FAMILIES | RELAY
+    # No counter of domain acts: HTTP requests, the relay, the webhook backlog, the process.
+    assert {name for name in names if name.startswith("confide_")} == FAMILIES | RELAY | GAUGES
     assert {name.split("_")[0] for name in names} == {"confide", "process", "python"}
     # No `_created` series: the time a label set was first seen (the first erasure...).
     assert "_created" not in text
     routes = set()
     for family in families:
+        if family.name in GAUGES:
+            assert [sample.labels for sample in family.samples] == [{}]
+            continue
         if family.name not in FAMILIES:
             continue  # tests/ops/test_relay_metrics.py checks the relay's
         for sample in family.samples:
