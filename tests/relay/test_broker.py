@@ -1,4 +1,4 @@
-"""One test suite, two brokers: the in-process one and Redis."""
+"""One test suite, three brokers: the in-process one, Redis, and Redis Cluster."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from app.relay.broker import (
     Stored,
 )
 from app.relay.redis_broker import RedisBroker
+from tests.fixtures.redis_cluster import url_of
 from tests.fixtures.redis_server import (
     PrivateRedis,
     delete_prefix,
     dump_prefix,
-    shared_redis,
     unique_prefix,
 )
 
@@ -54,7 +54,7 @@ class Recorder:
                 await self.changed.wait()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broker, Recorder]]:
     recorder = Recorder()
     instance: Broker
@@ -64,7 +64,7 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Broker, 
         yield instance, recorder
         await instance.close()
         return
-    url = await shared_redis()
+    url = await url_of(request, request.param)
     prefix = unique_prefix()
     instance = RedisBroker(url, prefix=prefix)
     await instance.start(recorder.on_message, recorder.on_event)
@@ -172,8 +172,8 @@ async def test_drop_room_forgets_everything(broker: tuple[Broker, Recorder]) -> 
     assert await b.latest_seq("r") == 0
 
 
-async def test_two_redis_brokers_share_seq_and_fan_out() -> None:
-    url = await shared_redis()
+async def test_two_redis_brokers_share_seq_and_fan_out(redis_url: str) -> None:
+    url = redis_url
     prefix = unique_prefix()
     one, two = Recorder(), Recorder()
     a, b = RedisBroker(url, prefix=prefix), RedisBroker(url, prefix=prefix)
@@ -196,7 +196,7 @@ async def test_two_redis_brokers_share_seq_and_fan_out() -> None:
         await b.close()
         # A dead instance's sockets stop counting as online once its heartbeat lapses.
         client = a._redis
-        await client.delete(f"{prefix}:instance:{b.instance}")
+        await client.delete(a._instance_key(b.instance))
         assert await a.online("r") == {"da"}
     finally:
         await a.close()
@@ -204,9 +204,9 @@ async def test_two_redis_brokers_share_seq_and_fan_out() -> None:
 
 
 async def test_what_redis_delivers_that_is_no_event_or_message_is_logged_and_dropped(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, redis_url: str
 ) -> None:
-    url, prefix = await shared_redis(), unique_prefix()
+    url, prefix = redis_url, unique_prefix()
     seen = Recorder()
     b = RedisBroker(url, prefix=prefix)
     await b.start(seen.on_message, seen.on_event)
@@ -419,8 +419,8 @@ async def test_forget_while_others_keep_sending_loses_nothing(
     assert await b.append(broadcast(room, stays, "late0")) == (41, True)
 
 
-async def test_two_redis_instances_forget_at_once() -> None:
-    url = await shared_redis()
+async def test_two_redis_instances_forget_at_once(redis_url: str) -> None:
+    url = redis_url
     prefix = unique_prefix()
     a, b = RedisBroker(url, prefix=prefix), RedisBroker(url, prefix=prefix)
     one, two = Recorder(), Recorder()
@@ -465,8 +465,9 @@ class Clock:
 class Maker:
     """Started brokers of one kind, with the limits and clock a test gives."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, url: str = "") -> None:
         self.kind = kind
+        self.url = url
         self.made: list[Broker] = []
         self.prefixes: list[str] = []
 
@@ -476,21 +477,21 @@ class Maker:
             instance = InProcessBroker(now, limits=limits)
         else:
             self.prefixes.append(unique_prefix())
-            url = await shared_redis()
-            instance = RedisBroker(url, prefix=self.prefixes[-1], now=now, limits=limits)
+            instance = RedisBroker(self.url, prefix=self.prefixes[-1], now=now, limits=limits)
         await instance.start(Recorder().on_message, Recorder().on_event)
         self.made.append(instance)
         return instance
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def make(request: pytest.FixtureRequest) -> AsyncIterator[Maker]:
-    maker = Maker(request.param)
+    url = "" if request.param == "memory" else await url_of(request, request.param)
+    maker = Maker(request.param, url)
     yield maker
     for instance in maker.made:
         await instance.close()
     for prefix in maker.prefixes:
-        await delete_prefix(await shared_redis(), prefix)
+        await delete_prefix(url, prefix)
 
 
 def sized(room: str, device: str, cid: str, size: int, account: str = "") -> Outgoing:
