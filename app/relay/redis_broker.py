@@ -400,6 +400,8 @@ class RedisBroker:
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = False
         self._attempts = 0  # subscriptions tried: the next one takes the next node
+        #: The cluster node this instance subscribes on (None: one Redis).
+        self.subscribed_node: tuple[str, int] | None = None
         self._messages = f"{prefix}:messages"
         self._events = f"{prefix}:events"
 
@@ -502,6 +504,7 @@ class RedisBroker:
         nodes = nodes or list(self._cluster.nodes)
         self._attempts += 1
         host, port = nodes[self._attempts % len(nodes)]
+        self.subscribed_node = (host, port)
         return aioredis.Redis(
             host=host,
             port=port,

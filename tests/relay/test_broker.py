@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from app.core.events import Admitted, Event, ParticipantAdded, ParticipantRemoved, RoomEnded
 from app.relay import frames, redis_broker
@@ -24,7 +25,7 @@ from app.relay.broker import (
     Stored,
 )
 from app.relay.redis_broker import RedisBroker
-from tests.fixtures.redis_cluster import url_of
+from tests.fixtures.redis_cluster import RedisClusterServers, url_of
 from tests.fixtures.redis_server import (
     PrivateRedis,
     delete_prefix,
@@ -274,6 +275,63 @@ async def test_redis_down_is_an_error_never_a_silent_drop(volatile_redis: Privat
         # before the restart is refused; one issued now is accepted once.
         assert await b.spend_jti("old", 60, issued_before) is False
         assert await b.spend_jti("new", 60, clock.now) is True
+    finally:
+        await b.close()
+
+
+async def test_a_cluster_master_down_is_an_error_never_a_silent_drop(
+    private_redis_cluster: RedisClusterServers,
+) -> None:
+    servers = private_redis_cluster
+    seen = Recorder()
+    clock = Clock()
+    b = RedisBroker(servers.url, prefix="p", now=clock)
+    await b.start(seen.on_message, seen.on_event)
+    cluster = b._redis
+    assert isinstance(cluster, RedisCluster)
+    # The master this instance subscribes on: it must subscribe on another one.
+    assert b.subscribed_node is not None
+    victim = b.subscribed_node[1]
+
+    def on_victim(key: str) -> bool:
+        return int(cluster.get_node_from_key(key).port) == victim
+
+    room = next(r for r in (f"r{i}" for i in range(1000)) if on_victim(b._k(r, "seq")))
+    other = next(r for r in (f"r{i}" for i in range(1000)) if not on_victim(b._k(r, "seq")))
+    jti = next(j for j in (f"j{i}" for i in range(1000)) if on_victim(b._jti_keys(j)[0]))
+    try:
+        assert (await b.append(broadcast(room, "d", "a")))[0] == 1
+        issued_before = clock.now
+        assert await b.spend_jti(jti, 60, issued_before) is True
+        clock.now += 1.5
+        servers.stop_node(victim)
+        # The room's slot has no node: its sends are refused, never lost silently.
+        with pytest.raises(BrokerUnavailable):
+            await b.append(broadcast(room, "d", "b"))
+        with pytest.raises(BrokerUnavailable):
+            await b.spend_jti(jti, 60, time.time())
+        servers.start_node(victim)
+        # Back (empty): sends to both rooms work and the subscriber hears them again.
+        async with asyncio.timeout(30):
+            for target in (room, other):
+                heard = False
+                while not heard:
+                    cid = uid()
+                    try:
+                        await b.append(broadcast(target, "d", cid, f'"n":"{cid}"}}'))
+                    except BrokerUnavailable:
+                        await asyncio.sleep(0.2)
+                        continue
+                    for _ in range(20):
+                        heard = any(cid in (s.broadcast or "") for _, s in seen.messages)
+                        if heard:
+                            break
+                        await asyncio.sleep(0.05)
+        # The master came back without the spent ids of its shards, and without
+        # their epoch: a token issued before is refused, one issued now accepted once.
+        assert await b.spend_jti(jti, 60, issued_before) is False
+        assert await b.spend_jti(f"{jti}-new", 60, clock.now) is True
+        assert await b.spend_jti(f"{jti}-new", 60, clock.now) is False
     finally:
         await b.close()
 
