@@ -294,7 +294,9 @@ async def test_a_cluster_master_down_is_an_error_never_a_silent_drop(
     victim = b.subscribed_node[1]
 
     def on_victim(key: str) -> bool:
-        return int(cluster.get_node_from_key(key).port) == victim
+        node = cluster.get_node_from_key(key)
+        assert node is not None
+        return int(node.port) == victim
 
     room = next(r for r in (f"r{i}" for i in range(1000)) if on_victim(b._k(r, "seq")))
     other = next(r for r in (f"r{i}" for i in range(1000)) if not on_victim(b._k(r, "seq")))
