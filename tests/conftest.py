@@ -35,6 +35,7 @@ os.environ.update(FAST_PASSWORDS)
 pytest_plugins = [
     "tests.fixtures.accounts",
     "tests.fixtures.redis_server",
+    "tests.fixtures.redis_cluster",
     "tests.fixtures.postgres_server",
 ]
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.core.broker_url import broker_kind
 from app.core.passwords import DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST, meets_owasp
 
 CommaList = Annotated[list[str], NoDecode]
@@ -210,6 +211,12 @@ class Settings(BaseSettings):
         if not isinstance(raw, str) or len(raw.strip()) < METRICS_TOKEN_MIN:
             raise ValueError(f"must be at least {METRICS_TOKEN_MIN} characters")
         return raw.strip()
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: SecretStr) -> SecretStr:
+        broker_kind(value.get_secret_value())
+        return value
 
     @field_validator("metrics_addr", mode="before")
     @classmethod

@@ -50,6 +50,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from app.core.broker_url import broker_kind
 from app.core.events import Event
 from app.relay.redis_broker import RedisBroker
 from app.relay.store import (
@@ -347,8 +348,6 @@ def create_broker(
     prefix: str = "confide",
     limits: ReplayLimits | None = None,
 ) -> Broker:
-    if url.startswith("memory://"):
+    if broker_kind(url) == "memory":
         return InProcessBroker(now, limits=limits)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisBroker(url, prefix=prefix, now=now, limits=limits)
-    raise ValueError(f"unsupported broker URL scheme: {url.split(':', 1)[0]}")
+    return RedisBroker(url, prefix=prefix, now=now, limits=limits)

@@ -15,10 +15,20 @@
 - Pub/sub loses what is published while Redis is down; seq and replay let
   clients find and fill any gap. Redis errors become `BrokerUnavailable`: a
   send is refused with an error frame, never silently dropped.
-- Spent room-token ids are keys with a TTL. The epoch key holds the time from
-  which Redis remembers them: a Redis that lost its memory also forgot spent
-  ids, gets a new epoch, and refuses tokens issued before it. No key or value
-  outside a room's own keys names an account or a device.
+- Spent room-token ids are keys with a TTL, in `JTI_SHARDS` shards (one hash
+  tag each), and each shard has an epoch key: the time from which Redis
+  remembers its ids. A Redis (or a cluster node) that lost its memory also
+  forgot the shard's spent ids, gets a new epoch with them, and refuses
+  tokens issued before it. No key or value outside a room's own keys names
+  an account or a device.
+- Redis Cluster (`redis+cluster://`, decision note 0010): every key of a room
+  carries the hash tag `{<room>}`, so each script touches one slot; the
+  spend script touches one shard's two keys; the instances' heartbeats share
+  the tag `{instance}` (read together by `online`). Pub/sub is classic: a
+  cluster delivers every publication to subscribers on any node, so each
+  instance subscribes on one node (the next one after a failure). What
+  concerns a room is published from its slot's node (by a script on its
+  keys), so a room's messages and events keep one order.
 - Bounds (decision note 0005): the send script also counts the sender's
   bytes in the room (`:quota`, refusing past `sender_max_bytes`) and the
   stream's (`:bytes`), and trims the oldest entries past the room's caps in
@@ -51,12 +61,15 @@ import json
 import logging
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from app.core import events
+from app.core.broker_url import ClusterAddress, parse_cluster_url
 from app.relay.frames import sender_member
 from app.relay.store import (
     ERASED_SENDER,
@@ -72,6 +85,9 @@ from app.relay.store import (
 )
 
 log = logging.getLogger("confide.broker")
+
+#: What Redis, or a cluster client that finds no node for a slot, raises.
+_REDIS_ERRORS = (RedisError, RedisClusterException)
 
 # KEYS: seq, sent, log, bytes, quota, admit, epoch. ARGV: the resend field,
 # device, kind, payload, channel, room, sender (account), max frames, max
@@ -166,6 +182,12 @@ end
 return redis.call('PUBLISH', ARGV[4], ARGV[5])
 """
 
+# KEYS: a room's seq (only to run on the room's node). ARGV: channel, event.
+_PUBLISH_IN_ROOM = """
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+"""
+
+# KEYS: a shard's epoch, the spent id (same shard). ARGV: now, issued at, TTL.
 # The epoch is set when an instance (re)subscribes, long before any token of
 # its is spent, and read in the same script as the spend; a Redis that
 # restarted empty gets a new epoch at the latest with its next spend, so no
@@ -305,6 +327,8 @@ _ROOM_KEYS = ("seq", "sent", "log", "online", "admit", "quota", "bytes", "epoch"
 
 HEARTBEAT_S = 5
 INSTANCE_TTL_S = 15
+#: Spent token ids are spread over this many hash tags (cluster slots).
+JTI_SHARDS = 16
 
 
 def _stored(seq: int, device: str, kind: str, payload: str) -> Stored:
@@ -335,22 +359,40 @@ class RedisBroker:
         self._now = now
         self.limits = limits or ReplayLimits()
         self._idle_ms = max(1, round(self.limits.idle_s * 1000))
-        # A blocking pool: past its size, a send waits its turn for a
-        # connection instead of failing at once with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=256,
-            timeout=5,
-            socket_timeout=2,
-            socket_connect_timeout=2,
-            health_check_interval=10,
-            decode_responses=True,
-        )
-        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self._cluster: ClusterAddress | None = None
+        self._redis: aioredis.Redis | RedisCluster
+        if url.startswith(("redis+cluster://", "rediss+cluster://")):
+            self._cluster = parse_cluster_url(url)
+            # At most 256 connections to each node, like the single pool
+            # below; past them a command fails (BrokerUnavailable).
+            self._redis = RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in self._cluster.nodes],
+                username=self._cluster.username,
+                password=self._cluster.password,
+                ssl=self._cluster.tls,
+                max_connections=256,
+                socket_timeout=2,
+                socket_connect_timeout=2,
+                decode_responses=True,
+            )
+        else:
+            # A blocking pool: past its size, a send waits its turn for a
+            # connection instead of failing at once with "Too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=256,
+                timeout=5,
+                socket_timeout=2,
+                socket_connect_timeout=2,
+                health_check_interval=10,
+                decode_responses=True,
+            )
+            self._redis = aioredis.Redis(connection_pool=pool)
         self._append = self._redis.register_script(_APPEND)
         self._spend = self._redis.register_script(_SPEND)
         self._admission = self._redis.register_script(_ADMISSION)
         self._publish_admission = self._redis.register_script(_PUBLISH_ADMISSION)
+        self._publish_in_room = self._redis.register_script(_PUBLISH_IN_ROOM)
         self._forget_look = self._redis.register_script(_FORGET_LOOK)
         self._forget_copy = self._redis.register_script(_FORGET_COPY)
         self._forget_swap = self._redis.register_script(_FORGET_SWAP)
@@ -359,12 +401,26 @@ class RedisBroker:
         self._on_event: EventHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = False
+        self._attempts = 0  # subscriptions tried: the next one takes the next node
+        #: The cluster node this instance subscribes on (None: one Redis).
+        self.subscribed_node: tuple[str, int] | None = None
         self._messages = f"{prefix}:messages"
         self._events = f"{prefix}:events"
 
     # -- keys -----------------------------------------------------------------
     def _k(self, room: str, what: str) -> str:
         return f"{self._prefix}:room:{{{room}}}:{what}"
+
+    def _instance_key(self, instance: str) -> str:
+        return f"{self._prefix}:{{instance}}:{instance}"
+
+    def _jti_keys(self, jti: str) -> tuple[str, str]:
+        """The epoch of `jti`'s shard and its spent key (one hash tag)."""
+        shard = zlib.crc32(jti.encode()) % JTI_SHARDS
+        return self._jti_epoch_key(shard), f"{self._prefix}:{{jti:{shard}}}:spent:{jti}"
+
+    def _jti_epoch_key(self, shard: int) -> str:
+        return f"{self._prefix}:{{jti:{shard}}}:epoch"
 
     # -- life -----------------------------------------------------------------
     async def start(self, on_message: MessageHandler, on_event: EventHandler) -> None:
@@ -384,26 +440,30 @@ class RedisBroker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
-        with contextlib.suppress(RedisError, Exception):
-            await self._redis.delete(f"{self._prefix}:instance:{self.instance}")
+        with contextlib.suppress(Exception):
+            await self._redis.delete(self._instance_key(self.instance))
         await self._redis.aclose()
-        await self._redis.connection_pool.disconnect()
+        if isinstance(self._redis, aioredis.Redis):
+            await self._redis.connection_pool.disconnect()
 
     async def _heartbeat(self) -> None:
         while True:
-            with contextlib.suppress(RedisError):
-                await self._redis.set(
-                    f"{self._prefix}:instance:{self.instance}", "1", ex=INSTANCE_TTL_S
-                )
+            with contextlib.suppress(*_REDIS_ERRORS):
+                await self._redis.set(self._instance_key(self.instance), "1", ex=INSTANCE_TTL_S)
             await asyncio.sleep(HEARTBEAT_S)
 
     async def _listen(self, ready: asyncio.Event) -> None:
         backoff = 0.1
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            node: aioredis.Redis | None = None
+            pubsub: aioredis.client.PubSub | None = None
             try:
+                node = await self._subscriber()
+                pubsub = node.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self._messages, self._events)
-                await self._redis.set(f"{self._prefix}:epoch", repr(self._now()), nx=True)
+                now = repr(self._now())
+                for shard in range(JTI_SHARDS):
+                    await self._redis.set(self._jti_epoch_key(shard), now, nx=True)
                 self._subscribed = True
                 ready.set()
                 backoff = 0.1
@@ -414,7 +474,7 @@ class RedisBroker:
                     await self._dispatch(item["channel"], item["data"])
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as error:
+            except (*_REDIS_ERRORS, OSError) as error:
                 log.warning(
                     "broker: Redis subscription lost (%s); reconnecting", type(error).__name__
                 )
@@ -423,9 +483,40 @@ class RedisBroker:
             finally:
                 self._subscribed = False
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    if pubsub is not None:
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if node is not None and node is not self._redis:
+                    with contextlib.suppress(Exception):
+                        await node.aclose()
             await asyncio.sleep(backoff)
             backoff = min(2.0, backoff * 2)
+
+    async def _subscriber(self) -> aioredis.Redis:
+        """The client to subscribe with: the one Redis, or one node of the cluster.
+
+        A cluster delivers classic pub/sub to subscribers on every node, so any
+        node will do; each new subscription takes the next one, so that a node
+        that failed is not asked again and again.
+        """
+        if isinstance(self._redis, aioredis.Redis):
+            return self._redis
+        assert self._cluster is not None
+        await self._redis.initialize()
+        nodes = sorted({(n.host, int(n.port)) for n in self._redis.get_nodes()})
+        nodes = nodes or list(self._cluster.nodes)
+        self._attempts += 1
+        host, port = nodes[self._attempts % len(nodes)]
+        self.subscribed_node = (host, port)
+        return aioredis.Redis(
+            host=host,
+            port=port,
+            username=self._cluster.username,
+            password=self._cluster.password,
+            ssl=self._cluster.tls,
+            socket_connect_timeout=2,
+            health_check_interval=10,
+            decode_responses=True,
+        )
 
     async def _dispatch(self, channel: str, data: str) -> None:
         """Hand one published item on; one that cannot be read is logged and dropped."""
@@ -450,7 +541,7 @@ class RedisBroker:
         """Redis answers and this instance hears the channels (else it would miss messages)."""
         try:
             return bool(await self._redis.ping()) and self._subscribed
-        except RedisError:
+        except _REDIS_ERRORS:
             return False
 
     async def append(self, message: Outgoing) -> tuple[int, bool]:
@@ -478,7 +569,7 @@ class RedisBroker:
                     "" if message.commit_epoch is None else str(message.commit_epoch + 1),
                 ],
             )
-        except RedisError as error:
+        except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
         if int(outcome) == 2:
             raise QuotaExceeded(message.sender)
@@ -489,14 +580,14 @@ class RedisBroker:
     async def latest_seq(self, room: str) -> int:
         try:
             value = await self._redis.get(self._k(room, "seq"))
-        except RedisError as error:
+        except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
         return int(value or 0)
 
     async def mls_epoch(self, room: str) -> int | None:
         try:
             value = await self._redis.get(self._k(room, "epoch"))
-        except RedisError as error:
+        except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
         return None if value is None else int(value)
 
@@ -505,7 +596,7 @@ class RedisBroker:
             entries: list[tuple[str, dict[str, str]]] = await self._redis.xrange(  # type: ignore[assignment]
                 self._k(room, "log"), min=f"({after}-0", count=limit
             )
-        except RedisError as error:
+        except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
         return [
             _stored(int(entry_id.split("-")[0]), fields["d"], fields["k"], fields["p"])
@@ -520,25 +611,29 @@ class RedisBroker:
                 keys=[self._k(room, "seq"), self._k(room, "admit")],
                 args=[self._idle_ms, *accounts],
             )
-        except RedisError as error:
+        except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
         return {account: int(point) for account, point in zip(accounts, points, strict=True)}
 
     async def spend_jti(self, jti: str, ttl_s: int, issued_at: float) -> bool:
         try:
             spent = await self._spend(
-                keys=[f"{self._prefix}:epoch", f"{self._prefix}:jti:{jti}"],
+                keys=list(self._jti_keys(jti)),
                 args=[repr(self._now()), repr(issued_at), max(1, ttl_s)],
             )
             return bool(spent)
-        except RedisError as error:
+        except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
 
     async def publish(self, event: events.Event) -> None:
         text = events.encode(event)
         change = admission_change(event)
         try:
-            if change is None:
+            room = getattr(event, "room", None)
+            if change is None and self._cluster is not None and isinstance(room, str):
+                # From the room's node, in order with its messages.
+                await self._publish_in_room(keys=[self._k(room, "seq")], args=[self._events, text])
+            elif change is None:
                 await self._redis.publish(self._events, text)
             else:
                 room, account, how = change
@@ -546,7 +641,7 @@ class RedisBroker:
                     keys=[self._k(room, "seq"), self._k(room, "admit")],
                     args=[how, account, self._idle_ms, self._events, text],
                 )
-        except RedisError as error:
+        except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
 
     async def set_online(self, room: str, device: str, online: bool) -> None:
@@ -556,7 +651,7 @@ class RedisBroker:
                 await self._redis.hset(key, device, self.instance)
             else:
                 await self._redis.hdel(key, device)
-        except RedisError as error:
+        except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
 
     async def online(self, room: str) -> set[str]:
@@ -565,8 +660,8 @@ class RedisBroker:
             instances = sorted(set(devices.values()))
             if not instances:
                 return set()
-            alive = await self._redis.mget([f"{self._prefix}:instance:{i}" for i in instances])
-        except RedisError as error:
+            alive = await self._redis.mget([self._instance_key(i) for i in instances])
+        except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
         live = {i for i, flag in zip(instances, alive, strict=True) if flag}
         return {device for device, instance in devices.items() if instance in live}
@@ -579,13 +674,13 @@ class RedisBroker:
     async def has_room(self, room: str) -> bool:
         try:
             return bool(await self._redis.exists(self._k(room, "seq"), self._k(room, "log")))
-        except RedisError as error:
+        except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
 
     async def drop_room(self, room: str) -> None:
         try:
             await self._redis.delete(*(self._k(room, what) for what in _ROOM_KEYS))
-        except RedisError as error:
+        except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
 
     async def forget(self, account_id: str, devices: Sequence[str], rooms: Sequence[str]) -> None:
@@ -601,7 +696,7 @@ class RedisBroker:
                 await self._redis.hdel(self._k(room, "online"), *devices)
                 await self._redis.hdel(self._k(room, "admit"), account_id)
                 await self._redis.hdel(self._k(room, "quota"), account_id, *devices)
-        except RedisError as error:
+        except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
 
     async def _names_erased(self, stream: str, erased: list[str]) -> bool:

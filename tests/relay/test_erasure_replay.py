@@ -18,14 +18,15 @@ from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection
 
 from app.core.config import Settings
-from tests.fixtures.redis_server import delete_prefix, dump_prefix, shared_redis, unique_prefix
+from tests.fixtures.redis_cluster import url_of
+from tests.fixtures.redis_server import delete_prefix, dump_prefix, unique_prefix
 from tests.fixtures.server import closed_with, open_socket, recv, recv_until
 from tests.relay.conftest import Practice
 
 NOBODY = {"account_id": "", "device_id": ""}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def settings(
     request: pytest.FixtureRequest, tmp_path: Path, database_url: str
 ) -> AsyncIterator[Settings]:
@@ -33,7 +34,7 @@ async def settings(
     if request.param == "memory":
         yield Settings(**base)
         return
-    url, prefix = await shared_redis(), unique_prefix()
+    url, prefix = await url_of(request, request.param), unique_prefix()
     yield Settings(**base, broker_url=url, broker_prefix=prefix)
     await delete_prefix(url, prefix)
 

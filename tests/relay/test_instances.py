@@ -1,19 +1,24 @@
-"""Two instances behind one database and one Redis: everything crosses within a second."""
+"""Two instances behind one database and one Redis (or Redis Cluster): everything
+crosses within a second."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from pathlib import Path
+from typing import Any
 
-from tests.fixtures.redis_server import shared_redis
+from app.core import mls
+from tests.fixtures.mls import private_message
 from tests.fixtures.server import closed_with, open_socket, recv, recv_until
 from tests.relay.cluster import cluster
 
 CROSS = 1.0  # seconds
 
 
-async def test_participants_on_two_instances_share_one_room(tmp_path: Path) -> None:
-    async with cluster(tmp_path, await shared_redis()) as group:
+async def test_participants_on_two_instances_share_one_room(tmp_path: Path, redis_url: str) -> None:
+    async with cluster(tmp_path, redis_url) as group:
         a, b = group.start("a"), group.start("b")
         on_a = await group.first_practice(a)
         on_b = await group.practice(b, on_a.admin, on_a.documents)
@@ -88,8 +93,10 @@ async def test_participants_on_two_instances_share_one_room(tmp_path: Path) -> N
         assert await closed_with(back, timeout=CROSS + 1) == 4010
 
 
-async def test_the_same_device_on_another_instance_replaces_the_first(tmp_path: Path) -> None:
-    async with cluster(tmp_path, await shared_redis()) as group:
+async def test_the_same_device_on_another_instance_replaces_the_first(
+    tmp_path: Path, redis_url: str
+) -> None:
+    async with cluster(tmp_path, redis_url) as group:
         a, b = group.start("a"), group.start("b")
         on_a = await group.first_practice(a)
         on_b = await group.practice(b, on_a.admin, on_a.documents)
@@ -104,9 +111,9 @@ async def test_the_same_device_on_another_instance_replaces_the_first(tmp_path: 
 
 
 async def test_a_consent_withdrawn_on_one_instance_sends_back_to_waiting_on_the_other(
-    tmp_path: Path,
+    tmp_path: Path, redis_url: str
 ) -> None:
-    async with cluster(tmp_path, await shared_redis()) as group:
+    async with cluster(tmp_path, redis_url) as group:
         a, b = group.start("a"), group.start("b")
         on_a = await group.first_practice(a)
         on_b = await group.practice(b, on_a.admin, on_a.documents)
@@ -139,3 +146,67 @@ async def test_a_consent_withdrawn_on_one_instance_sends_back_to_waiting_on_the_
         assert (await recv_until(back, "message", timeout=CROSS))["id"] == "h1"
         await host.close()
         await back.close()
+
+
+def commit(room_id: str, epoch: int) -> str:
+    """An MLS PrivateMessage of content type commit for the room's group (RFC 9420 §6)."""
+    raw = private_message(mls.room_group_id(room_id), epoch, 3, [b"", b"sender", b"ciphertext"])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def test_concurrent_commits_on_two_instances_one_per_epoch(
+    tmp_path: Path, redis_url: str
+) -> None:
+    async with cluster(tmp_path, redis_url) as group:
+        a, b = group.start("a"), group.start("b")
+        on_a = await group.first_practice(a)
+        on_b = await group.practice(b, on_a.admin, on_a.documents)
+        counselor = await on_a.counselor()
+        client = await on_b.client()
+        room = await on_a.room(counselor)
+        room_id = room["id"]
+        await on_a.invite(counselor, room_id, client)
+        host = await open_socket(on_a.base, room_id, await on_a.token(counselor, room_id))
+        assert (await recv(host))["state"] == "admitted"
+        await on_b.admit(counselor, room_id, client)
+        guest = await open_socket(on_b.base, room_id, await on_b.token(client, room_id))
+        assert (await recv(guest))["type"] == "welcome"
+
+        seen: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+
+        async def read_until(who: str, kinds: tuple[str, ...], frame_id: str) -> dict[str, Any]:
+            ws = host if who == "a" else guest
+            while True:
+                for frame in seen[who]:
+                    if frame.get("type") in kinds and frame.get("id") == frame_id:
+                        return frame
+                seen[who].append(await recv(ws, 5))
+
+        for epoch in range(3):
+            await asyncio.gather(
+                host.send(
+                    json.dumps(
+                        {"type": "send", "id": f"a{epoch}", "ciphertext": commit(room_id, epoch)}
+                    )
+                ),
+                guest.send(
+                    json.dumps(
+                        {"type": "send", "id": f"b{epoch}", "ciphertext": commit(room_id, epoch)}
+                    )
+                ),
+            )
+            results = await asyncio.gather(
+                read_until("a", ("ack", "error"), f"a{epoch}"),
+                read_until("b", ("ack", "error"), f"b{epoch}"),
+            )
+            assert sorted(r["type"] for r in results) == ["ack", "error"], results
+            (won,) = [r for r in results if r["type"] == "ack"]
+            (lost,) = [r for r in results if r["type"] == "error"]
+            assert (lost["code"], lost["epoch"]) == ("stale_epoch", epoch + 1)
+            assert won["seq"] == epoch + 1
+            # The winner's commit reaches the socket on the other instance.
+            loser, winner_id = (
+                ("b", f"a{epoch}") if lost["id"] == f"b{epoch}" else ("a", f"b{epoch}")
+            )
+            relayed = await read_until(loser, ("message",), winner_id)
+            assert relayed["seq"] == won["seq"]

@@ -16,7 +16,8 @@ from app.relay.broker import Broker, InProcessBroker, Outgoing, StaleEpoch
 from app.relay.redis_broker import RedisBroker
 from app.relay.room import _commit_epoch
 from tests.fixtures.mls import private_message, public_message
-from tests.fixtures.redis_server import delete_prefix, shared_redis, unique_prefix
+from tests.fixtures.redis_cluster import url_of
+from tests.fixtures.redis_server import delete_prefix, unique_prefix
 from tests.relay.roomworld import World
 from tests.relay.test_room import ROOM, pair, send
 
@@ -89,7 +90,7 @@ def test_a_commit_for_another_epoch_gets_stale_epoch_with_the_current_one() -> N
     assert ann.of("error")[-1]["epoch"] == 2
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
     async def ignore(*_: object) -> None:
         return None
@@ -100,7 +101,7 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
         yield memory
         await memory.close()
         return
-    url = await shared_redis()
+    url = await url_of(request, request.param)
     prefix = unique_prefix()
     redis = RedisBroker(url, prefix=prefix)
     await redis.start(ignore, ignore)
@@ -150,11 +151,11 @@ async def test_a_commit_refused_for_its_quota_does_not_move_the_epoch() -> None:
     assert (await memory.append(outgoing("r", "d", "c0", 0)))[0] == 1
 
 
-async def test_two_redis_instances_store_one_commit_per_epoch() -> None:
+async def test_two_redis_instances_store_one_commit_per_epoch(redis_url: str) -> None:
     async def ignore(*_: object) -> None:
         return None
 
-    url = await shared_redis()
+    url = redis_url
     prefix = unique_prefix()
     one, two = RedisBroker(url, prefix=prefix), RedisBroker(url, prefix=prefix)
     for instance in (one, two):

@@ -16,7 +16,8 @@ from websockets.asyncio.client import ClientConnection
 from app.core import mls
 from app.core.config import Settings
 from app.relay.room import WELCOME_REFUSED
-from tests.fixtures.redis_server import delete_prefix, shared_redis, unique_prefix
+from tests.fixtures.redis_cluster import url_of
+from tests.fixtures.redis_server import delete_prefix, unique_prefix
 from tests.fixtures.server import open_socket, recv, recv_until
 from tests.relay.conftest import Person, Practice
 from tests.relay.roomworld import World
@@ -78,7 +79,7 @@ def test_a_welcome_with_a_ref_not_handed_out_in_the_room_is_refused() -> None:
     assert host.open
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def settings(
     request: pytest.FixtureRequest, tmp_path: Path, database_url: str
 ) -> AsyncIterator[Settings]:
@@ -86,7 +87,7 @@ async def settings(
     if request.param == "memory":
         yield Settings(**base)
         return
-    url, prefix = await shared_redis(), unique_prefix()
+    url, prefix = await url_of(request, request.param), unique_prefix()
     yield Settings(**base, broker_url=url, broker_prefix=prefix)
     await delete_prefix(url, prefix)
 

@@ -20,7 +20,8 @@ from websockets.asyncio.client import ClientConnection
 
 from app.core.config import Settings
 from app.relay import hub
-from tests.fixtures.redis_server import delete_prefix, shared_redis, unique_prefix
+from tests.fixtures.redis_cluster import url_of
+from tests.fixtures.redis_server import delete_prefix, unique_prefix
 from tests.fixtures.server import open_socket, recv, recv_until
 from tests.relay.conftest import Person, Practice
 
@@ -31,7 +32,7 @@ def overrides() -> dict[str, Any]:
     return {}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def settings(
     request: pytest.FixtureRequest, tmp_path: Path, database_url: str, overrides: dict[str, Any]
 ) -> AsyncIterator[Settings]:
@@ -43,7 +44,7 @@ async def settings(
     if request.param == "memory":
         yield Settings(**base)
         return
-    url, prefix = await shared_redis(), unique_prefix()
+    url, prefix = await url_of(request, request.param), unique_prefix()
     yield Settings(**base, broker_url=url, broker_prefix=prefix)
     await delete_prefix(url, prefix)
 
