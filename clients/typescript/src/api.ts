@@ -254,6 +254,24 @@ export class Api {
     return (await response.json()) as T;
   }
 
+  /**
+   * Every item of a list: its pages one after the other, following the
+   * `X-Next-Cursor` each page carries while more follow (docs/PROTOCOL.md,
+   * "Conventions").
+   */
+  async #list<T>(path: string): Promise<T[]> {
+    const items: T[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: string =
+        cursor === null ? path : `${path}${path.includes("?") ? "&" : "?"}cursor=${encodeURIComponent(cursor)}`;
+      const response = await this.#call("GET", page);
+      items.push(...((await response.json()) as T[]));
+      cursor = response.headers.get("x-next-cursor");
+    } while (cursor !== null && cursor !== "");
+    return items;
+  }
+
   async #none(method: string, path: string, body?: Body): Promise<void> {
     const response = await this.#call(method, path, body);
     await response.body?.cancel();
@@ -328,7 +346,7 @@ export class Api {
   }
 
   devices(): Promise<DeviceOut[]> {
-    return this.#json("GET", "/v1/devices");
+    return this.#list("/v1/devices");
   }
 
   revokeDevice(deviceId: string): Promise<void> {
@@ -367,13 +385,13 @@ export class Api {
   /** `after`: an RFC 3339 time (the latest `at` seen). */
   keyChanges(after?: string): Promise<KeyChangeOut[]> {
     const query = after === undefined ? "" : `?after=${encodeURIComponent(after)}`;
-    return this.#json("GET", `/v1/me/key-changes${query}`);
+    return this.#list(`/v1/me/key-changes${query}`);
   }
 
   // -- invitations and consent ---------------------------------------------------------------
 
   invitations(): Promise<Invitation[]> {
-    return this.#json("GET", "/v1/me/invitations");
+    return this.#list("/v1/me/invitations");
   }
 
   acceptInvitation(invitationId: string): Promise<Room> {
@@ -393,13 +411,13 @@ export class Api {
   }
 
   myConsents(): Promise<Consent[]> {
-    return this.#json("GET", "/v1/me/consents");
+    return this.#list("/v1/me/consents");
   }
 
   // -- rooms ------------------------------------------------------------------------------------
 
   rooms(): Promise<Room[]> {
-    return this.#json("GET", "/v1/rooms");
+    return this.#list("/v1/rooms");
   }
 
   room(roomId: string): Promise<Room> {

@@ -137,3 +137,25 @@ test("a counselor's room: invite, decline, accept, admit, token, end", async () 
   await problem(client.api.iceServers(room.id), 409, "room_ended");
   await counselor.api.removeParticipant(room.id, client.id).catch((e: unknown) => assert.ok(e instanceof ProblemError));
 });
+
+test("a list longer than a page is read whole, by following X-Next-Cursor", async () => {
+  const counselor = await server.person("counselor");
+  const titles = ["one", "two", "three", "four", "five"];
+  for (const title of titles) await counselor.api.createRoom({ title, kind: "individual" });
+  // Pages of two, so that the five rooms take three pages.
+  const pages: string[] = [];
+  const small: typeof fetch = (input, init) => {
+    const url = new URL(String(input));
+    if (url.pathname === "/v1/rooms" && (init?.method ?? "GET") === "GET") {
+      url.searchParams.set("limit", "2");
+      pages.push(url.search);
+    }
+    return fetch(url, init);
+  };
+  const paged = new Api({ baseUrl: server.baseUrl, fetch: small });
+  await paged.login(counselor.email, counselor.password);
+  const rooms = await paged.rooms();
+  assert.deepEqual(rooms.map((r) => r.title).sort(), [...titles].sort());
+  assert.equal(pages.length, 3);
+  assert.equal(pages.filter((q) => q.includes("cursor=")).length, 2);
+});
