@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from app.core.db import create_engine
-from app.core.migrations import postgresql_lock, sqlite_lock
+from app.core.migrations import APPLIED, postgresql_lock, sqlite_lock
 from app.models import Base
 
 config = context.config
@@ -52,12 +52,17 @@ def _number(
 
 def _configure(connection: Connection) -> None:
     postgresql_lock(connection)
+    applied = config.attributes.get(APPLIED)
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         process_revision_directives=_number,
+        # The caller's list of the revisions this run applies, in order.
+        on_version_apply=(
+            None if applied is None else lambda *, step, **_: applied.append(step.up_revision_id)
+        ),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -58,13 +58,22 @@ def _migrate(settings: Settings) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     keys = load_keys(settings)  # a migration may re-seal rows (0004)
     try:
-        upgrade(settings.resolved_database_url, keys=(keys.keyring, keys.index_key))
+        applied = upgrade(settings.resolved_database_url, keys=(keys.keyring, keys.index_key))
     except CommandError as error:
         raise UnknownSchema(
             f"this release cannot migrate the database's schema ({error}); if a newer release "
             "migrated it, roll it back with that release's `alembic downgrade` "
             "(docs/operations.md, Upgrade and roll back)"
         ) from None
+    if applied:
+        log.info(
+            "database migrated: applied %d revision(s), now at %s",
+            len(applied),
+            applied[-1],
+            extra={"applied": applied},
+        )
+    else:
+        log.info("database schema is up to date")
 
 
 def _metrics_mode(settings: Settings) -> str:

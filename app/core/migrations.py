@@ -67,8 +67,19 @@ def alembic_config(
     return cfg
 
 
-def upgrade(url: str, revision: str = "head", keys: tuple[Keyring, bytes] | None = None) -> None:
-    command.upgrade(alembic_config(url, keys=keys), revision)
+#: `Config.attributes` key of a list that env.py fills with the revisions a run applies.
+APPLIED = "confide_applied"
+
+
+def upgrade(
+    url: str, revision: str = "head", keys: tuple[Keyring, bytes] | None = None
+) -> list[str]:
+    """Migrate to `revision`; the revisions applied, oldest first (none: it was there)."""
+    cfg = alembic_config(url, keys=keys)
+    applied: list[str] = []
+    cfg.attributes[APPLIED] = applied
+    command.upgrade(cfg, revision)
+    return applied
 
 
 def upgrade_on(
