@@ -29,6 +29,7 @@ from app.auth.service import Principal, live_account
 from app.consent.errors import ConsentNotPublished, ConsentRequired
 from app.consent.service import ConsentGate, consent_gate, required_kinds
 from app.core import audit, events, mls, webhooks
+from app.core.clock import Clock
 from app.core.codec import b64url_encode, is_id, new_id
 from app.core.context import Context
 from app.core.errors import Forbidden, NotFound, ValidationFailed
@@ -626,15 +627,108 @@ async def end_room(
     session: AsyncSession, ctx: Context, principal: Principal, room_id: str
 ) -> RoomState:
     state = await load_as_host(session, ctx.vault, room_id, principal.id)
-    if not state.room.ended:
-        state.room.ended = True
-        state.ended_at = ended_at = ctx.clock.now()
-        await _seal_details(session, ctx.vault, state)
-        await session.flush()
+    now = ctx.clock.now()
+    # A room the clock already ended (not yet marked by the scan) ended at `ends_at`.
+    at = min(now, state.ends_at) if state.ends_at is not None else now
+    if await _mark_ended(session, ctx.vault, state, at):
         emit(session, events.RoomEnded(room_id))
-        webhooks.announce(session, "room.ended", ended_at, room_id=room_id)
         record_on_room(session, "room.end", principal, state)
     return state
+
+
+async def _mark_ended(
+    session: AsyncSession, vault: Vault, state: RoomState, at: datetime, *, announce: bool = True
+) -> bool:
+    """Mark the room ended at `at` and announce `room.ended` (unless not `announce`):
+    True once per room.
+
+    A compare-and-set on the plain `ended` flag and the sealed details, so a
+    host's end and the scan of ended rooms (or two scans) announce it once.
+    """
+    if state.room.ended:
+        return False
+    old = state.room.details
+    state.ended_at = at
+    new = await _sealed_details(session, vault, state)
+    won = (
+        await session.execute(
+            update(Room)
+            .where(Room.id == state.room.id, Room.ended.is_(False), Room.details == old)
+            .values(ended=True, details=new)
+            .returning(Room.id)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one_or_none()
+    if won is None:
+        state.ended_at = None
+        return False
+    set_committed_value(state.room, "ended", True)
+    set_committed_value(state.room, "details", new)
+    if announce:
+        webhooks.announce(session, "room.ended", at, room_id=state.room.id)
+    return True
+
+
+#: Room id -> (its sealed details when last opened, the `ends_at` they held).
+EndsSeen = dict[str, tuple[bytes, datetime | None]]
+
+
+async def announce_ends(
+    session: AsyncSession, vault: Vault, clock: Clock, seen: EndsSeen, *, max_age: timedelta
+) -> int:
+    """Mark ended, and announce `room.ended` for, each room whose `ends_at` has passed.
+
+    Only rooms not yet marked ended are read (a host's end and this scan both
+    set the plain `ended` flag), and a room's details are opened only when
+    they changed since the caller's last scan: `seen` keeps, per open room,
+    its sealed details and the `ends_at` they held. At = the room's `ends_at`.
+    Once per room however many instances scan (`_mark_ended`). A room that
+    ended more than `max_age` ago (the age at which a delivery is given up:
+    rooms of before an upgrade, or of a time without the worker) is marked
+    ended without an announcement. The number announced.
+    """
+    now = clock.now()
+    announced = 0
+    rows = (
+        await session.execute(
+            select(Room.id, Room.details).where(
+                Room.ended.is_(False), Room.data_key_id.is_not(None)
+            )
+        )
+    ).all()
+    live: set[str] = set()
+    for room_id, details in rows:
+        live.add(room_id)
+        known = seen.get(room_id)
+        if known is not None and known[0] == details:
+            ends_at = known[1]
+        else:
+            room = await session.get(Room, room_id)
+            if room is None or room.data_key_id is None:
+                continue
+            try:
+                opened = await vault.open_json(
+                    session, room.data_key_id, Room.details, room.id, room.details
+                )
+            except DataKeyDestroyed:
+                seen[room_id] = (details, None)  # erased: nothing to announce
+                continue
+            ends_at = _time(opened.get("ends_at"))
+            seen[room_id] = (details, ends_at)
+        if ends_at is None or now < ends_at:
+            continue
+        room = await session.get(Room, room_id)
+        if room is None:
+            continue
+        state = await room_state(session, vault, room)
+        if state.ends_at is not None and now >= state.ends_at:
+            fresh = now - state.ends_at <= max_age
+            marked = await _mark_ended(session, vault, state, state.ends_at, announce=fresh)
+            if marked and fresh:
+                announced += 1
+    for room_id in set(seen) - live:
+        del seen[room_id]
+    return announced
 
 
 # -- admission -----------------------------------------------------------------

@@ -14,6 +14,10 @@ Who may send:
   `<database>.webhooks.lock` sends; the operating system releases it when
   the process dies.
 
+Before sending, it announces what only the clock decides: `incident.overdue`
+and `room.ended` for a room that reached its `ends_at` (each once, by a
+compare-and-set in the same transaction as the outbox rows).
+
 An attempt is a POST of the stored body with the Standard Webhooks headers
 (`webhook-id` the same on every attempt, a fresh `webhook-timestamp`, a fresh
 signature), no redirect followed, `CONFIDE_WEBHOOK_TIMEOUT_S` at most. A 2xx
@@ -42,6 +46,7 @@ from app.core.db import is_sqlite
 from app.core.errors import is_unavailable
 from app.incidents import service as incidents
 from app.models import DeliveryState
+from app.rooms import service as rooms
 from app.webhooks import service
 from app.webhooks.service import Attempt, DeliveryView, EndpointView
 from app.webhooks.signing import headers
@@ -87,6 +92,8 @@ class Deliverer:
         self._sqlite = is_sqlite(url)
         self._lock_path = sqlite_lock_path(url) if self._sqlite else None
         self._lock_fd: int | None = None
+        #: Per room not yet ended: its sealed details when last opened, and their `ends_at`.
+        self._room_ends: rooms.EndsSeen = {}
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -139,6 +146,14 @@ class Deliverer:
             return 0
         async with self.ctx.transaction() as session:
             await incidents.announce_overdue(session, self.ctx.vault, self.ctx.clock)
+        async with self.ctx.transaction() as session:
+            await rooms.announce_ends(
+                session,
+                self.ctx.vault,
+                self.ctx.clock,
+                self._room_ends,
+                max_age=timedelta(seconds=self.ctx.settings.webhook_max_age_s),
+            )
         attempts = 0
         for endpoint_id in endpoints:
             for _ in range(BATCH):
