@@ -106,7 +106,14 @@ async def asyncapi() -> Response:
     "/asyncapi.json",
     summary="The room socket's AsyncAPI 3.0 document, as JSON",
     response_class=Response,
-    responses={200: {"content": {"application/json": {}}}},
+    responses={
+        200: _example(
+            {"asyncapi": "3.0.0", "info": {"title": "Confide room socket", "version": "1"}}
+        )
+    },
 )
 async def asyncapi_json() -> Response:
+    """The same document as `/asyncapi.yaml`, converted to JSON (for tools that read JSON
+    only).
+    """
     return Response(_asyncapi_json(), media_type="application/json")

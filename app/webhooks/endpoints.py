@@ -10,6 +10,7 @@ from app.core import audit
 from app.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.pagination import PageDep, micros, paged
 from app.webhooks import service
 from app.webhooks.schemas import (
     AttemptOut,
@@ -61,13 +62,19 @@ async def create(
 @router.get(
     "/v1/admin/webhooks",
     response_model=list[WebhookOut],
-    responses=responses(Unauthorized, Forbidden),
+    responses=paged(responses(Unauthorized, Forbidden)),
     summary="Every webhook endpoint, oldest first (admin)",
+    description="Without their secrets. Paginated.",
 )
 async def list_webhooks(
-    admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    admin: AdminPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
 ) -> list[WebhookOut]:
-    return [_out(view) for view in await service.list_all(session, ctx)]
+    views = page.take(
+        await service.list_all(session, ctx),
+        lambda view: (micros(view.created_at), view.id),
+        ("webhooks", admin.id),
+    )
+    return [_out(view) for view in views]
 
 
 @router.get(
@@ -75,6 +82,7 @@ async def list_webhooks(
     response_model=WebhookOut,
     responses=responses(Unauthorized, Forbidden, NotFound),
     summary="One webhook endpoint (admin)",
+    description="Its URL, events and enabled flag; the secret is never shown again.",
 )
 async def get(
     webhook_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
@@ -114,6 +122,7 @@ async def patch(
     response_class=Response,
     responses=responses(Unauthorized, Forbidden, NotFound),
     summary="Delete a webhook endpoint and what waits for it (admin)",
+    description="Events not yet delivered to it are dropped; its delivery log goes with it.",
 )
 async def delete(
     webhook_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from app.core.schemas import Clean, RequestModel, ResponseModel
+from app.core.schemas import Clean, RequestModel, ResponseModel, with_example
 from app.core.webhooks import EventType
 
 URL_MAX = 2048
@@ -38,7 +38,28 @@ class PatchWebhook(RequestModel):
     enabled: bool | None = None
 
 
+_WEBHOOK: dict[str, object] = {
+    "id": "3f6c1e52-8a4d-4b7e-9c21-5d0e8f7a6b13",
+    "url": "https://hooks.example.org/confide",
+    "events": ["room.started", "room.ended"],
+    "enabled": True,
+    "created_at": "2026-11-24T09:00:00Z",
+    "updated_at": "2026-11-24T09:00:00Z",
+}
+_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+_DELIVERY: dict[str, object] = {
+    "id": "msg_2b1c7a0e9d8f4e3a",
+    "type": "room.started",
+    "state": "delivered",
+    "created_at": "2026-11-24T09:00:00Z",
+    "next_attempt_at": None,
+    "attempts": [{"at": "2026-11-24T09:00:01Z", "status_code": 204, "error": None}],
+}
+
+
 class WebhookOut(ResponseModel):
+    model_config = with_example(_WEBHOOK)
+
     id: str
     url: str
     events: list[EventType] = Field(description="Empty: every type.")
@@ -48,16 +69,22 @@ class WebhookOut(ResponseModel):
 
 
 class WebhookCreatedOut(WebhookOut):
+    model_config = with_example({**_WEBHOOK, "secret": _SECRET})
+
     secret: str = Field(
         description="`whsec_` + base64: shown only now; verify each `webhook-signature` with it."
     )
 
 
 class SecretOut(ResponseModel):
+    model_config = with_example({"secret": _SECRET})
+
     secret: str = Field(description="The new secret, shown only now; the old one stops at once.")
 
 
 class AttemptOut(ResponseModel):
+    model_config = with_example({"at": "2026-11-24T09:00:01Z", "status_code": 204, "error": None})
+
     at: datetime
     status_code: int | None = Field(description="The receiver's answer; null: no answer.")
     error: str | None = Field(
@@ -66,6 +93,8 @@ class AttemptOut(ResponseModel):
 
 
 class DeliveryOut(ResponseModel):
+    model_config = with_example(_DELIVERY)
+
     id: str = Field(description="The `webhook-id` header: the same on every attempt.")
     type: EventType
     state: Literal["pending", "delivered", "failed"]
@@ -75,6 +104,8 @@ class DeliveryOut(ResponseModel):
 
 
 class DeliveriesOut(ResponseModel):
+    model_config = with_example({"items": [_DELIVERY], "next_cursor": None})
+
     items: list[DeliveryOut] = Field(description="Newest first.")
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next page; null: no more."

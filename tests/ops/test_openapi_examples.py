@@ -106,6 +106,7 @@ def test_every_operation_has_a_description_and_its_security(document: dict[str, 
         "get /healthz",
         "get /readyz",
         "get /asyncapi.yaml",
+        "get /asyncapi.json",
         "get /.well-known/jwks.json",
         "post /v1/auth/token",
         "post /v1/auth/refresh",
@@ -184,6 +185,7 @@ PAGED = [
     "/v1/me/notices",
     "/v1/me/access-log",
     "/v1/admin/audit",
+    "/v1/admin/webhooks",
 ]
 
 
