@@ -29,40 +29,7 @@ class SignedHead(ResponseModel):
 
 
 class KeyLogOut(ResponseModel):
-    model_config = with_example(
-        {
-            "account_id": "0b8e3a52-5d3e-4c1a-9a53-3f0d2f7c9e11",
-            "entries": [
-                {
-                    "seq": 1,
-                    "kind": "identity_set",
-                    "device_id": None,
-                    "identity_key": examples.IDENTITY_KEY,
-                    "signing_key": None,
-                    "public_key": None,
-                    "signature": None,
-                    "prev_hash": examples.ZERO_HASH,
-                    "hash": examples.HASH_1,
-                },
-                {
-                    "seq": 2,
-                    "kind": "device_added",
-                    "device_id": "2f6a8c1e-4b3d-4a5f-8e7c-9d0b1a2c3e4f",
-                    "identity_key": None,
-                    "signing_key": examples.SIGNING_KEY,
-                    "public_key": examples.PUBLIC_KEY,
-                    "signature": examples.SIGNATURE,
-                    "prev_hash": examples.HASH_1,
-                    "hash": examples.HASH_2,
-                },
-            ],
-            "head": {
-                "seq": 2,
-                "hash": examples.HASH_2,
-                "jws": examples.JWS,
-            },
-        }
-    )
+    model_config = with_example(examples.KEY_LOG)
 
     account_id: str
     entries: list[KeyLogEntryOut]

@@ -86,34 +86,7 @@ class Export(ResponseModel):
                     "revoked_at": None,
                 }
             ],
-            "rooms": [
-                {
-                    "id": "7d2c9a4e-6b1f-4e8a-9c3d-1f5e7a9b2c40",
-                    "title": "Weekly session",
-                    "kind": "individual",
-                    "status": "scheduled",
-                    "starts_at": "2026-11-24T20:00:00Z",
-                    "ends_at": "2026-11-24T20:50:00Z",
-                    "max_participants": 2,
-                    "waiting_room": True,
-                    "locked": False,
-                    "participants": [
-                        {
-                            "account_id": "5e0c3d7a-1f7e-4b53-8d0c-2a4f6b9e8d10",
-                            "display_name": "Dr. Grace Hopper",
-                            "role": "host",
-                            "admitted": True,
-                        },
-                        {
-                            "account_id": "0b8e3a52-5d3e-4c1a-9a53-3f0d2f7c9e11",
-                            "display_name": "Ada",
-                            "role": "participant",
-                            "admitted": False,
-                        },
-                    ],
-                    "mls_group_id": "zQqphWFHtsW0_yt9_uXaIKo4JTCZ7xtKZKztIzya_ik",
-                }
-            ],
+            "rooms": [examples.ROOM],
             "consents": [
                 {
                     "document_id": "c4e1f2a3-b5d6-4e7f-8a9b-0c1d2e3f4a5b",
@@ -137,38 +110,7 @@ class Export(ResponseModel):
                     "action": "room.participant_add",
                 }
             ],
-            "key_log": {
-                "account_id": "0b8e3a52-5d3e-4c1a-9a53-3f0d2f7c9e11",
-                "entries": [
-                    {
-                        "seq": 1,
-                        "kind": "identity_set",
-                        "device_id": None,
-                        "identity_key": examples.IDENTITY_KEY,
-                        "signing_key": None,
-                        "public_key": None,
-                        "signature": None,
-                        "prev_hash": examples.ZERO_HASH,
-                        "hash": examples.HASH_1,
-                    },
-                    {
-                        "seq": 2,
-                        "kind": "device_added",
-                        "device_id": "2f6a8c1e-4b3d-4a5f-8e7c-9d0b1a2c3e4f",
-                        "identity_key": None,
-                        "signing_key": examples.SIGNING_KEY,
-                        "public_key": examples.PUBLIC_KEY,
-                        "signature": examples.SIGNATURE,
-                        "prev_hash": examples.HASH_1,
-                        "hash": examples.HASH_2,
-                    },
-                ],
-                "head": {
-                    "seq": 2,
-                    "hash": examples.HASH_2,
-                    "jws": examples.JWS,
-                },
-            },
+            "key_log": examples.KEY_LOG,
         }
     )
 

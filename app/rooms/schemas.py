@@ -126,34 +126,7 @@ class PendingInvitationOut(ResponseModel):
 
 
 class RoomOut(ResponseModel):
-    model_config = with_example(
-        {
-            "id": "7d2c9a4e-6b1f-4e8a-9c3d-1f5e7a9b2c40",
-            "title": "Weekly session",
-            "kind": "individual",
-            "status": "scheduled",
-            "starts_at": "2026-11-24T20:00:00Z",
-            "ends_at": "2026-11-24T20:50:00Z",
-            "max_participants": 2,
-            "waiting_room": True,
-            "locked": False,
-            "participants": [
-                {
-                    "account_id": "5e0c3d7a-1f7e-4b53-8d0c-2a4f6b9e8d10",
-                    "display_name": "Dr. Grace Hopper",
-                    "role": "host",
-                    "admitted": True,
-                },
-                {
-                    "account_id": "0b8e3a52-5d3e-4c1a-9a53-3f0d2f7c9e11",
-                    "display_name": "Ada",
-                    "role": "participant",
-                    "admitted": False,
-                },
-            ],
-            "mls_group_id": "zQqphWFHtsW0_yt9_uXaIKo4JTCZ7xtKZKztIzya_ik",
-        }
-    )
+    model_config = with_example(examples.ROOM)
 
     id: str
     title: str
