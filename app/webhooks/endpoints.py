@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Response, status
 
 from app.auth.dependencies import AdminPrincipal
 from app.auth.service import Principal
@@ -15,7 +13,6 @@ from app.webhooks import service
 from app.webhooks.schemas import (
     AttemptOut,
     CreateWebhook,
-    DeliveriesOut,
     DeliveryOut,
     PatchWebhook,
     SecretOut,
@@ -148,22 +145,23 @@ async def rotate_secret(
 
 @router.get(
     f"{WEBHOOK}/deliveries",
-    response_model=DeliveriesOut,
-    responses=responses(Unauthorized, Forbidden, NotFound, ValidationFailed),
+    response_model=list[DeliveryOut],
+    responses=paged(responses(Unauthorized, Forbidden, NotFound, ValidationFailed)),
     summary="The endpoint's delivery log, newest first (admin)",
-    description="Each event's attempts with their status codes, its state and its next retry.",
+    description="Each event's attempts with their status codes, its state and its next retry. "
+    "Paginated.",
 )
 async def deliveries(
-    webhook_id: str,
-    admin: AdminPrincipal,
-    session: SessionDep,
-    ctx: ContextDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=32)] = None,
-) -> DeliveriesOut:
-    views, following = await service.deliveries(
-        session, ctx, webhook_id, limit=limit, cursor=cursor
+    webhook_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
+) -> list[DeliveryOut]:
+    scope = ("webhook-deliveries", admin.id, webhook_id)
+    after = page.position(scope)
+    before = None if after is None else int(after[0])
+    views, more = await service.deliveries(
+        session, ctx, webhook_id, limit=page.limit, before=before
     )
+    if more and views:
+        page.next_after(scope, (views[-1].seq,))
     audit.record(
         session,
         "webhook.deliveries_read",
@@ -172,20 +170,16 @@ async def deliveries(
         target=webhook_id,
         details={"count": len(views)},
     )
-    return DeliveriesOut(
-        items=[
-            DeliveryOut(
-                id=v.id,
-                type=v.type,
-                state=v.state.value,
-                created_at=v.created_at,
-                next_attempt_at=v.next_attempt_at,
-                attempts=[
-                    AttemptOut(at=a.at, status_code=a.status_code, error=a.error)
-                    for a in v.attempts
-                ],
-            )
-            for v in views
-        ],
-        next_cursor=following,
-    )
+    return [
+        DeliveryOut(
+            id=v.id,
+            type=v.type,
+            state=v.state.value,
+            created_at=v.created_at,
+            next_attempt_at=v.next_attempt_at,
+            attempts=[
+                AttemptOut(at=a.at, status_code=a.status_code, error=a.error) for a in v.attempts
+            ],
+        )
+        for v in views
+    ]

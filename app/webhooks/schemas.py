@@ -101,12 +101,3 @@ class DeliveryOut(ResponseModel):
     created_at: datetime
     next_attempt_at: datetime | None = Field(description="Null once delivered or failed.")
     attempts: list[AttemptOut]
-
-
-class DeliveriesOut(ResponseModel):
-    model_config = with_example({"items": [_DELIVERY], "next_cursor": None})
-
-    items: list[DeliveryOut] = Field(description="Newest first.")
-    next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null: no more."
-    )

@@ -321,23 +321,21 @@ async def _open_delivery(session: AsyncSession, vault: Vault, row: WebhookDelive
 
 
 async def deliveries(
-    session: AsyncSession, ctx: Context, endpoint_id: str, *, limit: int, cursor: str | None
-) -> tuple[list[DeliveryView], str | None]:
-    """The endpoint's delivery log, newest first, a page of `limit` after `cursor`."""
+    session: AsyncSession, ctx: Context, endpoint_id: str, *, limit: int, before: int | None
+) -> tuple[list[DeliveryView], bool]:
+    """The endpoint's delivery log, newest first: `limit` deliveries older than `before`
+    (a delivery's `seq`; None: from the newest), and whether older ones follow."""
     row = await _load(session, endpoint_id)
     query = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == row.id)
-    if cursor is not None:
-        if not cursor.isdigit() or len(cursor) > 18:
-            raise ValidationFailed("cursor is not one this server gave.")
-        query = query.where(WebhookDelivery.seq < int(cursor))
+    if before is not None:
+        query = query.where(WebhookDelivery.seq < before)
     rows = list(
         (await session.execute(query.order_by(WebhookDelivery.seq.desc()).limit(limit + 1)))
         .scalars()
         .all()
     )
-    more = len(rows) > limit
     views = [await _open_delivery(session, ctx.vault, r) for r in rows[:limit]]
-    return views, (str(views[-1].seq) if more and views else None)
+    return views, len(rows) > limit
 
 
 async def enabled_endpoints(session: AsyncSession) -> list[str]:

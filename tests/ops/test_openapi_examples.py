@@ -186,6 +186,7 @@ PAGED = [
     "/v1/me/access-log",
     "/v1/admin/audit",
     "/v1/admin/webhooks",
+    "/v1/admin/webhooks/{webhook_id}/deliveries",
 ]
 
 

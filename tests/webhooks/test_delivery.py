@@ -101,8 +101,9 @@ class Practice:
 
 
 def deliveries(practice: Practice, admin: str, hook: str) -> list[dict[str, Any]]:
-    page = practice.call("GET", f"/v1/admin/webhooks/{hook}/deliveries?limit=100", admin)
-    items: list[dict[str, Any]] = page["items"]
+    items: list[dict[str, Any]] = practice.call(
+        "GET", f"/v1/admin/webhooks/{hook}/deliveries?limit=100", admin
+    )
     return items[::-1]  # oldest first
 
 

@@ -49,7 +49,7 @@ async def _room_ended(ctx: Context, room_id: str) -> None:
 
 async def _log(ctx: Context, endpoint_id: str) -> list[service.DeliveryView]:
     async with ctx.transaction() as session:
-        views, _ = await service.deliveries(session, ctx, endpoint_id, limit=500, cursor=None)
+        views, _ = await service.deliveries(session, ctx, endpoint_id, limit=500, before=None)
     return views[::-1]
 
 
