@@ -21,7 +21,6 @@ reordering breaks the chain at the first affected `seq`.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -63,7 +62,6 @@ class AuditLog:
         self._vault = vault
         self._clock = clock
         self._sqlite = sqlite
-        self._lock = asyncio.Lock()
         # The next slot of recent targets: appends run under the chain's lock,
         # and `Slots.count` checks a hint with one look-up before trusting it.
         self._next_slot: dict[str, int] = {}
@@ -75,9 +73,14 @@ class AuditLog:
             await session.commit()
             return
         if self._sqlite:
-            async with self._lock:
-                await self._append(session, pending)
-                await session.commit()
+            # SQLite's write lock first (a write that changes nothing takes it, and
+            # waits for it), then the head: one writer at a time in every process.
+            # No lock of this process: a unit of work that already wrote holds
+            # SQLite's lock, and waiting here for another task that waits for it
+            # would hold both until the busy timeout.
+            await session.execute(text("UPDATE audit_log SET seq = seq WHERE 1 = 0"))
+            await self._append(session, pending)
+            await session.commit()
         else:
             await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
             await self._append(session, pending)

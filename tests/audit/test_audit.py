@@ -7,6 +7,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from app.core import audit
 from app.core.context import Context
 from tests.fixtures.accounts import PASSWORD, User, register_client, unique_email
 
@@ -133,3 +134,38 @@ async def test_audit_rows_hold_no_plain_ids(
     assert user.id.encode() not in dump
     assert admin.id.encode() not in dump
     assert b"account.read" not in dump
+
+
+async def test_a_unit_of_work_that_wrote_before_its_commit_does_not_lock_out_another(
+    client: httpx.AsyncClient, admin: User, ctx: Context
+) -> None:
+    """Two units of work with audit entries, one of which wrote before its commit (it
+    holds SQLite's write lock from then on), the other committing meanwhile: both
+    commit, at once, and the chain stays whole. A lock of the process taken at commit
+    would be waited for by the first while the second, holding it, waits for SQLite's
+    write lock: each waiting on the other until the busy timeout failed one."""
+    wrote = asyncio.Event()
+    release = asyncio.Event()
+
+    async def wrote_first() -> None:
+        async with ctx.transaction() as session:
+            # Any write takes SQLite's lock until the commit (a no-op on PostgreSQL).
+            await session.execute(text("UPDATE accounts SET id = id WHERE 1 = 0"))
+            audit.record(session, "test.first", actor_id=None, actor_role="cli")
+            wrote.set()
+            await release.wait()
+
+    async def commits_meanwhile() -> None:
+        await wrote.wait()
+        async with ctx.transaction() as session:
+            audit.record(session, "test.second", actor_id=None, actor_role="cli")
+
+    first = asyncio.create_task(wrote_first())
+    second = asyncio.create_task(commits_meanwhile())
+    await wrote.wait()
+    # Let the second reach its commit and wait there (in SQLite's busy handler).
+    await asyncio.sleep(0.3)
+    release.set()
+    async with asyncio.timeout(4):  # under SQLite's 5 s busy timeout
+        await asyncio.gather(first, second)
+    assert (await verify(client, admin))["ok"] is True
