@@ -17,7 +17,7 @@ import type { Room } from "../../src/room.js";
 import type { WebSocketLike } from "../../src/socket.js";
 import { MemoryStore, sealedStore } from "../../src/store.js";
 import { type TestServer, startServer } from "../support/server.js";
-import { type Member, invite, joinReady, member, soon, texts, until, waitFor } from "../support/session.js";
+import { type Member, joinReady, member, openRoom, texts, until, waitFor } from "../support/session.js";
 
 let server: TestServer;
 before(async () => {
@@ -32,16 +32,7 @@ test("a group session: admission, messages all ways, a removal the removed devic
   const counselor = await member(server, await server.person("counselor"));
   const alice = await member(server, await server.person("client"));
   const bob = await member(server, await server.person("client"));
-  const created = await counselor.person.api.createRoom({
-    title: "Tuesday group",
-    kind: "group",
-    starts_at: soon(-1),
-    ends_at: soon(60),
-    waiting_room: true,
-  });
-  const roomId = created.id;
-  await invite(server, counselor.person, roomId, alice);
-  await invite(server, counselor.person, roomId, bob);
+  const roomId = await openRoom(counselor, [alice, bob], { title: "Tuesday group", kind: "group", waitingRoom: true });
 
   const host = await joinReady(counselor, roomId);
   const heardByHost = texts(host);
@@ -156,16 +147,9 @@ test("a dropped socket reconnects by itself and resumes: nothing sent meanwhile 
   await client.login(person.email, person.password);
   await client.ensureDevice("node");
   const guest: Member = { person, client, store, sent: [] };
-  const created = await counselor.person.api.createRoom({
-    title: "One to one",
-    kind: "individual",
-    starts_at: soon(-1),
-    ends_at: soon(60),
-    waiting_room: false,
-  });
-  await invite(server, counselor.person, created.id, guest);
-  const host = await joinReady(counselor, created.id);
-  const room = await joinReady(guest, created.id);
+  const roomId = await openRoom(counselor, [guest], { title: "One to one", kind: "individual", waitingRoom: false });
+  const host = await joinReady(counselor, roomId);
+  const room = await joinReady(guest, roomId);
   const heard = texts(room);
   await host.send("before the drop");
   await until(() => heard.length === 1, "the first message");
@@ -188,15 +172,7 @@ test("a dropped socket reconnects by itself and resumes: nothing sent meanwhile 
 async function withdrawAndReturn(waitingRoom: boolean): Promise<void> {
   const counselor = await member(server, await server.person("counselor"));
   const client = await member(server, await server.person("client"));
-  const created = await counselor.person.api.createRoom({
-    title: "One to one",
-    kind: "individual",
-    starts_at: soon(-1),
-    ends_at: soon(60),
-    waiting_room: waitingRoom,
-  });
-  const roomId = created.id;
-  await invite(server, counselor.person, roomId, client);
+  const roomId = await openRoom(counselor, [client], { title: "One to one", kind: "individual", waitingRoom });
   const host = await joinReady(counselor, roomId);
   let first: Room;
   if (waitingRoom) {

@@ -84,16 +84,33 @@ export async function joinReady(m: Member, roomId: string): Promise<Room> {
   return room;
 }
 
-export async function invite(server: TestServer, host: Person, roomId: string, guest: Member): Promise<void> {
+/** Makes `guest` a participant: the host invites by email, the guest accepts it and every consent. */
+async function invite(host: Person, roomId: string, guest: Member): Promise<void> {
   await host.api.addParticipant(roomId, { email: guest.person.email });
   const [invitation] = await guest.client.invitations();
   assert.ok(invitation, "the invitation reaches the client");
   await guest.client.acceptInvitation(invitation.id);
   for (const document of await guest.client.consentsToAccept()) await guest.client.acceptConsent(document.id);
-  void server;
 }
 
-export function soon(minutes: number): string {
+/** A room of `host`'s from a minute ago for an hour, with `guests` as its participants; its id. */
+export async function openRoom(
+  host: Member,
+  guests: readonly Member[],
+  room: { title: string; kind: "individual" | "group"; waitingRoom: boolean },
+): Promise<string> {
+  const created = await host.person.api.createRoom({
+    title: room.title,
+    kind: room.kind,
+    starts_at: soon(-1),
+    ends_at: soon(60),
+    waiting_room: room.waitingRoom,
+  });
+  for (const guest of guests) await invite(host.person, created.id, guest);
+  return created.id;
+}
+
+function soon(minutes: number): string {
   return new Date(Date.now() + minutes * 60_000).toISOString();
 }
 
