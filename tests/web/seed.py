@@ -1,16 +1,16 @@
-"""A practice for the browser story, seeded over REST on a running server: an
-admin (from the command line), the published consent documents, a counselor, a
-client, and a room starting now that the counselor invited the client to by email."""
+"""A practice for the browser story, seeded on a running server as the README's
+walk-through does it: an admin (from the command line), then `app.demo` over REST
+(the consent documents, a counselor, a client, and a room starting now that the
+counselor invited the client to by email)."""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
-from tests.fixtures.processes import Server, new_user
+from app import demo
+from tests.fixtures.processes import Server
 
-CONSENTS = {"informed_consent": "Informed consent", "telehealth": "Online sessions"}
+CONSENTS = {kind: title for kind, (title, _) in demo.DOCUMENTS.items()}
 
 
 @dataclass(frozen=True)
@@ -39,64 +39,26 @@ class Seed:
         }
 
 
-def iso(moment: datetime) -> str:
-    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
 def seed(server: Server) -> Seed:
-    admin_email, admin_password, _ = new_user("admin")
+    tag = demo.new_tag()
+    admin = demo.admin_login(tag)
     created = server.cli(
-        "admin", "create", "--email", admin_email, "--password-stdin", stdin=admin_password
+        "admin", "create", "--email", admin.email, "--password-stdin", stdin=admin.password
     )
     assert created.returncode == 0, created.stderr
-    admin = bearer(server.login(admin_email, admin_password)["access_token"])
-    for kind, title in CONSENTS.items():
-        body = {"kind": kind, "locale": "en", "title": title, "body": f"The {title.lower()} text."}
-        published = server.http.post("/v1/consent-documents", json=body, headers=admin)
-        assert published.status_code == 201, published.text
-
-    counselor_email, counselor_password, counselor_name = new_user("counselor")
-    account = {"email": counselor_email, "password": counselor_password}
-    made = server.http.post(
-        "/v1/admin/accounts",
-        json={**account, "display_name": counselor_name, "role": "counselor"},
-        headers=admin,
-    )
-    assert made.status_code == 201, made.text
-    client_email, client_password, client_name = new_user("client")
-    server.register(client_email, client_password, client_name)
-
-    host = bearer(server.login(counselor_email, counselor_password)["access_token"])
-    now = datetime.now(UTC)
-    title = f"Session {secrets.token_hex(4)}"
-    room = server.http.post(
-        "/v1/rooms",
-        json={
-            "title": title,
-            "kind": "individual",
-            "starts_at": iso(now),
-            "ends_at": iso(now + timedelta(hours=1)),
-        },
-        headers=host,
-    )
-    assert room.status_code == 201, room.text
-    room_id: str = room.json()["id"]
-    invited = server.http.post(
-        f"/v1/rooms/{room_id}/participants", json={"email": client_email}, headers=host
-    )
-    assert invited.status_code == 202, invited.text
+    made = demo.seed(server.http, admin, tag)
     return Seed(
-        base_url=f"http://127.0.0.1:{server.port}",
-        counselor_email=counselor_email,
-        counselor_password=counselor_password,
-        counselor_name=counselor_name,
-        client_email=client_email,
-        client_password=client_password,
-        client_name=client_name,
-        room_id=room_id,
-        room_title=title,
+        base_url=made.base_url,
+        counselor_email=made.counselor.email,
+        counselor_password=made.counselor.password,
+        counselor_name=made.counselor.display_name,
+        client_email=made.client.email,
+        client_password=made.client.password,
+        client_name=made.client.display_name,
+        room_id=made.room_id,
+        room_title=made.room_title,
     )
