@@ -12,7 +12,6 @@ import re
 import secrets
 import stat
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,7 +107,8 @@ def test_readme_flow(shared_server: Server) -> None:
 
 def test_production_without_keys_refuses_to_start(tmp_path: Path) -> None:
     backend = Backend("sqlite", tmp_path / "data")
-    started = time.monotonic()
+    # It exits (the timeout would raise), rather than serving: no wall-clock bound,
+    # which a loaded machine would break.
     result = subprocess.run(
         [str(CONFIDE), "serve", "--host", "127.0.0.1", "--port", str(free_port())],
         env=backend.env(CONFIDE_ENV="production"),
@@ -119,7 +119,6 @@ def test_production_without_keys_refuses_to_start(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode != 0
-    assert time.monotonic() - started < 15
     assert "CONFIDE_MASTER_KEYS" in result.stderr
     assert DEV_KEY_WARNING not in result.stderr + result.stdout
     assert not (backend.data_dir / "keys").exists()
