@@ -38,6 +38,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
+from app.auth import factors
 from app.auth.service import Principal, remove_families
 from app.consent import service as consent
 from app.core import audit
@@ -212,6 +213,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
     # log-ins, devices (public keys included), memberships, and the rows
     # sealed under their key (which the key's destruction shreds anyway).
     sessions = await remove_families(session, ctx, account)
+    await factors.remove_all(session, ctx, account)
     removed = devices.Removed(active=[], every=[])
     if key_id is not None:
         # Other participants' apps stop encrypting to the devices, then see
