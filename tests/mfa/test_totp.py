@@ -18,7 +18,8 @@ async def test_totp_enrolment_and_two_step_log_in(
     assert claims_of(client_user.access_token)["amr"] == ["pwd"]
     secret, confirmed = await enrol_totp(client, client_user, clock)
     assert len(confirmed["recovery_codes"]) == 10
-    assert confirmed["factor"]["kind"] == "totp" and confirmed["factor"]["confirmed"]
+    assert confirmed["factor"]["kind"] == "totp"
+    assert confirmed["factor"]["confirmed"]
     claims = claims_of(client_user.access_token)
     assert claims["amr"] == ["pwd", "otp", "mfa"]
     assert claims["auth_time"] == int(clock.time())
@@ -47,13 +48,15 @@ async def test_totp_enrolment_and_two_step_log_in(
     again = await complete(
         client, challenge["mfa_token"], method="totp", code=totp_code(secret, clock)
     )
-    assert again.status_code == 401 and again.json()["code"] == "token_invalid"
+    assert again.status_code == 401
+    assert again.json()["code"] == "token_invalid"
     # The same code, replayed in a new log-in, is refused.
     clock.advance(-30)
     replay = await complete(
         client, (await password_step(client, client_user))["mfa_token"], method="totp", code=code
     )
-    assert replay.status_code == 401 and replay.json()["code"] == "invalid_mfa"
+    assert replay.status_code == 401
+    assert replay.json()["code"] == "invalid_mfa"
 
 
 async def test_a_wrong_confirmation_code_changes_nothing(
@@ -65,7 +68,8 @@ async def test_a_wrong_confirmation_code_changes_nothing(
         json={"code": "000000" if totp_code(started.json()["secret"], clock) != "000000" else "1"},
         headers=client_user.auth,
     )
-    assert wrong.status_code == 401 and wrong.json()["code"] == "invalid_mfa"
+    assert wrong.status_code == 401
+    assert wrong.json()["code"] == "invalid_mfa"
     # No factor confirmed: the password alone still logs in.
     response = await client.post(
         "/v1/auth/token", data={"username": client_user.email, "password": client_user.password}
@@ -93,7 +97,8 @@ async def test_a_recovery_code_works_once_and_regenerating_voids_the_old_set(
         method="recovery_code",
         code=first,
     )
-    assert used.status_code == 401 and used.json()["code"] == "invalid_mfa"
+    assert used.status_code == 401
+    assert used.json()["code"] == "invalid_mfa"
     listed = await client.get("/v1/me/factors", headers=client_user.auth)
     assert listed.json()["recovery_codes_remaining"] == 9
 
@@ -126,7 +131,8 @@ async def test_second_factor_attempts_are_throttled(
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
     for _ in range(ctx.settings.login_max_failures_per_account):
         refused = await complete(client, mfa_token, method="totp", code=wrong)
-        assert refused.status_code == 401 and refused.json()["code"] == "invalid_mfa"
+        assert refused.status_code == 401
+        assert refused.json()["code"] == "invalid_mfa"
     throttled = await complete(client, mfa_token, method="totp", code=right)
     assert throttled.status_code == 429
     assert int(throttled.headers["Retry-After"]) > 0
@@ -160,7 +166,8 @@ async def test_a_second_factor_needs_a_step_up_and_deleting_one_too(
     secret, confirmed = await enrol_totp(client, client_user, clock)
     clock.advance(601)
     refused = await client.post("/v1/me/factors/totp", json={}, headers=client_user.auth)
-    assert refused.status_code == 401 and refused.json()["code"] == "step_up_required"
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "step_up_required"
     deleted = await client.delete(
         f"/v1/me/factors/{confirmed['factor']['id']}", headers=client_user.auth
     )
