@@ -36,8 +36,8 @@ from typing import Any, cast
 import httpx
 from sqlalchemy import text
 
-from app.core.codec import b64url_encode
 from app.core.clock import FrozenClock
+from app.core.codec import b64url_encode
 from app.core.context import Context
 from app.models import Base, Role
 from tests.fixtures.accounts import User, make_account, register_client

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 
 from app.auth.dependencies import CurrentPrincipal, EnrolmentPrincipal
-from app.auth.factors import WEBAUTHN, Factor
 from app.auth.schemas import TokenPair
 from app.core.errors import (
     Conflict,
@@ -24,7 +23,6 @@ from app.mfa.schemas import (
     Enrolled,
     FactorAttempt,
     FactorList,
-    FactorOut,
     MfaLogin,
     MfaOptionsRequest,
     RecoveryCodes,
@@ -32,6 +30,7 @@ from app.mfa.schemas import (
     StartTotp,
     StepUpRequest,
     TotpStarted,
+    factor_out,
 )
 from app.mfa.service import FactorProof, SpendJti
 from app.web.deps import ContextDep, SessionDep
@@ -50,19 +49,9 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _factor(factor: Factor) -> FactorOut:
-    return FactorOut(
-        id=factor.id,
-        kind="webauthn" if factor.kind == WEBAUTHN else "totp",
-        label=str(factor.data.get("label", "")),
-        created_at=factor.created_at,
-        confirmed=factor.confirmed,
-    )
-
-
 def _enrolled(done: service.Enrolled) -> Enrolled:
     return Enrolled(
-        factor=_factor(done.factor),
+        factor=factor_out(done.factor),
         recovery_codes=done.recovery_codes,
         access_token=done.access_token,
         expires_in=done.expires_in,
@@ -91,7 +80,7 @@ async def list_factors(
     """The caller's TOTP and passkey factors (confirmed or not) and how many recovery codes are
     left. Open to an account that must still enrol (403 `mfa_enrolment_required` elsewhere)."""
     found, remaining = await service.list_factors(session, ctx, principal.account)
-    return FactorList(factors=[_factor(f) for f in found], recovery_codes_remaining=remaining)
+    return FactorList(factors=[factor_out(f) for f in found], recovery_codes_remaining=remaining)
 
 
 @router.post(

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
+from app.auth.factors import WEBAUTHN, Factor
 from app.core import examples
 from app.core.passwords import MAX_LENGTH
 from app.core.schemas import Clean, RequestModel, ResponseModel, with_example
@@ -37,6 +38,16 @@ class FactorOut(ResponseModel):
     label: str
     created_at: datetime
     confirmed: bool
+
+
+def factor_out(factor: Factor) -> FactorOut:
+    return FactorOut(
+        id=factor.id,
+        kind="webauthn" if factor.kind == WEBAUTHN else "totp",
+        label=str(factor.data.get("label", "")),
+        created_at=factor.created_at,
+        confirmed=factor.confirmed,
+    )
 
 
 class FactorList(ResponseModel):

@@ -67,6 +67,11 @@ async def test_with_a_factor_the_step_up_needs_the_factor(
     assert stepped.status_code == 200, stepped.text
     assert claims_of(stepped.json()["access_token"])["amr"] == ["pwd", "otp", "mfa"]
     fresh = {"Authorization": f"Bearer {stepped.json()['access_token']}"}
-    assert (await client.get("/v1/me/export", headers=fresh)).status_code == 200
+    exported = await client.get("/v1/me/export", headers=fresh)
+    assert exported.status_code == 200
+    # The export lists the factor, never its secret.
+    assert exported.json()["factors"]["recovery_codes_remaining"] == 10
+    assert [f["kind"] for f in exported.json()["factors"]["factors"]] == ["totp"]
+    assert secret not in exported.text
     # The log-in's refreshed tokens carry the step-up's auth_time forward.
     assert claims_of(stepped.json()["access_token"])["auth_time"] == int(clock.time())
