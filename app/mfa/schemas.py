@@ -16,6 +16,25 @@ ShortToken = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 #: A PublicKeyCredential as `JSON.stringify` gives it (WebAuthn Level 3 `toJSON()`).
 Credential = dict[str, Any]
 
+_FACTOR = {
+    "id": "0f6c5e1a-3f5b-4b6e-9d7a-2c1e8b4a9f30",
+    "kind": "totp",
+    "label": "Authenticator app",
+    "created_at": "2026-12-01T19:00:00Z",
+    "confirmed": True,
+}
+_RECOVERY = [f"k7qm-2xa9-p4tr-{n}bzw" for n in "abcdefghjk"]
+_CREATION_OPTIONS = {
+    "rp": {"name": "Confide", "id": "confide.example.org"},
+    "user": {"id": "MGY2YzVlMWE", "name": "ada@example.org", "displayName": "Ada"},
+    "challenge": "q1a6JZk9dN0v1mM3hQyH2w",
+    "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
+    "timeout": 60000,
+    "excludeCredentials": [],
+    "authenticatorSelection": {"residentKey": "preferred", "userVerification": "preferred"},
+    "attestation": "none",
+}
+
 _PASSKEY_HINT = (
     "the PublicKeyCredential from navigator.credentials.create()/get(), as JSON "
     "(id, rawId, type, response with base64url fields)"
@@ -23,15 +42,7 @@ _PASSKEY_HINT = (
 
 
 class FactorOut(ResponseModel):
-    model_config = with_example(
-        {
-            "id": "0f6c5e1a-3f5b-4b6e-9d7a-2c1e8b4a9f30",
-            "kind": "totp",
-            "label": "Authenticator app",
-            "created_at": "2026-12-01T19:00:00Z",
-            "confirmed": True,
-        }
-    )
+    model_config = with_example(_FACTOR)
 
     id: str
     kind: Literal["totp", "webauthn"]
@@ -51,6 +62,8 @@ def factor_out(factor: Factor) -> FactorOut:
 
 
 class FactorList(ResponseModel):
+    model_config = with_example({"factors": [_FACTOR], "recovery_codes_remaining": 10})
+
     factors: list[FactorOut]
     recovery_codes_remaining: int = Field(description="unused recovery codes left")
 
@@ -78,6 +91,16 @@ class ConfirmTotp(RequestModel):
 
 
 class Enrolled(ResponseModel):
+    model_config = with_example(
+        {
+            "factor": _FACTOR,
+            "recovery_codes": _RECOVERY,
+            "access_token": examples.JWS,
+            "token_type": "bearer",
+            "expires_in": 900,
+        }
+    )
+
     factor: FactorOut
     recovery_codes: list[str] | None = Field(
         default=None,
@@ -89,6 +112,8 @@ class Enrolled(ResponseModel):
 
 
 class CeremonyOptions(ResponseModel):
+    model_config = with_example({"options": _CREATION_OPTIONS, "challenge_token": examples.JWS})
+
     options: dict[str, Any] = Field(
         description="PublicKeyCredentialCreationOptions or RequestOptions, as JSON"
     )
@@ -102,6 +127,8 @@ class RegisterPasskey(RequestModel):
 
 
 class RecoveryCodes(ResponseModel):
+    model_config = with_example({"recovery_codes": _RECOVERY})
+
     recovery_codes: list[str]
 
 
