@@ -268,6 +268,20 @@ class Settings(BaseSettings):
         """Whether counselors and admins must have a second factor."""
         return self.mfa_required if self.mfa_required is not None else self.is_production
 
+    def production_webauthn_missing(self) -> str | None:
+        """What production lacks to verify passkeys (it will not serve without it), if anything."""
+        if not self.is_production:
+            return None
+        missing = [
+            name
+            for name, value in (
+                ("CONFIDE_WEBAUTHN_RP_ID", self.webauthn_rp_id),
+                ("CONFIDE_WEBAUTHN_ORIGINS", self.webauthn_origins),
+            )
+            if not value
+        ]
+        return " and ".join(missing) + " (passkeys)" if missing else None
+
     @property
     def resolved_webauthn_rp_id(self) -> str:
         return self.webauthn_rp_id or "localhost"
