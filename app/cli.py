@@ -120,6 +120,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     log_config = logs.log_config(settings.log_level)
     load_keys(settings)  # refuse early (production without keys), and generate dev keys
+    missing = settings.production_webauthn_missing()
+    if missing:
+        print(f"confide: CONFIDE_ENV=production requires {missing}", file=sys.stderr)
+        return 2
     _migrate(settings)
     app = create_app(settings)
     log.info(

@@ -30,6 +30,7 @@ from app.core.logging import configure as configure_logging
 from app.devices.endpoints import router as devices_router
 from app.disclosures.endpoints import router as disclosures_router
 from app.incidents.endpoints import router as incidents_router
+from app.mfa.endpoints import router as mfa_router
 from app.notices.endpoints import router as notices_router
 from app.ops import docs as docs_pages
 from app.ops import metrics as metrics_endpoint
@@ -230,6 +231,7 @@ def create_app(
         ops_router,
         docs_pages.router,
         auth_router,
+        mfa_router,
         accounts_router,
         audit_router,
         devices_router,

@@ -31,18 +31,21 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from sqlalchemy import text
 
+from app.core.clock import FrozenClock
 from app.core.codec import b64url_encode
 from app.core.context import Context
 from app.models import Base, Role
 from tests.fixtures.accounts import User, make_account, register_client
+from tests.fixtures.authenticator import SoftAuthenticator
 from tests.fixtures.dump import column_bytes
 from tests.fixtures.identity import b64, device_body, identity_of, new_device, point
 from tests.fixtures.mls import key_package
+from tests.mfa.helpers import enrol_passkey, enrol_totp
 
 SEED = 20261201
 PERSONAL = {
@@ -60,6 +63,7 @@ PERSONAL = {
     "key_package_claims",
     "key_log_entries",
     "webhook_deliveries",
+    "auth_factors",
 }
 
 
@@ -289,6 +293,10 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
     )
     for user in affected:
         await _call(http, "GET", "/v1/me/notices", user)
+    # Second factors: a counselor's TOTP, clients' passkeys (one of them is erased below).
+    await enrol_totp(http, counselors[0], cast(FrozenClock, ctx.clock))
+    for user in clients[:3]:
+        await enrol_passkey(http, user, SoftAuthenticator())
     erased = next(g for _, _, guests in rooms for g in guests if g not in affected)
     await _call(http, "DELETE", "/v1/me", erased)
     return truth

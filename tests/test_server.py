@@ -125,6 +125,34 @@ def test_production_without_keys_refuses_to_start(tmp_path: Path) -> None:
     assert not backend.sqlite_path.exists()
 
 
+def test_production_without_a_passkey_domain_refuses_to_start(tmp_path: Path) -> None:
+    signing = tmp_path / "signing_key.pem"
+    signing.write_bytes(generate_signing_key_pem())
+    signing.chmod(0o600)
+    backend = Backend("sqlite", tmp_path / "data")
+    result = subprocess.run(
+        [str(CONFIDE), "serve", "--host", "127.0.0.1", "--port", str(free_port())],
+        env=backend.env(
+            CONFIDE_ENV="production",
+            CONFIDE_MASTER_KEYS="k1:" + secrets.token_urlsafe(32),
+            CONFIDE_INDEX_KEY=secrets.token_urlsafe(32),
+            CONFIDE_SIGNING_KEY_FILE=str(signing),
+        ),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1] == (
+        "confide: CONFIDE_ENV=production requires CONFIDE_WEBAUTHN_RP_ID and"
+        " CONFIDE_WEBAUTHN_ORIGINS (passkeys)"
+    )
+    assert not backend.sqlite_path.exists()
+
+
 def test_production_with_configured_keys_serves(tmp_path: Path) -> None:
     """What docker-compose.yml configures: keys from the environment and a PEM file."""
     signing = tmp_path / "signing_key.pem"
@@ -136,6 +164,8 @@ def test_production_with_configured_keys_serves(tmp_path: Path) -> None:
         "CONFIDE_MASTER_KEYS": "k1:" + secrets.token_urlsafe(32),
         "CONFIDE_INDEX_KEY": secrets.token_urlsafe(32),
         "CONFIDE_SIGNING_KEY_FILE": str(signing),
+        "CONFIDE_WEBAUTHN_RP_ID": "localhost",
+        "CONFIDE_WEBAUTHN_ORIGINS": "http://localhost:8000",
     }
     with running_server(backend, tmp_path / "logs", **env) as server:
         email, password, name = new_user("prod")

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 from websockets.sync.client import connect
 
+from tests.fixtures.authenticator import SoftAuthenticator, b64url
 from tests.fixtures.identity import account_of, device_body
 from tests.fixtures.processes import Backend, Server, backend_for, run_cli, running_server
 
@@ -187,6 +189,37 @@ def test_a_whole_story_leaves_nothing_readable(server: Server, backend: Backend)
     )
     notices = story.call("GET", "/v1/me/notices", client)
     assert any(story.markers["notice text"] == n["message"] for n in notices)
+    # Second factors: the TOTP secret, the recovery codes, a passkey and the labels.
+    started = story.call(
+        "POST",
+        "/v1/me/factors/totp",
+        client,
+        json={"label": story.keep("totp label", mark("Pixel of "))},
+    )
+    story.keep("totp secret", started["secret"])
+    confirmed = story.call(
+        "POST",
+        f"/v1/me/factors/totp/{started['id']}/confirm",
+        client,
+        json={"code": pyotp.TOTP(started["secret"]).now()},
+    )
+    for i, code in enumerate(confirmed["recovery_codes"]):
+        story.keep(f"recovery code {i}", code)
+    client = confirmed["access_token"]
+    authenticator = SoftAuthenticator()
+    story.keep("passkey id", b64url(authenticator.credential_id))
+    options = story.call("POST", "/v1/me/factors/webauthn/options", client)
+    registered = story.call(
+        "POST",
+        "/v1/me/factors/webauthn",
+        client,
+        json={
+            "credential": authenticator.create(options["options"]),
+            "challenge_token": options["challenge_token"],
+            "label": story.keep("passkey label", mark("YubiKey of ")),
+        },
+    )
+    client = registered["access_token"]
     export = story.call("GET", "/v1/me/export", client)
     assert export["account"]["email"].lower() == story.markers["client email"].lower()
     assert export["rooms"][0]["title"] == title

@@ -4,7 +4,7 @@ from fastapi import APIRouter, status
 
 from app.accounts import service
 from app.accounts.schemas import AccountOut, CreateAccount, RegisterClient
-from app.auth.dependencies import AdminPrincipal, CurrentPrincipal
+from app.auth.dependencies import AdminPrincipal, EnrolmentPrincipal
 from app.core import audit
 from app.core.errors import EmailTaken, Forbidden, Unauthorized, WeakPassword
 from app.models import Role
@@ -70,7 +70,7 @@ async def create(
     responses=responses(Unauthorized),
     summary="The caller's own account",
 )
-async def me(principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> AccountOut:
+async def me(principal: EnrolmentPrincipal, session: SessionDep, ctx: ContextDep) -> AccountOut:
     """The caller's own account: id, email, display name, role and creation time."""
     audit.record(
         session,

@@ -6,9 +6,15 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from app.auth import service
-from app.auth.dependencies import CurrentPrincipal
+from app.auth.dependencies import EnrolmentPrincipal
 from app.auth.schemas import RefreshRequest, TokenPair
-from app.core.errors import InvalidCredentials, RateLimited, RefreshReused, Unauthorized
+from app.core.errors import (
+    InvalidCredentials,
+    MfaRequired,
+    RateLimited,
+    RefreshReused,
+    Unauthorized,
+)
 from app.core.passwords import MAX_LENGTH
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
@@ -19,7 +25,7 @@ router = APIRouter(tags=["auth"])
 @router.post(
     "/v1/auth/token",
     response_model=TokenPair,
-    responses=responses(InvalidCredentials, RateLimited),
+    responses=responses(InvalidCredentials, MfaRequired, RateLimited),
     summary="Log in (OAuth2 password grant)",
 )
 async def token(
@@ -31,7 +37,8 @@ async def token(
     """OAuth2 password grant (form fields `username`, `password`). Answers an access token (15
     minutes at most) and a refresh token. Wrong credentials answer 401 `invalid_credentials`, the
     same whether or not the email exists; repeated failures are throttled (429 with
-    `Retry-After`).
+    `Retry-After`). An account with a second factor answers 401 `mfa_required` with an
+    `mfa_token` and its `methods` instead: `POST /v1/auth/mfa` completes the log-in.
     """
     if len(form.username) > 320 or len(form.password) > MAX_LENGTH:
         raise InvalidCredentials("The email or password is wrong.")
@@ -60,7 +67,7 @@ async def refresh(body: RefreshRequest, session: SessionDep, ctx: ContextDep) ->
     responses=responses(Unauthorized),
     summary="End this log-in: its refresh family is revoked",
 )
-async def logout(principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> Response:
+async def logout(principal: EnrolmentPrincipal, session: SessionDep, ctx: ContextDep) -> Response:
     """Revokes the refresh family of the log-in that the access token belongs to."""
     await service.logout(session, ctx, principal.account, principal.login_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -17,19 +17,29 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import factors
 from app.auth.schemas import TokenPair
 from app.core import audit
 from app.core.codec import new_id
 from app.core.context import Context
-from app.core.errors import InvalidCredentials, RateLimited, RefreshReused, Unauthorized
+from app.core.errors import (
+    InvalidCredentials,
+    MfaRequired,
+    RateLimited,
+    RefreshReused,
+    Unauthorized,
+)
 from app.core.events import LoginRevoked, emit
 from app.core.slots import Slots
-from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP
+from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP, MFA_AUDIENCE, MFA_TYP
 from app.core.vault import SYSTEM_KEY_ID
 from app.models import Account, AccountStatus, LoginFamily, RefreshToken
 from app.models.account import find_active, find_by_email_index
 
 SLOTS = Slots(LoginFamily.slot_ix, "login.owner.slot")
+
+#: RFC 8176 authentication methods of a password log-in.
+PASSWORD_AMR = ("pwd",)
 
 
 def _hash(token: str) -> bytes:
@@ -45,6 +55,9 @@ class Family:
     started_at: datetime
     last_at: datetime
     revoked_at: datetime | None
+    #: How the log-in was last authenticated (RFC 8176) and when.
+    amr: tuple[str, ...] = PASSWORD_AMR
+    auth_time: datetime | None = None
 
 
 async def open_family(session: AsyncSession, ctx: Context, row: LoginFamily) -> Family:
@@ -52,12 +65,16 @@ async def open_family(session: AsyncSession, ctx: Context, row: LoginFamily) -> 
         session, SYSTEM_KEY_ID, LoginFamily.details, row.id, row.details
     )
     revoked_at = data.get("revoked_at")
+    started_at = datetime.fromisoformat(data["started_at"])
+    auth_time = data.get("auth_time")
     return Family(
         row=row,
         account_id=data["account"],
-        started_at=datetime.fromisoformat(data["started_at"]),
+        started_at=started_at,
         last_at=datetime.fromisoformat(data["last_at"]),
         revoked_at=datetime.fromisoformat(revoked_at) if revoked_at else None,
+        amr=tuple(data.get("amr") or PASSWORD_AMR),
+        auth_time=datetime.fromisoformat(auth_time) if auth_time else started_at,
     )
 
 
@@ -72,6 +89,8 @@ async def _seal_family(session: AsyncSession, ctx: Context, family: Family) -> N
             "started_at": family.started_at.isoformat(),
             "last_at": family.last_at.isoformat(),
             "revoked_at": family.revoked_at.isoformat() if family.revoked_at else None,
+            "amr": list(family.amr),
+            "auth_time": (family.auth_time or family.started_at).isoformat(),
         },
     )
 
@@ -97,18 +116,32 @@ async def _issue(
         )
     )
     await session.flush()
-    ttl = ctx.settings.access_token_ttl
-    access = ctx.tokens.issue(
+    access = issue_access(ctx, account, family)
+    return TokenPair(
+        access_token=access, expires_in=ctx.settings.access_token_ttl, refresh_token=refresh
+    )
+
+
+def issue_access(ctx: Context, account: Account, family: Family) -> str:
+    """An access token of the log-in, with its `amr` and `auth_time` (RFC 9470)."""
+    auth_time = family.auth_time or family.started_at
+    return ctx.tokens.issue(
         audience=ACCESS_AUDIENCE,
         typ=ACCESS_TYP,
         subject=account.id,
-        ttl=ttl,
-        claims={"role": account.role.value, "sid": family.row.id},
-    )
-    return TokenPair(access_token=access.token, expires_in=ttl, refresh_token=refresh)
+        ttl=ctx.settings.access_token_ttl,
+        claims={
+            "role": account.role.value,
+            "sid": family.row.id,
+            "amr": list(family.amr),
+            "auth_time": int(auth_time.timestamp()),
+        },
+    ).token
 
 
-async def _start_family(session: AsyncSession, ctx: Context, account: Account) -> Family:
+async def _start_family(
+    session: AsyncSession, ctx: Context, account: Account, amr: tuple[str, ...] = PASSWORD_AMR
+) -> Family:
     now = ctx.clock.now()
     family = Family(
         row=LoginFamily(id=new_id(), revoked=False, details=b""),
@@ -116,6 +149,8 @@ async def _start_family(session: AsyncSession, ctx: Context, account: Account) -
         started_at=now,
         last_at=now,
         revoked_at=None,
+        amr=amr,
+        auth_time=now,
     )
     await _seal_family(session, ctx, family)
     await SLOTS.add(session, ctx.vault, account.id, family.row)
@@ -149,6 +184,19 @@ async def login(
         raise InvalidCredentials("The email or password is wrong.")
 
     throttle.clear(account_key)
+    methods = factors.methods(await factors.factors_of(session, ctx, account))
+    if methods:
+        # No log-in yet: the second factor turns this token into one (app.mfa).
+        ttl = ctx.settings.mfa_token_ttl
+        issued = ctx.tokens.issue(audience=MFA_AUDIENCE, typ=MFA_TYP, subject=account.id, ttl=ttl)
+        audit.record(
+            session,
+            "auth.login_password_ok",
+            actor_id=account.id,
+            actor_role=account.role.value,
+            target=account.id,
+        )
+        raise MfaRequired(mfa_token=issued.token, expires_in=ttl, methods=methods)
     pair = await _issue(session, ctx, account, await _start_family(session, ctx, account))
     audit.record(
         session,
@@ -158,6 +206,48 @@ async def login(
         target=account.id,
     )
     return pair
+
+
+async def login_with(
+    session: AsyncSession, ctx: Context, account: Account, amr: tuple[str, ...]
+) -> TokenPair:
+    """Start a log-in that a second factor completed (`amr` says which)."""
+    pair = await _issue(session, ctx, account, await _start_family(session, ctx, account, amr))
+    audit.record(
+        session,
+        "auth.login",
+        actor_id=account.id,
+        actor_role=account.role.value,
+        target=account.id,
+        details={"amr": list(amr)},
+    )
+    return pair
+
+
+async def reauthenticate(
+    session: AsyncSession, ctx: Context, account: Account, login_id: str, amr: tuple[str, ...]
+) -> str:
+    """Record a fresh authentication of the log-in (step-up, a factor proven): a new access
+    token carrying it."""
+    row = await session.get(LoginFamily, login_id)
+    if row is None or row.revoked:
+        raise Unauthorized("This session has ended.")
+    family = await open_family(session, ctx, row)
+    family.amr = amr
+    family.auth_time = ctx.clock.now()
+    await _seal_family(session, ctx, family)
+    await session.flush()
+    return issue_access(ctx, account, family)
+
+
+async def revoke_others(session: AsyncSession, ctx: Context, account: Account, keep: str) -> int:
+    """End every log-in of the account but `keep`; how many were ended."""
+    ended = 0
+    for row in await SLOTS.rows(session, ctx.vault, account.id):
+        if row.id != keep and not row.revoked:
+            await revoke_family(session, ctx, row.id)
+            ended += 1
+    return ended
 
 
 async def revoke_family(session: AsyncSession, ctx: Context, family_id: str) -> None:
@@ -320,6 +410,9 @@ class Principal:
     account: Account
     login_id: str
     claims: dict[str, object]
+    #: How and when the log-in was last authenticated (RFC 8176 `amr`, `auth_time`).
+    amr: tuple[str, ...] = PASSWORD_AMR
+    auth_time: datetime | None = None
 
     @property
     def id(self) -> str:

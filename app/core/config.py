@@ -110,6 +110,20 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
     login_window_s: int = Field(default=900, ge=1)
+
+    # Second factors (app/mfa). MFA required for counselors and admins: unset,
+    # required in production only. A sensitive act needs an authentication no
+    # older than `step_up_max_age` seconds.
+    mfa_required: bool | None = None
+    step_up_max_age: int = Field(default=600, ge=60, le=3600)
+    mfa_token_ttl: int = Field(default=300, ge=60, le=600)
+    #: The WebAuthn relying party: its id (a registrable domain; unset in
+    #: development: "localhost"; production refuses to start without it), its
+    #: name, and the origins a ceremony may come from (unset in development:
+    #: http://localhost:8000 and the allowed origins; production needs them).
+    webauthn_rp_id: str | None = None
+    webauthn_rp_name: str = "Confide"
+    webauthn_origins: CommaList = Field(default_factory=list)
     #: MLS KeyPackage claims an account may make in `key_package_claim_window_s`.
     key_package_claims_per_window: int = Field(default=30, ge=1)
     key_package_claim_window_s: int = Field(default=60, ge=1)
@@ -176,7 +190,9 @@ class Settings(BaseSettings):
             data = {**data, name: text.rstrip("\r\n")}
         return data
 
-    @field_validator("audit_checkpoint_syslog", "web_client", mode="before")
+    @field_validator(
+        "audit_checkpoint_syslog", "web_client", "mfa_required", "webauthn_rp_id", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -190,7 +206,7 @@ class Settings(BaseSettings):
             raise ValueError("exists for client test suites only; production refuses any value")
         return value
 
-    @field_validator("allowed_origins", "turn_urls", mode="before")
+    @field_validator("allowed_origins", "turn_urls", "webauthn_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -246,6 +262,35 @@ class Settings(BaseSettings):
                 "CONFIDE_WEBHOOK_BACKOFF_MAX_S must be at least CONFIDE_WEBHOOK_BACKOFF_BASE_S"
             )
         return self
+
+    @property
+    def requires_mfa(self) -> bool:
+        """Whether counselors and admins must have a second factor."""
+        return self.mfa_required if self.mfa_required is not None else self.is_production
+
+    def production_webauthn_missing(self) -> str | None:
+        """What production lacks to verify passkeys (it will not serve without it), if anything."""
+        if not self.is_production:
+            return None
+        missing = [
+            name
+            for name, value in (
+                ("CONFIDE_WEBAUTHN_RP_ID", self.webauthn_rp_id),
+                ("CONFIDE_WEBAUTHN_ORIGINS", self.webauthn_origins),
+            )
+            if not value
+        ]
+        return " and ".join(missing) + " (passkeys)" if missing else None
+
+    @property
+    def resolved_webauthn_rp_id(self) -> str:
+        return self.webauthn_rp_id or "localhost"
+
+    @property
+    def resolved_webauthn_origins(self) -> list[str]:
+        if self.webauthn_origins:
+            return list(self.webauthn_origins)
+        return ["http://localhost:8000", *self.allowed_origins]
 
     @property
     def metrics_listener(self) -> tuple[str, int] | None:

@@ -149,3 +149,47 @@ def is_unavailable(error: BaseException) -> bool:
             return True
         pending += [getattr(current, "orig", None), current.__cause__]
     return False
+
+
+class MfaRequired(ConfideError):
+    """The password was right; the account's second factor must follow (`POST /v1/auth/mfa`)."""
+
+    status, code, title = 401, "mfa_required", "Second factor required"
+    persist = True
+
+    def __init__(self, *, mfa_token: str, expires_in: int, methods: list[str]) -> None:
+        super().__init__(
+            "Complete the log-in with a second factor.",
+            mfa_token=mfa_token,
+            expires_in=expires_in,
+            methods=methods,
+        )
+
+
+class InvalidMfa(ConfideError):
+    status, code, title = 401, "invalid_mfa", "Invalid second factor"
+    persist = True
+
+
+class MfaEnrolmentRequired(ConfideError):
+    """A counselor or admin without a second factor, where MFA is required: enrol one first."""
+
+    status, code, title = 403, "mfa_enrolment_required", "Second factor enrolment required"
+
+
+class StepUpRequired(ConfideError):
+    """The act needs a fresher authentication (RFC 9470): `POST /v1/auth/step-up`."""
+
+    status, code, title = 401, "step_up_required", "Step-up authentication required"
+
+    def __init__(self, max_age: int) -> None:
+        super().__init__(
+            "This act needs a recent authentication with your second factor.", max_age=max_age
+        )
+        self.headers = {
+            "WWW-Authenticate": (
+                'Bearer error="insufficient_user_authentication", '
+                'error_description="A more recent authentication is required", '
+                f"max_age={max_age}"
+            )
+        }

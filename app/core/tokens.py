@@ -56,6 +56,12 @@ ROOM_AUDIENCE: Final = "confide:room"
 # kind of token being substituted for another even if an audience check slips.
 ACCESS_TYP: Final = "at+jwt"
 ROOM_TYP: Final = "room+jwt"
+# The second step of a log-in (app.mfa): the password was right, a factor must follow.
+MFA_AUDIENCE: Final = "confide-mfa"
+MFA_TYP: Final = "mfa+jwt"
+# A WebAuthn ceremony's challenge, carried by the client between options and verify.
+WEBAUTHN_AUDIENCE: Final = "confide-webauthn"
+WEBAUTHN_TYP: Final = "webauthn-challenge+jwt"
 # Audit checkpoints: a signed (seq, head hash, time) of the audit chain. Their own audience
 # and typ, so a checkpoint never passes as a token and no token passes as a checkpoint.
 CHECKPOINT_AUDIENCE: Final = "confide:audit-checkpoint"

@@ -2,6 +2,7 @@
 
 from app.models.account import Account, AccountStatus, Role
 from app.models.audit import AuditEntry
+from app.models.auth_factor import AuthFactor
 from app.models.base import Base
 from app.models.consent import ConsentAcceptance, ConsentDocument, ConsentKind
 from app.models.data_key import DataKey, DataKeyRows
@@ -28,6 +29,7 @@ __all__ = [
     "AccountRoom",
     "AccountStatus",
     "AuditEntry",
+    "AuthFactor",
     "Base",
     "CareRelationship",
     "ConsentAcceptance",

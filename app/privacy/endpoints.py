@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.auth.dependencies import CurrentPrincipal
-from app.core.errors import NotFound, Unauthorized
+from app.auth.dependencies import CurrentPrincipal, StepUpPrincipal
+from app.core.errors import NotFound, StepUpRequired, Unauthorized
 from app.privacy import service
 from app.privacy.schemas import AccessEntry, Export
 from app.privacy.service import LastAdmin
@@ -42,15 +42,16 @@ async def access_log(
 @router.get(
     "/v1/me/export",
     response_model=Export,
-    responses=responses(Unauthorized),
+    responses=responses(Unauthorized, StepUpRequired),
     summary="Everything held about the caller, decrypted, as one JSON document",
     description=(
         "Sent as an attachment (`confide-export.json`). Each section is shaped as its"
-        " own endpoint answers it; `devices` also lists revoked devices."
+        " own endpoint answers it; `devices` also lists revoked devices. Needs a recent"
+        " authentication (401 `step_up_required`: `POST /v1/auth/step-up`)."
     ),
 )
 async def export(
-    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, response: Response
+    principal: StepUpPrincipal, session: SessionDep, ctx: ContextDep, response: Response
 ) -> Export:
     document = await service.export(session, ctx, principal)
     response.headers["Content-Disposition"] = f'attachment; filename="{EXPORT_FILENAME}"'

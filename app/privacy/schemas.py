@@ -12,6 +12,7 @@ from app.core import examples
 from app.core.schemas import ResponseModel, with_example
 from app.disclosures.schemas import DisclosureOut
 from app.keys.schemas import KeyLogOut
+from app.mfa.schemas import FactorList
 from app.models import ConsentKind
 from app.notices.schemas import NoticeOut
 from app.rooms.schemas import RoomOut
@@ -111,6 +112,7 @@ class Export(ResponseModel):
                 }
             ],
             "key_log": examples.KEY_LOG,
+            "factors": {"factors": [], "recovery_codes_remaining": 0},
         }
     )
 
@@ -130,4 +132,7 @@ class Export(ResponseModel):
         description=(
             "The caller's own key log, as `GET /v1/accounts/{account_id}/key-log` answers it."
         )
+    )
+    factors: FactorList = Field(
+        description="As `GET /v1/me/factors`: the second factors, never their secrets."
     )

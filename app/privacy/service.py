@@ -38,6 +38,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import service as accounts
+from app.auth import factors
 from app.auth.service import Principal, remove_families
 from app.consent import service as consent
 from app.core import audit
@@ -50,6 +51,8 @@ from app.devices import service as devices
 from app.disclosures import service as disclosures
 from app.disclosures.schemas import DisclosureOut
 from app.keys import service as keys
+from app.mfa import service as mfa
+from app.mfa.schemas import FactorList, factor_out
 from app.models import Account, Role
 from app.notices import service as notices
 from app.notices.schemas import notice_out
@@ -170,6 +173,7 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
     accounting = (
         await disclosures.accounting(session, ctx, principal) if account.role == Role.client else []
     )
+    second_factors, remaining = await mfa.list_factors(session, ctx, account)
     document = Export(
         exported_at=exported_at,
         account=await accounts.view(session, ctx.vault, account),
@@ -182,6 +186,9 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
         ],
         access_log=[entry for _, entry in await _access_entries(session, ctx, account)],
         key_log=await keys.view(session, ctx.vault, ctx.tokens, account, 0),
+        factors=FactorList(
+            factors=[factor_out(f) for f in second_factors], recovery_codes_remaining=remaining
+        ),
     )
     audit.record(
         session,
@@ -212,6 +219,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
     # log-ins, devices (public keys included), memberships, and the rows
     # sealed under their key (which the key's destruction shreds anyway).
     sessions = await remove_families(session, ctx, account)
+    await factors.remove_all(session, ctx, account)
     removed = devices.Removed(active=[], every=[])
     if key_id is not None:
         # Other participants' apps stop encrypting to the devices, then see

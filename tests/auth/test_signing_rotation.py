@@ -148,6 +148,8 @@ def production_env(signing: Path) -> dict[str, str]:
         "CONFIDE_MASTER_KEYS": "k1:" + secrets.token_urlsafe(32),
         "CONFIDE_INDEX_KEY": secrets.token_urlsafe(32),
         "CONFIDE_SIGNING_KEY_FILE": str(signing),
+        "CONFIDE_WEBAUTHN_RP_ID": "localhost",
+        "CONFIDE_WEBAUTHN_ORIGINS": "http://localhost:8000",
     }
 
 

@@ -110,6 +110,8 @@ def test_every_operation_has_a_description_and_its_security(document: dict[str, 
         "get /.well-known/jwks.json",
         "post /v1/auth/token",
         "post /v1/auth/refresh",
+        "post /v1/auth/mfa",
+        "post /v1/auth/mfa/webauthn/options",
         "post /v1/accounts",
         "get /v1/consent-documents",
     }

@@ -95,7 +95,9 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
         "notices",
         "access_log",
         "key_log",
+        "factors",
     ]
+    assert found["factors"] == {"factors": [], "recovery_codes_remaining": 0}
     assert datetime.fromisoformat(found["exported_at"]) == clock.now()
 
     assert found["account"] == me
