@@ -7,8 +7,15 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from app.auth import service
 from app.auth.dependencies import CurrentPrincipal
+from app.auth.devices import device_label
 from app.auth.schemas import RefreshRequest, TokenPair
-from app.core.errors import InvalidCredentials, RateLimited, RefreshReused, Unauthorized
+from app.core.errors import (
+    AccountDisabled,
+    InvalidCredentials,
+    RateLimited,
+    RefreshReused,
+    Unauthorized,
+)
 from app.core.passwords import MAX_LENGTH
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
@@ -19,7 +26,7 @@ router = APIRouter(tags=["auth"])
 @router.post(
     "/v1/auth/token",
     response_model=TokenPair,
-    responses=responses(InvalidCredentials, RateLimited),
+    responses=responses(InvalidCredentials, AccountDisabled, RateLimited),
     summary="Log in (OAuth2 password grant)",
 )
 async def token(
@@ -31,13 +38,19 @@ async def token(
     """OAuth2 password grant (form fields `username`, `password`). Answers an access token (15
     minutes at most) and a refresh token. Wrong credentials answer 401 `invalid_credentials`, the
     same whether or not the email exists; repeated failures are throttled (429 with
-    `Retry-After`).
+    `Retry-After`). The right password of an account an admin disabled answers 403
+    `account_disabled`.
     """
     if len(form.username) > 320 or len(form.password) > MAX_LENGTH:
         raise InvalidCredentials("The email or password is wrong.")
     address = request.client.host if request.client else "unknown"
     return await service.login(
-        session, ctx, email=form.username, password=form.password, address=address
+        session,
+        ctx,
+        email=form.username,
+        password=form.password,
+        address=address,
+        device=device_label(request.headers.get("user-agent")),
     )
 
 

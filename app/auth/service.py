@@ -17,11 +17,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.devices import UNKNOWN_DEVICE
 from app.auth.schemas import TokenPair
 from app.core import audit
 from app.core.codec import new_id
 from app.core.context import Context
-from app.core.errors import InvalidCredentials, RateLimited, RefreshReused, Unauthorized
+from app.core.errors import (
+    AccountDisabled,
+    InvalidCredentials,
+    RateLimited,
+    RefreshReused,
+    Unauthorized,
+)
 from app.core.events import LoginRevoked, emit
 from app.core.slots import Slots
 from app.core.tokens import ACCESS_AUDIENCE, ACCESS_TYP
@@ -30,6 +37,9 @@ from app.models import Account, AccountStatus, LoginFamily, RefreshToken
 from app.models.account import find_active, find_by_email_index
 
 SLOTS = Slots(LoginFamily.slot_ix, "login.owner.slot")
+#: Whose password log-in checks: a disabled account's right password answers
+#: 403 `account_disabled` (a wrong one stays 401 `invalid_credentials`).
+USABLE = (AccountStatus.active, AccountStatus.disabled)
 
 
 def _hash(token: str) -> bytes:
@@ -45,6 +55,8 @@ class Family:
     started_at: datetime
     last_at: datetime
     revoked_at: datetime | None
+    #: A coarse label of the device that logged in (`app.auth.devices`).
+    device: str = UNKNOWN_DEVICE
 
 
 async def open_family(session: AsyncSession, ctx: Context, row: LoginFamily) -> Family:
@@ -58,6 +70,7 @@ async def open_family(session: AsyncSession, ctx: Context, row: LoginFamily) -> 
         started_at=datetime.fromisoformat(data["started_at"]),
         last_at=datetime.fromisoformat(data["last_at"]),
         revoked_at=datetime.fromisoformat(revoked_at) if revoked_at else None,
+        device=data.get("device", UNKNOWN_DEVICE),
     )
 
 
@@ -72,6 +85,7 @@ async def _seal_family(session: AsyncSession, ctx: Context, family: Family) -> N
             "started_at": family.started_at.isoformat(),
             "last_at": family.last_at.isoformat(),
             "revoked_at": family.revoked_at.isoformat() if family.revoked_at else None,
+            "device": family.device,
         },
     )
 
@@ -108,7 +122,9 @@ async def _issue(
     return TokenPair(access_token=access.token, expires_in=ttl, refresh_token=refresh)
 
 
-async def _start_family(session: AsyncSession, ctx: Context, account: Account) -> Family:
+async def _start_family(
+    session: AsyncSession, ctx: Context, account: Account, device: str = UNKNOWN_DEVICE
+) -> Family:
     now = ctx.clock.now()
     family = Family(
         row=LoginFamily(id=new_id(), revoked=False, details=b""),
@@ -116,6 +132,7 @@ async def _start_family(session: AsyncSession, ctx: Context, account: Account) -
         started_at=now,
         last_at=now,
         revoked_at=None,
+        device=device,
     )
     await _seal_family(session, ctx, family)
     await SLOTS.add(session, ctx.vault, account.id, family.row)
@@ -123,7 +140,13 @@ async def _start_family(session: AsyncSession, ctx: Context, account: Account) -
 
 
 async def login(
-    session: AsyncSession, ctx: Context, *, email: str, password: str, address: str
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    email: str,
+    password: str,
+    address: str,
+    device: str = UNKNOWN_DEVICE,
 ) -> TokenPair:
     settings = ctx.settings
     throttle = ctx.login_throttle
@@ -138,7 +161,7 @@ async def login(
         raise RateLimited(wait, "Too many failed log-ins; try again later.")
 
     account = await find_by_email_index(session, email_ix)
-    usable = account is not None and account.status == AccountStatus.active
+    usable = account is not None and account.status in USABLE
     ok = await ctx.passwords.verify(account.password_hash if usable and account else None, password)
     if not ok or account is None:
         throttle.fail(account_key)
@@ -149,7 +172,11 @@ async def login(
         raise InvalidCredentials("The email or password is wrong.")
 
     throttle.clear(account_key)
-    pair = await _issue(session, ctx, account, await _start_family(session, ctx, account))
+    if account.status == AccountStatus.disabled:
+        audit.record(session, "auth.login_refused", target=account.id)
+        raise AccountDisabled("An admin disabled this account.")
+    family = await _start_family(session, ctx, account, device)
+    pair = await _issue(session, ctx, account, family)
     audit.record(
         session,
         "auth.login",
