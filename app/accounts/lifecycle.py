@@ -2,8 +2,16 @@
 
 Each action is audited with the affected account as its target, so it shows
 in that person's access log; an admin's action names the admin as actor.
-Whatever ends log-ins goes through `app.auth.logins`, so their tokens die and
-their sockets close on every instance.
+Whatever ends log-ins goes through `app.auth`, so their tokens die and their
+sockets close on every instance.
+
+A write to the account's row must not share a transaction with a write to a
+row of its log-ins: PostgreSQL stamps every row a transaction writes with its
+id (`xmin`), which a dump shows, and the same id on both would tell a thief
+whose log-ins they are (tests/test_linker.py). So where the account's row
+changes, its log-ins are deleted (`remove_families`: a deleted row is in no
+dump), and a password change, which keeps the caller's log-in, ends the
+others in a transaction of their own, before it writes the new hash.
 
 Reset tokens are random (256 bits), shown once, and stored only as their
 SHA-256 in `password_resets`, whose owner is a slot index and whose times
@@ -26,7 +34,7 @@ from app.accounts.errors import LastAdmin, ResetTokenInvalid, RoleChangeRefused
 from app.accounts.passwords import check_strength
 from app.accounts.schemas import AdminAccountOut
 from app.auth import logins
-from app.auth.service import Principal
+from app.auth.service import Principal, remove_families
 from app.core import audit
 from app.core.close_codes import Close
 from app.core.codec import new_id
@@ -91,8 +99,11 @@ async def change_password(
         raise InvalidCredentials("The current password is wrong.")
     throttle.clear(account_key)
     check_strength(new, personal=await _personal(session, ctx, account))
+    # Its own unit of work (see the module's note); should the change fail
+    # after it, the other log-ins are ended all the same, the safe way to fail.
+    async with ctx.transaction() as own:
+        ended = await logins.end_all(own, ctx, account.id, keep=principal.login_id)
     account.password_hash = await ctx.passwords.hash(new)
-    ended = await logins.end_all(session, ctx, account.id, keep=principal.login_id)
     await session.flush()
     audit.record(
         session,
@@ -187,7 +198,7 @@ async def use_reset(
         throttle.fail(address_key)
         raise ResetTokenInvalid("This reset token is unknown, used or expired.")
     account.password_hash = await ctx.passwords.hash(new)
-    ended = await logins.end_all(session, ctx, account.id)
+    ended = await remove_families(session, ctx, account)
     await session.flush()
     audit.record(
         session,
@@ -301,7 +312,7 @@ async def disable(
     account.status = AccountStatus.disabled
     # Sockets first, with 4012: the log-ins ended below would close them with 4001.
     emit(session, AccountClosed(account.id, Close.DISABLED, "account_disabled"))
-    ended = await logins.end_all(session, ctx, account.id)
+    ended = await remove_families(session, ctx, account)
     await session.flush()
     audit.record(
         session,
@@ -346,7 +357,7 @@ async def set_role(
         await _keep_an_admin(session, account)
     previous = account.role
     account.role = role
-    ended = await logins.end_all(session, ctx, account.id)
+    ended = await remove_families(session, ctx, account)
     await session.flush()
     audit.record(
         session,
