@@ -164,7 +164,7 @@ async def my_logins(
     to the hour; `current` marks the one that asked. Paginated.
     """
     found = page.take(
-        await logins.list_logins(session, ctx, principal.id),
+        await lifecycle.my_logins(session, ctx, principal),
         lambda login: (micros(login.last_used_at), micros(login.created_at), login.id),
         ("logins", principal.id),
         descending=True,
@@ -176,16 +176,7 @@ async def my_logins(
         actor_role=principal.role,
         target=principal.id,
     )
-    return [
-        LoginOut(
-            id=login.id,
-            device=login.device,
-            created_at=login.created_at,
-            last_used_at=login.last_used_at,
-            current=login.id == principal.login_id,
-        )
-        for login in found
-    ]
+    return found
 
 
 @router.delete(

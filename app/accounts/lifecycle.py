@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts import service as accounts
 from app.accounts.errors import LastAdmin, ResetTokenInvalid, RoleChangeRefused
 from app.accounts.passwords import check_strength
-from app.accounts.schemas import AdminAccountOut
+from app.accounts.schemas import AdminAccountOut, LoginOut
 from app.auth import logins
 from app.auth.service import Principal, remove_families
 from app.core import audit
@@ -113,6 +113,22 @@ async def change_password(
         target=account.id,
         details={"logins_ended": ended},
     )
+
+
+# -- own log-ins -----------------------------------------------------------------------
+async def my_logins(session: AsyncSession, ctx: Context, principal: Principal) -> list[LoginOut]:
+    """The caller's live log-ins, most recently used first; `current` marks the caller's."""
+    found = await logins.list_logins(session, ctx, principal.id)
+    return [
+        LoginOut(
+            id=login.id,
+            device=login.device,
+            created_at=login.created_at,
+            last_used_at=login.last_used_at,
+            current=login.id == principal.login_id,
+        )
+        for login in sorted(found, key=lambda x: (x.last_used_at, x.created_at), reverse=True)
+    ]
 
 
 # -- reset -----------------------------------------------------------------------------

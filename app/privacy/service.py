@@ -180,6 +180,7 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
         ],
         access_log=[entry for _, entry in await _access_entries(session, ctx, account)],
         key_log=await keys.view(session, ctx.vault, ctx.tokens, account, 0),
+        logins=await lifecycle.my_logins(session, ctx, principal),
     )
     audit.record(
         session,

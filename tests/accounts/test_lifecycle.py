@@ -461,3 +461,13 @@ async def test_a_clients_role_is_not_changed(
         f"/v1/admin/accounts/{admin.id}/role", json={"role": "client"}, headers=admin.auth
     )
     assert made_client.status_code == 422
+
+
+async def test_the_export_holds_the_persons_logins(client: httpx.AsyncClient) -> None:
+    user = await register_client(client)
+    await second_login(client, user, FIREFOX_LINUX)
+    export = await client.get("/v1/me/export", headers=user.auth)
+    assert export.status_code == 200, export.text
+    logins = export.json()["logins"]
+    assert sorted(item["device"] for item in logins) == ["Firefox on Linux", "httpx"]
+    assert [item["current"] for item in logins].count(True) == 1

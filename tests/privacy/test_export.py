@@ -81,6 +81,7 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
     consents = await get_json(client, person, "/v1/me/consents")
     disclosures = await get_json(client, person, "/v1/me/disclosures")
     notices = await get_json(client, person, "/v1/me/notices")
+    logins = await get_json(client, person, "/v1/me/logins")
     log = await access_log(client, person)
     clock.advance(60)
     found = await export(client, person)
@@ -95,7 +96,9 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
         "notices",
         "access_log",
         "key_log",
+        "logins",
     ]
+    assert found["logins"] == logins
     assert datetime.fromisoformat(found["exported_at"]) == clock.now()
 
     assert found["account"] == me
