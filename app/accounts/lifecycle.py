@@ -226,6 +226,22 @@ async def use_reset(
     )
 
 
+async def purge_expired_resets(session: AsyncSession, ctx: Context) -> int:
+    """Retention: delete the reset tokens that expired (each owner has one row at most, in its
+    first slot, so deleting it leaves the owner's slots dense). How many were deleted."""
+    now = ctx.clock.now()
+    expired = []
+    for row in (await session.execute(select(PasswordReset))).scalars():
+        data = await ctx.vault.open_json(
+            session, SYSTEM_KEY_ID, PasswordReset.details, row.id, row.details
+        )
+        if datetime.fromisoformat(data["expires_at"]) <= now:
+            expired.append(row.id)
+    if expired:
+        await session.execute(delete(PasswordReset).where(PasswordReset.id.in_(expired)))
+    return len(expired)
+
+
 async def forget_resets(session: AsyncSession, ctx: Context, account_id: str) -> None:
     """Erasure: delete the account's reset tokens."""
     await RESETS.remove_all(session, ctx.vault, account_id)
