@@ -8,11 +8,12 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import func, select
 
 from app.auth.devices import MAX_READ, UNKNOWN_DEVICE, device_label
 from app.core.clock import FrozenClock
 from app.core.context import Context
-from app.models import Role
+from app.models import PasswordReset, Role
 from tests.fixtures.accounts import PASSWORD, User, login, make_account, register_client
 
 NEW_PASSWORD = "seven purple otters juggle quietly"
@@ -471,3 +472,17 @@ async def test_the_export_holds_the_persons_logins(client: httpx.AsyncClient) ->
     logins = export.json()["logins"]
     assert sorted(item["device"] for item in logins) == ["Firefox on Linux", "httpx"]
     assert [item["current"] for item in logins].count(True) == 1
+
+
+async def test_erasure_deletes_the_persons_reset_tokens(
+    client: httpx.AsyncClient, ctx: Context, admin: User
+) -> None:
+    leaving = await register_client(client)
+    staying = await register_client(client)
+    token = await start_reset(client, admin, leaving.id)
+    await start_reset(client, admin, staying.id)
+    erased = await client.delete("/v1/me", headers=leaving.auth)
+    assert erased.status_code == 204, erased.text
+    async with ctx.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(PasswordReset)) == 1
+    assert (await use_reset(client, token)).status_code == 400
