@@ -486,3 +486,31 @@ async def test_erasure_deletes_the_persons_reset_tokens(
     async with ctx.transaction() as session:
         assert await session.scalar(select(func.count()).select_from(PasswordReset)) == 1
     assert (await use_reset(client, token)).status_code == 400
+
+
+async def test_a_disabled_account_is_still_told_of_a_breach(
+    client: httpx.AsyncClient, admin: User, client_user: User, clock: FrozenClock
+) -> None:
+    disabled = await client.post(f"/v1/admin/accounts/{client_user.id}/disable", headers=admin.auth)
+    assert disabled.status_code == 200
+    incident = await client.post(
+        "/v1/incidents",
+        json={
+            "summary": "Laptop stolen",
+            "discovered_at": clock.now().isoformat(),
+            "severity": "high",
+            "affected_account_ids": [client_user.id],
+        },
+        headers=admin.auth,
+    )
+    assert incident.status_code == 201, incident.text
+    notified = await client.post(
+        f"/v1/incidents/{incident.json()['id']}/notify",
+        json={"message": "Your records may have been seen."},
+        headers=admin.auth,
+    )
+    assert notified.status_code < 300, notified.text
+    await client.post(f"/v1/admin/accounts/{client_user.id}/enable", headers=admin.auth)
+    await login(client, client_user)
+    notices = await client.get("/v1/me/notices", headers=client_user.auth)
+    assert [n["message"] for n in notices.json()] == ["Your records may have been seen."]
