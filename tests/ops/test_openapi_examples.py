@@ -110,6 +110,7 @@ def test_every_operation_has_a_description_and_its_security(document: dict[str, 
         "get /.well-known/jwks.json",
         "post /v1/auth/token",
         "post /v1/auth/refresh",
+        "post /v1/auth/password-reset",
         "post /v1/accounts",
         "get /v1/consent-documents",
     }
@@ -187,6 +188,8 @@ PAGED = [
     "/v1/admin/audit",
     "/v1/admin/webhooks",
     "/v1/admin/webhooks/{webhook_id}/deliveries",
+    "/v1/me/logins",
+    "/v1/admin/accounts",
 ]
 
 
