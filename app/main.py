@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.exc import IntegrityError
 from starlette.types import Receive, Scope, Send
 
+from app.accounts.admin import router as account_admin_router
 from app.accounts.endpoints import router as accounts_router
 from app.audit.checkpoints import CheckpointWriter, write_final, write_periodically
 from app.audit.endpoints import router as audit_router
@@ -233,6 +234,7 @@ def create_app(
         auth_router,
         mfa_router,
         accounts_router,
+        account_admin_router,
         audit_router,
         devices_router,
         consent_router,

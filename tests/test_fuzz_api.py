@@ -13,9 +13,11 @@ role with that role's access token, with the one check that matters here:
 `not_a_server_error`. The budget is small and the generation deterministic
 (same inputs every run), so that the whole run takes a couple of minutes on
 two cores and a failure reproduces. tests/fuzz_hooks.py adds times at the
-edges of the calendar to what it generates. Two operations end the caller's
-own login (`POST /v1/auth/logout`, `DELETE /v1/me`): they run last, in a run
-of their own, with an account made for it.
+edges of the calendar to what it generates. Three operations end the caller's
+own login (`POST /v1/auth/logout`, `DELETE /v1/me`, and `DELETE
+/v1/me/logins/{login_id}`, which follows the current log-in's id from `GET
+/v1/me/logins`): they run last, in a run of their own, with an account made
+for it.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_EXAMPLES = 25
 RUN_TIMEOUT_S = 600
 #: Operations that end the caller's login: fuzzed last, on their own.
-ENDS_THE_LOGIN = ("POST /v1/auth/logout", "DELETE /v1/me")
+ENDS_THE_LOGIN = ("POST /v1/auth/logout", "DELETE /v1/me", "DELETE /v1/me/logins/{login_id}")
 
 
 @dataclass

@@ -4,7 +4,8 @@ A practice of 21 people runs a story (consents, devices and key changes, their M
 KeyPackages, claims of them in rooms, 10 rooms, individual
 and group, invitations accepted, declined and left pending, decoy invitations,
 admissions, room tokens, refreshes, disclosures with their notices, an
-incident with its notices, one erasure) on SQLite and on PostgreSQL. Then
+incident with its notices, one erasure, password changes and resets, log-ins
+ended, an account disabled and enabled, a role changed) on SQLite and on PostgreSQL. Then
 a linker reads every table as a thief would (SQLite: the file, in rowid
 order; PostgreSQL: every row with its physical position and the transaction
 ids `xmin`/`xmax` that the data files hold) and tries everything it can:
@@ -19,7 +20,7 @@ It must recover no membership or invitation pair (an account beside a room
 it is in or invited to) and no owner of a personal record (a device, log-in,
 acceptance, notice, disclosure, membership, list-of-rooms, invitation, care
 relationship, key-log row, MLS KeyPackage or KeyPackage claim row, webhook delivery
-beside its account), and its
+or password reset beside its account), and its
 guesses from row order must do no better than chance (decision note 0007).
 """
 
@@ -40,8 +41,7 @@ from app.core.clock import FrozenClock
 from app.core.codec import b64url_encode
 from app.core.context import Context
 from app.models import Base, Role
-from tests.fixtures.accounts import User, make_account, register_client
-from tests.fixtures.authenticator import SoftAuthenticator
+from tests.fixtures.accounts import User, login, make_account, register_client
 from tests.fixtures.dump import column_bytes
 from tests.fixtures.identity import b64, device_body, identity_of, new_device, point
 from tests.fixtures.mls import key_package
@@ -64,6 +64,7 @@ PERSONAL = {
     "key_log_entries",
     "webhook_deliveries",
     "auth_factors",
+    "password_resets",
 }
 
 
@@ -299,7 +300,42 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
         await enrol_passkey(http, user, SoftAuthenticator())
     erased = next(g for _, _, guests in rooms for g in guests if g not in affected)
     await _call(http, "DELETE", "/v1/me", erased)
+    await _lifecycle(http, admin, counselors, affected)
     return truth
+
+
+async def _lifecycle(
+    http: httpx.AsyncClient, admin: User, counselors: list[User], clients: list[User]
+) -> None:
+    """Password changes and resets, log-ins ended, an account disabled and enabled, a role
+    changed back and forth; one reset is left pending."""
+    changer, ender = clients[:2]
+    await login(http, User(changer.id, changer.email, changer.password, "", "client"))
+    new_password = "seven purple otters juggle quietly"
+    await _call(
+        http,
+        "PUT",
+        "/v1/me/password",
+        changer,
+        json={"current_password": changer.password, "new_password": new_password},
+    )
+    second = await login(http, User(ender.id, ender.email, ender.password, "", "client"))
+    logins = await _call(http, "GET", "/v1/me/logins", second)
+    other = next(item["id"] for item in logins if not item["current"])
+    await _call(http, "DELETE", f"/v1/me/logins/{other}", second)
+    pending, reset, moved = counselors[:3]
+    await _call(http, "POST", f"/v1/admin/accounts/{pending.id}/password-reset", admin)
+    used = await _call(http, "POST", f"/v1/admin/accounts/{reset.id}/password-reset", admin)
+    spent = await http.post(
+        "/v1/auth/password-reset",
+        json={"reset_token": used["reset_token"], "new_password": new_password},
+    )
+    assert spent.status_code == 204, spent.text
+    await _call(http, "POST", f"/v1/admin/accounts/{reset.id}/disable", admin)
+    await _call(http, "POST", f"/v1/admin/accounts/{reset.id}/enable", admin)
+    for role in ("admin", "counselor"):
+        await _call(http, "PUT", f"/v1/admin/accounts/{moved.id}/role", admin, json={"role": role})
+    await _call(http, "GET", "/v1/admin/accounts", admin)
 
 
 # -- the dump --------------------------------------------------------------------------

@@ -189,6 +189,38 @@ def test_a_whole_story_leaves_nothing_readable(server: Server, backend: Backend)
     )
     notices = story.call("GET", "/v1/me/notices", client)
     assert any(story.markers["notice text"] == n["message"] for n in notices)
+    # The lifecycle: a reset token and the passwords set with it, a login's device label.
+    reset = story.call("POST", f"/v1/admin/accounts/{account_of(counselor)}/password-reset", admin)
+    story.keep("reset token", reset["reset_token"])
+    used = story.http.post(
+        "/v1/auth/password-reset",
+        json={
+            "reset_token": reset["reset_token"],
+            "new_password": story.keep("reset password", mark("harbour slowly ")),
+        },
+    )
+    assert used.status_code == 204, used.text
+    story.call(
+        "PUT",
+        "/v1/me/password",
+        client,
+        json={
+            "current_password": story.markers["client password"],
+            "new_password": story.keep("changed password", mark("meadow gently ")),
+        },
+    )
+    firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+    again = story.http.post(
+        "/v1/auth/token",
+        data={
+            "username": story.markers["client email"],
+            "password": story.markers["changed password"],
+        },
+        headers={"User-Agent": firefox},
+    )
+    assert again.status_code == 200, again.text
+    logins = story.call("GET", "/v1/me/logins", client)
+    assert story.keep("login device", "Firefox on Linux") in [item["device"] for item in logins]
     # Second factors: the TOTP secret, the recovery codes, a passkey and the labels.
     started = story.call(
         "POST",

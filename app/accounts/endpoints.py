@@ -1,15 +1,33 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, Response, status
 
-from app.accounts import service
-from app.accounts.schemas import AccountOut, CreateAccount, RegisterClient
-from app.auth.dependencies import AdminPrincipal, EnrolmentPrincipal
+from app.accounts import lifecycle, service
+from app.accounts.errors import ResetTokenInvalid
+from app.accounts.schemas import (
+    AccountOut,
+    ChangePassword,
+    CreateAccount,
+    LoginOut,
+    RegisterClient,
+    UseReset,
+)
+from app.auth import logins
+from app.auth.dependencies import AdminPrincipal, CurrentPrincipal, EnrolmentPrincipal
 from app.core import audit
-from app.core.errors import EmailTaken, Forbidden, Unauthorized, WeakPassword
+from app.core.errors import (
+    EmailTaken,
+    Forbidden,
+    InvalidCredentials,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    WeakPassword,
+)
 from app.models import Role
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.pagination import PageDep, micros, paged
 
 router = APIRouter(tags=["accounts"])
 
@@ -80,3 +98,105 @@ async def me(principal: EnrolmentPrincipal, session: SessionDep, ctx: ContextDep
         target=principal.id,
     )
     return await service.view(session, ctx.vault, principal.account)
+
+
+@router.put(
+    "/v1/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(Unauthorized, InvalidCredentials, WeakPassword, RateLimited),
+    summary="Change the caller's password; every other log-in ends",
+)
+async def change_password(
+    body: ChangePassword,
+    principal: CurrentPrincipal,
+    request: Request,
+    session: SessionDep,
+    ctx: ContextDep,
+) -> Response:
+    """Needs the current password (wrong: 401 `invalid_credentials`, throttled like log-in, 429
+    with `Retry-After`); the new one follows the registration's rules (422 `weak_password`). Every
+    other log-in of the account ends (its tokens die, its sockets close with 4001); this one goes
+    on.
+    """
+    await lifecycle.change_password(
+        session,
+        ctx,
+        principal,
+        current=body.current_password,
+        new=body.new_password,
+        address=request.client.host if request.client else "unknown",
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/v1/auth/password-reset",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(ResetTokenInvalid, WeakPassword, RateLimited),
+    summary="Spend a reset token an admin started: a new password, every log-in ended",
+)
+async def use_reset(
+    body: UseReset, request: Request, session: SessionDep, ctx: ContextDep
+) -> Response:
+    """An unknown, used, voided or expired token answers 400 `reset_token_invalid`, throttled per
+    address (429 with `Retry-After`). Every log-in of the account ends; second factors stay.
+    """
+    await lifecycle.use_reset(
+        session,
+        ctx,
+        token=body.reset_token,
+        new=body.new_password,
+        address=request.client.host if request.client else "unknown",
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/v1/me/logins",
+    response_model=list[LoginOut],
+    responses=paged(responses(Unauthorized)),
+    summary="The caller's live log-ins, most recently used first",
+)
+async def my_logins(
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
+) -> list[LoginOut]:
+    """Each log-in's device (a coarse label from the User-Agent at log-in) and its times, truncated
+    to the hour; `current` marks the one that asked. Paginated.
+    """
+    found = page.take(
+        await lifecycle.my_logins(session, ctx, principal),
+        lambda login: (micros(login.last_used_at), micros(login.created_at), login.id),
+        ("logins", principal.id),
+        descending=True,
+    )
+    audit.record(
+        session,
+        "auth.logins_read",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=principal.id,
+    )
+    return found
+
+
+@router.delete(
+    "/v1/me/logins/{login_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(Unauthorized, NotFound),
+    summary="End one of the caller's log-ins",
+)
+async def end_login(
+    login_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+) -> Response:
+    """Its refresh and access tokens die and its sockets close with 4001, as log-out does. Another
+    person's log-in, or one already ended, is 404.
+    """
+    await logins.end_login(session, ctx, principal.id, login_id)
+    audit.record(
+        session,
+        "auth.login_end",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=principal.id,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -18,11 +18,13 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import factors
+from app.auth.devices import UNKNOWN_DEVICE
 from app.auth.schemas import TokenPair
 from app.core import audit
 from app.core.codec import new_id
 from app.core.context import Context
 from app.core.errors import (
+    AccountDisabled,
     InvalidCredentials,
     MfaRequired,
     RateLimited,
@@ -37,6 +39,9 @@ from app.models import Account, AccountStatus, LoginFamily, RefreshToken
 from app.models.account import find_active, find_by_email_index
 
 SLOTS = Slots(LoginFamily.slot_ix, "login.owner.slot")
+#: Whose password log-in checks: a disabled account's right password answers
+#: 403 `account_disabled` (a wrong one stays 401 `invalid_credentials`).
+USABLE = (AccountStatus.active, AccountStatus.disabled)
 
 #: RFC 8176 authentication methods of a password log-in.
 PASSWORD_AMR = ("pwd",)
@@ -58,6 +63,8 @@ class Family:
     #: How the log-in was last authenticated (RFC 8176) and when.
     amr: tuple[str, ...] = PASSWORD_AMR
     auth_time: datetime | None = None
+    #: A coarse label of the device that logged in (`app.auth.devices`).
+    device: str = UNKNOWN_DEVICE
 
 
 async def open_family(session: AsyncSession, ctx: Context, row: LoginFamily) -> Family:
@@ -75,6 +82,7 @@ async def open_family(session: AsyncSession, ctx: Context, row: LoginFamily) -> 
         revoked_at=datetime.fromisoformat(revoked_at) if revoked_at else None,
         amr=tuple(data.get("amr") or PASSWORD_AMR),
         auth_time=datetime.fromisoformat(auth_time) if auth_time else started_at,
+        device=data.get("device", UNKNOWN_DEVICE),
     )
 
 
@@ -91,6 +99,7 @@ async def _seal_family(session: AsyncSession, ctx: Context, family: Family) -> N
             "revoked_at": family.revoked_at.isoformat() if family.revoked_at else None,
             "amr": list(family.amr),
             "auth_time": (family.auth_time or family.started_at).isoformat(),
+            "device": family.device,
         },
     )
 
@@ -140,7 +149,11 @@ def issue_access(ctx: Context, account: Account, family: Family) -> str:
 
 
 async def _start_family(
-    session: AsyncSession, ctx: Context, account: Account, amr: tuple[str, ...] = PASSWORD_AMR
+    session: AsyncSession,
+    ctx: Context,
+    account: Account,
+    amr: tuple[str, ...] = PASSWORD_AMR,
+    device: str = UNKNOWN_DEVICE,
 ) -> Family:
     now = ctx.clock.now()
     family = Family(
@@ -151,6 +164,7 @@ async def _start_family(
         revoked_at=None,
         amr=amr,
         auth_time=now,
+        device=device,
     )
     await _seal_family(session, ctx, family)
     await SLOTS.add(session, ctx.vault, account.id, family.row)
@@ -158,7 +172,13 @@ async def _start_family(
 
 
 async def login(
-    session: AsyncSession, ctx: Context, *, email: str, password: str, address: str
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    email: str,
+    password: str,
+    address: str,
+    device: str = UNKNOWN_DEVICE,
 ) -> TokenPair:
     settings = ctx.settings
     throttle = ctx.login_throttle
@@ -173,7 +193,7 @@ async def login(
         raise RateLimited(wait, "Too many failed log-ins; try again later.")
 
     account = await find_by_email_index(session, email_ix)
-    usable = account is not None and account.status == AccountStatus.active
+    usable = account is not None and account.status in USABLE
     ok = await ctx.passwords.verify(account.password_hash if usable and account else None, password)
     if not ok or account is None:
         throttle.fail(account_key)
@@ -184,6 +204,9 @@ async def login(
         raise InvalidCredentials("The email or password is wrong.")
 
     throttle.clear(account_key)
+    if account.status == AccountStatus.disabled:
+        audit.record(session, "auth.login_refused", target=account.id)
+        raise AccountDisabled("An admin disabled this account.")
     methods = factors.methods(await factors.factors_of(session, ctx, account))
     if methods:
         # No log-in yet: the second factor turns this token into one (app.mfa).
@@ -197,7 +220,8 @@ async def login(
             target=account.id,
         )
         raise MfaRequired(mfa_token=issued.token, expires_in=ttl, methods=methods)
-    pair = await _issue(session, ctx, account, await _start_family(session, ctx, account))
+    family = await _start_family(session, ctx, account, device=device)
+    pair = await _issue(session, ctx, account, family)
     audit.record(
         session,
         "auth.login",
@@ -209,10 +233,15 @@ async def login(
 
 
 async def login_with(
-    session: AsyncSession, ctx: Context, account: Account, amr: tuple[str, ...]
+    session: AsyncSession,
+    ctx: Context,
+    account: Account,
+    amr: tuple[str, ...],
+    device: str = UNKNOWN_DEVICE,
 ) -> TokenPair:
     """Start a log-in that a second factor completed (`amr` says which)."""
-    pair = await _issue(session, ctx, account, await _start_family(session, ctx, account, amr))
+    family = await _start_family(session, ctx, account, amr, device)
+    pair = await _issue(session, ctx, account, family)
     audit.record(
         session,
         "auth.login",

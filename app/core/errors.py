@@ -62,6 +62,13 @@ class InvalidCredentials(ConfideError):
     persist = True
 
 
+class AccountDisabled(ConfideError):
+    """The password was right, but an admin disabled the account."""
+
+    status, code, title = 403, "account_disabled", "Account disabled"
+    persist = True
+
+
 class RefreshReused(ConfideError):
     status, code, title = 401, "refresh_reused", "Refresh token already used"
     persist = True

@@ -10,7 +10,7 @@ Each event is a frozen dataclass (ids are strings):
   signing_key None for a device registered before devices were signed
 - `DeviceRevoked(account, device)`: its sockets close with 4003
 - `AccountClosed(account, code, reason)`: every socket of the account closes
-  with `code` (consent withdrawn: 4003; erased: 4001)
+  with `code` (consent withdrawn: 4003; erased: 4001; disabled: 4012)
 - `LoginRevoked(login)`: sockets opened under that log-in close with 4001
 - `ParticipantAdded(room, account, role, display_name, admitted, devices)`:
   devices as (device id, public key, signing key or None) triples

@@ -280,8 +280,10 @@ async def notify(
     delivered = 0
     for account_id in view.affected_account_ids:
         account = recipients.get(account_id)
-        if account is None or account.status != AccountStatus.active:
-            continue  # erased since: no one to tell, nothing to seal a notice under
+        if account is None or account.status == AccountStatus.erased:
+            # Erased since: no one to tell, nothing to seal a notice under. A
+            # disabled account is told all the same (it may be enabled again).
+            continue
         if not await notices.deliver(
             session, vault, clock, account, kind=NoticeKind.incident, ref=view.id, message=message
         ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
+from app.auth.devices import device_label
 from app.auth.dependencies import CurrentPrincipal, EnrolmentPrincipal
 from app.auth.schemas import TokenPair
 from app.core.errors import (
@@ -234,6 +235,7 @@ async def complete_mfa(
         proof=_proof(body),
         address=_address(request),
         spend=_spend(request),
+        device=device_label(request.headers.get("user-agent")),
     )
 
 

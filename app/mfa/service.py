@@ -504,12 +504,13 @@ async def complete_login(
     proof: FactorProof,
     address: str,
     spend: SpendJti,
+    device: str,
 ) -> TokenPair:
     """The log-in's second step: a correct factor turns the MFA token into a token pair."""
     account, claims = await _mfa_account(session, ctx, mfa_token)
     amr = await _prove(session, ctx, account, proof, address=address, spend=spend)
     await _spend(ctx, spend, claims)
-    return await auth.login_with(session, ctx, account, amr)
+    return await auth.login_with(session, ctx, account, amr, device)
 
 
 def _authentication_options(account_passkeys: list[Factor], ctx: Context) -> Any:

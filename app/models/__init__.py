@@ -12,6 +12,7 @@ from app.models.incident import Incident, IncidentStatus, Severity
 from app.models.key_log import KeyLogEntry
 from app.models.key_package import KeyPackage, KeyPackageClaim, RoomGroupInfo
 from app.models.notice import Notice, NoticeKind
+from app.models.password_reset import PasswordReset
 from app.models.refresh_token import LoginFamily, RefreshToken
 from app.models.room import (
     AccountRoom,
@@ -49,6 +50,7 @@ __all__ = [
     "LoginFamily",
     "Notice",
     "NoticeKind",
+    "PasswordReset",
     "RefreshToken",
     "Role",
     "Room",

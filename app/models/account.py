@@ -18,6 +18,7 @@ class Role(enum.StrEnum):
 
 class AccountStatus(enum.StrEnum):
     active = "active"
+    disabled = "disabled"
     erased = "erased"
 
 

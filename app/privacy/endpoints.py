@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from app.accounts.errors import LastAdmin
 from app.auth.dependencies import CurrentPrincipal, StepUpPrincipal
 from app.core.errors import NotFound, StepUpRequired, Unauthorized
 from app.privacy import service
 from app.privacy.schemas import AccessEntry, Export
-from app.privacy.service import LastAdmin
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
 from app.web.pagination import PageDep, paged

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from app.accounts.schemas import AccountOut
+from app.accounts.schemas import AccountOut, LoginOut
 from app.consent.schemas import SHA256_DESCRIPTION
 from app.core import examples
 from app.core.schemas import ResponseModel, with_example
@@ -113,6 +113,15 @@ class Export(ResponseModel):
             ],
             "key_log": examples.KEY_LOG,
             "factors": {"factors": [], "recovery_codes_remaining": 0},
+            "logins": [
+                {
+                    "id": "7d1f0c2e-3b4a-4c5d-8e6f-9a0b1c2d3e4f",
+                    "device": "Firefox on Linux",
+                    "created_at": "2026-11-24T20:00:00Z",
+                    "last_used_at": "2026-11-25T08:00:00Z",
+                    "current": True,
+                }
+            ],
         }
     )
 
@@ -136,3 +145,4 @@ class Export(ResponseModel):
     factors: FactorList = Field(
         description="As `GET /v1/me/factors`: the second factors, never their secrets."
     )
+    logins: list[LoginOut] = Field(description="As `GET /v1/me/logins`.")

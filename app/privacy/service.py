@@ -37,14 +37,16 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import lifecycle
 from app.accounts import service as accounts
 from app.auth import factors
+from app.accounts.errors import LastAdmin
 from app.auth.service import Principal, remove_families
 from app.consent import service as consent
 from app.core import audit
 from app.core.codec import b64url_encode
 from app.core.context import Context
-from app.core.errors import Conflict, Unauthorized
+from app.core.errors import Unauthorized
 from app.core.events import AccountClosed, AccountErased, DataKeyDestroyed, emit
 from app.devices import key_packages
 from app.devices import service as devices
@@ -59,10 +61,6 @@ from app.notices.schemas import notice_out
 from app.privacy.schemas import AccessEntry, Actor, ConsentRecord, DeviceRecord, Export
 from app.rooms import care, invitations
 from app.rooms import service as rooms
-
-
-class LastAdmin(Conflict):
-    code, title = "last_admin", "The last active admin"
 
 
 # -- consent -------------------------------------------------------------------------
@@ -189,6 +187,7 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
         factors=FactorList(
             factors=[factor_out(f) for f in second_factors], recovery_codes_remaining=remaining
         ),
+        logins=await lifecycle.my_logins(session, ctx, principal),
     )
     audit.record(
         session,
@@ -220,6 +219,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
     # sealed under their key (which the key's destruction shreds anyway).
     sessions = await remove_families(session, ctx, account)
     await factors.remove_all(session, ctx, account)
+    await lifecycle.forget_resets(session, ctx, account.id)
     removed = devices.Removed(active=[], every=[])
     if key_id is not None:
         # Other participants' apps stop encrypting to the devices, then see

@@ -9,6 +9,8 @@
   idle past the timeout, or past its maximum lifetime).
 - Webhook delivery logs: each endpoint keeps its newest 1000 finished
   deliveries (delivered or failed); what still waits is never deleted.
+- Password reset tokens: deleted once they expire (30 minutes after the reset
+  started), if no newer reset or use deleted them first.
 - Spent room-token ids live in the broker with a TTL of the token's remaining
   lifetime plus a minute: Redis expires them itself; the in-process broker
   drops them here.
@@ -23,6 +25,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+from app.accounts import lifecycle
 from app.auth import service as auth
 from app.core.context import Context
 from app.relay.broker import Broker
@@ -39,6 +42,7 @@ class Purged:
     refresh_tokens: int
     spent_token_ids: int
     webhook_deliveries: int = 0
+    password_resets: int = 0
 
 
 async def purge(ctx: Context, broker: Broker) -> Purged:
@@ -50,15 +54,17 @@ async def purge(ctx: Context, broker: Broker) -> Purged:
         deleted = await auth.purge_dead_logins(session, ctx, token_cutoff)
         await group_info.forget(session, rooms)
         deliveries = await webhooks.prune_log(session)
+        resets = await lifecycle.purge_expired_resets(session, ctx)
     for room_id in rooms:
         await broker.drop_room(room_id)
     spent = await broker.purge_expired()
     log.info(
         "purge: %d rooms' ciphertexts, %d refresh tokens, %d spent token ids,"
-        " %d webhook deliveries",
+        " %d webhook deliveries, %d password resets",
         len(rooms),
         deleted,
         spent,
         deliveries,
+        resets,
     )
-    return Purged(len(rooms), deleted, spent, deliveries)
+    return Purged(len(rooms), deleted, spent, deliveries, resets)

@@ -112,6 +112,7 @@ def test_every_operation_has_a_description_and_its_security(document: dict[str, 
         "post /v1/auth/refresh",
         "post /v1/auth/mfa",
         "post /v1/auth/mfa/webauthn/options",
+        "post /v1/auth/password-reset",
         "post /v1/accounts",
         "get /v1/consent-documents",
     }
@@ -189,6 +190,8 @@ PAGED = [
     "/v1/admin/audit",
     "/v1/admin/webhooks",
     "/v1/admin/webhooks/{webhook_id}/deliveries",
+    "/v1/me/logins",
+    "/v1/admin/accounts",
 ]
 
 

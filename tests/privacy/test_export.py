@@ -81,6 +81,7 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
     consents = await get_json(client, person, "/v1/me/consents")
     disclosures = await get_json(client, person, "/v1/me/disclosures")
     notices = await get_json(client, person, "/v1/me/notices")
+    logins = await get_json(client, person, "/v1/me/logins")
     log = await access_log(client, person)
     clock.advance(60)
     found = await export(client, person)
@@ -96,8 +97,10 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
         "access_log",
         "key_log",
         "factors",
+        "logins",
     ]
     assert found["factors"] == {"factors": [], "recovery_codes_remaining": 0}
+    assert found["logins"] == logins
     assert datetime.fromisoformat(found["exported_at"]) == clock.now()
 
     assert found["account"] == me

@@ -12,11 +12,11 @@ from sqlalchemy import func, select
 
 from app.core.clock import FrozenClock
 from app.core.context import Context
-from app.models import RefreshToken
+from app.models import PasswordReset, RefreshToken
 from app.relay.broker import Broker, InProcessBroker, Outgoing
 from app.relay.redis_broker import RedisBroker
 from app.retention.service import purge
-from tests.fixtures.accounts import User, register_client
+from tests.fixtures.accounts import User, login, register_client
 from tests.fixtures.redis_server import delete_prefix, shared_redis, unique_prefix
 
 HOUR = 3600
@@ -142,3 +142,22 @@ async def test_spent_token_ids_are_forgotten_when_the_token_could_no_longer_be_u
     assert await memory.spend_jti("j", 60, clock.time()) is False
     clock.advance(1)
     assert await memory.purge_expired() == 1
+
+
+async def test_expired_reset_tokens_go_and_live_ones_stay(
+    client: httpx.AsyncClient, admin: User, ctx: Context, clock: FrozenClock, broker: Broker
+) -> None:
+    first = await register_client(client)
+    second = await register_client(client)
+    path = "/v1/admin/accounts/{}/password-reset"
+    assert (await client.post(path.format(first.id), headers=admin.auth)).status_code == 201
+    clock.advance(20 * 60)
+    await login(client, admin)
+    assert (await client.post(path.format(second.id), headers=admin.auth)).status_code == 201
+    assert (await purge(ctx, broker)).password_resets == 0
+    clock.advance(10 * 60)
+    assert (await purge(ctx, broker)).password_resets == 1
+    async with ctx.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(PasswordReset)) == 1
+    clock.advance(20 * 60)
+    assert (await purge(ctx, broker)).password_resets == 1
