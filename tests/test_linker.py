@@ -42,6 +42,7 @@ from app.core.codec import b64url_encode
 from app.core.context import Context
 from app.models import Base, Role
 from tests.fixtures.accounts import User, login, make_account, register_client
+from tests.fixtures.authenticator import SoftAuthenticator
 from tests.fixtures.dump import column_bytes
 from tests.fixtures.identity import b64, device_body, identity_of, new_device, point
 from tests.fixtures.mls import key_package

@@ -6,12 +6,13 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from app.auth import service
-from app.auth.dependencies import CurrentPrincipal
+from app.auth.dependencies import EnrolmentPrincipal
 from app.auth.devices import device_label
 from app.auth.schemas import RefreshRequest, TokenPair
 from app.core.errors import (
     AccountDisabled,
     InvalidCredentials,
+    MfaRequired,
     RateLimited,
     RefreshReused,
     Unauthorized,
@@ -26,7 +27,7 @@ router = APIRouter(tags=["auth"])
 @router.post(
     "/v1/auth/token",
     response_model=TokenPair,
-    responses=responses(InvalidCredentials, AccountDisabled, RateLimited),
+    responses=responses(InvalidCredentials, MfaRequired, AccountDisabled, RateLimited),
     summary="Log in (OAuth2 password grant)",
 )
 async def token(
@@ -38,8 +39,9 @@ async def token(
     """OAuth2 password grant (form fields `username`, `password`). Answers an access token (15
     minutes at most) and a refresh token. Wrong credentials answer 401 `invalid_credentials`, the
     same whether or not the email exists; repeated failures are throttled (429 with
-    `Retry-After`). The right password of an account an admin disabled answers 403
-    `account_disabled`.
+    `Retry-After`). An account with a second factor answers 401 `mfa_required` with an
+    `mfa_token` and its `methods` instead: `POST /v1/auth/mfa` completes the log-in. The right
+    password of an account an admin disabled answers 403 `account_disabled`.
     """
     if len(form.username) > 320 or len(form.password) > MAX_LENGTH:
         raise InvalidCredentials("The email or password is wrong.")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
-from app.auth.devices import device_label
 from app.auth.dependencies import CurrentPrincipal, EnrolmentPrincipal
+from app.auth.devices import device_label
 from app.auth.schemas import TokenPair
 from app.core.errors import (
     Conflict,

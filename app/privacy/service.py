@@ -39,8 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import lifecycle
 from app.accounts import service as accounts
-from app.auth import factors
 from app.accounts.errors import LastAdmin
+from app.auth import factors
 from app.auth.service import Principal, remove_families
 from app.consent import service as consent
 from app.core import audit
