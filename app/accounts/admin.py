@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, status
 from app.accounts import lifecycle
 from app.accounts.errors import LastAdmin, RoleChangeRefused
 from app.accounts.schemas import AdminAccountOut, Email, ResetOut, SetRole
-from app.auth.dependencies import AdminPrincipal
+from app.auth.dependencies import AdminPrincipal, StepUpAdmin
 from app.core import audit
-from app.core.errors import Forbidden, NotFound, Unauthorized
+from app.core.errors import Forbidden, NotFound, StepUpRequired, Unauthorized
 from app.models import AccountStatus, Role
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
@@ -82,11 +82,11 @@ async def get_account(
     ACCOUNT + "/password-reset",
     status_code=status.HTTP_201_CREATED,
     response_model=ResetOut,
-    responses=responses(Unauthorized, Forbidden, NotFound),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound),
     summary="Start a password reset: a single-use token for 30 minutes (admin)",
 )
 async def start_reset(
-    account_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    account_id: str, admin: StepUpAdmin, session: SessionDep, ctx: ContextDep
 ) -> ResetOut:
     """A reset token, shown this once, for the admin to pass on by a channel of the practice's
     choice; `POST /v1/auth/password-reset` spends it. A new reset voids the earlier tokens.
@@ -98,11 +98,11 @@ async def start_reset(
 @router.post(
     ACCOUNT + "/disable",
     response_model=AdminAccountOut,
-    responses=responses(Unauthorized, Forbidden, NotFound, LastAdmin),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound, LastAdmin),
     summary="Disable an account: log-in refused, tokens dead, sockets closed with 4012 (admin)",
 )
 async def disable(
-    account_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    account_id: str, admin: StepUpAdmin, session: SessionDep, ctx: ContextDep
 ) -> AdminAccountOut:
     """Every log-in of the account ends, its live room sockets close with 4012, and its right
     password answers 403 `account_disabled` until it is enabled. The last active admin cannot be
@@ -115,11 +115,11 @@ async def disable(
 @router.post(
     ACCOUNT + "/enable",
     response_model=AdminAccountOut,
-    responses=responses(Unauthorized, Forbidden, NotFound),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound),
     summary="Enable a disabled account (admin)",
 )
 async def enable(
-    account_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    account_id: str, admin: StepUpAdmin, session: SessionDep, ctx: ContextDep
 ) -> AdminAccountOut:
     """Its password logs in again; the tokens it held before it was disabled stay dead."""
     account = await lifecycle.enable(session, ctx, admin, account_id)
@@ -129,11 +129,13 @@ async def enable(
 @router.put(
     ACCOUNT + "/role",
     response_model=AdminAccountOut,
-    responses=responses(Unauthorized, Forbidden, NotFound, RoleChangeRefused, LastAdmin),
+    responses=responses(
+        StepUpRequired, Unauthorized, Forbidden, NotFound, RoleChangeRefused, LastAdmin
+    ),
     summary="Change a role between counselor and admin (admin)",
 )
 async def set_role(
-    account_id: str, body: SetRole, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    account_id: str, body: SetRole, admin: StepUpAdmin, session: SessionDep, ctx: ContextDep
 ) -> AdminAccountOut:
     """Every log-in of the account ends, so its next tokens carry the new role. A client's role is
     not changed (409 `role_change_refused`); the last active admin is not demoted (409

@@ -13,7 +13,7 @@ from app.accounts.schemas import (
     UseReset,
 )
 from app.auth import logins
-from app.auth.dependencies import AdminPrincipal, CurrentPrincipal, EnrolmentPrincipal
+from app.auth.dependencies import CurrentPrincipal, EnrolmentPrincipal, StepUpAdmin
 from app.core import audit
 from app.core.errors import (
     EmailTaken,
@@ -21,6 +21,7 @@ from app.core.errors import (
     InvalidCredentials,
     NotFound,
     RateLimited,
+    StepUpRequired,
     Unauthorized,
     WeakPassword,
 )
@@ -60,11 +61,11 @@ async def register(body: RegisterClient, session: SessionDep, ctx: ContextDep) -
     "/v1/admin/accounts",
     status_code=status.HTTP_201_CREATED,
     response_model=AccountOut,
-    responses=responses(Unauthorized, Forbidden, EmailTaken, WeakPassword),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, EmailTaken, WeakPassword),
     summary="Create an account of any role (admin)",
 )
 async def create(
-    body: CreateAccount, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    body: CreateAccount, admin: StepUpAdmin, session: SessionDep, ctx: ContextDep
 ) -> AccountOut:
     """An admin creates an account of any role (counselors and admins are created this way)."""
     account = await service.create_account(

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.auth.dependencies import CurrentPrincipal
-from app.core.errors import NotFound, Unauthorized
+from app.auth.dependencies import CurrentPrincipal, StepUpPrincipal
+from app.core.errors import NotFound, StepUpRequired, Unauthorized
 from app.devices import key_packages, service
 from app.devices.key_packages import KeyPackageInvalid, TooManyKeyPackages
 from app.devices.schemas import (
@@ -33,6 +33,7 @@ router = APIRouter(tags=["devices"])
     status_code=status.HTTP_201_CREATED,
     response_model=DeviceOut,
     responses=responses(
+        StepUpRequired,
         Unauthorized,
         TooManyDevices,
         DeviceIdTaken,
@@ -43,7 +44,7 @@ router = APIRouter(tags=["devices"])
     summary="Register a device, its end-to-end public key and its signed signing key",
 )
 async def register(
-    body: RegisterDevice, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+    body: RegisterDevice, principal: StepUpPrincipal, session: SessionDep, ctx: ContextDep
 ) -> DeviceOut:
     """Registers one installation of a client app: its public key, its MLS signing key and the
     identity key's signature over the device statement (the account's first device also sends the
@@ -74,11 +75,13 @@ def _new(body: NewDevice) -> service.NewDevice:
     "/v1/me/identity/reset",
     status_code=status.HTTP_201_CREATED,
     response_model=DeviceOut,
-    responses=responses(Unauthorized, DeviceIdTaken, BadDeviceSignature, IdentityKeyMissing),
+    responses=responses(
+        StepUpRequired, Unauthorized, DeviceIdTaken, BadDeviceSignature, IdentityKeyMissing
+    ),
     summary="Replace the account's identity key: every device is revoked, one new device added",
 )
 async def reset_identity(
-    body: ResetIdentity, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+    body: ResetIdentity, principal: StepUpPrincipal, session: SessionDep, ctx: ContextDep
 ) -> DeviceOut:
     """For a lost or compromised identity key: every active device of the account is revoked (their
     sockets close with 4003) and the new device, signed by the new identity key, becomes the
@@ -112,11 +115,11 @@ async def list_devices(
     "/v1/devices/{device_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=responses(Unauthorized, NotFound),
+    responses=responses(StepUpRequired, Unauthorized, NotFound),
     summary="Revoke one of the caller's devices",
 )
 async def revoke(
-    device_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+    device_id: str, principal: StepUpPrincipal, session: SessionDep, ctx: ContextDep
 ) -> None:
     """The device's live sockets close with 4003, its KeyPackages are deleted and the key log
     records the revocation.

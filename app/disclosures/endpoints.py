@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.auth.dependencies import CurrentPrincipal
-from app.core.errors import Forbidden, NotFound, Unauthorized
+from app.auth.dependencies import CurrentPrincipal, StepUpPrincipal
+from app.core.errors import Forbidden, NotFound, StepUpRequired, Unauthorized
 from app.disclosures import service
 from app.disclosures.schemas import DisclosureOut, RecordDisclosure
 from app.web.deps import ContextDep, SessionDep
@@ -33,7 +33,7 @@ def _disclosure(view: service.DisclosureView) -> DisclosureOut:
     "/v1/accounts/{account_id}/disclosures",
     status_code=status.HTTP_201_CREATED,
     response_model=DisclosureOut,
-    responses=responses(Unauthorized, Forbidden, NotFound),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound),
     summary="Record a disclosure of a client's information (their counselor, or an admin)",
     description=(
         "The caller must be an admin or a counselor whom the client accepted (by"
@@ -45,7 +45,7 @@ def _disclosure(view: service.DisclosureView) -> DisclosureOut:
 async def record(
     account_id: str,
     body: RecordDisclosure,
-    principal: CurrentPrincipal,
+    principal: StepUpPrincipal,
     session: SessionDep,
     ctx: ContextDep,
 ) -> DisclosureOut:

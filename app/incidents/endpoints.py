@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.auth.dependencies import AdminPrincipal
+from app.auth.dependencies import AdminPrincipal, StepUpAdmin
 from app.core.context import Context
-from app.core.errors import Forbidden, NotFound, Unauthorized
+from app.core.errors import Forbidden, NotFound, StepUpRequired, Unauthorized
 from app.incidents import service
 from app.incidents.schemas import (
     CreateIncident,
@@ -127,7 +127,7 @@ async def patch(
     f"{INCIDENT}/notify",
     status_code=status.HTTP_201_CREATED,
     response_model=NotifiedOut,
-    responses=responses(Unauthorized, Forbidden, NotFound),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound),
     summary="Send a notice to each affected account (admin)",
     description=(
         "Each affected account gets one notice with `message`. Notifying again sends a"
@@ -137,7 +137,7 @@ async def patch(
 async def notify(
     incident_id: str,
     body: NotifyIncident,
-    admin: AdminPrincipal,
+    admin: StepUpAdmin,
     session: SessionDep,
     ctx: ContextDep,
 ) -> NotifiedOut:

@@ -62,7 +62,7 @@ async def export(
     "/v1/me",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=responses(Unauthorized, LastAdmin),
+    responses=responses(StepUpRequired, Unauthorized, LastAdmin),
     summary="Erase the caller's account",
     description=(
         "The account's data key is destroyed, so every record sealed under it becomes"
@@ -71,7 +71,7 @@ async def export(
         " erase their account (409 `last_admin`)."
     ),
 )
-async def erase(principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) -> None:
+async def erase(principal: StepUpPrincipal, session: SessionDep, ctx: ContextDep) -> None:
     await service.erase(session, ctx, principal)
 
 

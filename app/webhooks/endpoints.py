@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.auth.dependencies import AdminPrincipal
+from app.auth.dependencies import AdminPrincipal, StepUpAdmin
 from app.auth.service import Principal
 from app.core import audit
-from app.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+from app.core.errors import Forbidden, NotFound, StepUpRequired, Unauthorized, ValidationFailed
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
 from app.web.pagination import PageDep, micros, paged
@@ -43,12 +43,12 @@ def _out(view: service.EndpointView) -> WebhookOut:
     "/v1/admin/webhooks",
     status_code=status.HTTP_201_CREATED,
     response_model=WebhookCreatedOut,
-    responses=responses(Unauthorized, Forbidden, ValidationFailed),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, ValidationFailed),
     summary="Add a webhook endpoint (admin)",
     description="The answer holds the signing secret; it is never shown again (rotate it instead).",
 )
 async def create(
-    body: CreateWebhook, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    body: CreateWebhook, admin: StepUpAdmin, session: SessionDep, ctx: ContextDep
 ) -> WebhookCreatedOut:
     view = await service.create(
         session, ctx, url=body.url, events=body.events, enabled=body.enabled, actor=_actor(admin)
@@ -90,14 +90,14 @@ async def get(
 @router.patch(
     WEBHOOK,
     response_model=WebhookOut,
-    responses=responses(Unauthorized, Forbidden, NotFound, ValidationFailed),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound, ValidationFailed),
     summary="Change a webhook endpoint's URL, events or enabled flag (admin)",
     description="A disabled endpoint gets no new events; what already waits is sent once enabled.",
 )
 async def patch(
     webhook_id: str,
     body: PatchWebhook,
-    admin: AdminPrincipal,
+    admin: StepUpAdmin,
     session: SessionDep,
     ctx: ContextDep,
 ) -> WebhookOut:
@@ -117,12 +117,12 @@ async def patch(
     WEBHOOK,
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=responses(Unauthorized, Forbidden, NotFound),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound),
     summary="Delete a webhook endpoint and what waits for it (admin)",
     description="Events not yet delivered to it are dropped; its delivery log goes with it.",
 )
 async def delete(
-    webhook_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    webhook_id: str, admin: StepUpAdmin, session: SessionDep, ctx: ContextDep
 ) -> Response:
     await service.remove(session, ctx, webhook_id, actor=_actor(admin))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -131,12 +131,12 @@ async def delete(
 @router.post(
     f"{WEBHOOK}/rotate-secret",
     response_model=SecretOut,
-    responses=responses(Unauthorized, Forbidden, NotFound),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound),
     summary="Replace a webhook endpoint's signing secret (admin)",
     description="Every attempt from now on, retries included, is signed with the new secret.",
 )
 async def rotate_secret(
-    webhook_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    webhook_id: str, admin: StepUpAdmin, session: SessionDep, ctx: ContextDep
 ) -> SecretOut:
     return SecretOut(
         secret=await service.rotate_secret(session, ctx, webhook_id, actor=_actor(admin))
