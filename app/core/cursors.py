@@ -60,7 +60,11 @@ def seal(key: bytes, scope: Sequence[str], position: Position) -> str:
     plain += b" " * (-len(plain) % _PAD)
     nonce = os.urandom(_NONCE)
     sealed = bytes([VERSION]) + nonce + AESGCM(key).encrypt(nonce, plain, _aad(scope))
-    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+    cursor = base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+    if len(cursor) > MAX_CURSOR_CHARS:
+        # `open_` would refuse it: a list whose sort key is this long is a bug, not a page.
+        raise ValueError(f"a cursor of {len(cursor)} characters; at most {MAX_CURSOR_CHARS}")
+    return cursor
 
 
 def open_(key: bytes, scope: Sequence[str], cursor: str) -> Position:
