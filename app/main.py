@@ -42,8 +42,10 @@ from app.relay.hub import Hub
 from app.relay.metrics import RelayMetrics
 from app.retention.service import purge
 from app.rooms import key_packages as room_key_packages
+from app.rooms.checkin_endpoints import router as checkins_router
 from app.rooms.endpoints import router as rooms_router
 from app.rooms.key_log import router as key_log_router
+from app.safety.endpoints import router as licensure_router
 from app.web import openapi
 from app.web.errors import install_error_handlers
 from app.web.middleware import (
@@ -236,6 +238,7 @@ def create_app(
         consent_router,
         withdrawal_router,
         rooms_router,
+        checkins_router,
         key_log_router,
         disclosures_router,
         incidents_router,
@@ -243,6 +246,7 @@ def create_app(
         privacy_router,
         relay_router,
         webhooks_router,
+        licensure_router,
     ):
         app.include_router(router)
     if settings.serves_web_client:

@@ -20,6 +20,7 @@ from app.models.room import (
     RoomKind,
     RoomMember,
 )
+from app.models.safety import Licensure, SafetyCheckin, SafetyCheckinMode
 from app.models.webhook import DeliveryState, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "KeyLogEntry",
     "KeyPackage",
     "KeyPackageClaim",
+    "Licensure",
     "LoginFamily",
     "Notice",
     "NoticeKind",
@@ -54,6 +56,8 @@ __all__ = [
     "RoomInvitation",
     "RoomKind",
     "RoomMember",
+    "SafetyCheckin",
+    "SafetyCheckinMode",
     "Severity",
     "WebhookDelivery",
     "WebhookEndpoint",

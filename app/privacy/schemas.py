@@ -15,6 +15,7 @@ from app.keys.schemas import KeyLogOut
 from app.models import ConsentKind
 from app.notices.schemas import NoticeOut
 from app.rooms.schemas import RoomOut
+from app.safety.schemas import CheckinOut
 
 
 class Actor(ResponseModel):
@@ -111,6 +112,8 @@ class Export(ResponseModel):
                 }
             ],
             "key_log": examples.KEY_LOG,
+            "checkins": [],
+            "licensure": [],
         }
     )
 
@@ -130,4 +133,11 @@ class Export(ResponseModel):
         description=(
             "The caller's own key log, as `GET /v1/accounts/{account_id}/key-log` answers it."
         )
+    )
+    checkins: list[CheckinOut] = Field(
+        description="The caller's latest safety check-in in each room, oldest first, as"
+        " `GET /v1/rooms/{room_id}/checkin` answers it (clients; empty for staff)."
+    )
+    licensure: list[str] = Field(
+        description="The jurisdictions the caller is licensed for (counselors; empty for others)."
     )
