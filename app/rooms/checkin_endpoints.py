@@ -10,7 +10,7 @@ from app.safety.schemas import CheckinIn, CheckinOut, checkin_out
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
 
-router = APIRouter(tags=["safety check-in"])
+router = APIRouter(tags=["safety"])
 ROOM = "/v1/rooms/{room_id}"
 
 

@@ -9,7 +9,7 @@ from app.safety.schemas import LicensureIn, LicensureOut
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
 
-router = APIRouter(tags=["licensure"])
+router = APIRouter(tags=["safety"])
 LICENSURE = "/v1/admin/accounts/{account_id}/licensure"
 
 
