@@ -127,6 +127,8 @@ async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -
         )
         assert admission.seats is not None
         role = admission.member.role
+        # A host is shown each client's check-in: read before the token is spent.
+        greeting = await _checkins_for_host(ctx, session, admission) if role == rooms.HOST else ()
         await _spend(ctx, hub, claims)
         if admission.admitted:
             await rooms.mark_started(session, ctx, admission.state)
@@ -155,7 +157,6 @@ async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -
             actor_role=role,
             details={"room": room_id},
         )
-        greeting = await _checkins_for_host(ctx, session, admission) if role == rooms.HOST else ()
     return Grant(
         room_id=room_id,
         account_id=account_id,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.auth.dependencies import CurrentPrincipal
-from app.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+from app.core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from app.rooms import checkins
 from app.rooms.errors import RoomEnded
 from app.safety.schemas import CheckinIn, CheckinOut, checkin_out
@@ -21,7 +21,7 @@ def _out(shown: checkins.Shown) -> CheckinOut:
 @router.put(
     ROOM + "/checkin",
     response_model=CheckinOut,
-    responses=responses(Unauthorized, Forbidden, NotFound, RoomEnded, ValidationFailed),
+    responses=responses(Unauthorized, Forbidden, NotFound, RoomEnded, Conflict, ValidationFailed),
     summary="Record the caller's safety check-in for the room (client participants)",
 )
 async def put_checkin(

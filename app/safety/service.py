@@ -18,13 +18,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.service import Principal
 from app.core import audit
 from app.core.codec import is_id, new_id
 from app.core.context import Context
-from app.core.errors import NotFound, ValidationFailed
+from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.slots import Slots
 from app.core.vault import DataKeyDestroyed, Vault
 from app.models import Account, Licensure, Role, Room, SafetyCheckin, SafetyCheckinMode
@@ -103,10 +104,16 @@ async def record(session: AsyncSession, vault: Vault, account: Account, checkin:
     row.details = await vault.seal_json(
         session, account.data_key_id, SafetyCheckin.details, row.id, checkin.details()
     )
-    if fresh:
-        await SLOTS.add(session, vault, account.id, row)
-    else:
-        await session.flush()
+    try:
+        if fresh:
+            await SLOTS.add(session, vault, account.id, row)
+        else:
+            await session.flush()
+    except IntegrityError:
+        # Another check-in of the same client for the same room, at the same moment.
+        raise Conflict(
+            "A check-in for this room was being recorded at once; send it again."
+        ) from None
 
 
 async def latest(
