@@ -44,8 +44,10 @@ from app.relay.hub import Hub
 from app.relay.metrics import RelayMetrics
 from app.retention.service import purge
 from app.rooms import key_packages as room_key_packages
+from app.rooms.checkin_endpoints import router as checkins_router
 from app.rooms.endpoints import router as rooms_router
 from app.rooms.key_log import router as key_log_router
+from app.safety.endpoints import router as licensure_router
 from app.web import openapi
 from app.web.errors import install_error_handlers
 from app.web.middleware import (
@@ -240,6 +242,7 @@ def create_app(
         consent_router,
         withdrawal_router,
         rooms_router,
+        checkins_router,
         key_log_router,
         disclosures_router,
         incidents_router,
@@ -247,6 +250,7 @@ def create_app(
         privacy_router,
         relay_router,
         webhooks_router,
+        licensure_router,
     ):
         app.include_router(router)
     if settings.serves_web_client:

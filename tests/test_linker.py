@@ -4,8 +4,9 @@ A practice of 21 people runs a story (consents, devices and key changes, their M
 KeyPackages, claims of them in rooms, 10 rooms, individual
 and group, invitations accepted, declined and left pending, decoy invitations,
 admissions, room tokens, refreshes, disclosures with their notices, an
-incident with its notices, one erasure, password changes and resets, log-ins
-ended, an account disabled and enabled, a role changed) on SQLite and on PostgreSQL. Then
+incident with its notices, counselors' licensure, clients' safety check-ins in
+rooms that require them, read by their hosts, one erasure, password changes and resets,
+log-ins ended, an account disabled and enabled, a role changed) on SQLite and on PostgreSQL. Then
 a linker reads every table as a thief would (SQLite: the file, in rowid
 order; PostgreSQL: every row with its physical position and the transaction
 ids `xmin`/`xmax` that the data files hold) and tries everything it can:
@@ -19,8 +20,8 @@ ids `xmin`/`xmax` that the data files hold) and tries everything it can:
 It must recover no membership or invitation pair (an account beside a room
 it is in or invited to) and no owner of a personal record (a device, log-in,
 acceptance, notice, disclosure, membership, list-of-rooms, invitation, care
-relationship, key-log row, MLS KeyPackage or KeyPackage claim row, webhook delivery
-or password reset beside its account), and its
+relationship, key-log row, MLS KeyPackage or KeyPackage claim row, webhook delivery,
+password reset, safety check-in or licensure beside its account), and its
 guesses from row order must do no better than chance (decision note 0007).
 """
 
@@ -66,6 +67,8 @@ PERSONAL = {
     "webhook_deliveries",
     "auth_factors",
     "password_resets",
+    "safety_checkins",
+    "licensures",
 }
 
 
@@ -174,6 +177,7 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
                 "starts_at": (now + timedelta(minutes=5)).isoformat(),
                 "ends_at": (now + timedelta(minutes=55 + n)).isoformat(),
                 "waiting_room": n % 2 == 0,
+                "safety_checkin": ("required", "optional", "off")[n % 3],
             },
         )
         rooms.append((room["id"], host, guests))
@@ -220,9 +224,42 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
                 http, "POST", f"/v1/rooms/{room_id}/participants", host, json={"email": email}
             )
     assert truth.invited, "the story leaves an invitation pending"
-    for room_id, host, guests in rooms:
+    # Licensure of three counselors; check-ins by most clients, read by the hosts.
+    jurisdictions = ["US-CO", "US-NY", "US-FL", "CA-ON"]
+    for counselor in rng.sample(counselors, k=3):
+        await _call(
+            http,
+            "PUT",
+            f"/v1/admin/accounts/{counselor.id}/licensure",
+            admin,
+            json={"jurisdictions": rng.sample(jurisdictions, k=2)},
+        )
+    checkins = [(room_id, guest) for room_id, _host, guests in rooms for guest in guests]
+    checked_in: set[tuple[str, str]] = set()
+    for room_id, guest in rng.sample(checkins, k=len(checkins)):
+        if rng.random() < 0.8:
+            checked_in.add((room_id, guest.id))
+            await _call(
+                http,
+                "PUT",
+                f"/v1/rooms/{room_id}/checkin",
+                guest,
+                json={
+                    "location": {
+                        "address": f"{rng.randrange(1, 999)} Main St",
+                        "jurisdiction": rng.choice(jurisdictions),
+                    },
+                    "emergency_contact": {"name": "Kin", "phone": "+1 303 555 0100"},
+                    "callback_phone": f"+1 303 555 {rng.randrange(1000, 9999)}",
+                },
+            )
+    for room_id, host, _guests in rng.sample(rooms, k=len(rooms)):
+        await _call(http, "GET", f"/v1/rooms/{room_id}/checkins", host)
+    for n, (room_id, host, guests) in enumerate(rooms):
         for user in [host, *guests]:
-            if rng.random() < 0.6:
+            # A required check-in gates a client's token (a host's never).
+            gated = n % 3 == 0 and user is not host and (room_id, user.id) not in checked_in
+            if rng.random() < 0.6 and not gated:
                 await _call(
                     http,
                     "POST",

@@ -1,10 +1,11 @@
 """The storage promise, proved on a realistic story against the real server.
 
 A practice runs a whole story with unique marker strings: an intake with
-consents, a scheduled session with messages, a disclosure, an incident with
+consents, a counselor's licensure, a scheduled session that requires a safety
+check-in (address, emergency contact, phones) with messages, a disclosure, an incident with
 notices, an export. Then the SQLite file, or a `pg_dump` of PostgreSQL, and
 the server's log are searched for every name, email, title, session time,
-device label, disclosure, incident and notice text used: none is found.
+device label, check-in, disclosure, incident and notice text used: none is found.
 """
 
 from __future__ import annotations
@@ -136,12 +137,38 @@ def test_a_whole_story_leaves_nothing_readable(server: Server, backend: Backend)
             "starts_at": starts.isoformat(),
             "ends_at": ends.isoformat(),
             "waiting_room": False,
+            "safety_checkin": "required",
         },
     )
     invited = story.call(
         "POST", f"/v1/rooms/{room['id']}/participants", counselor, json={"account_id": client_id}
     )
     story.call("POST", f"/v1/me/invitations/{invited['invitation_id']}/accept", client)
+    story.call(
+        "PUT",
+        f"/v1/admin/accounts/{account_of(counselor)}/licensure",
+        admin,
+        json={"jurisdictions": ["US-CO", "US-NM"]},
+    )
+    story.call(
+        "PUT",
+        f"/v1/rooms/{room['id']}/checkin",
+        client,
+        json={
+            "location": {
+                "address": story.keep("check-in address", mark("Cabin on Elk Road ")),
+                "jurisdiction": "US-CO",
+            },
+            "emergency_contact": {
+                "name": story.keep("emergency contact", mark("Kin Name ")),
+                "phone": story.keep("emergency phone", f"+1{uuid.uuid4().int % 10**10:010d}"),
+            },
+            "callback_phone": story.keep("callback phone", f"+1{uuid.uuid4().int % 10**10:010d}"),
+        },
+    )
+    seen = story.call("GET", f"/v1/rooms/{room['id']}/checkins", counselor)
+    assert seen[0]["emergency_contact"]["name"] == story.markers["emergency contact"]
+    assert seen[0]["jurisdiction_licensed"] is True
 
     def socket(token: str, device: str) -> Any:
         issued = story.call(
@@ -254,6 +281,7 @@ def test_a_whole_story_leaves_nothing_readable(server: Server, backend: Backend)
     client = registered["access_token"]
     export = story.call("GET", "/v1/me/export", client)
     assert export["account"]["email"].lower() == story.markers["client email"].lower()
+    assert export["checkins"][0]["callback_phone"] == story.markers["callback phone"]
     assert export["rooms"][0]["title"] == title
 
     server.stop()

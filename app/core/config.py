@@ -131,6 +131,14 @@ class Settings(BaseSettings):
     group_info_uploads_per_window: int = Field(default=30, ge=1)
     group_info_upload_window_s: int = Field(default=60, ge=1)
 
+    #: A new room's `safety_checkin` when its creator names none (`required`,
+    #: `optional` or `off`); unset: `required` in production, `off` in development.
+    safety_checkin_default: Literal["required", "optional", "off"] | None = None
+    #: A client's room token when their check-in's jurisdiction is none the room's
+    #: hosts are licensed for: issued with the host shown the mismatch (`warn`), or
+    #: refused with `jurisdiction_mismatch` (`refuse`).
+    jurisdiction_mismatch: Literal["warn", "refuse"] = "warn"
+
     #: Serve the reference web client at /app/; unset: on in development, off in production.
     web_client: bool | None = None
 
@@ -191,7 +199,12 @@ class Settings(BaseSettings):
         return data
 
     @field_validator(
-        "audit_checkpoint_syslog", "web_client", "mfa_required", "webauthn_rp_id", mode="before"
+        "audit_checkpoint_syslog",
+        "web_client",
+        "mfa_required",
+        "webauthn_rp_id",
+        "safety_checkin_default",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -213,7 +226,13 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("log_level", "log_client_addresses", mode="before")
+    @field_validator(
+        "log_level",
+        "log_client_addresses",
+        "safety_checkin_default",
+        "jurisdiction_mismatch",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -309,6 +328,13 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def room_safety_checkin(self) -> Literal["required", "optional", "off"]:
+        """A new room's `safety_checkin` when its creator names none."""
+        if self.safety_checkin_default is not None:
+            return self.safety_checkin_default
+        return "required" if self.is_production else "off"
 
     @property
     def serves_web_client(self) -> bool:

@@ -18,6 +18,9 @@ Each event is a frozen dataclass (ids are strings):
 - `Admitted(room, account)`
 - `Unadmitted(room, account)`: back in the waiting room (consent withdrawn);
   the others hear `presence` `waiting`, its admission point is dropped
+- `CheckinRecorded(room, account, address, jurisdiction, contact_name,
+  contact_phone, callback_phone, recorded_at, licensed)`: a client's safety
+  check-in, for the room's hosts' sockets only (never another participant's)
 - `RoomLocked(room)` / `RoomUnlocked(room)`
 - `RoomSchedule(room, ends_at)`: the end moved (timers are re-armed)
 - `RoomEnded(room)`: every socket closes with 4010
@@ -105,6 +108,19 @@ class Unadmitted:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckinRecorded:
+    room: str
+    account: str
+    address: str
+    jurisdiction: str
+    contact_name: str
+    contact_phone: str
+    callback_phone: str
+    recorded_at: datetime | None
+    licensed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RoomLocked:
     room: str
 
@@ -158,6 +174,7 @@ Event = (
     | ParticipantRemoved
     | Admitted
     | Unadmitted
+    | CheckinRecorded
     | RoomLocked
     | RoomUnlocked
     | RoomSchedule
@@ -177,6 +194,7 @@ KINDS: dict[str, type[Event]] = {
     "participant_removed": ParticipantRemoved,
     "admitted": Admitted,
     "unadmitted": Unadmitted,
+    "checkin_recorded": CheckinRecorded,
     "room_locked": RoomLocked,
     "room_unlocked": RoomUnlocked,
     "room_schedule": RoomSchedule,

@@ -35,6 +35,7 @@ ROOM: dict[str, Any] = {
     "ends_at": "2026-11-24T20:50:00Z",
     "max_participants": 2,
     "waiting_room": True,
+    "safety_checkin": "required",
     "locked": False,
     "participants": [
         {

@@ -22,6 +22,7 @@ from app.models.room import (
     RoomKind,
     RoomMember,
 )
+from app.models.safety import Licensure, SafetyCheckin, SafetyCheckinMode
 from app.models.webhook import DeliveryState, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "KeyLogEntry",
     "KeyPackage",
     "KeyPackageClaim",
+    "Licensure",
     "LoginFamily",
     "Notice",
     "NoticeKind",
@@ -58,6 +60,8 @@ __all__ = [
     "RoomInvitation",
     "RoomKind",
     "RoomMember",
+    "SafetyCheckin",
+    "SafetyCheckinMode",
     "Severity",
     "WebhookDelivery",
     "WebhookEndpoint",

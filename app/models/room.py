@@ -7,6 +7,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.codec import new_id
 from app.models.base import Base, blind_index, encrypted, slot_index
+from app.models.safety import SafetyCheckinMode
 
 
 class RoomKind(enum.StrEnum):
@@ -30,6 +31,12 @@ class Room(Base):
     waiting_room: Mapped[bool] = mapped_column(Boolean, default=True)
     locked: Mapped[bool] = mapped_column(Boolean, default=False)
     ended: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Whether a client's room token needs a safety check-in (`app.safety`).
+    safety_checkin: Mapped[SafetyCheckinMode] = mapped_column(
+        Enum(SafetyCheckinMode, native_enum=False, length=16),
+        default=SafetyCheckinMode.off,
+        server_default=SafetyCheckinMode.off.value,
+    )
 
 
 class RoomMember(Base):

@@ -16,6 +16,7 @@ from app.mfa.schemas import FactorList
 from app.models import ConsentKind
 from app.notices.schemas import NoticeOut
 from app.rooms.schemas import RoomOut
+from app.safety.schemas import CheckinOut
 
 
 class Actor(ResponseModel):
@@ -122,6 +123,8 @@ class Export(ResponseModel):
                     "current": True,
                 }
             ],
+            "checkins": [],
+            "licensure": [],
         }
     )
 
@@ -146,3 +149,10 @@ class Export(ResponseModel):
         description="As `GET /v1/me/factors`: the second factors, never their secrets."
     )
     logins: list[LoginOut] = Field(description="As `GET /v1/me/logins`.")
+    checkins: list[CheckinOut] = Field(
+        description="The caller's latest safety check-in in each room, oldest first, as"
+        " `GET /v1/rooms/{room_id}/checkin` answers it (clients; empty for staff)."
+    )
+    licensure: list[str] = Field(
+        description="The jurisdictions the caller is licensed for (counselors; empty for others)."
+    )

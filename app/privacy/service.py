@@ -15,7 +15,8 @@ usual (`consent.read`, `notice.read`, `disclosure.read`), then records
 
 Erasure (decision note 0006): the account's data key row is deleted, so
 everything sealed under it (email, name, device labels, acceptances, the
-list of rooms, notices, the client's accounting of disclosures) can never be
+list of rooms, notices, the client's accounting of disclosures, safety check-ins, a
+counselor's licensure) can never be
 opened again; the account row stays as a tombstone (id, role, creation time,
 status `erased`) because audit entries and disclosures recorded by a
 counselor name it by id. Every log-in family and every device row is
@@ -61,6 +62,9 @@ from app.notices.schemas import notice_out
 from app.privacy.schemas import AccessEntry, Actor, ConsentRecord, DeviceRecord, Export
 from app.rooms import care, invitations
 from app.rooms import service as rooms
+from app.safety import rules as safety_rules
+from app.safety import service as safety
+from app.safety.schemas import CheckinOut, checkin_out
 
 
 # -- consent -------------------------------------------------------------------------
@@ -161,6 +165,17 @@ async def _consents(session: AsyncSession, ctx: Context, account: Account) -> li
     return out
 
 
+async def _checkins(session: AsyncSession, ctx: Context, account: Account) -> list[CheckinOut]:
+    now = ctx.clock.now()
+    found = await safety.all_of(session, ctx.vault, account)
+    for each in found:
+        safety.record_read(session, account, each, "export")
+    return [
+        checkin_out(each, valid=safety_rules.is_valid(each.recorded_at, now), licensed=None)
+        for each in found
+    ]
+
+
 async def export(session: AsyncSession, ctx: Context, principal: Principal) -> Export:
     """Everything held about the caller, decrypted."""
     account = principal.account
@@ -188,6 +203,8 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
             factors=[factor_out(f) for f in second_factors], recovery_codes_remaining=remaining
         ),
         logins=await lifecycle.my_logins(session, ctx, principal),
+        checkins=await _checkins(session, ctx, account),
+        licensure=await safety.licensure_of(session, ctx.vault, account),
     )
     audit.record(
         session,
@@ -235,6 +252,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         await notices.forget(session, ctx.vault, account.id)
         await disclosures.forget(session, ctx.vault, account.id)
         await invitations.forget(session, ctx.vault, account.id)
+        await safety.forget(session, ctx.vault, account.id)
     await care.forget(session, ctx.vault, account.id)
     # The replay stores forget every device the person ever had (decision note 0005).
     emit(

@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import audit, webhooks
 from app.core import logging as logs
@@ -39,10 +40,12 @@ from app.core.close_codes import Close
 from app.core.context import Context
 from app.core.errors import ConfideError, is_unavailable
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP, TokenError
+from app.relay import frames
 from app.relay import protocol as p
 from app.relay.broker import BrokerUnavailable
 from app.relay.hub import Connection, Grant, Hub, Participant
 from app.relay.metrics import RelayMetrics, utf8_length
+from app.rooms import checkins
 from app.rooms import service as rooms
 
 log = logging.getLogger("confide.relay")
@@ -124,6 +127,8 @@ async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -
         )
         assert admission.seats is not None
         role = admission.member.role
+        # A host is shown each client's check-in: read before the token is spent.
+        greeting = await _checkins_for_host(ctx, session, admission) if role == rooms.HOST else ()
         await _spend(ctx, hub, claims)
         if admission.admitted:
             await rooms.mark_started(session, ctx, admission.state)
@@ -167,6 +172,29 @@ async def _admit(ctx: Context, hub: Hub, room_id: str, claims: dict[str, Any]) -
             )
             for seat in admission.seats
         },
+        greeting=greeting,
+    )
+
+
+async def _checkins_for_host(
+    ctx: Context, session: AsyncSession, admission: rooms.Admission
+) -> tuple[str, ...]:
+    """A joining host's `checkin` frames: each client's check-in that still admits them."""
+    shown = await checkins.for_hosts(
+        session, ctx, admission.state, admission.account, "socket", only_valid=True
+    )
+    return tuple(
+        frames.checkin(
+            each.checkin.account_id,
+            address=each.checkin.address,
+            jurisdiction=each.checkin.jurisdiction,
+            contact_name=each.checkin.contact_name,
+            contact_phone=each.checkin.contact_phone,
+            callback_phone=each.checkin.callback_phone,
+            recorded_at=each.checkin.recorded_at,
+            licensed=bool(each.licensed),
+        )
+        for each in shown
     )
 
 

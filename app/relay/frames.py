@@ -51,6 +51,7 @@ TYPES = (
     "room",
     "replay_truncated",
     "resumed",
+    "checkin",
 )
 _HEAD = '{"type":"'
 _TAILS = tuple((name, name + '"') for name in TYPES)
@@ -213,3 +214,30 @@ def room_ending(ends_at: datetime) -> str:
 
 
 ROOM_ENDED = dumps({"type": "room", "event": "ended"})
+
+
+def checkin(
+    account_id: str,
+    *,
+    address: str,
+    jurisdiction: str,
+    contact_name: str,
+    contact_phone: str,
+    callback_phone: str,
+    recorded_at: datetime | None,
+    licensed: bool,
+) -> str:
+    """A client's safety check-in, for the room's hosts only."""
+    return dumps(
+        {
+            "type": "checkin",
+            "account_id": account_id,
+            "location": {"address": address, "jurisdiction": jurisdiction},
+            "emergency_contact": {"name": contact_name, "phone": contact_phone},
+            "callback_phone": callback_phone,
+            "jurisdiction": jurisdiction,
+            "licensed": licensed,
+            "jurisdiction_mismatch": not licensed,
+            "recorded_at": _time(recorded_at) if recorded_at is not None else None,
+        }
+    )

@@ -56,6 +56,7 @@ from app.core.events import (
     AccountClosed,
     AccountErased,
     Admitted,
+    CheckinRecorded,
     DataKeyDestroyed,
     DeviceAdded,
     DeviceRevoked,
@@ -94,6 +95,8 @@ REPLAY_PAGE = 64
 LIVE_SEEN_MAX = 10_000
 
 _OPEN = (State.WAITING, State.ADMITTED)
+#: The role of a room's hosts (`app.rooms.service.HOST`).
+HOST = "host"
 _HEARS_MESSAGES = (State.ADMITTED, State.DRAINING)
 
 
@@ -132,6 +135,9 @@ class Grant:
     ends_at: datetime | None
     locked: bool
     participants: dict[str, Participant]
+    #: Frames for this connection alone, right after its `welcome`: a host's
+    #: `checkin` frames of the room's clients.
+    greeting: tuple[str, ...] = ()
 
 
 class Timer(Enum):
@@ -182,6 +188,8 @@ class Peer:
     live_seen: set[int] = field(default_factory=set, repr=False)
     #: What the last frame read was (the hub counts frames by it).
     read: FrameRead = field(default="unread", repr=False)
+    #: The grant's `greeting`, sent once after `welcome`.
+    greeting: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
     def from_grant(cls, peer_id: str, grant: Grant, rate_per_s: int) -> Peer:
@@ -194,6 +202,7 @@ class Peer:
             login_id=grant.login_id,
             joins_as=State.ADMITTED if grant.admitted else State.WAITING,
             bucket=TokenBucket(rate=rate_per_s, burst=2 * rate_per_s),
+            greeting=grant.greeting,
         )
 
 
@@ -704,6 +713,18 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
             return _close_where(room, lambda p: p.account_id == account, code, reason)
         case LoginRevoked(login=login):
             return _close_where(room, lambda p: p.login_id == login, Close.TOKEN, "logged out")
+        case CheckinRecorded():
+            frame = frames.checkin(
+                event.account,
+                address=event.address,
+                jurisdiction=event.jurisdiction,
+                contact_name=event.contact_name,
+                contact_phone=event.contact_phone,
+                callback_phone=event.callback_phone,
+                recorded_at=event.recorded_at,
+                licensed=event.licensed,
+            )
+            return _to_hosts(room, frame)
         case RoomLocked():
             room.locked = True
             return _broadcast(room, frames.room_locked(True))
@@ -731,6 +752,7 @@ def target(event: Event) -> str | None:
             Presence(room=room)
             | Admitted(room=room)
             | Unadmitted(room=room)
+            | CheckinRecorded(room=room)
             | ParticipantAdded(room=room)
             | ParticipantRemoved(room=room)
             | RoomLocked(room=room)
@@ -785,6 +807,16 @@ def _broadcast(room: RoomState, frame: str, *, admitted_only: bool = False) -> l
     return [Send(to, frame)] if to else []
 
 
+def _to_hosts(room: RoomState, frame: str) -> list[Action]:
+    """`frame` to the room's hosts' open connections alone (a client's check-in)."""
+    to = tuple(
+        p
+        for p in room.connections.values()
+        if p.role == HOST and p.state in (*_OPEN, State.DRAINING)
+    )
+    return [Send(to, frame)] if to else []
+
+
 def _joined(
     room: RoomState, peer: Peer, online: frozenset[str], latest: int, now: Now
 ) -> list[Action]:
@@ -806,6 +838,8 @@ def _joined(
     out.append(Send((peer,), frames.welcome(room.id, you, state, latest, members, seen)))
     if room.ends_at is not None and room.ends_at - now.wall <= ENDING_NOTICE:
         out.append(Send((peer,), frames.room_ending(room.ends_at)))
+    out += [Send((peer,), frame) for frame in peer.greeting]
+    peer.greeting = ()
     event: Literal["online", "waiting"] = "online" if admitted else "waiting"
     presence = Presence(room.id, event, peer.account_id, peer.device_id, peer.id)
     out.append(Announce(peer, presence, online=True))

@@ -23,6 +23,7 @@ from app.core.events import (
     AccountClosed,
     AccountErased,
     Admitted,
+    CheckinRecorded,
     DataKeyDestroyed,
     DeviceAdded,
     DeviceRevoked,
@@ -107,6 +108,7 @@ def admission_change(event: Event) -> tuple[str, str, AdmissionMove] | None:
         case (
             DeviceAdded()
             | DeviceRevoked()
+            | CheckinRecorded()
             | AccountClosed()
             | LoginRevoked()
             | RoomLocked()

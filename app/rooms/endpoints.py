@@ -43,6 +43,7 @@ from app.rooms.schemas import (
     RoomTokenOut,
     TokenRequest,
 )
+from app.safety.errors import JurisdictionMismatch, SafetyCheckinRequired
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
 from app.web.pagination import PageDep, micros, paged
@@ -323,6 +324,8 @@ async def end(
         NotFound,
         ConsentRequired,
         ConsentNotPublished,
+        SafetyCheckinRequired,
+        JurisdictionMismatch,
         OutsideTimeWindow,
         RoomLocked,
         RoomEnded,
@@ -339,7 +342,10 @@ async def token(
 ) -> RoomTokenOut:
     """A short-lived room token (5 minutes by default) for one of the caller's own devices, to open
     the room socket once. Issued only inside the room's time window, to an admitted participant
-    of an unlocked or already-joined room who has accepted every consent document the room needs.
+    of an unlocked or already-joined room who has accepted every consent document the room needs
+    and, where the room requires it, recorded a safety check-in of the last 24 hours
+    (`safety_checkin_required`); with the practice's `refuse` policy, from a jurisdiction a host
+    of the room is licensed for (`jurisdiction_mismatch`).
     """
     issued = await service.issue_token(session, ctx, principal, room_id, body.device_id)
     base = request.base_url
@@ -359,6 +365,8 @@ async def token(
         NotFound,
         ConsentRequired,
         ConsentNotPublished,
+        SafetyCheckinRequired,
+        JurisdictionMismatch,
         OutsideTimeWindow,
         RoomLocked,
         RoomEnded,

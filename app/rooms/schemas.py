@@ -7,7 +7,7 @@ from pydantic import EmailStr, Field, StringConstraints, model_validator
 
 from app.core import examples
 from app.core.schemas import AwareDatetime, Clean, RequestModel, ResponseModel, with_example
-from app.models import RoomKind
+from app.models import RoomKind, SafetyCheckinMode
 
 Title = Annotated[str, StringConstraints(min_length=1, max_length=200), Clean]
 MaxParticipants = Annotated[int, Field(ge=2, le=50)]
@@ -23,6 +23,13 @@ class CreateRoom(RequestModel):
         default=None, description="default: 2 for individual rooms, 8 for group rooms"
     )
     waiting_room: bool = True
+    safety_checkin: SafetyCheckinMode | None = Field(
+        default=None,
+        strict=False,
+        description="whether a client's room token needs a safety check-in;"
+        " default: the practice's (CONFIDE_SAFETY_CHECKIN_DEFAULT)",
+        examples=["required"],
+    )
 
     @model_validator(mode="after")
     def _window(self) -> CreateRoom:
@@ -37,6 +44,7 @@ class PatchRoom(RequestModel):
     ends_at: AwareDatetime | None = None
     max_participants: MaxParticipants | None = None
     waiting_room: bool | None = None
+    safety_checkin: SafetyCheckinMode | None = Field(default=None, strict=False)
 
 
 class AddParticipant(RequestModel):
@@ -137,6 +145,9 @@ class RoomOut(ResponseModel):
     max_participants: int
     waiting_room: bool
     locked: bool
+    safety_checkin: SafetyCheckinMode = Field(
+        description="required: a client's room token needs a check-in of the last 24 hours"
+    )
     participants: list[ParticipantOut]
     mls_group_id: str = Field(
         description="the room's MLS group id, base64url without padding (PROTOCOL.md)"

@@ -47,6 +47,7 @@ from app.models import (
     Room,
     RoomKind,
     RoomMember,
+    SafetyCheckinMode,
 )
 from app.rooms.errors import (
     AlreadyParticipant,
@@ -59,6 +60,7 @@ from app.rooms.errors import (
     RoomNotFound,
 )
 from app.rooms.schemas import CreateRoom, ParticipantOut, PatchRoom, RoomOut
+from app.safety import service as safety
 
 #: Tokens are issued from this long before `starts_at`.
 JOIN_EARLY = timedelta(minutes=10)
@@ -208,6 +210,7 @@ async def view(session: AsyncSession, ctx: Context, state: RoomState) -> RoomOut
         max_participants=state.room.max_participants,
         waiting_room=state.room.waiting_room,
         locked=state.room.locked,
+        safety_checkin=state.room.safety_checkin,
         participants=[
             ParticipantOut(
                 account_id=m.account_id,
@@ -371,6 +374,7 @@ async def create_room(
         waiting_room=body.waiting_room,
         locked=False,
         ended=False,
+        safety_checkin=body.safety_checkin or SafetyCheckinMode(ctx.settings.room_safety_checkin),
     )
     session.add(room)
     state = RoomState(room, body.title, body.starts_at, body.ends_at, None, now.isoformat())
@@ -431,6 +435,8 @@ async def patch_room(
         state.room.max_participants = body.max_participants
     if "waiting_room" in changes and body.waiting_room is not None:
         state.room.waiting_room = body.waiting_room
+    if "safety_checkin" in changes and body.safety_checkin is not None:
+        state.room.safety_checkin = body.safety_checkin
     await _seal_details(session, ctx.vault, state)
     await session.flush()
     if "ends_at" in changes or "starts_at" in changes:
@@ -823,7 +829,10 @@ async def admit_device(
       already admitted (`RoomLocked`); for a participant (not a host), the
       practice has published the consent documents the room's kind needs
       (`ConsentNotPublished`) and the participant has accepted their current
-      versions (`ConsentRequired`): 403, 4003.
+      versions (`ConsentRequired`): 403, 4003;
+    - for a participant, the safety check-in the room's `safety_checkin` and the
+      practice's licensure policy need (`app.safety.service.gate`:
+      `SafetyCheckinRequired`, `JurisdictionMismatch`): 403, 4003.
 
     `with_seats` adds every participant's name, admission and device keys.
     """
@@ -843,6 +852,15 @@ async def admit_device(
         )
     )
     _admission_rules(state, member, now, consent)
+    await safety.gate(
+        session,
+        ctx,
+        room=state.room,
+        account=account,
+        is_host=member.role == HOST,
+        host_ids=[m.account_id for m in state.members if m.role == HOST],
+        now=now,
+    )
     seats = await _seats(session, ctx, state) if with_seats else None
     return Admission(account, login_id, state, member, device, now, seats)
 

@@ -18,6 +18,7 @@ from app.core.events import (
     AccountClosed,
     AccountErased,
     Admitted,
+    CheckinRecorded,
     DataKeyDestroyed,
     DeviceAdded,
     DeviceRevoked,
@@ -57,6 +58,9 @@ any_event: st.SearchStrategy[Event] = st.one_of(
     st.builds(ParticipantRemoved, ids, ids),
     st.builds(Admitted, ids, ids),
     st.builds(Unadmitted, ids, ids),
+    st.builds(
+        CheckinRecorded, ids, ids, ids, ids, ids, ids, ids, st.none() | moments, st.booleans()
+    ),
     st.builds(RoomLocked, ids),
     st.builds(RoomUnlocked, ids),
     st.builds(RoomSchedule, ids, st.none() | moments),

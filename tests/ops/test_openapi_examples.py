@@ -214,5 +214,6 @@ def test_every_list_that_grows_documents_its_pagination(document: dict[str, Any]
         .get("type")
         == "array"
     ]
-    # The consent documents: one current version per kind, a list that does not grow.
-    assert unpaged == [("get", "/v1/consent-documents")]
+    # The consent documents: one current version per kind, a list that does not grow;
+    # a room's check-ins: one per client of the room, at most its max_participants.
+    assert unpaged == [("get", "/v1/consent-documents"), ("get", "/v1/rooms/{room_id}/checkins")]

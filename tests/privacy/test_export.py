@@ -74,8 +74,20 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
         ),
     )
 
+    checked_in = await client.put(
+        f"/v1/rooms/{room_id}/checkin",
+        json={
+            "location": {"address": "Rue de Rivoli 1, Paris", "jurisdiction": "FR-75C"},
+            "emergency_contact": {"name": "Émile", "phone": "+33 1 23 45 67 89"},
+            "callback_phone": "+33 6 12 34 56 78",
+        },
+        headers=person.auth,
+    )
+    assert checked_in.status_code == 200, checked_in.text
+
     # What each endpoint answers, then the export.
     me = await get_json(client, person, "/v1/me")
+    checkin = await get_json(client, person, f"/v1/rooms/{room_id}/checkin")
     devices = await get_json(client, person, "/v1/devices")
     rooms = await get_json(client, person, "/v1/rooms")
     consents = await get_json(client, person, "/v1/me/consents")
@@ -98,10 +110,15 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
         "key_log",
         "factors",
         "logins",
+        "checkins",
+        "licensure",
     ]
     assert found["factors"] == {"factors": [], "recovery_codes_remaining": 0}
     assert found["logins"] == logins
     assert datetime.fromisoformat(found["exported_at"]) == clock.now()
+    assert found["checkins"] == [checkin]
+    assert checkin["emergency_contact"]["name"] == "Émile"
+    assert found["licensure"] == []
 
     assert found["account"] == me
     assert found["account"]["email"] == person.email
@@ -159,6 +176,7 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
         "disclosure.read",
         "consent.read",
         "notice.read",
+        "checkin.read",
         "account.export",
     ]
 

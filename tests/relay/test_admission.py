@@ -29,6 +29,7 @@ from app.rooms.errors import (
     RoomLocked,
     RoomNotFound,
 )
+from app.safety.errors import JurisdictionMismatch, SafetyCheckinRequired
 from tests.fixtures.server import closed_with, open_socket
 from tests.relay.conftest import Person, Practice
 
@@ -155,6 +156,16 @@ async def room_gone(practice: Practice) -> Refusal:
     return Refusal(client, room_id, token)
 
 
+async def checkin_now_required(practice: Practice) -> Refusal:
+    counselor, client, room_id = await _pair(practice)
+    token = await practice.token(client, room_id)
+    patched = await practice.http.patch(
+        f"/v1/rooms/{room_id}", json={"safety_checkin": "required"}, headers=counselor.auth
+    )
+    assert patched.status_code == 200, patched.text
+    return Refusal(client, room_id, token)
+
+
 Setup = Callable[[Practice], Awaitable[Refusal]]
 
 #: The setup, the error `admit_device` raises, the token endpoint's status and
@@ -167,6 +178,14 @@ CASES: list[tuple[Setup, type[ConfideError], int, str, int, str]] = [
     (removed_with_revoked_device, NotFound, 404, "not_found", 4003, "not_found"),
     (withdrawn_consent, ConsentRequired, 403, "consent_required", 4003, "consent_required"),
     (locked_room_newcomer, RoomLocked, 403, "room_locked", 4003, "room_locked"),
+    (
+        checkin_now_required,
+        SafetyCheckinRequired,
+        403,
+        "safety_checkin_required",
+        4003,
+        "safety_checkin_required",
+    ),
     (
         outside_time_window,
         OutsideTimeWindow,
@@ -283,6 +302,8 @@ def test_the_errors_carry_the_protocol_close_codes() -> None:
         ConsentRequired: 4003,
         OutsideTimeWindow: 4003,
         RoomLocked: 4003,
+        SafetyCheckinRequired: 4003,
+        JurisdictionMismatch: 4003,
         RoomNotFound: 4004,
         RoomEnded: 4010,
     }

@@ -265,6 +265,16 @@ async def test_a_real_session_speaks_only_what_the_document_describes(
     await guest.until("error", code="not_admitted")
     await practice.admit(counselor, room_id, client)
     await guest.until("presence", event="admitted")
+    checkin = {
+        "location": {"address": "12 Elm St, Denver", "jurisdiction": "US-CO"},
+        "emergency_contact": {"name": "Sam", "phone": "+13035550142"},
+        "callback_phone": "+13035550199",
+    }
+    recorded = await practice.http.put(
+        f"/v1/rooms/{room_id}/checkin", json=checkin, headers=client.auth
+    )
+    assert recorded.status_code == 200, recorded.text
+    await host.until("checkin", account_id=client.id)
 
     # Messages, broadcast and directed; a resume from before the admission.
     await guest.send({"type": "resume", "after": 0})

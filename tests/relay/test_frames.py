@@ -145,6 +145,16 @@ def test_kind_is_the_type_of_every_frame_built(
         frames.room_locked(True),
         frames.room_ending(WHEN),
         frames.ROOM_ENDED,
+        frames.checkin(
+            account,
+            address=name,
+            jurisdiction="US-CO",
+            contact_name=name,
+            contact_phone="+13035550142",
+            callback_phone="+13035550199",
+            recorded_at=WHEN,
+            licensed=False,
+        ),
     ]
     for frame in built:
         assert frames.kind(frame) == json.loads(frame)["type"]

@@ -18,6 +18,7 @@ from app.core.close_codes import MEANING, Close
 from app.core.events import (
     AccountClosed,
     Admitted,
+    CheckinRecorded,
     DeviceAdded,
     DeviceRevoked,
     LoginRevoked,
@@ -416,6 +417,37 @@ def test_locking_and_unlocking_are_told_to_everyone(world: World) -> None:
     world.publish(RoomUnlocked(ROOM))
     for socket in (host, ann):
         assert [f["event"] for f in socket.of("room")] == ["locked", "unlocked"]
+
+
+def test_a_check_in_is_told_to_the_hosts_alone(world: World) -> None:
+    host, ann = pair(world)
+    bob = world.join(ROOM, "bob", "bob-1", people(host=True, ann=True, bob=True))
+    world.publish(
+        CheckinRecorded(
+            ROOM, "ann", "12 Elm St", "US-CO", "Sam", "+1303555", "+1303556", START, True
+        )
+    )
+    (frame,) = host.of("checkin")
+    assert (frame["account_id"], frame["jurisdiction"], frame["licensed"]) == ("ann", "US-CO", True)
+    assert frame["emergency_contact"] == {"name": "Sam", "phone": "+1303555"}
+    assert frame["jurisdiction_mismatch"] is False
+    assert ann.of("checkin") == []
+    assert bob.of("checkin") == []
+
+
+def test_a_hosts_greeting_follows_its_welcome_and_no_one_elses(world: World) -> None:
+    participants = people(host=True, ann=True)
+    ann = world.join(ROOM, "ann", "ann-1", participants)
+    grant = Grant(ROOM, "host", "host-1", "host", "s", True, None, False, participants)
+    grant.greeting = (frames.dumps({"type": "checkin", "account_id": "ann"}),)
+    peer = Peer.from_grant("c-host", grant, rate_per_s=100)
+    room = world.rooms[ROOM]
+    host = world.sockets[peer.id] = Socket(peer, room)
+    world.feed(room, Granted(grant))
+    world.feed(room, Opening(peer))
+    assert [f["type"] for f in host.frames[:2]] == ["welcome", "checkin"]
+    assert peer.greeting == ()
+    assert ann.of("checkin") == []
 
 
 def test_a_participant_added_is_known_to_the_room(world: World) -> None:
