@@ -29,6 +29,7 @@ from app.core.logging import ClientAddresses
 from app.core.logging import configure as configure_logging
 from app.devices.endpoints import router as devices_router
 from app.disclosures.endpoints import router as disclosures_router
+from app.guardians.endpoints import router as guardians_router
 from app.incidents.endpoints import router as incidents_router
 from app.notices.endpoints import router as notices_router
 from app.ops import docs as docs_pages
@@ -236,6 +237,7 @@ def create_app(
         consent_router,
         withdrawal_router,
         rooms_router,
+        guardians_router,
         key_log_router,
         disclosures_router,
         incidents_router,

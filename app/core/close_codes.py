@@ -22,6 +22,7 @@ class Close(IntEnum):
     NOT_FOUND = 4004
     ENDED = 4010
     REPLACED = 4011
+    SUPERVISION_WITHDRAWN = 4012
 
 
 #: What each code means, as PROTOCOL.md documents it.
@@ -38,4 +39,8 @@ MEANING: dict[Close, str] = {
     Close.NOT_FOUND: "room not found",
     Close.ENDED: "room ended",
     Close.REPLACED: "replaced by a new connection of the same device",
+    Close.SUPERVISION_WITHDRAWN: (
+        "supervision consent withdrawn: a supervisor's socket, when a client of the room"
+        " withdraws (or a new client has not yet given) the room's supervision consent"
+    ),
 }

@@ -18,6 +18,8 @@ Each event is a frozen dataclass (ids are strings):
 - `Admitted(room, account)`
 - `Unadmitted(room, account)`: back in the waiting room (consent withdrawn);
   the others hear `presence` `waiting`, its admission point is dropped
+- `SupervisionWithdrawn(room)`: a client withdrew (or a new client has not
+  given) the room's supervision consent: supervisors' sockets close with 4012
 - `RoomLocked(room)` / `RoomUnlocked(room)`
 - `RoomSchedule(room, ends_at)`: the end moved (timers are re-armed)
 - `RoomEnded(room)`: every socket closes with 4010
@@ -105,6 +107,11 @@ class Unadmitted:
 
 
 @dataclass(frozen=True, slots=True)
+class SupervisionWithdrawn:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
 class RoomLocked:
     room: str
 
@@ -158,6 +165,7 @@ Event = (
     | ParticipantRemoved
     | Admitted
     | Unadmitted
+    | SupervisionWithdrawn
     | RoomLocked
     | RoomUnlocked
     | RoomSchedule
@@ -177,6 +185,7 @@ KINDS: dict[str, type[Event]] = {
     "participant_removed": ParticipantRemoved,
     "admitted": Admitted,
     "unadmitted": Unadmitted,
+    "supervision_withdrawn": SupervisionWithdrawn,
     "room_locked": RoomLocked,
     "room_unlocked": RoomUnlocked,
     "room_schedule": RoomSchedule,

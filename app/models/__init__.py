@@ -7,6 +7,7 @@ from app.models.consent import ConsentAcceptance, ConsentDocument, ConsentKind
 from app.models.data_key import DataKey, DataKeyRows
 from app.models.device import MAX_PUBLIC_KEY_BYTES, Device
 from app.models.disclosure import Disclosure, DisclosureBasis
+from app.models.guardian import GuardianLink, MinorProfile, WardLink
 from app.models.incident import Incident, IncidentStatus, Severity
 from app.models.key_log import KeyLogEntry
 from app.models.key_package import KeyPackage, KeyPackageClaim, RoomGroupInfo
@@ -39,12 +40,14 @@ __all__ = [
     "Device",
     "Disclosure",
     "DisclosureBasis",
+    "GuardianLink",
     "Incident",
     "IncidentStatus",
     "KeyLogEntry",
     "KeyPackage",
     "KeyPackageClaim",
     "LoginFamily",
+    "MinorProfile",
     "Notice",
     "NoticeKind",
     "RefreshToken",
@@ -55,6 +58,7 @@ __all__ = [
     "RoomKind",
     "RoomMember",
     "Severity",
+    "WardLink",
     "WebhookDelivery",
     "WebhookEndpoint",
 ]

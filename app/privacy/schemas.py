@@ -11,6 +11,7 @@ from app.consent.schemas import SHA256_DESCRIPTION
 from app.core import examples
 from app.core.schemas import ResponseModel, with_example
 from app.disclosures.schemas import DisclosureOut
+from app.guardians.schemas import GuardianshipOut
 from app.keys.schemas import KeyLogOut
 from app.models import ConsentKind
 from app.notices.schemas import NoticeOut
@@ -111,6 +112,7 @@ class Export(ResponseModel):
                 }
             ],
             "key_log": examples.KEY_LOG,
+            "guardianship": {"minor": None, "guardians": [], "wards": []},
         }
     )
 
@@ -129,5 +131,11 @@ class Export(ResponseModel):
     key_log: KeyLogOut = Field(
         description=(
             "The caller's own key log, as `GET /v1/accounts/{account_id}/key-log` answers it."
+        )
+    )
+    guardianship: GuardianshipOut = Field(
+        description=(
+            "The caller's minor status (as the practice recorded it), guardians, and wards"
+            " (`GET /v1/me/wards`). Each room's participants carry their roles (`rooms`)."
         )
     )

@@ -49,6 +49,9 @@ from app.devices import key_packages
 from app.devices import service as devices
 from app.disclosures import service as disclosures
 from app.disclosures.schemas import DisclosureOut
+from app.guardians import service as guardians
+from app.guardians.schemas import GuardianshipOut
+from app.guardians.views import link_out, minor_out
 from app.keys import service as keys
 from app.models import Account, Role
 from app.notices import service as notices
@@ -160,6 +163,17 @@ async def _consents(session: AsyncSession, ctx: Context, account: Account) -> li
     return out
 
 
+async def _guardianship(
+    session: AsyncSession, ctx: Context, principal: Principal
+) -> GuardianshipOut:
+    found = await guardians.export(session, ctx, principal)
+    return GuardianshipOut(
+        minor=minor_out(found.minor),
+        guardians=[link_out(each) for each in found.guardians],
+        wards=[link_out(each) for each in found.wards],
+    )
+
+
 async def export(session: AsyncSession, ctx: Context, principal: Principal) -> Export:
     """Everything held about the caller, decrypted."""
     account = principal.account
@@ -182,6 +196,7 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
         ],
         access_log=[entry for _, entry in await _access_entries(session, ctx, account)],
         key_log=await keys.view(session, ctx.vault, ctx.tokens, account, 0),
+        guardianship=await _guardianship(session, ctx, principal),
     )
     audit.record(
         session,
@@ -227,6 +242,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         await notices.forget(session, ctx.vault, account.id)
         await disclosures.forget(session, ctx.vault, account.id)
         await invitations.forget(session, ctx.vault, account.id)
+        await guardians.forget(session, ctx, account)
     await care.forget(session, ctx.vault, account.id)
     # The replay stores forget every device the person ever had (decision note 0005).
     emit(

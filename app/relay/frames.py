@@ -184,10 +184,16 @@ def presence(
     event: Literal["online", "offline", "waiting", "admitted", "removed"],
     account_id: str,
     device_id: str | None = None,
+    *,
+    role: str | None = None,
 ) -> str:
+    """`role` names the participant's role whenever the room knows it: a supervisor's
+    or an interpreter's presence is always shown as such."""
     frame: dict[str, Any] = {"type": "presence", "event": event, "account_id": account_id}
     if device_id is not None:
         frame["device_id"] = device_id
+    if role is not None:
+        frame["role"] = role
     return dumps(frame)
 
 

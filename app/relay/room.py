@@ -68,6 +68,7 @@ from app.core.events import (
     RoomLocked,
     RoomSchedule,
     RoomUnlocked,
+    SupervisionWithdrawn,
     Unadmitted,
 )
 from app.relay import frames
@@ -92,6 +93,9 @@ ENDING_NOTICE = timedelta(minutes=5)
 REPLAY_PAGE = 64
 #: Seqs of live messages a connection remembers having sent (a replay skips them).
 LIVE_SEEN_MAX = 10_000
+#: The role whose sockets observe (`app.rooms.roles`): handshakes only, closed on
+#: a withdrawn supervision consent (4012).
+SUPERVISOR = "supervisor"
 
 _OPEN = (State.WAITING, State.ADMITTED)
 _HEARS_MESSAGES = (State.ADMITTED, State.DRAINING)
@@ -653,7 +657,7 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
             for peer in room.connections.values():
                 if peer.account_id == account and peer.state is State.WAITING:
                     peer.state = State.ADMITTED
-            return _broadcast(room, frames.presence("admitted", account))
+            return _broadcast(room, frames.presence("admitted", account, role=_role(room, account)))
         case Unadmitted(account=account):
             # Back in the waiting room (consent withdrawn): what it could hear ends
             # now, whatever order the account's own `AccountClosed` comes in.
@@ -666,7 +670,16 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
                 Close.FORBIDDEN,
                 "back in the waiting room",
             )
-            return out + _broadcast(room, frames.presence("waiting", account))
+            return out + _broadcast(
+                room, frames.presence("waiting", account, role=_role(room, account))
+            )
+        case SupervisionWithdrawn():
+            return _close_where(
+                room,
+                lambda p: p.role == SUPERVISOR,
+                Close.SUPERVISION_WITHDRAWN,
+                "supervision consent withdrawn",
+            )
         case ParticipantAdded():
             room.participants[event.account] = Participant(
                 event.account,
@@ -677,11 +690,12 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
             )
             return []
         case ParticipantRemoved(account=account):
-            room.participants.pop(account, None)
+            removed = room.participants.pop(account, None)
             out = _close_where(
                 room, lambda p: p.account_id == account, Close.FORBIDDEN, "removed from the room"
             )
-            return out + _broadcast(room, frames.presence("removed", account))
+            role = removed.role if removed is not None else None
+            return out + _broadcast(room, frames.presence("removed", account, role=role))
         case DeviceAdded(account=account, device=device, public_key=key, signing_key=signing):
             part = room.participants.get(account)
             if part is None:
@@ -731,6 +745,7 @@ def target(event: Event) -> str | None:
             Presence(room=room)
             | Admitted(room=room)
             | Unadmitted(room=room)
+            | SupervisionWithdrawn(room=room)
             | ParticipantAdded(room=room)
             | ParticipantRemoved(room=room)
             | RoomLocked(room=room)
@@ -838,11 +853,18 @@ def _presence(room: RoomState, event: Presence) -> list[Action]:
         if existing is not None and existing.id != event.conn:
             # The same device joined again, here or on another instance.
             out += _close(existing, Close.REPLACED, "replaced by a new connection")
-    frame = frames.presence(event.event, event.account, event.device)
+    frame = frames.presence(
+        event.event, event.account, event.device, role=_role(room, event.account)
+    )
     to = tuple(
         p for p in room.connections.values() if p.id != event.conn and p.state is not State.CLOSED
     )
     return [*out, Send(to, frame)] if to else out
+
+
+def _role(room: RoomState, account: str) -> str | None:
+    part = room.participants.get(account)
+    return part.role if part is not None else None
 
 
 def _tick(room: RoomState, now: Now) -> list[Action]:
@@ -899,6 +921,10 @@ def _send(room: RoomState, peer: Peer, frame: SendFrame, now: Now) -> list[Actio
     broadcast: str | None = None
     directed: dict[str, str] | None = None
     commit_epoch: int | None = None
+    if peer.role == SUPERVISOR and not _handshake(frame):
+        # A supervisor observes: the group's handshakes, never a message of its own.
+        detail = "a supervisor sends MLS handshake messages only"
+        return [Send((peer,), frames.error("observer_cannot_send", detail, frame.id))]
     if frame.ciphertext is not None:
         header = _mls_header(frame.ciphertext)
         commit = _commit(header)
@@ -954,6 +980,18 @@ def _welcome_resolved(
 #: wire_format of PublicMessage (1), PrivateMessage (2) or Welcome (3). Anything
 #: else is relayed as it is, unread.
 _READ = (b"\x00\x01\x00\x01", b"\x00\x01\x00\x02", b"\x00\x01\x00\x03")
+
+
+def _handshake(frame: SendFrame) -> bool:
+    """An MLS Commit, Proposal or Welcome for the room (what an observer may send)."""
+    if frame.ciphertext is None:
+        return False
+    header = _mls_header(frame.ciphertext)
+    if isinstance(header, mls.WelcomeHeader):
+        return True
+    if isinstance(header, mls.PublicMessageHeader | mls.PrivateMessageHeader):
+        return header.content_type in (mls.PROPOSAL, mls.COMMIT)
+    return False
 
 
 def _unpadded_b64(body: str) -> bytes:

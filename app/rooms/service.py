@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -58,11 +58,21 @@ from app.rooms.errors import (
     RoomLocked,
     RoomNotFound,
 )
-from app.rooms.schemas import CreateRoom, ParticipantOut, PatchRoom, RoomOut
+from app.rooms.gates import role_gate
+from app.rooms.schemas import (
+    CreateRoom,
+    ParticipantOut,
+    ParticipantRole,
+    PatchRoom,
+    QualificationOut,
+    RoomOut,
+)
 
 #: Tokens are issued from this long before `starts_at`.
 JOIN_EARLY = timedelta(minutes=10)
 HOST, PARTICIPANT = "host", "participant"
+#: Typed participants (PROTOCOL.md, "Typed participants"; `app.rooms.roles`).
+SUPERVISOR, INTERPRETER, GUARDIAN = "supervisor", "interpreter", "guardian"
 
 
 @dataclass
@@ -71,6 +81,9 @@ class Member:
     role: str
     admitted: bool
     row: RoomMember
+    #: The rest of the sealed membership: a typed participant's qualification and
+    #: consent record, a client's supervision consent (`app.rooms.roles`).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,7 +153,8 @@ async def room_state(session: AsyncSession, vault: Vault, room: Room) -> RoomSta
     ).scalars()
     for row in rows:
         data = await vault.open_json(session, key_id, RoomMember.details, row.id, row.details)
-        state.members.append(Member(data["account"], data["role"], data["admitted"], row))
+        extra = {k: v for k, v in data.items() if k not in ("account", "role", "admitted")}
+        state.members.append(Member(data["account"], data["role"], data["admitted"], row, extra))
     return state
 
 
@@ -208,15 +222,7 @@ async def view(session: AsyncSession, ctx: Context, state: RoomState) -> RoomOut
         max_participants=state.room.max_participants,
         waiting_room=state.room.waiting_room,
         locked=state.room.locked,
-        participants=[
-            ParticipantOut(
-                account_id=m.account_id,
-                display_name=names.get(m.account_id, ""),
-                role=m.role,
-                admitted=state.is_admitted(m),
-            )
-            for m in state.members
-        ],
+        participants=[_participant_out(state, m, names) for m in state.members],
         mls_group_id=b64url_encode(mls.room_group_id(state.room.id)),
     )
 
@@ -225,11 +231,20 @@ async def participant_view(
     session: AsyncSession, ctx: Context, state: RoomState, member: Member
 ) -> ParticipantOut:
     names = await display_names(session, ctx.vault, [member.account_id])
+    return _participant_out(state, member, names)
+
+
+def _participant_out(state: RoomState, m: Member, names: dict[str, str]) -> ParticipantOut:
+    qualification = m.extra.get("qualification")
+    consent = m.extra.get("consent_record")
     return ParticipantOut(
-        account_id=member.account_id,
-        display_name=names.get(member.account_id, ""),
-        role=member.role,
-        admitted=state.is_admitted(member),
+        account_id=m.account_id,
+        display_name=names.get(m.account_id, ""),
+        role=cast(ParticipantRole, m.role),
+        admitted=state.is_admitted(m),
+        qualification=QualificationOut(**qualification) if qualification else None,
+        consent_note=consent.get("note") if isinstance(consent, dict) else None,
+        supervision_consent=("supervision_consent" in m.extra) if m.role == PARTICIPANT else None,
     )
 
 
@@ -310,19 +325,24 @@ async def mark_started(session: AsyncSession, ctx: Context, state: RoomState) ->
     return True
 
 
-async def _seal_member(session: AsyncSession, vault: Vault, state: RoomState, m: Member) -> None:
+async def seal_member(session: AsyncSession, vault: Vault, state: RoomState, m: Member) -> None:
     assert state.room.data_key_id is not None
     m.row.details = await vault.seal_json(
         session,
         state.room.data_key_id,
         RoomMember.details,
         m.row.id,
-        {"account": m.account_id, "role": m.role, "admitted": m.admitted},
+        {**m.extra, "account": m.account_id, "role": m.role, "admitted": m.admitted},
     )
 
 
 async def _add_member(
-    session: AsyncSession, vault: Vault, state: RoomState, account: Account, role: str
+    session: AsyncSession,
+    vault: Vault,
+    state: RoomState,
+    account: Account,
+    role: str,
+    extra: dict[str, Any] | None = None,
 ) -> Member:
     row = RoomMember(
         id=new_id(),
@@ -330,8 +350,8 @@ async def _add_member(
         member_ix=member_index(vault, state.room.id, account.id),
         details=b"",
     )
-    member = Member(account.id, role, role == HOST, row)
-    await _seal_member(session, vault, state, member)
+    member = Member(account.id, role, role == HOST, row, dict(extra or {}))
+    await seal_member(session, vault, state, member)
     if account.data_key_id is None:
         raise NotFound("No such account.")
     link_id = new_id()
@@ -451,9 +471,17 @@ async def patch_room(
 
 
 async def add_member(
-    session: AsyncSession, ctx: Context, state: RoomState, account: Account, *, actor: Principal
+    session: AsyncSession,
+    ctx: Context,
+    state: RoomState,
+    account: Account,
+    *,
+    actor: Principal,
+    typed: tuple[str, dict[str, Any]] | None = None,
 ) -> Member:
-    """Make `account` a member of the room: a counselor as host, a client as participant.
+    """Make `account` a member of the room: a counselor as host, a client as participant,
+    or anyone as the typed participant (role, sealed extras) `typed` names
+    (`app.rooms.roles`: supervisor, interpreter, guardian).
 
     The callers decide whether they may: a host adding their own client
     directly, or the invitee accepting an invitation (`app.rooms.invitations`).
@@ -465,7 +493,10 @@ async def add_member(
     if len(state.members) >= state.room.max_participants:
         raise RoomFull("The room has reached max_participants.")
     role = HOST if account.role == Role.counselor else PARTICIPANT
-    member = await _add_member(session, ctx.vault, state, account, role)
+    extra: dict[str, Any] = {}
+    if typed is not None:
+        role, extra = typed
+    member = await _add_member(session, ctx.vault, state, account, role, extra)
     names = await display_names(session, ctx.vault, [account.id])
     devices = (await active_devices_of(session, ctx.vault, [account.id])).get(account.id, [])
     emit(
@@ -487,6 +518,9 @@ async def add_member(
         target=account.id,
         details={"room": state.room.id, "role": role},
     )
+    if role == PARTICIPANT and any(m.role == SUPERVISOR for m in state.members):
+        # A new client has not consented to supervision: supervisors' sockets close.
+        emit(session, events.SupervisionWithdrawn(state.room.id))
     return member
 
 
@@ -549,7 +583,7 @@ async def admit(
         raise NotFound("No such participant.")
     if not member.admitted:
         member.admitted = True
-        await _seal_member(session, ctx.vault, state, member)
+        await seal_member(session, ctx.vault, state, member)
         await session.flush()
         if member.role != HOST and state.room.waiting_room:
             webhooks.announce(
@@ -596,7 +630,7 @@ async def back_to_waiting(
         if kind is not None and kind not in needs:
             continue
         member.admitted = False
-        await _seal_member(session, ctx.vault, state, member)
+        await seal_member(session, ctx.vault, state, member)
         emit(session, events.Unadmitted(state.room.id, account.id))
         audit.record(
             session,
@@ -843,6 +877,7 @@ async def admit_device(
         )
     )
     _admission_rules(state, member, now, consent)
+    await role_gate(session, ctx, account, state, member)
     seats = await _seats(session, ctx, state) if with_seats else None
     return Admission(account, login_id, state, member, device, now, seats)
 
