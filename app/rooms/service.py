@@ -622,7 +622,8 @@ async def back_to_waiting(
     left = []
     for state in await list_rooms(session, ctx, account):
         member = state.member(account.id)
-        if member is None or member.role == HOST or state.status(now) == "ended":
+        # Consent documents bind clients: hosts and typed participants stay.
+        if member is None or member.role != PARTICIPANT or state.status(now) == "ended":
             continue
         if not state.is_admitted(member):
             continue
@@ -810,7 +811,7 @@ def _admission_rules(
         raise OutsideTimeWindow("The room opens 10 minutes before it starts.")
     if state.room.locked and not state.is_admitted(member):
         raise RoomLocked("The room is locked.")
-    if member.role != HOST and consent is not None:
+    if consent is not None:
         if consent.unpublished:
             raise ConsentNotPublished(consent.unpublished)
         if consent.missing:
@@ -854,10 +855,15 @@ async def admit_device(
     - the device is the account's own and active (`DeviceRevoked`: 404, 4003);
     - the room has not ended (`RoomEnded`: 409, 4010); it opens 10 minutes
       before `starts_at` (`OutsideTimeWindow`); a locked room admits only those
-      already admitted (`RoomLocked`); for a participant (not a host), the
+      already admitted (`RoomLocked`); for a client (`participant`), the
       practice has published the consent documents the room's kind needs
       (`ConsentNotPublished`) and the participant has accepted their current
-      versions (`ConsentRequired`): 403, 4003.
+      versions (`ConsentRequired`): 403, 4003;
+    - the typed participants' rules (`app.rooms.gates.role_gate`): a supervisor
+      only while every client has given the room's supervision consent
+      (`SupervisionConsentRequired`), a minor client only with a guardian's
+      current consent or their own recorded one (`GuardianConsentRequired`):
+      403, 4003.
 
     `with_seats` adds every participant's name, admission and device keys.
     """
@@ -871,7 +877,7 @@ async def admit_device(
     now = ctx.clock.now()
     consent = (
         None
-        if member.role == HOST
+        if member.role != PARTICIPANT  # the documents bind clients (typed roles: `role_gate`)
         else await consent_gate(
             session, ctx.vault, account, group=state.room.kind == RoomKind.group
         )
