@@ -375,7 +375,8 @@ async def set_consent(
         )
     if not give and not await may_consent(session, ctx.vault, minor):
         emit(session, AccountClosed(minor.id, Close.FORBIDDEN, "guardian_consent_required"))
-    return _link(found)
+    link = _link(found)  # the guardian's view: the other person is the minor
+    return Link(minor.id, link.linked_at, link.consent_given_at)
 
 
 # -- the person's own data -----------------------------------------------------------
