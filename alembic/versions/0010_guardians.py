@@ -6,7 +6,7 @@ side) hold a slot index and a sealed body each, sharing no value. Typed room
 participants (supervisor, interpreter, guardian) and supervision consents
 live inside the sealed `room_members.details` and need no column.
 
-Revision ID: 0010_guardians
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-01 19:10:00
 """
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010_guardians"
+revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

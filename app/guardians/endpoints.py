@@ -9,6 +9,7 @@ from app.guardians.schemas import GuardiansOut, LinkGuardian, LinkOut, MinorOut,
 from app.guardians.views import link_out, minor_out
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.pagination import PageDep, micros, paged
 
 router = APIRouter(tags=["guardians"])
 MINOR = "/v1/admin/accounts/{minor_id}"
@@ -68,6 +69,9 @@ async def link(
 async def guardians(
     minor_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
 ) -> GuardiansOut:
+    """The minor status as the practice recorded it, and each linked guardian with whether their
+    consent for the minor's care is current. Audited on the minor's access log.
+    """
     status_, links = await service.guardians_of(session, ctx, admin, minor_id)
     return GuardiansOut(minor=minor_out(status_), guardians=[link_out(each) for each in links])
 
@@ -89,13 +93,19 @@ async def unlink(
 @router.get(
     "/v1/me/wards",
     response_model=list[LinkOut],
-    responses=responses(Unauthorized),
+    responses=paged(responses(Unauthorized)),
     summary="The minors the caller is a guardian of, with the caller's consent for each",
+    description="Oldest link first; paginated.",
 )
 async def my_wards(
-    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
 ) -> list[LinkOut]:
-    return [link_out(each) for each in await service.wards(session, ctx, principal)]
+    found = page.take(
+        sorted(await service.wards(session, ctx, principal), key=lambda w: (w.linked_at, w.other)),
+        lambda each: (micros(each.linked_at), each.other),
+        ("wards", principal.id),
+    )
+    return [link_out(each) for each in found]
 
 
 @router.put(

@@ -73,6 +73,23 @@ class LinkOut(ResponseModel):
 
 
 class GuardiansOut(ResponseModel):
+    model_config = with_example(
+        {
+            "minor": {
+                "minor": True,
+                "self_consent": {"allowed": False, "basis": None},
+                "set_at": "2026-11-20T12:00:00Z",
+            },
+            "guardians": [
+                {
+                    "account_id": "5e0c3d7a-1f7e-4b53-8d0c-2a4f6b9e8d10",
+                    "linked_at": "2026-11-20T12:00:00Z",
+                    "consent_given_at": "2026-11-21T09:30:00Z",
+                }
+            ],
+        }
+    )
+
     minor: MinorOut | None
     guardians: list[LinkOut]
 

@@ -187,8 +187,8 @@ def presence(
     *,
     role: str | None = None,
 ) -> str:
-    """`role` names the participant's role whenever the room knows it: a supervisor's
-    or an interpreter's presence is always shown as such."""
+    """`role` names a typed participant's role (supervisor, interpreter, guardian), so
+    that their presence is always shown as such; hosts' and clients' frames have none."""
     frame: dict[str, Any] = {"type": "presence", "event": event, "account_id": account_id}
     if device_id is not None:
         frame["device_id"] = device_id

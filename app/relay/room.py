@@ -96,6 +96,9 @@ LIVE_SEEN_MAX = 10_000
 #: The role whose sockets observe (`app.rooms.roles`): handshakes only, closed on
 #: a withdrawn supervision consent (4012).
 SUPERVISOR = "supervisor"
+#: The roles a `presence` frame names (`app.rooms.roles`): hosts and clients it leaves
+#: unnamed, as `welcome` gives every role.
+TYPED_ROLES = frozenset({SUPERVISOR, "interpreter", "guardian"})
 
 _OPEN = (State.WAITING, State.ADMITTED)
 _HEARS_MESSAGES = (State.ADMITTED, State.DRAINING)
@@ -694,7 +697,7 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
             out = _close_where(
                 room, lambda p: p.account_id == account, Close.FORBIDDEN, "removed from the room"
             )
-            role = removed.role if removed is not None else None
+            role = _typed(removed.role) if removed is not None else None
             return out + _broadcast(room, frames.presence("removed", account, role=role))
         case DeviceAdded(account=account, device=device, public_key=key, signing_key=signing):
             part = room.participants.get(account)
@@ -863,8 +866,13 @@ def _presence(room: RoomState, event: Presence) -> list[Action]:
 
 
 def _role(room: RoomState, account: str) -> str | None:
+    """A typed participant's role, for its `presence` frames (hosts and clients: None)."""
     part = room.participants.get(account)
-    return part.role if part is not None else None
+    return _typed(part.role) if part is not None else None
+
+
+def _typed(role: str) -> str | None:
+    return role if role in TYPED_ROLES else None
 
 
 def _tick(room: RoomState, now: Now) -> list[Action]:

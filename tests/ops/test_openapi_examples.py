@@ -187,6 +187,7 @@ PAGED = [
     "/v1/admin/audit",
     "/v1/admin/webhooks",
     "/v1/admin/webhooks/{webhook_id}/deliveries",
+    "/v1/me/wards",
 ]
 
 

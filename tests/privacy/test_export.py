@@ -95,8 +95,10 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
         "notices",
         "access_log",
         "key_log",
+        "guardianship",
     ]
     assert datetime.fromisoformat(found["exported_at"]) == clock.now()
+    assert found["guardianship"] == {"minor": None, "guardians": [], "wards": []}
 
     assert found["account"] == me
     assert found["account"]["email"] == person.email

@@ -147,7 +147,7 @@ async def test_the_guardian_joins_as_guardian_and_both_exports_show_the_link(
 async def test_a_guardian_invitation_of_someone_elses_guardian_is_a_decoy(
     practice: Practice,
 ) -> None:
-    counselor, minor, guardian, room_id = await minor_room(practice)
+    counselor, _minor, guardian, room_id = await minor_room(practice)
     added = await practice.http.post(
         f"/v1/rooms/{room_id}/participants",
         json={"account_id": guardian.id, "role": "guardian"},
