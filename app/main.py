@@ -30,6 +30,7 @@ from app.core.logging import ClientAddresses
 from app.core.logging import configure as configure_logging
 from app.devices.endpoints import router as devices_router
 from app.disclosures.endpoints import router as disclosures_router
+from app.guardians.endpoints import router as guardians_router
 from app.incidents.endpoints import router as incidents_router
 from app.mfa.endpoints import router as mfa_router
 from app.notices.endpoints import router as notices_router
@@ -243,6 +244,7 @@ def create_app(
         withdrawal_router,
         rooms_router,
         checkins_router,
+        guardians_router,
         key_log_router,
         disclosures_router,
         incidents_router,

@@ -69,6 +69,9 @@ PERSONAL = {
     "password_resets",
     "safety_checkins",
     "licensures",
+    "minor_profiles",
+    "guardian_links",
+    "ward_links",
 }
 
 
@@ -91,6 +94,8 @@ class Truth:
     rooms: set[str] = field(default_factory=set)
     members: set[tuple[str, str]] = field(default_factory=set)
     invited: set[tuple[str, str]] = field(default_factory=set)  # pending invitations
+    #: People whose link the dump must not show: guardian and minor, supervisor and client.
+    pairs: set[tuple[str, str]] = field(default_factory=set)
 
 
 # -- the story -------------------------------------------------------------------------
@@ -297,6 +302,7 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
                 host,
                 json={"device_ids": [devices[a] for a in others]},
             )
+    await _typed_participants(http, rng, truth, admin, counselors, clients, rooms, devices)
     for user in rng.sample(clients, k=6):
         refreshed = await http.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
         assert refreshed.status_code == 200, refreshed.text
@@ -374,6 +380,79 @@ async def _lifecycle(
     for role in ("admin", "counselor"):
         await _call(http, "PUT", f"/v1/admin/accounts/{moved.id}/role", admin, json={"role": role})
     await _call(http, "GET", "/v1/admin/accounts", admin)
+
+
+async def _typed_participants(
+    http: httpx.AsyncClient,
+    rng: random.Random,
+    truth: Truth,
+    admin: User,
+    counselors: list[User],
+    clients: list[User],
+    rooms: list[tuple[str, User, list[User]]],
+    devices: dict[str, str],
+) -> None:
+    """A supervisor behind its clients' consent, an interpreter, guardians of minors."""
+    by_id = {c.id: c for c in clients}
+    groups = [(room_id, host) for room_id, host, guests in rooms if len(guests) > 1]
+    sup_room, sup_host = groups[0]
+    supervisor = next(c for c in counselors if c is not sup_host)
+    invited = await _call(
+        http,
+        "POST",
+        f"/v1/rooms/{sup_room}/participants",
+        sup_host,
+        json={"account_id": supervisor.id, "role": "supervisor", "consent_note": "Agreed."},
+    )
+    await _call(http, "POST", f"/v1/me/invitations/{invited['invitation_id']}/accept", supervisor)
+    truth.members.add((supervisor.id, sup_room))
+    room = await _call(http, "GET", f"/v1/rooms/{sup_room}", sup_host)
+    for p in room["participants"]:
+        if p["role"] == "participant":
+            client = by_id[p["account_id"]]
+            await _call(http, "PUT", f"/v1/rooms/{sup_room}/supervision-consent", client)
+            truth.pairs.add((supervisor.id, client.id))
+    await _call(
+        http,
+        "POST",
+        f"/v1/rooms/{sup_room}/token",
+        supervisor,
+        json={"device_id": devices[supervisor.id]},
+    )
+    int_room, int_host = groups[-1]
+    interpreter = next(
+        c
+        for c in rng.sample(clients, k=len(clients))
+        if (c.id, int_room) not in truth.members | truth.invited
+    )
+    invited = await _call(
+        http,
+        "POST",
+        f"/v1/rooms/{int_room}/participants",
+        int_host,
+        json={
+            "account_id": interpreter.id,
+            "role": "interpreter",
+            "consent_note": "Agreed.",
+            "qualification": {"qualified": True, "basis": "Certified"},
+        },
+    )
+    await _call(http, "POST", f"/v1/me/invitations/{invited['invitation_id']}/accept", interpreter)
+    truth.members.add((interpreter.id, int_room))
+    chosen = rng.sample(clients, k=4)
+    for minor, guardian in (chosen[:2], chosen[2:]):
+        await _call(
+            http, "PUT", f"/v1/admin/accounts/{minor.id}/minor", admin, json={"minor": True}
+        )
+        await _call(
+            http,
+            "POST",
+            f"/v1/admin/accounts/{minor.id}/guardians",
+            admin,
+            json={"guardian_account_id": guardian.id},
+        )
+        await _call(http, "PUT", f"/v1/me/wards/{minor.id}/consent", guardian)
+        truth.pairs.add((guardian.id, minor.id))
 
 
 # -- the dump --------------------------------------------------------------------------
@@ -523,6 +602,19 @@ def _check(rows: list[Row], truth: Truth) -> None:
         assert all(links.find(r.key) != mine for r in rooms.get(room_id, [])), (
             f"a dump links a member to room ({account_id}, {room_id})"
         )
+    # No guardian beside their ward, no supervisor beside the clients they observe: two
+    # account rows in one set only in the set of all live accounts (the data keys' common
+    # header joins them all, which tells nothing about any pair).
+    sets: dict[tuple[str, int], int] = defaultdict(int)
+    for account_row in accounts.values():
+        sets[links.find(account_row.key)] += 1
+    everyone = max(sets, key=lambda root: sets[root])
+    assert sets[everyone] >= len(accounts) - 2  # all but the erased account (and the admin)
+    for first, second in truth.pairs:
+        root = links.find(accounts[first].key)
+        assert root != links.find(accounts[second].key) or root == everyone, (
+            "a dump links a guardian to a minor, or a supervisor to a client"
+        )
     # No owner: an account's row is never linked to a personal record.
     for row in rows:
         if row.table in PERSONAL:
@@ -554,6 +646,7 @@ async def test_a_dump_links_nobody_to_a_session_or_a_record(
     rows = await _dump(ctx)
     assert {r.table for r in rows} >= PERSONAL | {"accounts", "rooms", "audit_log"}
     assert {r.table for r in rows} >= {"webhook_endpoints"}
+    assert truth.pairs
     _check(rows, truth)
 
 

@@ -138,6 +138,7 @@ def test_a_whole_story_leaves_nothing_readable(server: Server, backend: Backend)
             "ends_at": ends.isoformat(),
             "waiting_room": False,
             "safety_checkin": "required",
+            "max_participants": 4,
         },
     )
     invited = story.call(
@@ -169,6 +170,63 @@ def test_a_whole_story_leaves_nothing_readable(server: Server, backend: Backend)
     seen = story.call("GET", f"/v1/rooms/{room['id']}/checkins", counselor)
     assert seen[0]["emergency_contact"]["name"] == story.markers["emergency contact"]
     assert seen[0]["jurisdiction_licensed"] is True
+
+    # Typed participants: the client is a minor who consents for themselves (and has a
+    # guardian who consents too), a supervisor and an interpreter join the session.
+    guardian_id, guardian = story.person("guardian")
+    story.call(
+        "PUT",
+        f"/v1/admin/accounts/{client_id}/minor",
+        admin,
+        json={
+            "minor": True,
+            "self_consent": {
+                "allowed": True,
+                "basis": story.keep("self-consent basis", mark("State statute section ")),
+            },
+        },
+    )
+    story.call(
+        "POST",
+        f"/v1/admin/accounts/{client_id}/guardians",
+        admin,
+        json={"guardian_account_id": guardian_id},
+    )
+    story.call("PUT", f"/v1/me/wards/{client_id}/consent", guardian)
+    _, supervisor = story.person("supervisor", admin, role="counselor")
+    _, interpreter = story.person("interpreter")
+    for who, body in (
+        (
+            supervisor,
+            {
+                "role": "supervisor",
+                "consent_note": story.keep("supervision note", mark("Told about supervision ")),
+            },
+        ),
+        (
+            interpreter,
+            {
+                "role": "interpreter",
+                "consent_note": story.keep("interpreter note", mark("Agreed to interpreter ")),
+                "qualification": {
+                    "qualified": True,
+                    "basis": story.keep("interpreter basis", mark("CCHI certificate ")),
+                },
+            },
+        ),
+    ):
+        typed = story.call(
+            "POST",
+            f"/v1/rooms/{room['id']}/participants",
+            counselor,
+            json={"account_id": account_of(who), **body},
+        )
+        story.call("POST", f"/v1/me/invitations/{typed['invitation_id']}/accept", who)
+    story.call("PUT", f"/v1/rooms/{room['id']}/supervision-consent", client)
+    supervisor_device = story.device("supervisor", supervisor)
+    story.call(
+        "POST", f"/v1/rooms/{room['id']}/token", supervisor, json={"device_id": supervisor_device}
+    )
 
     def socket(token: str, device: str) -> Any:
         issued = story.call(
@@ -283,6 +341,12 @@ def test_a_whole_story_leaves_nothing_readable(server: Server, backend: Backend)
     assert export["account"]["email"].lower() == story.markers["client email"].lower()
     assert export["checkins"][0]["callback_phone"] == story.markers["callback phone"]
     assert export["rooms"][0]["title"] == title
+    assert (
+        export["guardianship"]["minor"]["self_consent"]["basis"]
+        == (story.markers["self-consent basis"])
+    )
+    roles = {p["role"] for p in export["rooms"][0]["participants"]}
+    assert roles == {"host", "participant", "supervisor", "interpreter"}
 
     server.stop()
     stored = backend.stored_bytes()

@@ -23,6 +23,7 @@ class Close(IntEnum):
     ENDED = 4010
     REPLACED = 4011
     DISABLED = 4012
+    SUPERVISION_WITHDRAWN = 4013
 
 
 #: What each code means, as PROTOCOL.md documents it.
@@ -40,4 +41,8 @@ MEANING: dict[Close, str] = {
     Close.ENDED: "room ended",
     Close.REPLACED: "replaced by a new connection of the same device",
     Close.DISABLED: "account disabled by an admin",
+    Close.SUPERVISION_WITHDRAWN: (
+        "supervision consent withdrawn: a supervisor's socket, when a client of the room"
+        " withdraws (or a new client has not yet given) the room's supervision consent"
+    ),
 }

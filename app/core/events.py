@@ -21,6 +21,8 @@ Each event is a frozen dataclass (ids are strings):
 - `CheckinRecorded(room, account, address, jurisdiction, contact_name,
   contact_phone, callback_phone, recorded_at, licensed)`: a client's safety
   check-in, for the room's hosts' sockets only (never another participant's)
+- `SupervisionWithdrawn(room)`: a client withdrew (or a new client has not
+  given) the room's supervision consent: supervisors' sockets close with 4013
 - `RoomLocked(room)` / `RoomUnlocked(room)`
 - `RoomSchedule(room, ends_at)`: the end moved (timers are re-armed)
 - `RoomEnded(room)`: every socket closes with 4010
@@ -121,6 +123,11 @@ class CheckinRecorded:
 
 
 @dataclass(frozen=True, slots=True)
+class SupervisionWithdrawn:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
 class RoomLocked:
     room: str
 
@@ -175,6 +182,7 @@ Event = (
     | Admitted
     | Unadmitted
     | CheckinRecorded
+    | SupervisionWithdrawn
     | RoomLocked
     | RoomUnlocked
     | RoomSchedule
@@ -195,6 +203,7 @@ KINDS: dict[str, type[Event]] = {
     "admitted": Admitted,
     "unadmitted": Unadmitted,
     "checkin_recorded": CheckinRecorded,
+    "supervision_withdrawn": SupervisionWithdrawn,
     "room_locked": RoomLocked,
     "room_unlocked": RoomUnlocked,
     "room_schedule": RoomSchedule,

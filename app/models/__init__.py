@@ -8,6 +8,7 @@ from app.models.consent import ConsentAcceptance, ConsentDocument, ConsentKind
 from app.models.data_key import DataKey, DataKeyRows
 from app.models.device import MAX_PUBLIC_KEY_BYTES, Device
 from app.models.disclosure import Disclosure, DisclosureBasis
+from app.models.guardian import GuardianLink, MinorProfile, WardLink
 from app.models.incident import Incident, IncidentStatus, Severity
 from app.models.key_log import KeyLogEntry
 from app.models.key_package import KeyPackage, KeyPackageClaim, RoomGroupInfo
@@ -43,6 +44,7 @@ __all__ = [
     "Device",
     "Disclosure",
     "DisclosureBasis",
+    "GuardianLink",
     "Incident",
     "IncidentStatus",
     "KeyLogEntry",
@@ -50,6 +52,7 @@ __all__ = [
     "KeyPackageClaim",
     "Licensure",
     "LoginFamily",
+    "MinorProfile",
     "Notice",
     "NoticeKind",
     "PasswordReset",
@@ -63,6 +66,7 @@ __all__ = [
     "SafetyCheckin",
     "SafetyCheckinMode",
     "Severity",
+    "WardLink",
     "WebhookDelivery",
     "WebhookEndpoint",
 ]

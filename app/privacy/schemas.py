@@ -11,6 +11,7 @@ from app.consent.schemas import SHA256_DESCRIPTION
 from app.core import examples
 from app.core.schemas import ResponseModel, with_example
 from app.disclosures.schemas import DisclosureOut
+from app.guardians.schemas import GuardianshipOut
 from app.keys.schemas import KeyLogOut
 from app.mfa.schemas import FactorList
 from app.models import ConsentKind
@@ -125,6 +126,7 @@ class Export(ResponseModel):
             ],
             "checkins": [],
             "licensure": [],
+            "guardianship": {"minor": None, "guardians": [], "wards": []},
         }
     )
 
@@ -155,4 +157,10 @@ class Export(ResponseModel):
     )
     licensure: list[str] = Field(
         description="The jurisdictions the caller is licensed for (counselors; empty for others)."
+    )
+    guardianship: GuardianshipOut = Field(
+        description=(
+            "The caller's minor status (as the practice recorded it), guardians, and wards"
+            " (`GET /v1/me/wards`). Each room's participants carry their roles (`rooms`)."
+        )
     )

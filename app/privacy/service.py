@@ -53,6 +53,9 @@ from app.devices import key_packages
 from app.devices import service as devices
 from app.disclosures import service as disclosures
 from app.disclosures.schemas import DisclosureOut
+from app.guardians import service as guardians
+from app.guardians.schemas import GuardianshipOut
+from app.guardians.views import link_out, minor_out
 from app.keys import service as keys
 from app.mfa import service as mfa
 from app.mfa.schemas import FactorList, factor_out
@@ -176,6 +179,17 @@ async def _checkins(session: AsyncSession, ctx: Context, account: Account) -> li
     ]
 
 
+async def _guardianship(
+    session: AsyncSession, ctx: Context, principal: Principal
+) -> GuardianshipOut:
+    found = await guardians.export(session, ctx, principal)
+    return GuardianshipOut(
+        minor=minor_out(found.minor),
+        guardians=[link_out(each) for each in found.guardians],
+        wards=[link_out(each) for each in found.wards],
+    )
+
+
 async def export(session: AsyncSession, ctx: Context, principal: Principal) -> Export:
     """Everything held about the caller, decrypted."""
     account = principal.account
@@ -205,6 +219,7 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
         logins=await lifecycle.my_logins(session, ctx, principal),
         checkins=await _checkins(session, ctx, account),
         licensure=await safety.licensure_of(session, ctx.vault, account),
+        guardianship=await _guardianship(session, ctx, principal),
     )
     audit.record(
         session,
@@ -253,6 +268,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         await disclosures.forget(session, ctx.vault, account.id)
         await invitations.forget(session, ctx.vault, account.id)
         await safety.forget(session, ctx.vault, account.id)
+        await guardians.forget(session, ctx, account)
     await care.forget(session, ctx.vault, account.id)
     # The replay stores forget every device the person ever had (decision note 0005).
     emit(

@@ -185,10 +185,16 @@ def presence(
     event: Literal["online", "offline", "waiting", "admitted", "removed"],
     account_id: str,
     device_id: str | None = None,
+    *,
+    role: str | None = None,
 ) -> str:
+    """`role` names a typed participant's role (supervisor, interpreter, guardian), so
+    that their presence is always shown as such; hosts' and clients' frames have none."""
     frame: dict[str, Any] = {"type": "presence", "event": event, "account_id": account_id}
     if device_id is not None:
         frame["device_id"] = device_id
+    if role is not None:
+        frame["role"] = role
     return dumps(frame)
 
 

@@ -69,6 +69,7 @@ from app.core.events import (
     RoomLocked,
     RoomSchedule,
     RoomUnlocked,
+    SupervisionWithdrawn,
     Unadmitted,
 )
 from app.relay import frames
@@ -93,6 +94,12 @@ ENDING_NOTICE = timedelta(minutes=5)
 REPLAY_PAGE = 64
 #: Seqs of live messages a connection remembers having sent (a replay skips them).
 LIVE_SEEN_MAX = 10_000
+#: The role whose sockets observe (`app.rooms.roles`): handshakes only, closed on
+#: a withdrawn supervision consent (4013).
+SUPERVISOR = "supervisor"
+#: The roles a `presence` frame names (`app.rooms.roles`): hosts and clients it leaves
+#: unnamed, as `welcome` gives every role.
+TYPED_ROLES = frozenset({SUPERVISOR, "interpreter", "guardian"})
 
 _OPEN = (State.WAITING, State.ADMITTED)
 #: The role of a room's hosts (`app.rooms.service.HOST`).
@@ -662,7 +669,7 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
             for peer in room.connections.values():
                 if peer.account_id == account and peer.state is State.WAITING:
                     peer.state = State.ADMITTED
-            return _broadcast(room, frames.presence("admitted", account))
+            return _broadcast(room, frames.presence("admitted", account, role=_role(room, account)))
         case Unadmitted(account=account):
             # Back in the waiting room (consent withdrawn): what it could hear ends
             # now, whatever order the account's own `AccountClosed` comes in.
@@ -675,7 +682,16 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
                 Close.FORBIDDEN,
                 "back in the waiting room",
             )
-            return out + _broadcast(room, frames.presence("waiting", account))
+            return out + _broadcast(
+                room, frames.presence("waiting", account, role=_role(room, account))
+            )
+        case SupervisionWithdrawn():
+            return _close_where(
+                room,
+                lambda p: p.role == SUPERVISOR,
+                Close.SUPERVISION_WITHDRAWN,
+                "supervision consent withdrawn",
+            )
         case ParticipantAdded():
             room.participants[event.account] = Participant(
                 event.account,
@@ -686,11 +702,12 @@ def handle(room: RoomState, event: Input, now: Now) -> list[Action]:
             )
             return []
         case ParticipantRemoved(account=account):
-            room.participants.pop(account, None)
+            removed = room.participants.pop(account, None)
             out = _close_where(
                 room, lambda p: p.account_id == account, Close.FORBIDDEN, "removed from the room"
             )
-            return out + _broadcast(room, frames.presence("removed", account))
+            role = _typed(removed.role) if removed is not None else None
+            return out + _broadcast(room, frames.presence("removed", account, role=role))
         case DeviceAdded(account=account, device=device, public_key=key, signing_key=signing):
             part = room.participants.get(account)
             if part is None:
@@ -753,6 +770,7 @@ def target(event: Event) -> str | None:
             | Admitted(room=room)
             | Unadmitted(room=room)
             | CheckinRecorded(room=room)
+            | SupervisionWithdrawn(room=room)
             | ParticipantAdded(room=room)
             | ParticipantRemoved(room=room)
             | RoomLocked(room=room)
@@ -872,11 +890,23 @@ def _presence(room: RoomState, event: Presence) -> list[Action]:
         if existing is not None and existing.id != event.conn:
             # The same device joined again, here or on another instance.
             out += _close(existing, Close.REPLACED, "replaced by a new connection")
-    frame = frames.presence(event.event, event.account, event.device)
+    frame = frames.presence(
+        event.event, event.account, event.device, role=_role(room, event.account)
+    )
     to = tuple(
         p for p in room.connections.values() if p.id != event.conn and p.state is not State.CLOSED
     )
     return [*out, Send(to, frame)] if to else out
+
+
+def _role(room: RoomState, account: str) -> str | None:
+    """A typed participant's role, for its `presence` frames (hosts and clients: None)."""
+    part = room.participants.get(account)
+    return _typed(part.role) if part is not None else None
+
+
+def _typed(role: str) -> str | None:
+    return role if role in TYPED_ROLES else None
 
 
 def _tick(room: RoomState, now: Now) -> list[Action]:
@@ -933,6 +963,10 @@ def _send(room: RoomState, peer: Peer, frame: SendFrame, now: Now) -> list[Actio
     broadcast: str | None = None
     directed: dict[str, str] | None = None
     commit_epoch: int | None = None
+    if peer.role == SUPERVISOR and not _handshake(frame):
+        # A supervisor observes: the group's handshakes, never a message of its own.
+        detail = "a supervisor sends MLS handshake messages only"
+        return [Send((peer,), frames.error("observer_cannot_send", detail, frame.id))]
     if frame.ciphertext is not None:
         header = _mls_header(frame.ciphertext)
         commit = _commit(header)
@@ -988,6 +1022,18 @@ def _welcome_resolved(
 #: wire_format of PublicMessage (1), PrivateMessage (2) or Welcome (3). Anything
 #: else is relayed as it is, unread.
 _READ = (b"\x00\x01\x00\x01", b"\x00\x01\x00\x02", b"\x00\x01\x00\x03")
+
+
+def _handshake(frame: SendFrame) -> bool:
+    """An MLS Commit, Proposal or Welcome for the room (what an observer may send)."""
+    if frame.ciphertext is None:
+        return False
+    header = _mls_header(frame.ciphertext)
+    if isinstance(header, mls.WelcomeHeader):
+        return True
+    if isinstance(header, mls.PublicMessageHeader | mls.PrivateMessageHeader):
+        return header.content_type in (mls.PROPOSAL, mls.COMMIT)
+    return False
 
 
 def _unpadded_b64(body: str) -> bytes:

@@ -36,6 +36,7 @@ from app.core.events import (
     RoomLocked,
     RoomSchedule,
     RoomUnlocked,
+    SupervisionWithdrawn,
     Unadmitted,
 )
 from app.relay.frames import sender_member
@@ -118,6 +119,7 @@ def admission_change(event: Event) -> tuple[str, str, AdmissionMove] | None:
             | DataKeyDestroyed()
             | AccountErased()
             | Presence()
+            | SupervisionWithdrawn()
         ):
             return None
         case _:

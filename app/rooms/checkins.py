@@ -48,8 +48,9 @@ async def record(
 ) -> Shown:
     """The caller, a client participant of the room, records their check-in for it."""
     state, member = await rooms.load_for(session, ctx.vault, room_id, principal.id)
-    if member.role == rooms.HOST:
-        raise Forbidden("Hosts do not check in; their clients do.")
+    if member.role != rooms.PARTICIPANT:
+        # Hosts, supervisors, interpreters and guardians do not check in; the clients do.
+        raise Forbidden("Only the room's clients check in.")
     if state.status(ctx.clock.now()) == "ended":
         raise RoomEnded("This session has ended.")
     now = ctx.clock.now()
@@ -115,7 +116,7 @@ async def for_hosts(
     hosts = await safety.hosts_licensure(session, ctx.vault, _hosts(state))
     shown = []
     for member in state.members:
-        if member.role == rooms.HOST:
+        if member.role != rooms.PARTICIPANT:
             continue
         account = await session.get(Account, member.account_id)
         if account is None:

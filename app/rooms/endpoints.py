@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, cast
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -10,17 +10,21 @@ from app.consent.errors import ConsentNotPublished, ConsentRequired
 from app.core import audit
 from app.core.codec import b64url_decode, b64url_encode
 from app.core.errors import Forbidden, NotFound, RateLimited, Unauthorized, ValidationFailed
-from app.rooms import group_info, invitations, key_packages, service
+from app.rooms import group_info, invitations, key_packages, roles, service
 from app.rooms.errors import (
     AlreadyParticipant,
+    GuardianConsentRequired,
+    InterpreterNotQualified,
     KeyPackagesExhausted,
     LastHost,
+    NotAClient,
     NotAdmitted,
     OutsideTimeWindow,
     RoomEnded,
     RoomFull,
     RoomLocked,
     StaleEpoch,
+    SupervisionConsentRequired,
     WrongGroup,
 )
 from app.rooms.ice import ice_servers as _ice_servers
@@ -37,6 +41,7 @@ from app.rooms.schemas import (
     InvitationOut,
     InvitationPending,
     ParticipantOut,
+    ParticipantRole,
     PatchRoom,
     PendingInvitationOut,
     RoomOut,
@@ -135,14 +140,29 @@ async def patch(
             "model": InvitationPending,
             "description": "an invitation, pending the invitee's acceptance",
         },
-        **responses(Unauthorized, Forbidden, NotFound, AlreadyParticipant, RoomFull, RoomEnded),
+        **responses(
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            AlreadyParticipant,
+            RoomFull,
+            RoomEnded,
+            InterpreterNotQualified,
+            ValidationFailed,
+        ),
     },
     summary="Add your own client (201), or invite anyone else by account id or email (202)",
     description=(
         "A client who has accepted an invitation of this host before is added at once"
         " (201, the participant). Anyone else gets an invitation to accept or decline"
         ' (`GET /v1/me/invitations`): 202 `{invitation_id, status: "pending"}`, the same'
-        " answer whether or not the email or id is registered, or whose it is."
+        " answer whether or not the email or id is registered, or whose it is.\n\n"
+        "With `role` (`supervisor`, `interpreter`, `guardian`) it is always an invitation,"
+        " accepted only by an account the role fits (a counselor for a supervisor; a client or"
+        " counselor for an interpreter; a linked guardian of one of the room's clients for a"
+        " guardian), a decoy otherwise. A supervisor or interpreter needs `consent_note`; an"
+        " interpreter needs `qualification` with `qualified: true` (else 422"
+        " `interpreter_not_qualified`)."
     ),
 )
 async def add_participant(
@@ -152,8 +172,17 @@ async def add_participant(
     session: SessionDep,
     ctx: ContextDep,
 ) -> ParticipantOut | JSONResponse:
+    typed = (
+        None
+        if body.role is None
+        else invitations.Typed(
+            body.role,
+            body.qualification.model_dump() if body.qualification is not None else None,
+            body.consent_note,
+        )
+    )
     outcome = await invitations.add_or_invite(
-        session, ctx, principal, room_id, account_id=body.account_id, email=body.email
+        session, ctx, principal, room_id, account_id=body.account_id, email=body.email, typed=typed
     )
     if isinstance(outcome, invitations.Invited):
         pending = InvitationPending(invitation_id=outcome.invitation_id)
@@ -203,6 +232,7 @@ async def my_invitations(
             starts_at=each.starts_at,
             ends_at=each.ends_at,
             created_at=each.created_at,
+            role=cast(ParticipantRole | None, each.role),
         )
         for each in found
     ]
@@ -329,6 +359,8 @@ async def end(
         OutsideTimeWindow,
         RoomLocked,
         RoomEnded,
+        SupervisionConsentRequired,
+        GuardianConsentRequired,
     ),
     summary="A room token for one of the caller's devices",
 )
@@ -346,12 +378,51 @@ async def token(
     and, where the room requires it, recorded a safety check-in of the last 24 hours
     (`safety_checkin_required`); with the practice's `refuse` policy, from a jurisdiction a host
     of the room is licensed for (`jurisdiction_mismatch`).
+    A supervisor's is refused (403 `supervision_consent_required`) until every client of the room
+    has given its supervision consent; a minor client's (403 `guardian_consent_required`) without
+    a linked guardian's current consent or the practice's record of the minor's own.
     """
     issued = await service.issue_token(session, ctx, principal, room_id, body.device_id)
     base = request.base_url
     scheme = "wss" if base.scheme == "https" else "ws"
     ws_url = f"{scheme}://{base.netloc}{base.path.rstrip('/')}/v1/rooms/{room_id}/ws"
     return RoomTokenOut(token=issued.token, expires_at=issued.expires_at, ws_url=ws_url)
+
+
+# -- supervision consent --------------------------------------------------------
+
+
+@router.put(
+    ROOM + "/supervision-consent",
+    response_model=RoomOut,
+    responses=responses(Unauthorized, NotFound, NotAClient, RoomEnded),
+    summary="Consent to supervision in this room (client)",
+)
+async def give_supervision_consent(
+    room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+) -> RoomOut:
+    """The client consents to the room's supervisors observing this room (ACA F.1.c). A
+    supervisor is admitted only while every client of the room has consented. Giving it again
+    changes nothing. Answers the room (each client's `supervision_consent`).
+    """
+    state = await roles.set_supervision_consent(session, ctx, principal, room_id, give=True)
+    return await service.view(session, ctx, state)
+
+
+@router.delete(
+    ROOM + "/supervision-consent",
+    response_model=RoomOut,
+    responses=responses(Unauthorized, NotFound, NotAClient, RoomEnded),
+    summary="Withdraw consent to supervision in this room (client)",
+)
+async def withdraw_supervision_consent(
+    room_id: str, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+) -> RoomOut:
+    """Every supervisor's live socket in the room closes with 4013, and their room tokens are
+    refused with `supervision_consent_required` until the consent is given again.
+    """
+    state = await roles.set_supervision_consent(session, ctx, principal, room_id, give=False)
+    return await service.view(session, ctx, state)
 
 
 # -- ICE servers ----------------------------------------------------------------
@@ -370,6 +441,8 @@ async def token(
         OutsideTimeWindow,
         RoomLocked,
         RoomEnded,
+        SupervisionConsentRequired,
+        GuardianConsentRequired,
     ),
     summary="STUN/TURN servers for the room's calls; TURN credentials end with the room",
     description="Given under the same rules as a room token (the device aside).",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.core.close_codes import Close
-from app.core.errors import Conflict, Forbidden, NotFound
+from app.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 
 class RoomNotFound(NotFound):
@@ -59,3 +59,24 @@ class StaleEpoch(Conflict):
 
 class WrongGroup(Conflict):
     code, title = "wrong_group", "A GroupInfo for another MLS group than the room's"
+
+
+class SupervisionConsentRequired(Forbidden):
+    """A supervisor's token or socket before every client of the room has consented."""
+
+    code, title = "supervision_consent_required", "Every client's supervision consent needed"
+
+
+class GuardianConsentRequired(Forbidden):
+    """A minor's token or socket without a guardian's current consent or the practice's
+    record that the minor consents for themselves."""
+
+    code, title = "guardian_consent_required", "A guardian's consent needed"
+
+
+class InterpreterNotQualified(ValidationFailed):
+    code, title = "interpreter_not_qualified", "Interpreter's qualification not attested"
+
+
+class NotAClient(Forbidden):
+    code, title = "not_a_client", "Only a client of the room may do this"

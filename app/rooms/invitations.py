@@ -42,9 +42,9 @@ from app.core.errors import NotFound
 from app.core.slots import Slots
 from app.core.vault import SYSTEM_KEY_ID, Vault
 from app.models import Account, AccountStatus, Role, Room, RoomInvitation
-from app.rooms import care
+from app.rooms import care, roles
 from app.rooms import service as rooms
-from app.rooms.errors import RoomFull
+from app.rooms.errors import InterpreterNotQualified, RoomFull
 
 SLOTS = Slots(RoomInvitation.invitee_ix, "room.invitation.slot")
 _NO_SUCH_INVITATION = "No such invitation."
@@ -64,6 +64,17 @@ class Invited:
 
 
 @dataclass(frozen=True)
+class Typed:
+    """A typed participant the host invites (`app.rooms.roles`; PROTOCOL.md, Rooms)."""
+
+    role: str
+    #: An interpreter's attested {qualified, basis}.
+    qualification: dict[str, Any] | None = None
+    #: What the room's clients were told and agreed to (supervisor, interpreter).
+    consent_note: str | None = None
+
+
+@dataclass(frozen=True)
 class InvitationView:
     """An invitation as its invitee sees it."""
 
@@ -75,6 +86,7 @@ class InvitationView:
     starts_at: datetime | None
     ends_at: datetime | None
     created_at: datetime
+    role: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,7 @@ class _Opened:
     room_id: str
     host_id: str
     created_at: datetime
+    role: str | None = None
 
 
 async def _account(
@@ -115,15 +128,27 @@ async def add_or_invite(
     *,
     account_id: str | None,
     email: str | None,
+    typed: Typed | None = None,
 ) -> Added | Invited:
-    """Add the host's own client, or invite anyone else (or no one: a decoy)."""
+    """Add the host's own client, or invite anyone else (or no one: a decoy).
+
+    A typed participant is always invited. One whom the role does not fit (a
+    supervisor who is not a counselor, a guardian who is no client's of this
+    room) gets a decoy, the same answer as for an address that is no one's.
+    """
     state = await rooms.load_as_host(session, ctx.vault, room_id, principal.id)
     rooms.not_ended(state, ctx)
+    if (
+        typed is not None
+        and typed.role == rooms.INTERPRETER
+        and (typed.qualification is None or typed.qualification.get("qualified") is not True)
+    ):
+        raise InterpreterNotQualified("An interpreter's qualification must be attested.")
     account = await _account(session, ctx.vault, account_id, email)
     # The same indexed look-up whoever it is (a random id for no one).
     subject = account.id if account is not None else new_id()
     cared = await care.has_care(session, ctx.vault, principal.id, subject)
-    if account is not None and account.role == Role.client and cared:
+    if typed is None and account is not None and account.role == Role.client and cared:
         return Added(state, await rooms.add_member(session, ctx, state, account, actor=principal))
     if len(state.members) >= state.room.max_participants:
         raise RoomFull("The room has reached max_participants.")
@@ -132,7 +157,13 @@ async def add_or_invite(
         if account is not None and account.role != Role.admin and state.member(account.id) is None
         else None
     )
-    return Invited(await _invite(session, ctx, principal, state, invitee))
+    if (
+        invitee is not None
+        and typed is not None
+        and not await roles.fits(session, ctx.vault, state, invitee, typed.role)
+    ):
+        invitee = None
+    return Invited(await _invite(session, ctx, principal, state, invitee, typed))
 
 
 async def _invite(
@@ -141,6 +172,7 @@ async def _invite(
     principal: Principal,
     state: rooms.RoomState,
     invitee: Account | None,
+    typed: Typed | None = None,
 ) -> str:
     """Write an invitation of `invitee`; for None, a decoy written the same way."""
     assert state.room.data_key_id is not None
@@ -151,7 +183,17 @@ async def _invite(
     owner = invitee.id if invitee is not None else new_id()
     key_id = invitee.data_key_id if invitee is not None else SYSTEM_KEY_ID
     assert key_id is not None
-    details = {"room": state.room.id, "host": principal.id, "created_at": created_at}
+    details: dict[str, Any] = {
+        "room": state.room.id,
+        "host": principal.id,
+        "created_at": created_at,
+    }
+    room_details: dict[str, Any] = {"created_at": created_at}
+    if typed is not None:
+        details["role"] = typed.role
+        room_details.update(
+            roles.invitation_record(state, typed.role, typed.qualification, typed.consent_note)
+        )
     row = RoomInvitation(
         id=row_id,
         room_id=state.room.id,
@@ -161,7 +203,7 @@ async def _invite(
             state.room.data_key_id,
             RoomInvitation.room_details,
             row_id,
-            {"created_at": created_at},
+            room_details,
         ),
     )
     await SLOTS.add(session, ctx.vault, owner, row)
@@ -197,6 +239,7 @@ async def _open_all(session: AsyncSession, vault: Vault, account: Account) -> li
                 str(data["room"]),
                 str(data["host"]),
                 datetime.fromisoformat(data["created_at"]),
+                data.get("role"),
             )
         )
     return opened
@@ -240,6 +283,7 @@ async def list_mine(
             starts_at=state.starts_at,
             ends_at=state.ends_at,
             created_at=each.created_at,
+            role=each.role,
         )
         for each, state in found
     ]
@@ -256,9 +300,22 @@ async def accept(
         raise NotFound(_NO_SUCH_INVITATION)
     state = await rooms.room_state(session, ctx.vault, room)
     rooms.not_ended(state, ctx)
+    typed = None
+    if mine.role is not None:
+        assert room.data_key_id is not None
+        record = await ctx.vault.open_json(
+            session,
+            room.data_key_id,
+            RoomInvitation.room_details,
+            mine.row.id,
+            mine.row.room_details,
+        )
+        if not await roles.fits(session, ctx.vault, state, principal.account, mine.role):
+            raise NotFound(_NO_SUCH_INVITATION)
+        typed = (mine.role, roles.member_extra(record))
     if state.member(principal.id) is None:
-        await rooms.add_member(session, ctx, state, principal.account, actor=principal)
-    if principal.account.role == Role.client:
+        await rooms.add_member(session, ctx, state, principal.account, actor=principal, typed=typed)
+    if typed is None and principal.account.role == Role.client:
         await care.record_care(session, ctx.vault, mine.host_id, principal.id)
     # This invitation, and any other of the caller's to the same room, is answered.
     for each in opened:

@@ -47,14 +47,60 @@ class PatchRoom(RequestModel):
     safety_checkin: SafetyCheckinMode | None = Field(default=None, strict=False)
 
 
+ParticipantRole = Literal["host", "participant", "supervisor", "interpreter", "guardian"]
+TypedRole = Literal["supervisor", "interpreter", "guardian"]
+Note = Annotated[str, StringConstraints(min_length=1, max_length=2000), Clean]
+Basis = Annotated[str, StringConstraints(min_length=1, max_length=500), Clean]
+
+
+class Qualification(RequestModel):
+    """The host's attestation that an interpreter is qualified (45 CFR 92.201)."""
+
+    qualified: bool = Field(examples=[True])
+    basis: Basis = Field(
+        examples=["Certified Healthcare Interpreter (CCHI), Spanish, no. 12345"],
+        description="what the qualification rests on",
+    )
+
+
+class QualificationOut(ResponseModel):
+    qualified: bool
+    basis: str
+
+
 class AddParticipant(RequestModel):
     account_id: Id | None = None
     email: Annotated[EmailStr, StringConstraints(max_length=320), Clean] | None = None
+    role: TypedRole | None = Field(
+        default=None,
+        description=(
+            "a typed participant, always by invitation: `supervisor` (a counselor account),"
+            " `interpreter` (any client or counselor account; needs `qualification`),"
+            " `guardian` (a linked guardian of a client of the room); omitted: host or client"
+        ),
+    )
+    qualification: Qualification | None = Field(
+        default=None, description="an interpreter's attested qualification (required for one)"
+    )
+    consent_note: Note | None = Field(
+        default=None,
+        description=(
+            "what the room's clients were told and agreed to about this supervisor or"
+            " interpreter (required for those roles); sealed with the participant"
+        ),
+        examples=["Told on 2026-11-20 that Dr. Lin supervises and may observe; agreed."],
+    )
 
     @model_validator(mode="after")
     def _one(self) -> AddParticipant:
         if (self.account_id is None) == (self.email is None):
             raise ValueError("give exactly one of account_id or email")
+        if self.role in ("supervisor", "interpreter") and self.consent_note is None:
+            raise ValueError("consent_note is required for a supervisor or an interpreter")
+        if self.role != "interpreter" and self.qualification is not None:
+            raise ValueError("qualification is for an interpreter only")
+        if self.role not in ("supervisor", "interpreter") and self.consent_note is not None:
+            raise ValueError("consent_note is for a supervisor or an interpreter only")
         return self
 
 
@@ -70,8 +116,21 @@ class ParticipantOut(ResponseModel):
 
     account_id: str
     display_name: str
-    role: Literal["host", "participant"]
+    role: ParticipantRole = Field(
+        description="`participant` is a client; typed participants: PROTOCOL.md, Rooms"
+    )
     admitted: bool
+    qualification: QualificationOut | None = Field(
+        default=None, description="an interpreter's attested qualification"
+    )
+    consent_note: str | None = Field(
+        default=None,
+        description="a supervisor's or interpreter's record of what the clients consented to",
+    )
+    supervision_consent: bool | None = Field(
+        default=None,
+        description="a client's: has given this room's supervision consent (null: not a client)",
+    )
 
 
 class InvitationPending(ResponseModel):
@@ -110,6 +169,9 @@ class InvitationOut(ResponseModel):
 
     id: str
     room_id: str
+    role: ParticipantRole | None = Field(
+        default=None, description="the typed role invited as; null: host or client"
+    )
     host: InvitationHost
     title: str
     starts_at: datetime | None

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -59,12 +59,22 @@ from app.rooms.errors import (
     RoomLocked,
     RoomNotFound,
 )
-from app.rooms.schemas import CreateRoom, ParticipantOut, PatchRoom, RoomOut
+from app.rooms.gates import role_gate
+from app.rooms.schemas import (
+    CreateRoom,
+    ParticipantOut,
+    ParticipantRole,
+    PatchRoom,
+    QualificationOut,
+    RoomOut,
+)
 from app.safety import service as safety
 
 #: Tokens are issued from this long before `starts_at`.
 JOIN_EARLY = timedelta(minutes=10)
 HOST, PARTICIPANT = "host", "participant"
+#: Typed participants (PROTOCOL.md, "Typed participants"; `app.rooms.roles`).
+SUPERVISOR, INTERPRETER, GUARDIAN = "supervisor", "interpreter", "guardian"
 
 
 @dataclass
@@ -73,6 +83,9 @@ class Member:
     role: str
     admitted: bool
     row: RoomMember
+    #: The rest of the sealed membership: a typed participant's qualification and
+    #: consent record, a client's supervision consent (`app.rooms.roles`).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -142,7 +155,8 @@ async def room_state(session: AsyncSession, vault: Vault, room: Room) -> RoomSta
     ).scalars()
     for row in rows:
         data = await vault.open_json(session, key_id, RoomMember.details, row.id, row.details)
-        state.members.append(Member(data["account"], data["role"], data["admitted"], row))
+        extra = {k: v for k, v in data.items() if k not in ("account", "role", "admitted")}
+        state.members.append(Member(data["account"], data["role"], data["admitted"], row, extra))
     return state
 
 
@@ -211,15 +225,7 @@ async def view(session: AsyncSession, ctx: Context, state: RoomState) -> RoomOut
         waiting_room=state.room.waiting_room,
         locked=state.room.locked,
         safety_checkin=state.room.safety_checkin,
-        participants=[
-            ParticipantOut(
-                account_id=m.account_id,
-                display_name=names.get(m.account_id, ""),
-                role=m.role,
-                admitted=state.is_admitted(m),
-            )
-            for m in state.members
-        ],
+        participants=[_participant_out(state, m, names) for m in state.members],
         mls_group_id=b64url_encode(mls.room_group_id(state.room.id)),
     )
 
@@ -228,11 +234,20 @@ async def participant_view(
     session: AsyncSession, ctx: Context, state: RoomState, member: Member
 ) -> ParticipantOut:
     names = await display_names(session, ctx.vault, [member.account_id])
+    return _participant_out(state, member, names)
+
+
+def _participant_out(state: RoomState, m: Member, names: dict[str, str]) -> ParticipantOut:
+    qualification = m.extra.get("qualification")
+    consent = m.extra.get("consent_record")
     return ParticipantOut(
-        account_id=member.account_id,
-        display_name=names.get(member.account_id, ""),
-        role=member.role,
-        admitted=state.is_admitted(member),
+        account_id=m.account_id,
+        display_name=names.get(m.account_id, ""),
+        role=cast(ParticipantRole, m.role),
+        admitted=state.is_admitted(m),
+        qualification=QualificationOut(**qualification) if qualification else None,
+        consent_note=consent.get("note") if isinstance(consent, dict) else None,
+        supervision_consent=("supervision_consent" in m.extra) if m.role == PARTICIPANT else None,
     )
 
 
@@ -313,19 +328,24 @@ async def mark_started(session: AsyncSession, ctx: Context, state: RoomState) ->
     return True
 
 
-async def _seal_member(session: AsyncSession, vault: Vault, state: RoomState, m: Member) -> None:
+async def seal_member(session: AsyncSession, vault: Vault, state: RoomState, m: Member) -> None:
     assert state.room.data_key_id is not None
     m.row.details = await vault.seal_json(
         session,
         state.room.data_key_id,
         RoomMember.details,
         m.row.id,
-        {"account": m.account_id, "role": m.role, "admitted": m.admitted},
+        {**m.extra, "account": m.account_id, "role": m.role, "admitted": m.admitted},
     )
 
 
 async def _add_member(
-    session: AsyncSession, vault: Vault, state: RoomState, account: Account, role: str
+    session: AsyncSession,
+    vault: Vault,
+    state: RoomState,
+    account: Account,
+    role: str,
+    extra: dict[str, Any] | None = None,
 ) -> Member:
     row = RoomMember(
         id=new_id(),
@@ -333,8 +353,8 @@ async def _add_member(
         member_ix=member_index(vault, state.room.id, account.id),
         details=b"",
     )
-    member = Member(account.id, role, role == HOST, row)
-    await _seal_member(session, vault, state, member)
+    member = Member(account.id, role, role == HOST, row, dict(extra or {}))
+    await seal_member(session, vault, state, member)
     if account.data_key_id is None:
         raise NotFound("No such account.")
     link_id = new_id()
@@ -457,9 +477,17 @@ async def patch_room(
 
 
 async def add_member(
-    session: AsyncSession, ctx: Context, state: RoomState, account: Account, *, actor: Principal
+    session: AsyncSession,
+    ctx: Context,
+    state: RoomState,
+    account: Account,
+    *,
+    actor: Principal,
+    typed: tuple[str, dict[str, Any]] | None = None,
 ) -> Member:
-    """Make `account` a member of the room: a counselor as host, a client as participant.
+    """Make `account` a member of the room: a counselor as host, a client as participant,
+    or anyone as the typed participant (role, sealed extras) `typed` names
+    (`app.rooms.roles`: supervisor, interpreter, guardian).
 
     The callers decide whether they may: a host adding their own client
     directly, or the invitee accepting an invitation (`app.rooms.invitations`).
@@ -471,7 +499,10 @@ async def add_member(
     if len(state.members) >= state.room.max_participants:
         raise RoomFull("The room has reached max_participants.")
     role = HOST if account.role == Role.counselor else PARTICIPANT
-    member = await _add_member(session, ctx.vault, state, account, role)
+    extra: dict[str, Any] = {}
+    if typed is not None:
+        role, extra = typed
+    member = await _add_member(session, ctx.vault, state, account, role, extra)
     names = await display_names(session, ctx.vault, [account.id])
     devices = (await active_devices_of(session, ctx.vault, [account.id])).get(account.id, [])
     emit(
@@ -493,6 +524,9 @@ async def add_member(
         target=account.id,
         details={"room": state.room.id, "role": role},
     )
+    if role == PARTICIPANT and any(m.role == SUPERVISOR for m in state.members):
+        # A new client has not consented to supervision: supervisors' sockets close.
+        emit(session, events.SupervisionWithdrawn(state.room.id))
     return member
 
 
@@ -555,7 +589,7 @@ async def admit(
         raise NotFound("No such participant.")
     if not member.admitted:
         member.admitted = True
-        await _seal_member(session, ctx.vault, state, member)
+        await seal_member(session, ctx.vault, state, member)
         await session.flush()
         if member.role != HOST and state.room.waiting_room:
             webhooks.announce(
@@ -594,7 +628,8 @@ async def back_to_waiting(
     left = []
     for state in await list_rooms(session, ctx, account):
         member = state.member(account.id)
-        if member is None or member.role == HOST or state.status(now) == "ended":
+        # Consent documents bind clients: hosts and typed participants stay.
+        if member is None or member.role != PARTICIPANT or state.status(now) == "ended":
             continue
         if not state.is_admitted(member):
             continue
@@ -602,7 +637,7 @@ async def back_to_waiting(
         if kind is not None and kind not in needs:
             continue
         member.admitted = False
-        await _seal_member(session, ctx.vault, state, member)
+        await seal_member(session, ctx.vault, state, member)
         emit(session, events.Unadmitted(state.room.id, account.id))
         audit.record(
             session,
@@ -782,7 +817,7 @@ def _admission_rules(
         raise OutsideTimeWindow("The room opens 10 minutes before it starts.")
     if state.room.locked and not state.is_admitted(member):
         raise RoomLocked("The room is locked.")
-    if member.role != HOST and consent is not None:
+    if consent is not None:
         if consent.unpublished:
             raise ConsentNotPublished(consent.unpublished)
         if consent.missing:
@@ -826,13 +861,18 @@ async def admit_device(
     - the device is the account's own and active (`DeviceRevoked`: 404, 4003);
     - the room has not ended (`RoomEnded`: 409, 4010); it opens 10 minutes
       before `starts_at` (`OutsideTimeWindow`); a locked room admits only those
-      already admitted (`RoomLocked`); for a participant (not a host), the
+      already admitted (`RoomLocked`); for a client (`participant`), the
       practice has published the consent documents the room's kind needs
       (`ConsentNotPublished`) and the participant has accepted their current
       versions (`ConsentRequired`): 403, 4003;
     - for a participant, the safety check-in the room's `safety_checkin` and the
       practice's licensure policy need (`app.safety.service.gate`:
       `SafetyCheckinRequired`, `JurisdictionMismatch`): 403, 4003.
+    - the typed participants' rules (`app.rooms.gates.role_gate`): a supervisor
+      only while every client has given the room's supervision consent
+      (`SupervisionConsentRequired`), a minor client only with a guardian's
+      current consent or their own recorded one (`GuardianConsentRequired`):
+      403, 4003.
 
     `with_seats` adds every participant's name, admission and device keys.
     """
@@ -846,7 +886,7 @@ async def admit_device(
     now = ctx.clock.now()
     consent = (
         None
-        if member.role == HOST
+        if member.role != PARTICIPANT  # the documents bind clients (typed roles: `role_gate`)
         else await consent_gate(
             session, ctx.vault, account, group=state.room.kind == RoomKind.group
         )
@@ -857,10 +897,11 @@ async def admit_device(
         ctx,
         room=state.room,
         account=account,
-        is_host=member.role == HOST,
+        is_host=member.role != PARTICIPANT,
         host_ids=[m.account_id for m in state.members if m.role == HOST],
         now=now,
     )
+    await role_gate(session, ctx, account, state, member)
     seats = await _seats(session, ctx, state) if with_seats else None
     return Admission(account, login_id, state, member, device, now, seats)
 

@@ -32,6 +32,7 @@ from app.core.events import (
     RoomLocked,
     RoomSchedule,
     RoomUnlocked,
+    SupervisionWithdrawn,
     Unadmitted,
 )
 
@@ -65,6 +66,7 @@ any_event: st.SearchStrategy[Event] = st.one_of(
     st.builds(RoomUnlocked, ids),
     st.builds(RoomSchedule, ids, st.none() | moments),
     st.builds(RoomEnded, ids),
+    st.builds(SupervisionWithdrawn, ids),
     st.builds(DataKeyDestroyed, ids),
     st.builds(AccountErased, ids, st.lists(ids).map(tuple), st.lists(ids).map(tuple)),
     st.builds(Presence, ids, st.sampled_from(["online", "offline", "waiting"]), ids, ids, ids),

@@ -192,6 +192,7 @@ PAGED = [
     "/v1/admin/webhooks/{webhook_id}/deliveries",
     "/v1/me/logins",
     "/v1/admin/accounts",
+    "/v1/me/wards",
 ]
 
 

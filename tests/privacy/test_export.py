@@ -112,6 +112,7 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
         "logins",
         "checkins",
         "licensure",
+        "guardianship",
     ]
     assert found["factors"] == {"factors": [], "recovery_codes_remaining": 0}
     assert found["logins"] == logins
@@ -119,6 +120,7 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
     assert found["checkins"] == [checkin]
     assert checkin["emergency_contact"]["name"] == "Émile"
     assert found["licensure"] == []
+    assert found["guardianship"] == {"minor": None, "guardians": [], "wards": []}
 
     assert found["account"] == me
     assert found["account"]["email"] == person.email

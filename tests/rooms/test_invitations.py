@@ -194,6 +194,7 @@ async def test_the_invitee_lists_accepts_and_declines(
     assert set(first) == {
         "id",
         "room_id",
+        "role",
         "host",
         "title",
         "starts_at",
@@ -201,6 +202,7 @@ async def test_the_invitee_lists_accepts_and_declines(
         "created_at",
     }
     assert first["room_id"] == room["id"]
+    assert first["role"] is None
     assert first["host"] == {"account_id": counselor.id, "display_name": "Counselor Person"}
     assert first["title"] == "Tuesday session"
     assert at(first["starts_at"]) == starts

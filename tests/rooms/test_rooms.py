@@ -171,6 +171,9 @@ async def test_counselor_creates_a_scheduled_individual_room(
             "display_name": "Counselor Person",
             "role": "host",
             "admitted": True,
+            "qualification": None,
+            "consent_note": None,
+            "supervision_consent": None,
         }
     ]
     assert await get_room(client, counselor, room["id"]) == room
@@ -566,6 +569,9 @@ async def test_participants_are_invited_by_id_or_email_and_accept(
         "display_name": "Alice",
         "role": "participant",
         "admitted": False,
+        "qualification": None,
+        "consent_note": None,
+        "supervision_consent": False,
     } in joined["participants"]
     await accept_invitation(
         client, bob, await add(client, counselor, room_id, email=bob.email.upper())
@@ -577,6 +583,9 @@ async def test_participants_are_invited_by_id_or_email_and_accept(
         "display_name": "Colleague",
         "role": "host",
         "admitted": True,
+        "qualification": None,
+        "consent_note": None,
+        "supervision_consent": None,
     } in joined["participants"]
 
     for body in ({"account_id": alice.id}, {"email": bob.email.swapcase()}):
@@ -612,6 +621,9 @@ async def test_participants_are_invited_by_id_or_email_and_accept(
         "display_name": "Alice",
         "role": "participant",
         "admitted": False,
+        "qualification": None,
+        "consent_note": None,
+        "supervision_consent": False,
     }
     assert sorted(await room_ids(client, alice)) == sorted([room_id, second["id"]])
     # Not so for the colleague's rooms, nor for a counselor (no care relationship).
