@@ -29,6 +29,7 @@ from app.core.logging import ClientAddresses
 from app.core.logging import configure as configure_logging
 from app.devices.endpoints import router as devices_router
 from app.disclosures.endpoints import router as disclosures_router
+from app.incidents import state_deadlines
 from app.incidents.endpoints import router as incidents_router
 from app.notices.endpoints import router as notices_router
 from app.ops import docs as docs_pages
@@ -41,6 +42,7 @@ from app.relay.endpoints import router as relay_router
 from app.relay.hub import Hub
 from app.relay.metrics import RelayMetrics
 from app.retention.service import purge
+from app.rights.endpoints import router as rights_router
 from app.rooms import key_packages as room_key_packages
 from app.rooms.endpoints import router as rooms_router
 from app.rooms.key_log import router as key_log_router
@@ -129,6 +131,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = context or build_context(settings, clock)
+        state_deadlines.load(ctx.settings.breach_deadlines_file)  # a bad file refuses to start
         await prepare(ctx)
         broker = create_broker(
             ctx.settings.broker_url.get_secret_value(),
@@ -239,6 +242,7 @@ def create_app(
         key_log_router,
         disclosures_router,
         incidents_router,
+        rights_router,
         notices_router,
         privacy_router,
         relay_router,

@@ -2,8 +2,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from app.accounts import service
-from app.accounts.schemas import AccountOut, CreateAccount, RegisterClient
+from app.accounts import jurisdiction, service
+from app.accounts.schemas import (
+    AccountOut,
+    CreateAccount,
+    JurisdictionOut,
+    RegisterClient,
+    SetJurisdiction,
+)
 from app.auth.dependencies import AdminPrincipal, CurrentPrincipal
 from app.core import audit
 from app.core.errors import EmailTaken, Forbidden, Unauthorized, WeakPassword
@@ -80,3 +86,42 @@ async def me(principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep) 
         target=principal.id,
     )
     return await service.view(session, ctx.vault, principal.account)
+
+
+@router.get(
+    "/v1/me/jurisdiction",
+    response_model=JurisdictionOut,
+    responses=responses(Unauthorized),
+    summary="Where the caller lives (ISO 3166-2)",
+)
+async def my_jurisdiction(
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+) -> JurisdictionOut:
+    """The caller's own jurisdiction setting, null until set. Breach notification clocks use it."""
+    audit.record(
+        session,
+        "account.read",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=principal.id,
+    )
+    return JurisdictionOut(
+        jurisdiction=await jurisdiction.of_account(session, ctx.vault, principal.account)
+    )
+
+
+@router.put(
+    "/v1/me/jurisdiction",
+    response_model=JurisdictionOut,
+    responses=responses(Unauthorized),
+    summary="Set where the caller lives (ISO 3166-2)",
+)
+async def set_my_jurisdiction(
+    body: SetJurisdiction, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+) -> JurisdictionOut:
+    """Sets (or, with null, clears) the caller's jurisdiction, sealed under their own key. An
+    incident opened afterwards that affects the caller takes its state's breach notification
+    deadline when that is shorter than HIPAA's 60 days.
+    """
+    await jurisdiction.set_jurisdiction(session, ctx.vault, principal.account, body.jurisdiction)
+    return JurisdictionOut(jurisdiction=body.jurisdiction)

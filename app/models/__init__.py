@@ -12,6 +12,7 @@ from app.models.key_log import KeyLogEntry
 from app.models.key_package import KeyPackage, KeyPackageClaim, RoomGroupInfo
 from app.models.notice import Notice, NoticeKind
 from app.models.refresh_token import LoginFamily, RefreshToken
+from app.models.rights_request import RightsRequest
 from app.models.room import (
     AccountRoom,
     CareRelationship,
@@ -48,6 +49,7 @@ __all__ = [
     "Notice",
     "NoticeKind",
     "RefreshToken",
+    "RightsRequest",
     "Role",
     "Room",
     "RoomGroupInfo",

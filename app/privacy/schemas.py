@@ -14,6 +14,7 @@ from app.disclosures.schemas import DisclosureOut
 from app.keys.schemas import KeyLogOut
 from app.models import ConsentKind
 from app.notices.schemas import NoticeOut
+from app.rights.schemas import RightsRequestOut
 from app.rooms.schemas import RoomOut
 
 
@@ -111,6 +112,8 @@ class Export(ResponseModel):
                 }
             ],
             "key_log": examples.KEY_LOG,
+            "jurisdiction": "US-CO",
+            "rights_requests": [],
         }
     )
 
@@ -130,4 +133,8 @@ class Export(ResponseModel):
         description=(
             "The caller's own key log, as `GET /v1/accounts/{account_id}/key-log` answers it."
         )
+    )
+    jurisdiction: str | None = Field(description="As `GET /v1/me/jurisdiction`.")
+    rights_requests: list[RightsRequestOut] = Field(
+        description="As `GET /v1/me/rights-requests`, newest first (clients; empty for staff)."
     )

@@ -15,7 +15,8 @@ usual (`consent.read`, `notice.read`, `disclosure.read`), then records
 
 Erasure (decision note 0006): the account's data key row is deleted, so
 everything sealed under it (email, name, device labels, acceptances, the
-list of rooms, notices, the client's accounting of disclosures) can never be
+list of rooms, notices, the client's accounting of disclosures, rights
+requests, jurisdiction) can never be
 opened again; the account row stays as a tombstone (id, role, creation time,
 status `erased`) because audit entries and disclosures recorded by a
 counselor name it by id. Every log-in family and every device row is
@@ -37,6 +38,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import jurisdiction
 from app.accounts import service as accounts
 from app.auth.service import Principal, remove_families
 from app.consent import service as consent
@@ -54,6 +56,8 @@ from app.models import Account, Role
 from app.notices import service as notices
 from app.notices.schemas import notice_out
 from app.privacy.schemas import AccessEntry, Actor, ConsentRecord, DeviceRecord, Export
+from app.rights import service as rights
+from app.rights.schemas import rights_request_out
 from app.rooms import care, invitations
 from app.rooms import service as rooms
 
@@ -170,6 +174,8 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
     accounting = (
         await disclosures.accounting(session, ctx, principal) if account.role == Role.client else []
     )
+    requests = await rights.mine(session, ctx, principal) if account.role == Role.client else []
+    requests.sort(key=lambda view: (view.received_at, view.id), reverse=True)
     document = Export(
         exported_at=exported_at,
         account=await accounts.view(session, ctx.vault, account),
@@ -182,6 +188,8 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
         ],
         access_log=[entry for _, entry in await _access_entries(session, ctx, account)],
         key_log=await keys.view(session, ctx.vault, ctx.tokens, account, 0),
+        jurisdiction=await jurisdiction.of_account(session, ctx.vault, account),
+        rights_requests=[rights_request_out(view, exported_at) for view in requests],
     )
     audit.record(
         session,
@@ -226,6 +234,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         await consent.forget(session, ctx.vault, account.id)
         await notices.forget(session, ctx.vault, account.id)
         await disclosures.forget(session, ctx.vault, account.id)
+        await rights.forget(session, ctx.vault, account.id)
         await invitations.forget(session, ctx.vault, account.id)
     await care.forget(session, ctx.vault, account.id)
     # The replay stores forget every device the person ever had (decision note 0005).
