@@ -121,8 +121,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from app.web.middleware import MAX_HEADER_BYTES
 
     log_config = logs.log_config(settings.log_level)
-    load_keys(settings)  # refuse early (production without keys), and generate dev keys
     state_deadlines.load(settings.breach_deadlines_file)  # a bad file: one line, no server
+    load_keys(settings)  # refuse early (production without keys), and generate dev keys
     _migrate(settings)
     app = create_app(settings)
     log.info(
