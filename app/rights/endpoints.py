@@ -27,7 +27,7 @@ from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
 from app.web.pagination import PageDep, micros, paged
 
-router = APIRouter(tags=["rights requests"])
+router = APIRouter(tags=["rights"])
 MINE = "/v1/me/rights-requests"
 ADMIN = "/v1/admin/rights-requests"
 
@@ -63,7 +63,7 @@ async def file(
     response_model=list[RightsRequestOut],
     responses=paged(responses(Unauthorized)),
     summary="The caller's own rights requests, newest first",
-    description="Paginated.",
+    description="Each with its `due_at` and `overdue`. Paginated.",
 )
 async def mine(
     principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep, page: PageDep
@@ -143,6 +143,7 @@ async def list_all(
     response_model=RightsRequestOut,
     responses=responses(Unauthorized, Forbidden, NotFound),
     summary="One rights request (admin)",
+    description="Reading it is recorded in the client's access log.",
 )
 async def get(
     request_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep

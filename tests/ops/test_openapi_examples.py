@@ -187,6 +187,8 @@ PAGED = [
     "/v1/admin/audit",
     "/v1/admin/webhooks",
     "/v1/admin/webhooks/{webhook_id}/deliveries",
+    "/v1/me/rights-requests",
+    "/v1/admin/rights-requests",
 ]
 
 

@@ -187,6 +187,7 @@ async def test_states_move_forward_one_step_and_a_wrong_move_changes_nothing(
         refused = await move(client, admin, rid, wrong, reason="r")
         assert refused.status_code == 409, wrong
         assert refused.json()["code"] == "invalid_transition"
+        assert refused.json()["allowed"] == ["in_review"]
     assert await admin_get(client, admin, rid) == made
 
     clock.advance(60)
