@@ -1,6 +1,6 @@
 """Rights requests (45 CFR 164.522 to 164.528), and the account's jurisdiction for breach clocks
 
-Revision ID: 0010_rights
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-01 19:00:00
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010_rights"
+revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
