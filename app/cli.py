@@ -24,6 +24,8 @@ from app.core.config import Settings, get_settings
 from app.core.errors import ConfideError
 from app.core.keys import KeyConfigError, KeySource, load_keys, signing_key_name
 from app.core.tokens import KeyStatus, TokenService
+from app.incidents import state_deadlines
+from app.incidents.state_deadlines import DeadlineFileError
 
 log = logging.getLogger("confide")
 
@@ -119,6 +121,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from app.web.middleware import MAX_HEADER_BYTES
 
     log_config = logs.log_config(settings.log_level)
+    state_deadlines.load(settings.breach_deadlines_file)  # a bad file: one line, no server
     load_keys(settings)  # refuse early (production without keys), and generate dev keys
     missing = settings.production_webauthn_missing()
     if missing:
@@ -608,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(settings)
     try:
         code: int = args.func(settings, args)
-    except (KeyConfigError, UnknownSchema) as error:
+    except (KeyConfigError, UnknownSchema, DeadlineFileError) as error:
         print(f"confide: {error}", file=sys.stderr)
         return 2
     return code

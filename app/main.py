@@ -31,6 +31,7 @@ from app.core.logging import configure as configure_logging
 from app.devices.endpoints import router as devices_router
 from app.disclosures.endpoints import router as disclosures_router
 from app.guardians.endpoints import router as guardians_router
+from app.incidents import state_deadlines
 from app.incidents.endpoints import router as incidents_router
 from app.mfa.endpoints import router as mfa_router
 from app.notices.endpoints import router as notices_router
@@ -44,6 +45,7 @@ from app.relay.endpoints import router as relay_router
 from app.relay.hub import Hub
 from app.relay.metrics import RelayMetrics
 from app.retention.service import purge
+from app.rights.endpoints import router as rights_router
 from app.rooms import key_packages as room_key_packages
 from app.rooms.checkin_endpoints import router as checkins_router
 from app.rooms.endpoints import router as rooms_router
@@ -134,6 +136,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = context or build_context(settings, clock)
+        state_deadlines.load(ctx.settings.breach_deadlines_file)  # a bad file refuses to start
         await prepare(ctx)
         broker = create_broker(
             ctx.settings.broker_url.get_secret_value(),
@@ -248,6 +251,7 @@ def create_app(
         key_log_router,
         disclosures_router,
         incidents_router,
+        rights_router,
         notices_router,
         privacy_router,
         relay_router,

@@ -3,7 +3,8 @@
 A practice of 21 people runs a story (consents, devices and key changes, their MLS
 KeyPackages, claims of them in rooms, 10 rooms, individual
 and group, invitations accepted, declined and left pending, decoy invitations,
-admissions, room tokens, refreshes, disclosures with their notices, an
+admissions, room tokens, refreshes, disclosures with their notices, rights
+requests moved, extended, denied and disagreed with, jurisdictions, an
 incident with its notices, counselors' licensure, clients' safety check-ins in
 rooms that require them, read by their hosts, one erasure, password changes and resets,
 log-ins ended, an account disabled and enabled, a role changed) on SQLite and on PostgreSQL. Then
@@ -21,7 +22,7 @@ It must recover no membership or invitation pair (an account beside a room
 it is in or invited to) and no owner of a personal record (a device, log-in,
 acceptance, notice, disclosure, membership, list-of-rooms, invitation, care
 relationship, key-log row, MLS KeyPackage or KeyPackage claim row, webhook delivery,
-password reset, safety check-in or licensure beside its account), and its
+password reset, safety check-in, licensure or rights request beside its account), and its
 guesses from row order must do no better than chance (decision note 0007).
 """
 
@@ -72,6 +73,7 @@ PERSONAL = {
     "minor_profiles",
     "guardian_links",
     "ward_links",
+    "rights_requests",
 }
 
 
@@ -320,6 +322,32 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
                 "disclosed_at": now.isoformat(),
             },
         )
+    # Rights requests of every kind, filed in an order unrelated to the accounts'; the
+    # practice reviews, extends, grants and denies some; a denied amendment is disputed.
+    kinds = ["access", "amendment", "restriction", "accounting"]
+    filed: list[tuple[User, dict[str, Any]]] = []
+    for n, user in enumerate(rng.sample(clients, k=8)):
+        body = {"kind": kinds[n % 4], "details": f"Request {n}"}
+        filed.append((user, await _call(http, "POST", "/v1/me/rights-requests", user, json=body)))
+    path = "/v1/admin/rights-requests"
+    for user, request in rng.sample(filed, k=6):
+        rid = request["id"]
+        await _call(http, "PATCH", f"{path}/{rid}", admin, json={"state": "in_review"})
+        if request["kind"] != "restriction":
+            await _call(http, "POST", f"{path}/{rid}/extension", admin, json={"reason": "Busy"})
+        if request["kind"] == "amendment":
+            move = {"state": "denied", "reason": "Accurate"}
+            await _call(http, "PATCH", f"{path}/{rid}", admin, json=move)
+            statement = {"statement": "I disagree"}
+            await _call(
+                http, "POST", f"/v1/me/rights-requests/{rid}/disagreement", user, json=statement
+            )
+        elif rng.random() < 0.5:
+            await _call(http, "PATCH", f"{path}/{rid}", admin, json={"state": "granted"})
+    await _call(http, "GET", path, admin)
+    for user in rng.sample(clients, k=6):
+        place = {"jurisdiction": rng.choice(["US-CO", "US-FL", "US-VT"])}
+        await _call(http, "PUT", "/v1/me/jurisdiction", user, json=place)
     affected = rng.sample(clients, k=4)
     incident = await _call(
         http,

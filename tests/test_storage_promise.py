@@ -2,7 +2,8 @@
 
 A practice runs a whole story with unique marker strings: an intake with
 consents, a counselor's licensure, a scheduled session that requires a safety
-check-in (address, emergency contact, phones) with messages, a disclosure, an incident with
+check-in (address, emergency contact, phones) with messages, a disclosure, a rights request
+extended, denied and disputed, the client's jurisdiction, an incident with
 notices, an export. Then the SQLite file, or a `pg_dump` of PostgreSQL, and
 the server's log are searched for every name, email, title, session time,
 device label, check-in, disclosure, incident and notice text used: none is found.
@@ -255,6 +256,41 @@ def test_a_whole_story_leaves_nothing_readable(server: Server, backend: Backend)
             "disclosed_at": now.isoformat(),
         },
     )
+    request = story.call(
+        "POST",
+        "/v1/me/rights-requests",
+        client,
+        json={
+            "kind": "amendment",
+            "details": story.keep("rights request text", mark("Correct the date of ")),
+        },
+    )
+    admin_path = f"/v1/admin/rights-requests/{request['id']}"
+    story.call("PATCH", admin_path, admin, json={"state": "in_review"})
+    story.call(
+        "POST",
+        f"{admin_path}/extension",
+        admin,
+        json={"reason": story.keep("extension reason", mark("Records archived at "))},
+    )
+    story.call(
+        "PATCH",
+        admin_path,
+        admin,
+        json={"state": "denied", "reason": story.keep("denial reason", mark("Accurate as "))},
+    )
+    story.call(
+        "POST",
+        f"/v1/me/rights-requests/{request['id']}/disagreement",
+        client,
+        json={"statement": story.keep("disagreement", mark("I disagree because "))},
+    )
+    story.call(
+        "PUT",
+        "/v1/me/jurisdiction",
+        client,
+        json={"jurisdiction": story.keep("client jurisdiction", "US-CO")},
+    )
     incident = story.call(
         "POST",
         "/v1/incidents",
@@ -347,6 +383,8 @@ def test_a_whole_story_leaves_nothing_readable(server: Server, backend: Backend)
     )
     roles = {p["role"] for p in export["rooms"][0]["participants"]}
     assert roles == {"host", "participant", "supervisor", "interpreter"}
+    assert export["rights_requests"][0]["disagreement"]["text"] == story.markers["disagreement"]
+    assert incident["notify_by_rule"]["jurisdiction"] == "US-CO"
 
     server.stop()
     stored = backend.stored_bytes()

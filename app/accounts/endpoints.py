@@ -2,14 +2,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
-from app.accounts import lifecycle, service
+from app.accounts import jurisdiction, lifecycle, service
 from app.accounts.errors import ResetTokenInvalid
 from app.accounts.schemas import (
     AccountOut,
     ChangePassword,
     CreateAccount,
+    JurisdictionOut,
     LoginOut,
     RegisterClient,
+    SetJurisdiction,
     UseReset,
 )
 from app.auth import logins
@@ -201,3 +203,42 @@ async def end_login(
         target=principal.id,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/v1/me/jurisdiction",
+    response_model=JurisdictionOut,
+    responses=responses(Unauthorized),
+    summary="Where the caller lives (ISO 3166-2)",
+)
+async def my_jurisdiction(
+    principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+) -> JurisdictionOut:
+    """The caller's own jurisdiction setting, null until set. Breach notification clocks use it."""
+    audit.record(
+        session,
+        "account.read",
+        actor_id=principal.id,
+        actor_role=principal.role,
+        target=principal.id,
+    )
+    return JurisdictionOut(
+        jurisdiction=await jurisdiction.of_account(session, ctx.vault, principal.account)
+    )
+
+
+@router.put(
+    "/v1/me/jurisdiction",
+    response_model=JurisdictionOut,
+    responses=responses(Unauthorized),
+    summary="Set where the caller lives (ISO 3166-2)",
+)
+async def set_my_jurisdiction(
+    body: SetJurisdiction, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
+) -> JurisdictionOut:
+    """Sets (or, with null, clears) the caller's jurisdiction, sealed under their own key. An
+    incident opened afterwards that affects the caller takes its state's breach notification
+    deadline when that is shorter than HIPAA's 60 days.
+    """
+    await jurisdiction.set_jurisdiction(session, ctx.vault, principal.account, body.jurisdiction)
+    return JurisdictionOut(jurisdiction=body.jurisdiction)

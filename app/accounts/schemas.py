@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import EmailStr, Field, StringConstraints, WithJsonSchema
 
+from app.accounts.jurisdiction import PATTERN as JURISDICTION_PATTERN
 from app.accounts.passwords import MIN_LENGTH
 from app.core.passwords import MAX_LENGTH
 from app.core.schemas import Clean, RequestModel, ResponseModel, with_example
@@ -114,3 +115,23 @@ class AdminAccountOut(ResponseModel):
 
 class SetRole(RequestModel):
     role: Literal["counselor", "admin"] = Field(examples=["admin"])
+
+
+Jurisdiction = Annotated[str, StringConstraints(pattern=JURISDICTION_PATTERN)]
+
+
+class SetJurisdiction(RequestModel):
+    jurisdiction: Jurisdiction | None = Field(
+        description=(
+            "Where the caller lives: an ISO 3166-2 code, upper case (`US-CO`); null clears it."
+        ),
+        examples=["US-CO"],
+    )
+
+
+class JurisdictionOut(ResponseModel):
+    model_config = with_example({"jurisdiction": "US-CO"})
+
+    jurisdiction: str | None = Field(
+        description="The caller's ISO 3166-2 jurisdiction, or null when not set."
+    )

@@ -149,6 +149,7 @@ async def tombstone(session: AsyncSession, account: Account) -> None:
     account.email = b""
     account.display_name = b""
     account.created = b""
+    account.jurisdiction = None
     await session.flush()
 
 

@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0, le=86400)
     webhook_max_age_s: int = Field(default=3 * 86400, ge=1, le=30 * 86400)
 
+    #: The practice's breach notification deadlines by jurisdiction, over the shipped
+    #: table (app/incidents/state_deadlines.py): a JSON array of
+    #: {jurisdiction, days, source}. A bad file stops the server.
+    breach_deadlines_file: Path | None = None
+
     # /metrics: behind a bearer token on the main listener, or on a listener of
     # its own (host:port, for the internal network), or not served at all.
     metrics_token: SecretStr | None = None
@@ -204,6 +209,7 @@ class Settings(BaseSettings):
         "mfa_required",
         "webauthn_rp_id",
         "safety_checkin_default",
+        "breach_deadlines_file",
         mode="before",
     )
     @classmethod

@@ -10,6 +10,7 @@ from app.incidents.schemas import (
     CreateIncident,
     IncidentOut,
     NotifiedOut,
+    NotifyByRule,
     NotifyIncident,
     PatchIncident,
 )
@@ -33,6 +34,12 @@ def _incident(view: service.IncidentView, ctx: Context) -> IncidentOut:
         notified_at=view.notified_at,
         overdue=view.overdue(ctx.clock.now()),
         affected_account_ids=view.affected_account_ids,
+        jurisdictions=view.jurisdictions,
+        notify_by_rule=NotifyByRule(
+            jurisdiction=view.notify_by_rule.jurisdiction,
+            days=view.notify_by_rule.days,
+            source=view.notify_by_rule.source,
+        ),
     )
 
 
@@ -42,15 +49,18 @@ def _incident(view: service.IncidentView, ctx: Context) -> IncidentOut:
     response_model=IncidentOut,
     responses=responses(Unauthorized, Forbidden),
     summary="Open an incident (admin)",
-    description="`status` starts at `assessing`; `notify_by` = `discovered_at` + 60 days.",
+    description=(
+        "`status` starts at `assessing`; `notify_by` = `discovered_at` + the shortest deadline"
+        " among HIPAA's 60 days and the state deadline of each affected account's jurisdiction"
+        " (`notify_by_rule` names it)."
+    ),
 )
 async def create(
     body: CreateIncident, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
 ) -> IncidentOut:
     view = await service.create(
         session,
-        ctx.vault,
-        ctx.clock,
+        ctx,
         summary=body.summary,
         discovered_at=body.discovered_at,
         severity=body.severity,

@@ -56,6 +56,17 @@ class NotifyIncident(RequestModel):
     )
 
 
+class NotifyByRule(ResponseModel):
+    """The deadline that set `notify_by`."""
+
+    jurisdiction: str | None = Field(
+        description="The ISO 3166-2 jurisdiction whose law sets it; null: HIPAA's.",
+        examples=["US-CO"],
+    )
+    days: int = Field(description="Days from discovery.", examples=[30])
+    source: str = Field(description="The statute.", examples=["Colo. Rev. Stat. 6-1-716(2)"])
+
+
 class IncidentOut(ResponseModel):
     model_config = ConfigDict(
         from_attributes=True,
@@ -67,10 +78,16 @@ class IncidentOut(ResponseModel):
                     "discovered_at": "2026-11-24T09:00:00Z",
                     "severity": "high",
                     "status": "assessing",
-                    "notify_by": "2027-01-23T09:00:00Z",
+                    "notify_by": "2026-12-24T09:00:00Z",
                     "notified_at": None,
                     "overdue": False,
                     "affected_account_ids": ["3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f"],
+                    "jurisdictions": ["US-CO"],
+                    "notify_by_rule": {
+                        "jurisdiction": "US-CO",
+                        "days": 30,
+                        "source": "Colo. Rev. Stat. 6-1-716(2)",
+                    },
                 }
             ]
         },
@@ -81,10 +98,22 @@ class IncidentOut(ResponseModel):
     discovered_at: datetime
     severity: Severity
     status: IncidentStatus
-    notify_by: datetime = Field(description="`discovered_at` + 60 days (45 CFR 164.404(b)).")
+    notify_by: datetime = Field(
+        description=(
+            "`discovered_at` + the shortest deadline among HIPAA's 60 days (45 CFR 164.404(b))"
+            " and each affected account's state deadline; `notify_by_rule` says which."
+        )
+    )
     notified_at: datetime | None = Field(description="When affected accounts were first notified.")
     overdue: bool = Field(description="Not yet notified and past `notify_by`.")
     affected_account_ids: list[str]
+    jurisdictions: list[str] = Field(
+        description=(
+            "The affected accounts' jurisdictions (ISO 3166-2) when the incident was opened,"
+            " each once, in code order."
+        )
+    )
+    notify_by_rule: NotifyByRule
 
 
 class NotifiedOut(BaseModel):

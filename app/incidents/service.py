@@ -7,28 +7,38 @@ status and severity are plain. Affected accounts are notified by
 `notify()`: one notice each, sealed under the recipient's own key. Notifying
 again sends a further notice (an update to the first) and keeps the first
 `notified_at`, which is what `overdue` measures against `notify_by`.
+
+`notify_by` is the discovery plus the shortest deadline among HIPAA's 60 days
+and the state deadline of each affected account's jurisdiction
+(`app.incidents.state_deadlines`), found when the incident is opened through
+`account_jurisdiction`; the jurisdictions and the rule that set `notify_by`
+are sealed with the details.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.jurisdiction import account_jurisdiction
 from app.core import audit, webhooks
 from app.core.clock import Clock
 from app.core.codec import is_id, new_id
+from app.core.context import Context
 from app.core.errors import Conflict, NotFound, ValidationFailed
 from app.core.vault import SYSTEM_KEY_ID, Vault
+from app.incidents import state_deadlines
+from app.incidents.state_deadlines import HIPAA, Deadline
 from app.models import Account, AccountStatus, Incident, IncidentStatus, NoticeKind, Severity
 from app.notices import service as notices
 
 #: 45 CFR 164.404(b): without unreasonable delay, at the latest 60 days after discovery.
-NOTIFY_WITHIN = timedelta(days=60)
+NOTIFY_WITHIN = timedelta(days=HIPAA.days)
 _ORDER = list(IncidentStatus)
 _LOOKUP_CHUNK = 1000
 
@@ -51,6 +61,10 @@ class IncidentView:
     created_by: str
     #: `incident.overdue` was announced (once per incident).
     overdue_announced: bool = False
+    #: The affected accounts' jurisdictions (ISO 3166-2), each once, in code order.
+    jurisdictions: list[str] = field(default_factory=list)
+    #: The deadline that set `notify_by`.
+    notify_by_rule: Deadline = HIPAA
 
     def overdue(self, now: datetime) -> bool:
         return self.notified_at is None and now > self.notify_by
@@ -70,6 +84,12 @@ async def _sealed_details(
         "notified_at": v.notified_at.isoformat() if v.notified_at else None,
         "created_at": v.created_at,
         "created_by": v.created_by,
+        "jurisdictions": v.jurisdictions,
+        "notify_by_rule": {
+            "jurisdiction": v.notify_by_rule.jurisdiction,
+            "days": v.notify_by_rule.days,
+            "source": v.notify_by_rule.source,
+        },
     }
     if v.overdue_announced:
         details["overdue_announced"] = True
@@ -88,6 +108,7 @@ async def _open(session: AsyncSession, vault: Vault, row: Incident) -> IncidentV
         session, SYSTEM_KEY_ID, Incident.subjects, row.id, row.subjects
     )
     notified_at = data["notified_at"]
+    rule = data.get("notify_by_rule")
     return IncidentView(
         id=row.id,
         summary=data["summary"],
@@ -100,6 +121,10 @@ async def _open(session: AsyncSession, vault: Vault, row: Incident) -> IncidentV
         created_at=data["created_at"],
         created_by=data["created_by"],
         overdue_announced=bool(data.get("overdue_announced", False)),
+        jurisdictions=list(data.get("jurisdictions", [])),
+        notify_by_rule=(
+            Deadline(rule["jurisdiction"], rule["days"], rule["source"]) if rule else HIPAA
+        ),
     )
 
 
@@ -118,10 +143,26 @@ async def _accounts(session: AsyncSession, ids: Sequence[str]) -> dict[str, Acco
     return found
 
 
+async def jurisdictions_of(
+    session: AsyncSession, ctx: Context, account_ids: Sequence[str]
+) -> list[str]:
+    """The distinct jurisdictions of the accounts, in code order (unknown ones add nothing)."""
+    found = {await account_jurisdiction(session, ctx, account_id) for account_id in account_ids}
+    return sorted(code for code in found if code is not None)
+
+
+def deadline_for(
+    discovered_at: datetime, jurisdictions: Sequence[str], ctx: Context
+) -> tuple[datetime, Deadline]:
+    """`notify_by` and the rule that sets it, for an incident affecting these jurisdictions."""
+    table = state_deadlines.load(ctx.settings.breach_deadlines_file)
+    rule = state_deadlines.shortest(jurisdictions, table)
+    return state_deadlines.notify_by(discovered_at, rule), rule
+
+
 async def create(
     session: AsyncSession,
-    vault: Vault,
-    clock: Clock,
+    ctx: Context,
     *,
     summary: str,
     discovered_at: datetime,
@@ -130,7 +171,8 @@ async def create(
     actor_id: str,
     actor_role: str,
 ) -> IncidentView:
-    now = clock.now()
+    vault = ctx.vault
+    now = ctx.clock.now()
     if discovered_at > now:
         raise ValidationFailed("discovered_at must not be in the future.")
     affected = list(dict.fromkeys(str(account_id) for account_id in affected_account_ids))
@@ -140,17 +182,21 @@ async def create(
         raise ValidationFailed(
             "affected_account_ids names accounts that do not exist.", unknown=unknown
         )
+    jurisdictions = await jurisdictions_of(session, ctx, affected)
+    notify_by, rule = deadline_for(discovered_at, jurisdictions, ctx)
     view = IncidentView(
         id=new_id(),
         summary=summary,
         discovered_at=discovered_at,
         severity=severity,
         status=IncidentStatus.assessing,
-        notify_by=discovered_at + NOTIFY_WITHIN,
+        notify_by=notify_by,
         notified_at=None,
         affected_account_ids=affected,
         created_at=now.isoformat(),
         created_by=actor_id,
+        jurisdictions=jurisdictions,
+        notify_by_rule=rule,
     )
     row = Incident(
         id=view.id,

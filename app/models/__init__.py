@@ -15,6 +15,7 @@ from app.models.key_package import KeyPackage, KeyPackageClaim, RoomGroupInfo
 from app.models.notice import Notice, NoticeKind
 from app.models.password_reset import PasswordReset
 from app.models.refresh_token import LoginFamily, RefreshToken
+from app.models.rights_request import RightsRequest
 from app.models.room import (
     AccountRoom,
     CareRelationship,
@@ -57,6 +58,7 @@ __all__ = [
     "NoticeKind",
     "PasswordReset",
     "RefreshToken",
+    "RightsRequest",
     "Role",
     "Room",
     "RoomGroupInfo",

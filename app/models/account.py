@@ -39,6 +39,9 @@ class Account(Base):
     )
     # The creation time, sealed under the account's key: a dump shows no time.
     created: Mapped[bytes] = encrypted()
+    # Where the person lives, an ISO 3166-2 code (`US-CO`), sealed under the
+    # account's key; null until they say. Breach clocks use it (app.incidents).
+    jurisdiction: Mapped[bytes | None] = encrypted(nullable=True)
 
 
 # The look-ups that log-in and every request's caller need (app.auth), and that

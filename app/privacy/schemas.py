@@ -16,6 +16,7 @@ from app.keys.schemas import KeyLogOut
 from app.mfa.schemas import FactorList
 from app.models import ConsentKind
 from app.notices.schemas import NoticeOut
+from app.rights.schemas import RightsRequestOut
 from app.rooms.schemas import RoomOut
 from app.safety.schemas import CheckinOut
 
@@ -127,6 +128,8 @@ class Export(ResponseModel):
             "checkins": [],
             "licensure": [],
             "guardianship": {"minor": None, "guardians": [], "wards": []},
+            "jurisdiction": "US-CO",
+            "rights_requests": [],
         }
     )
 
@@ -163,4 +166,8 @@ class Export(ResponseModel):
             "The caller's minor status (as the practice recorded it), guardians, and wards"
             " (`GET /v1/me/wards`). Each room's participants carry their roles (`rooms`)."
         )
+    )
+    jurisdiction: str | None = Field(description="As `GET /v1/me/jurisdiction`.")
+    rights_requests: list[RightsRequestOut] = Field(
+        description="As `GET /v1/me/rights-requests`, newest first (clients; empty for staff)."
     )

@@ -16,7 +16,7 @@ usual (`consent.read`, `notice.read`, `disclosure.read`), then records
 Erasure (decision note 0006): the account's data key row is deleted, so
 everything sealed under it (email, name, device labels, acceptances, the
 list of rooms, notices, the client's accounting of disclosures, safety check-ins, a
-counselor's licensure) can never be
+counselor's licensure, rights requests, jurisdiction) can never be
 opened again; the account row stays as a tombstone (id, role, creation time,
 status `erased`) because audit entries and disclosures recorded by a
 counselor name it by id. Every log-in family and every device row is
@@ -38,7 +38,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts import lifecycle
+from app.accounts import jurisdiction, lifecycle
 from app.accounts import service as accounts
 from app.accounts.errors import LastAdmin
 from app.auth import factors
@@ -63,6 +63,8 @@ from app.models import Account, Role
 from app.notices import service as notices
 from app.notices.schemas import notice_out
 from app.privacy.schemas import AccessEntry, Actor, ConsentRecord, DeviceRecord, Export
+from app.rights import service as rights
+from app.rights.schemas import rights_request_out
 from app.rooms import care, invitations
 from app.rooms import service as rooms
 from app.safety import rules as safety_rules
@@ -201,6 +203,8 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
         await disclosures.accounting(session, ctx, principal) if account.role == Role.client else []
     )
     second_factors, remaining = await mfa.list_factors(session, ctx, account)
+    requests = await rights.mine(session, ctx, principal) if account.role == Role.client else []
+    requests.sort(key=lambda view: (view.received_at, view.id), reverse=True)
     document = Export(
         exported_at=exported_at,
         account=await accounts.view(session, ctx.vault, account),
@@ -220,6 +224,8 @@ async def export(session: AsyncSession, ctx: Context, principal: Principal) -> E
         checkins=await _checkins(session, ctx, account),
         licensure=await safety.licensure_of(session, ctx.vault, account),
         guardianship=await _guardianship(session, ctx, principal),
+        jurisdiction=await jurisdiction.of_account(session, ctx.vault, account),
+        rights_requests=[rights_request_out(view, exported_at) for view in requests],
     )
     audit.record(
         session,
@@ -266,6 +272,7 @@ async def erase(session: AsyncSession, ctx: Context, principal: Principal) -> No
         await consent.forget(session, ctx.vault, account.id)
         await notices.forget(session, ctx.vault, account.id)
         await disclosures.forget(session, ctx.vault, account.id)
+        await rights.forget(session, ctx.vault, account.id)
         await invitations.forget(session, ctx.vault, account.id)
         await safety.forget(session, ctx.vault, account.id)
         await guardians.forget(session, ctx, account)

@@ -193,6 +193,8 @@ PAGED = [
     "/v1/me/logins",
     "/v1/admin/accounts",
     "/v1/me/wards",
+    "/v1/me/rights-requests",
+    "/v1/admin/rights-requests",
 ]
 
 

@@ -85,9 +85,22 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
     )
     assert checked_in.status_code == 200, checked_in.text
 
+    filed = await client.post(
+        "/v1/me/rights-requests",
+        json={"kind": "amendment", "details": "Correct my first session's date ✓"},
+        headers=person.auth,
+    )
+    assert filed.status_code == 201, filed.text
+    placed = await client.put(
+        "/v1/me/jurisdiction", json={"jurisdiction": "US-CO"}, headers=person.auth
+    )
+    assert placed.status_code == 200, placed.text
+
     # What each endpoint answers, then the export.
     me = await get_json(client, person, "/v1/me")
     checkin = await get_json(client, person, f"/v1/rooms/{room_id}/checkin")
+    requests = await get_json(client, person, "/v1/me/rights-requests")
+    place = await get_json(client, person, "/v1/me/jurisdiction")
     devices = await get_json(client, person, "/v1/devices")
     rooms = await get_json(client, person, "/v1/rooms")
     consents = await get_json(client, person, "/v1/me/consents")
@@ -113,6 +126,8 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
         "checkins",
         "licensure",
         "guardianship",
+        "jurisdiction",
+        "rights_requests",
     ]
     assert found["factors"] == {"factors": [], "recovery_codes_remaining": 0}
     assert found["logins"] == logins
@@ -163,6 +178,10 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
     assert withheld["id"] not in json.dumps(found)
     assert "Detective on the case" not in json.dumps(found)
 
+    assert found["rights_requests"] == requests == [filed.json()]
+    assert found["rights_requests"][0]["details"] == "Correct my first session's date ✓"
+    assert found["jurisdiction"] == place["jurisdiction"] == "US-CO"
+
     assert found["notices"] == notices
     (notice,) = found["notices"]
     assert notice["disclosure_id"] == shown["id"]
@@ -176,6 +195,7 @@ async def test_the_export_holds_every_record_decrypted_and_matches_each_endpoint
     assert after[: len(found["access_log"])] == found["access_log"]
     assert [e["action"] for e in after[len(found["access_log"]) :]] == [
         "disclosure.read",
+        "rights_request.read",
         "consent.read",
         "notice.read",
         "checkin.read",

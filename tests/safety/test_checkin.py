@@ -3,6 +3,7 @@ policy, the access log, export and erasure. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -370,3 +371,30 @@ async def test_export_has_the_clients_check_ins_and_erasure_removes_them(
     assert await count(practice.ctx, "safety_checkins") == 0
     assert (await practice.http.delete("/v1/me", headers=host.auth)).status_code == 204
     assert await count(practice.ctx, "licensures") == 0
+
+
+async def test_a_breach_takes_the_jurisdiction_of_the_latest_check_in_before_the_profiles(
+    practice: Practice, clock: FrozenClock
+) -> None:
+    """Colorado's 30 days (C.R.S. 6-1-716) for a client who checked in from Denver, though their
+    profile says New York (HIPAA's 60 days: no shorter state deadline is shipped for it)."""
+    _, _, guest, _, room_id = await one_to_one(practice, "required")
+    placed = await practice.http.put(
+        "/v1/me/jurisdiction", json={"jurisdiction": "US-NY"}, headers=guest.auth
+    )
+    assert placed.status_code == 200, placed.text
+    assert (await practice.checkin(guest, room_id)).status_code == 200
+    discovered = clock.now()
+    opened = await practice.http.post(
+        "/v1/incidents",
+        json={
+            "summary": "A backup went missing.",
+            "discovered_at": discovered.isoformat(),
+            "severity": "high",
+            "affected_account_ids": [guest.id],
+        },
+        headers=practice.admin.auth,
+    )
+    assert opened.status_code == 201, opened.text
+    assert opened.json()["jurisdictions"] == ["US-CO"]
+    assert datetime.fromisoformat(opened.json()["notify_by"]) == discovered + timedelta(days=30)
