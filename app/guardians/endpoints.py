@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.auth.dependencies import AdminPrincipal, CurrentPrincipal
-from app.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+from app.auth.dependencies import AdminPrincipal, CurrentPrincipal, StepUpAdmin
+from app.core.errors import Forbidden, NotFound, StepUpRequired, Unauthorized, ValidationFailed
 from app.guardians import service
 from app.guardians.schemas import GuardiansOut, LinkGuardian, LinkOut, MinorOut, SetMinor
 from app.guardians.views import link_out, minor_out
@@ -18,11 +18,11 @@ MINOR = "/v1/admin/accounts/{minor_id}"
 @router.put(
     MINOR + "/minor",
     response_model=MinorOut,
-    responses=responses(Unauthorized, Forbidden, NotFound, ValidationFailed),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound, ValidationFailed),
     summary="Mark a client as a minor, and whether they consent for themselves (admin)",
 )
 async def set_minor(
-    minor_id: str, body: SetMinor, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    minor_id: str, body: SetMinor, admin: StepUpAdmin, session: SessionDep, ctx: ContextDep
 ) -> MinorOut:
     """A minor's room tokens need a linked guardian's current consent, unless `self_consent`
     records that the minor consents for themselves under the applicable law (`basis`, required
@@ -47,12 +47,17 @@ async def set_minor(
     status_code=status.HTTP_201_CREATED,
     response_model=LinkOut,
     responses=responses(
-        Unauthorized, Forbidden, NotFound, service.NotAMinorsGuardian, service.AlreadyLinked
+        StepUpRequired,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        service.NotAMinorsGuardian,
+        service.AlreadyLinked,
     ),
     summary="Link a guardian to a minor client (admin)",
 )
 async def link(
-    minor_id: str, body: LinkGuardian, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    minor_id: str, body: LinkGuardian, admin: StepUpAdmin, session: SessionDep, ctx: ContextDep
 ) -> LinkOut:
     """The guardian (any other client or counselor account) may then give or withdraw consent
     for the minor's care and be a participant of the minor's rooms with role `guardian`.
@@ -79,11 +84,11 @@ async def guardians(
 @router.delete(
     MINOR + "/guardians/{guardian_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(Unauthorized, Forbidden, NotFound),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound),
     summary="Unlink a guardian (admin)",
 )
 async def unlink(
-    minor_id: str, guardian_id: str, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    minor_id: str, guardian_id: str, admin: StepUpAdmin, session: SessionDep, ctx: ContextDep
 ) -> Response:
     """Both sides of the link go; the guardian's consent with them."""
     await service.unlink(session, ctx, admin, minor_id, guardian_id)

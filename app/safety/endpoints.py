@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.auth.dependencies import AdminPrincipal
-from app.core.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
+from app.auth.dependencies import AdminPrincipal, StepUpAdmin
+from app.core.errors import Forbidden, NotFound, StepUpRequired, Unauthorized, ValidationFailed
 from app.safety import service
 from app.safety.schemas import LicensureIn, LicensureOut
 from app.web.deps import ContextDep, SessionDep
@@ -16,11 +16,11 @@ LICENSURE = "/v1/admin/accounts/{account_id}/licensure"
 @router.put(
     LICENSURE,
     response_model=LicensureOut,
-    responses=responses(Unauthorized, Forbidden, NotFound, ValidationFailed),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound, ValidationFailed),
     summary="Record the jurisdictions a counselor is licensed for (admin)",
 )
 async def put_licensure(
-    account_id: str, body: LicensureIn, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
+    account_id: str, body: LicensureIn, admin: StepUpAdmin, session: SessionDep, ctx: ContextDep
 ) -> LicensureOut:
     """Replaces the counselor's licensed jurisdictions (ISO 3166-2 codes such as `US-CO`), sealed
     under the counselor's key. A client's check-in from a jurisdiction none of the room's hosts is

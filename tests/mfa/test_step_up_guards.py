@@ -30,6 +30,10 @@ GUARDED: list[tuple[str, str, str]] = [
     ("post", "/v1/admin/accounts/{account_id}/disable", "admin"),
     ("post", "/v1/admin/accounts/{account_id}/enable", "admin"),
     ("put", "/v1/admin/accounts/{account_id}/role", "admin"),
+    ("put", "/v1/admin/accounts/{account_id}/licensure", "admin"),
+    ("put", "/v1/admin/accounts/{minor_id}/minor", "admin"),
+    ("post", "/v1/admin/accounts/{minor_id}/guardians", "admin"),
+    ("delete", "/v1/admin/accounts/{minor_id}/guardians/{guardian_id}", "admin"),
     ("post", "/v1/admin/webhooks", "admin"),
     ("patch", "/v1/admin/webhooks/{webhook_id}", "admin"),
     ("delete", "/v1/admin/webhooks/{webhook_id}", "admin"),
@@ -41,7 +45,15 @@ GUARDED: list[tuple[str, str, str]] = [
 
 
 def _concrete(path: str) -> str:
-    for name in ("account_id", "incident_id", "webhook_id", "device_id", "factor_id"):
+    for name in (
+        "account_id",
+        "minor_id",
+        "guardian_id",
+        "incident_id",
+        "webhook_id",
+        "device_id",
+        "factor_id",
+    ):
         path = path.replace("{" + name + "}", ANY_ID)
     return path
 
