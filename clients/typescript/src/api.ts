@@ -489,7 +489,8 @@ export class Api {
    * tokens it is refreshed into keep the new authentication).
    */
   async stepUp(proof: StepUpProof): Promise<Tokens> {
-    return this.#tookAccess(await this.#json<AccessTokenResponse>("POST", "/v1/auth/step-up", { json: proofJson(proof) }));
+    const body = { json: proofJson(proof) };
+    return this.#tookAccess(await this.#json<AccessTokenResponse>("POST", "/v1/auth/step-up", body));
   }
 
   /** The WebAuthn request options for a step-up with one of the caller's passkeys. */
@@ -559,7 +560,11 @@ export class Api {
   }
 
   /** Registers a passkey (the created `PublicKeyCredential` as JSON); answers as `confirmTotp` does. */
-  async registerPasskey(credential: Record<string, unknown>, challengeToken: string, label?: string): Promise<string[] | null> {
+  async registerPasskey(
+    credential: Record<string, unknown>,
+    challengeToken: string,
+    label?: string,
+  ): Promise<string[] | null> {
     const json: Record<string, unknown> = { credential, challenge_token: challengeToken };
     if (label !== undefined) json["label"] = label;
     const answer = await this.#json<Enrolled>("POST", "/v1/me/factors/webauthn", { json });

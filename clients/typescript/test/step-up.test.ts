@@ -60,11 +60,14 @@ test("step_up_required is thrown as it is: no refresh, no retry, even past expir
 test("an expired access token is still refreshed (the contrast to step_up_required)", async () => {
   let calls = 0;
   const { fetch, seen } = fakeFetch((s) => {
-    if (s.path === "/v1/auth/refresh") return json({ access_token: "a2", token_type: "bearer", expires_in: 900, refresh_token: "r2" });
+    if (s.path === "/v1/auth/refresh") {
+      return json({ access_token: "a2", token_type: "bearer", expires_in: 900, refresh_token: "r2" });
+    }
     calls += 1;
     return calls === 1 ? problem(401, { code: "token_expired" }) : json({ recovery_codes: ["c"] });
   });
-  const api = new Api({ baseUrl: "https://confide.test", fetch, tokens: { accessToken: "a1", refreshToken: "r1", expiresAt: 0 } });
+  const tokens: Tokens = { accessToken: "a1", refreshToken: "r1", expiresAt: 0 };
+  const api = new Api({ baseUrl: "https://confide.test", fetch, tokens });
   assert.deepEqual(await api.newRecoveryCodes(), ["c"]);
   assert.deepEqual(
     seen.map((s) => s.path),
@@ -109,7 +112,10 @@ test("a refused step-up changes no tokens", async () => {
   const tokens: Tokens = { accessToken: "old", refreshToken: "keep", expiresAt: Date.now() + 1000 };
   const told: (Tokens | null)[] = [];
   const api = new Api({ baseUrl: "https://confide.test", fetch, tokens, onTokens: (t) => void told.push(t) });
-  await assert.rejects(api.stepUp({ method: "totp", code: "123456" }), (e: unknown) => e instanceof ProblemError && e.code === "invalid_mfa");
+  await assert.rejects(
+    api.stepUp({ method: "totp", code: "123456" }),
+    (e: unknown) => e instanceof ProblemError && e.code === "invalid_mfa",
+  );
   assert.equal(api.tokens, tokens);
   assert.deepEqual(told, []);
 });
@@ -132,13 +138,19 @@ test("mfaChallenge reads only a well-formed mfa_required problem", () => {
 });
 
 test("completeMfa posts the mfa_token with the factor, unauthenticated, and keeps the pair", async () => {
-  const { fetch, seen } = fakeFetch(() => json({ access_token: "a", token_type: "bearer", expires_in: 900, refresh_token: "r" }));
+  const pair = { access_token: "a", token_type: "bearer", expires_in: 900, refresh_token: "r" };
+  const { fetch, seen } = fakeFetch(() => json(pair));
   const api = new Api({ baseUrl: "https://confide.test", fetch });
   const tokens = await api.completeMfa("mfa", { method: "totp", code: "123456" });
   assert.equal(tokens.accessToken, "a");
   assert.equal(tokens.refreshToken, "r");
   assert.deepEqual(api.tokens, tokens);
   assert.deepEqual(seen, [
-    { method: "POST", path: "/v1/auth/mfa", authorization: null, body: { mfa_token: "mfa", method: "totp", code: "123456" } },
+    {
+      method: "POST",
+      path: "/v1/auth/mfa",
+      authorization: null,
+      body: { mfa_token: "mfa", method: "totp", code: "123456" },
+    },
   ]);
 });

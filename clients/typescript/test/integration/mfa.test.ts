@@ -82,7 +82,8 @@ test("the RFC 6238 test vector (SHA-1, T = 59 s)", () => {
 test("TOTP enrolment, log-in with a second factor, recovery codes and step-up", async () => {
   const person = await server.person("client");
   const told: (Tokens | null)[] = [];
-  const api = new Api({ baseUrl: server.baseUrl, tokens: person.api.tokens as Tokens, onTokens: (t) => void told.push(t) });
+  const tokens = person.api.tokens as Tokens;
+  const api = new Api({ baseUrl: server.baseUrl, tokens, onTokens: (t) => void told.push(t) });
   assert.deepEqual(claims(api.tokens).amr, ["pwd"]);
   assert.deepEqual(await api.factors(), { factors: [], recovery_codes_remaining: 0 });
 
@@ -119,7 +120,8 @@ test("TOTP enrolment, log-in with a second factor, recovery codes and step-up", 
   assert.deepEqual([...challenge.methods].sort(), ["recovery_code", "totp"]);
   assert.ok(challenge.expiresIn > 0);
   assert.equal(fresh.tokens, null);
-  assert.equal(mfaChallenge(await problem(fresh.login(person.email, "a wrong password!"), 401, "invalid_credentials")), null);
+  const wrong = await problem(fresh.login(person.email, "a wrong password!"), 401, "invalid_credentials");
+  assert.equal(mfaChallenge(wrong), null);
 
   const recoveryCode = codes?.[0] ?? "";
   const byCode = await fresh.completeMfa(challenge.mfaToken, { method: "recovery_code", code: recoveryCode });
@@ -128,14 +130,18 @@ test("TOTP enrolment, log-in with a second factor, recovery codes and step-up", 
   assert.equal((await fresh.me()).id, person.id);
   assert.equal((await fresh.factors()).recovery_codes_remaining, 9);
   // The mfa_token is spent (refused before any factor is read).
-  const spent = new Api({ baseUrl: server.baseUrl }).completeMfa(challenge.mfaToken, { method: "recovery_code", code: codes?.[2] ?? "" });
+  const spent = new Api({ baseUrl: server.baseUrl }).completeMfa(challenge.mfaToken, {
+    method: "recovery_code",
+    code: codes?.[2] ?? "",
+  });
   await problem(spent, 401, "token_invalid");
 
   // A recovery code is single use; the failure leaves the mfa_token for a right factor.
   const second = new Api({ baseUrl: server.baseUrl });
   const again = mfaChallenge(await second.login(person.email, person.password).catch((e: unknown) => e));
   assert.ok(again !== null);
-  await problem(second.completeMfa(again.mfaToken, { method: "recovery_code", code: recoveryCode }), 401, "invalid_mfa");
+  const reused = second.completeMfa(again.mfaToken, { method: "recovery_code", code: recoveryCode });
+  await problem(reused, 401, "invalid_mfa");
   assert.equal(second.tokens, null);
   const byTotp = await second.completeMfa(again.mfaToken, { method: "totp", code: phone.next() });
   assert.deepEqual(claims(byTotp).amr, ["pwd", "otp", "mfa"]);
@@ -163,7 +169,8 @@ test("TOTP enrolment, log-in with a second factor, recovery codes and step-up", 
   const third = new Api({ baseUrl: server.baseUrl });
   const once = mfaChallenge(await third.login(person.email, person.password).catch((e: unknown) => e));
   assert.ok(once !== null);
-  await problem(third.completeMfa(once.mfaToken, { method: "recovery_code", code: codes?.[1] ?? "" }), 401, "invalid_mfa");
+  const voided = third.completeMfa(once.mfaToken, { method: "recovery_code", code: codes?.[1] ?? "" });
+  await problem(voided, 401, "invalid_mfa");
   await third.completeMfa(once.mfaToken, { method: "recovery_code", code: renewed[0] ?? "" });
   assert.equal((await third.me()).id, person.id);
 });
