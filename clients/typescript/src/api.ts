@@ -10,7 +10,9 @@
  * `token_expired` (or `token_invalid` once the access token is past
  * `expiresAt`) refreshes once and retries the call; the refresh token
  * rotates, and `onTokens` gets each new pair (and `null` after logout or a
- * failed refresh) so an app can persist it.
+ * failed refresh) so an app can persist it. Any other 401 (`step_up_required`,
+ * `mfa_required`, `invalid_mfa`, ...) is thrown as it is: a refresh carries the
+ * log-in's `amr` and `auth_time` forward, so it could never satisfy a step-up.
  */
 
 import { fromBase64Url, toBase64Url } from "./bytes.js";
@@ -174,6 +176,125 @@ interface TokenResponse {
   refresh_token: string;
 }
 
+interface AccessTokenResponse {
+  access_token: string;
+  token_type: string;
+  expires_in: number;
+}
+
+/** What a password log-in of an account with a second factor answers (401 `mfa_required`). */
+export interface MfaChallenge {
+  /** Single use, for `completeMfa` or `mfaPasskeyOptions`. */
+  mfaToken: string;
+  /** Those of `totp`, `webauthn`, `recovery_code` the account has. */
+  methods: string[];
+  /** Seconds the token lives. */
+  expiresIn: number;
+}
+
+/**
+ * The second step a log-in needs, if `error` is the `ProblemError` of a
+ * password log-in answered 401 `mfa_required`; `null` for anything else.
+ */
+export function mfaChallenge(error: unknown): MfaChallenge | null {
+  if (!(error instanceof ProblemError) || error.status !== 401 || error.code !== "mfa_required") return null;
+  const { mfa_token: mfaToken, methods, expires_in: expiresIn } = error.body;
+  if (typeof mfaToken !== "string" || typeof expiresIn !== "number") return null;
+  if (!Array.isArray(methods) || !methods.every((m): m is string => typeof m === "string")) return null;
+  return { mfaToken, methods, expiresIn };
+}
+
+/**
+ * The `max_age` (seconds) of a 401 `step_up_required`, if `error` is one; `null`
+ * otherwise. The app calls `Api.stepUp` and tries the act again.
+ */
+export function stepUpRequired(error: unknown): { maxAge: number } | null {
+  if (!(error instanceof ProblemError) || error.status !== 401 || error.code !== "step_up_required") return null;
+  const maxAge = error.body["max_age"];
+  return { maxAge: typeof maxAge === "number" ? maxAge : 0 };
+}
+
+/** A code from an authenticator app, or one of the single-use recovery codes. */
+export interface CodeProof {
+  method: "totp" | "recovery_code";
+  code: string;
+}
+
+/**
+ * A passkey's answer: `credential` is the `PublicKeyCredential` that
+ * `navigator.credentials.get()` gave for the options, as JSON (its `toJSON()`),
+ * `challengeToken` the one answered with those options.
+ */
+export interface PasskeyProof {
+  method: "webauthn";
+  credential: Record<string, unknown>;
+  challengeToken: string;
+}
+
+export type FactorProof = CodeProof | PasskeyProof;
+
+/** A step-up's proof: a second factor, or the password for an account without one. */
+export type StepUpProof = FactorProof | { method: "password"; password: string };
+
+/** WebAuthn options (as JSON, for `PublicKeyCredential.parse*OptionsFromJSON`) and their single-use challenge token. */
+export interface PasskeyOptions {
+  options: Record<string, unknown>;
+  challengeToken: string;
+}
+
+export interface TotpEnrolment {
+  /** The factor's id, for `confirmTotp`. */
+  id: string;
+  /** base32, for apps that cannot read the URI. */
+  secret: string;
+  /** The `otpauth://` URI, usually shown as a QR code. */
+  provisioningUri: string;
+}
+
+export interface Factor {
+  id: string;
+  kind: "totp" | "webauthn";
+  label: string;
+  created_at: string;
+  confirmed: boolean;
+}
+
+export interface Factors {
+  factors: Factor[];
+  recovery_codes_remaining: number;
+}
+
+interface Enrolled extends AccessTokenResponse {
+  factor: Factor;
+  recovery_codes?: string[] | null;
+}
+
+/** A live log-in of the caller; times are truncated to the hour. */
+export interface Login {
+  id: string;
+  /** A coarse label from the User-Agent at log-in (`"Firefox on Linux"`, `"curl"`, `"unknown"`). */
+  device: string;
+  created_at: string;
+  last_used_at: string;
+  /** The log-in of the token that asked. */
+  current: boolean;
+}
+
+function proofJson(proof: StepUpProof): Record<string, unknown> {
+  switch (proof.method) {
+    case "webauthn":
+      return { method: proof.method, credential: proof.credential, challenge_token: proof.challengeToken };
+    case "password":
+      return { method: proof.method, password: proof.password };
+    default:
+      return { method: proof.method, code: proof.code };
+  }
+}
+
+function passkeyOptions(answer: { options: Record<string, unknown>; challenge_token: string }): PasskeyOptions {
+  return { options: answer.options, challengeToken: answer.challenge_token };
+}
+
 type Body = { json: unknown } | { form: Record<string, string> } | undefined;
 
 export interface ApiOptions {
@@ -292,6 +413,19 @@ export class Api {
     return tokens;
   }
 
+  /** A new access token for the same log-in (after a step-up or a factor's confirmation): the refresh token stays. */
+  async #tookAccess(response: AccessTokenResponse): Promise<Tokens> {
+    const current = this.tokens;
+    if (current === null) throw new ProblemError(401, { code: "token_invalid", detail: "not logged in" });
+    const tokens = {
+      accessToken: response.access_token,
+      refreshToken: current.refreshToken,
+      expiresAt: Date.now() + response.expires_in * 1000,
+    };
+    await this.#setTokens(tokens);
+    return tokens;
+  }
+
   // -- accounts and sessions -----------------------------------------------------------
 
   register(email: string, password: string, displayName: string): Promise<Account> {
@@ -331,12 +465,121 @@ export class Api {
     }
   }
 
+  /**
+   * The second step of a log-in that answered `mfa_required` (see
+   * `mfaChallenge`): a TOTP or recovery code, or a passkey's answer to
+   * `mfaPasskeyOptions`. The token pair, as `login` gives it; the `mfaToken`
+   * is spent. A wrong factor is 401 `invalid_mfa`.
+   */
+  async completeMfa(mfaToken: string, proof: FactorProof): Promise<Tokens> {
+    const json = { mfa_token: mfaToken, ...proofJson(proof) };
+    return this.#took(await this.#json<TokenResponse>("POST", "/v1/auth/mfa", { json }, false));
+  }
+
+  /** The WebAuthn request options for a log-in's passkey step, for `navigator.credentials.get()`. */
+  async mfaPasskeyOptions(mfaToken: string): Promise<PasskeyOptions> {
+    const body = { json: { mfa_token: mfaToken } };
+    return passkeyOptions(await this.#json("POST", "/v1/auth/mfa/webauthn/options", body, false));
+  }
+
+  /**
+   * Authenticates again for the acts that answer 401 `step_up_required`: a
+   * second factor, or the password for an account without one. The answer's
+   * access token replaces the current one (the refresh token stays, and the
+   * tokens it is refreshed into keep the new authentication).
+   */
+  async stepUp(proof: StepUpProof): Promise<Tokens> {
+    const body = { json: proofJson(proof) };
+    return this.#tookAccess(await this.#json<AccessTokenResponse>("POST", "/v1/auth/step-up", body));
+  }
+
+  /** The WebAuthn request options for a step-up with one of the caller's passkeys. */
+  async stepUpPasskeyOptions(): Promise<PasskeyOptions> {
+    return passkeyOptions(await this.#json("POST", "/v1/auth/step-up/webauthn/options"));
+  }
+
+  /** The caller's live log-ins, most recently used first. */
+  logins(): Promise<Login[]> {
+    return this.#list("/v1/me/logins");
+  }
+
+  /** Ends one of the caller's log-ins (as log-out does); another's, or an ended one, is 404. */
+  endLogin(loginId: string): Promise<void> {
+    return this.#none("DELETE", `/v1/me/logins/${seg(loginId)}`);
+  }
+
+  /** A wrong current password is 401 `invalid_credentials`; every other log-in of the account ends. */
+  changePassword(currentPassword: string, newPassword: string): Promise<void> {
+    return this.#none("PUT", "/v1/me/password", {
+      json: { current_password: currentPassword, new_password: newPassword },
+    });
+  }
+
   me(): Promise<Account> {
     return this.#json("GET", "/v1/me");
   }
 
   jwks(): Promise<Jwks> {
     return this.#json("GET", "/.well-known/jwks.json", undefined, false);
+  }
+
+  // -- second factors --------------------------------------------------------------------
+
+  factors(): Promise<Factors> {
+    return this.#json("GET", "/v1/me/factors");
+  }
+
+  /** A new, unconfirmed TOTP factor (step-up if the account has a factor already). */
+  async beginTotp(label?: string): Promise<TotpEnrolment> {
+    const json = label === undefined ? {} : { label };
+    const answer = await this.#json<{ id: string; secret: string; provisioning_uri: string }>(
+      "POST",
+      "/v1/me/factors/totp",
+      { json },
+    );
+    return { id: answer.id, secret: answer.secret, provisioningUri: answer.provisioning_uri };
+  }
+
+  /**
+   * Confirms a TOTP factor with a code from the authenticator. Answers the
+   * ten recovery codes when it is the account's first factor (shown this once),
+   * else `null`; the answer's access token (carrying the factor) replaces the
+   * current one. A wrong code is 401 `invalid_mfa`.
+   */
+  async confirmTotp(factorId: string, code: string): Promise<string[] | null> {
+    const answer = await this.#json<Enrolled>("POST", `/v1/me/factors/totp/${seg(factorId)}/confirm`, {
+      json: { code },
+    });
+    await this.#tookAccess(answer);
+    return answer.recovery_codes ?? null;
+  }
+
+  /** The WebAuthn creation options to register a passkey, for `navigator.credentials.create()`. */
+  async passkeyRegistrationOptions(): Promise<PasskeyOptions> {
+    return passkeyOptions(await this.#json("POST", "/v1/me/factors/webauthn/options"));
+  }
+
+  /** Registers a passkey (the created `PublicKeyCredential` as JSON); answers as `confirmTotp` does. */
+  async registerPasskey(
+    credential: Record<string, unknown>,
+    challengeToken: string,
+    label?: string,
+  ): Promise<string[] | null> {
+    const json: Record<string, unknown> = { credential, challenge_token: challengeToken };
+    if (label !== undefined) json["label"] = label;
+    const answer = await this.#json<Enrolled>("POST", "/v1/me/factors/webauthn", { json });
+    await this.#tookAccess(answer);
+    return answer.recovery_codes ?? null;
+  }
+
+  /** Removes a factor (step-up for a confirmed one); removing the last voids the recovery codes. */
+  removeFactor(factorId: string): Promise<void> {
+    return this.#none("DELETE", `/v1/me/factors/${seg(factorId)}`);
+  }
+
+  /** Ten new recovery codes (step-up); the earlier ones are void. */
+  async newRecoveryCodes(): Promise<string[]> {
+    return (await this.#json<{ recovery_codes: string[] }>("POST", "/v1/me/recovery-codes")).recovery_codes;
   }
 
   // -- devices and keys ------------------------------------------------------------------
