@@ -78,7 +78,7 @@ export interface RoomContext {
 }
 
 /** Close codes after which the room does not reconnect (docs/PROTOCOL.md). */
-const FINAL = new Set([4003, 4004, 4010, 4011, 4012, 1002, 1008, 1009]);
+const FINAL = new Set([4003, 4004, 4010, 4011, 4012, 4013, 1002, 1008, 1009]);
 const ROOM_GONE = new Set([4004, 4010]);
 
 interface Member {
