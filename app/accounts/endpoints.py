@@ -28,7 +28,7 @@ from app.core.errors import (
     WeakPassword,
 )
 from app.models import Role
-from app.web.deps import ContextDep, SessionDep
+from app.web.deps import ContextDep, SessionDep, client_address
 from app.web.errors import responses
 from app.web.pagination import PageDep, micros, paged
 
@@ -127,7 +127,7 @@ async def change_password(
         principal,
         current=body.current_password,
         new=body.new_password,
-        address=request.client.host if request.client else "unknown",
+        address=client_address(request),
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -149,7 +149,7 @@ async def use_reset(
         ctx,
         token=body.reset_token,
         new=body.new_password,
-        address=request.client.host if request.client else "unknown",
+        address=client_address(request),
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

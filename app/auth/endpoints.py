@@ -18,7 +18,7 @@ from app.core.errors import (
     Unauthorized,
 )
 from app.core.passwords import MAX_LENGTH
-from app.web.deps import ContextDep, SessionDep
+from app.web.deps import ContextDep, SessionDep, client_address
 from app.web.errors import responses
 
 router = APIRouter(tags=["auth"])
@@ -45,7 +45,7 @@ async def token(
     """
     if len(form.username) > 320 or len(form.password) > MAX_LENGTH:
         raise InvalidCredentials("The email or password is wrong.")
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request)
     return await service.login(
         session,
         ctx,

@@ -34,7 +34,7 @@ from app.mfa.schemas import (
     factor_out,
 )
 from app.mfa.service import FactorProof, SpendJti
-from app.web.deps import ContextDep, SessionDep
+from app.web.deps import ContextDep, SessionDep, client_address
 from app.web.errors import responses
 
 router = APIRouter(tags=["mfa"])
@@ -44,10 +44,6 @@ def _spend(request: Request) -> SpendJti:
     """The broker's store of spent token ids, shared by every instance."""
     spend: SpendJti = request.app.state.hub.broker.spend_jti
     return spend
-
-
-def _address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def _enrolled(done: service.Enrolled) -> Enrolled:
@@ -120,7 +116,7 @@ async def confirm_totp(
     ten recovery codes (shown once), and every OTHER log-in of the account ends. A wrong code:
     401 `invalid_mfa`, throttled like passwords."""
     done = await service.confirm_totp(
-        session, ctx, principal, factor_id, body.code, address=_address(request)
+        session, ctx, principal, factor_id, body.code, address=client_address(request)
     )
     return _enrolled(done)
 
@@ -233,7 +229,7 @@ async def complete_mfa(
         ctx,
         mfa_token=body.mfa_token,
         proof=_proof(body),
-        address=_address(request),
+        address=client_address(request),
         spend=_spend(request),
         device=device_label(request.headers.get("user-agent")),
     )
@@ -286,7 +282,7 @@ async def step_up(
         principal,
         proof=proof,
         password=body.password,
-        address=_address(request),
+        address=client_address(request),
         spend=_spend(request),
     )
     return AccessToken(access_token=access, expires_in=ctx.settings.access_token_ttl)

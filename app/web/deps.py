@@ -11,6 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.context import Context
 
 
+def client_address(request: Request) -> str:
+    """The peer's address, which the log-in throttles count failures by ("unknown" without one)."""
+    return request.client.host if request.client else "unknown"
+
+
 def get_context(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
