@@ -897,7 +897,7 @@ async def admit_device(
         ctx,
         room=state.room,
         account=account,
-        is_host=member.role != PARTICIPANT,
+        is_client=member.role == PARTICIPANT,
         host_ids=[m.account_id for m in state.members if m.role == HOST],
         now=now,
     )

@@ -239,16 +239,17 @@ async def gate(
     *,
     room: Room,
     account: Account,
-    is_host: bool,
+    is_client: bool,
     host_ids: Sequence[str],
     now: datetime,
 ) -> None:
     """Refuse a client's way into the room without the check-in it needs (`rules.refusal`).
 
-    Hosts do not check in. Called by the one admission rule
-    (`app.rooms.service.admit_device`): room tokens, sockets, TURN credentials.
+    Only clients check in (hosts, supervisors, interpreters and guardians do not). Called by
+    the one admission rule (`app.rooms.service.admit_device`): room tokens, sockets, TURN
+    credentials.
     """
-    if is_host:
+    if not is_client:
         return
     mode = _MODES[room.safety_checkin]
     policy = ctx.settings.jurisdiction_mismatch
