@@ -7,19 +7,23 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from app.context import build_context
 from app.core import logging as logs
+from app.core.broker_url import broker_kind
 from app.core.config import Settings, get_settings
 from app.core.errors import ConfideError
 from app.core.keys import KeyConfigError, KeySource, load_keys, signing_key_name
@@ -27,7 +31,20 @@ from app.core.tokens import KeyStatus, TokenService
 from app.incidents import state_deadlines
 from app.incidents.state_deadlines import DeadlineFileError
 
+if TYPE_CHECKING:
+    import uvicorn
+    from fastapi import FastAPI
+
 log = logging.getLogger("confide")
+
+#: The most processes `confide serve --workers` runs (CONFIDE_WORKERS' bound too).
+MAX_WORKERS = 64
+#: How long a worker has to drain its sockets and stop once told to (SIGTERM):
+#: the drain, then uvicorn's graceful shutdown (10 s), with room to spare.
+WORKER_STOP_S = 40.0
+#: A worker's exit status when its server never started (uvicorn's, too): the
+#: others would fail the same way, so the whole server stops.
+STARTUP_FAILURE = 3
 
 
 def _setup_logging(settings: Settings) -> dict[str, Any]:
@@ -113,6 +130,131 @@ def _bounded_websocket_protocol() -> type[Any]:
     return BoundedWebSocketProtocol
 
 
+def _workers(settings: Settings, given: str | None) -> int | str:
+    """How many processes serve: --workers, else CONFIDE_WORKERS; or the one line refusing."""
+    if given is None:
+        count = settings.workers
+    elif given.isascii() and given.isdigit() and 1 <= int(given) <= MAX_WORKERS:
+        count = int(given)
+    else:
+        return f"confide: --workers must be a whole number from 1 to {MAX_WORKERS}, not {given!r}"
+    if count == 1:
+        return 1
+    if broker_kind(settings.broker_url.get_secret_value()) == "memory":
+        return (
+            f"confide: {count} workers need a shared broker: set CONFIDE_BROKER_URL to "
+            "redis:// or redis+cluster:// (with memory://, sockets on different processes "
+            "could not reach each other)"
+        )
+    if settings.resolved_database_url.startswith("sqlite"):
+        return (
+            f"confide: {count} workers need PostgreSQL (CONFIDE_DATABASE_URL): "
+            "the embedded SQLite database serves one process"
+        )
+    if settings.metrics_listener is not None:
+        return (
+            f"confide: CONFIDE_METRICS_ADDR is one listener and cannot be served by {count} "
+            "workers: unset it and set CONFIDE_METRICS_TOKEN (each worker serves /metrics "
+            "behind it), or serve with one worker"
+        )
+    return count
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The one listening socket every worker accepts on (OSError if it cannot be had)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run_worker(make_server: Callable[[], uvicorn.Server], listener: socket.socket) -> None:
+    """One worker process: its own event loop and app, on the shared socket."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)  # the server installs its own once it runs
+    server = make_server()
+    server.run(sockets=[listener])
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+def _supervise(
+    count: int, make_server: Callable[[], uvicorn.Server], listener: socket.socket
+) -> int:
+    """Run `count` workers until SIGTERM or SIGINT; start another for one that dies.
+
+    On the signal each worker is sent SIGTERM, drains its room sockets (1012)
+    and stops; one that has not after WORKER_STOP_S is killed. Exit 0 when every
+    worker stopped of itself, 1 otherwise.
+    """
+    import multiprocessing
+    from multiprocessing.process import BaseProcess
+
+    # fork: each worker starts from this process's settings and checked state,
+    # and builds its own app, connections and event loop.
+    context = multiprocessing.get_context("fork")
+    stop = threading.Event()
+    signals: list[int] = []
+
+    def request_stop(signum: int, _: object) -> None:
+        signals.append(signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request_stop)
+
+    def start(index: int) -> BaseProcess:
+        process = context.Process(
+            target=_run_worker, args=(make_server, listener), name=f"confide-worker-{index}"
+        )
+        process.start()
+        log.info("worker %d started", index, extra={"worker": index, "pid": process.pid})
+        return process
+
+    code = 0
+    processes = [start(index) for index in range(count)]
+    try:
+        while not stop.wait(0.5):
+            for index, process in enumerate(processes):
+                if process.is_alive() or stop.is_set():
+                    continue
+                if process.exitcode == STARTUP_FAILURE:
+                    log.error("worker %d could not start; stopping every worker", index)
+                    code = 1
+                    stop.set()
+                    break
+                log.warning(
+                    "worker %d exited (%s); starting another",
+                    index,
+                    process.exitcode,
+                    extra={"worker": index, "exit_code": process.exitcode},
+                )
+                processes[index] = start(index)
+    finally:
+        if signals:
+            log.info("stopping %d workers (%s)", count, signal.Signals(signals[0]).name)
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + WORKER_STOP_S
+        for index, process in enumerate(processes):
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.error("worker %d did not stop in %.0f s; killed", index, WORKER_STOP_S)
+                process.kill()
+                process.join()
+                code = 1
+        listener.close()
+    return code
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -120,6 +262,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from app.ops.metrics import MetricsServer, create_metrics_app
     from app.web.middleware import MAX_HEADER_BYTES
 
+    workers = _workers(settings, args.workers)
+    if isinstance(workers, str):
+        print(workers, file=sys.stderr)
+        return 2
     log_config = logs.log_config(settings.log_level)
     state_deadlines.load(settings.breach_deadlines_file)  # a bad file: one line, no server
     load_keys(settings)  # refuse early (production without keys), and generate dev keys
@@ -128,13 +274,32 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"confide: CONFIDE_ENV=production requires {missing}", file=sys.stderr)
         return 2
     _migrate(settings)
-    app = create_app(settings)
+    listener: socket.socket | None = None
+    if workers > 1:
+        try:
+            listener = _listen(args.host, args.port)
+        except OSError as error:
+            print(
+                f"confide: cannot listen on {args.host}:{args.port}: {error.strerror or error}",
+                file=sys.stderr,
+            )
+            return 2
+    # One app per process: here with one worker, in each worker (from this
+    # factory, by uvicorn) with several.
+    made: list[FastAPI] = []
+
+    def make_app() -> FastAPI:
+        made.append(create_app(settings))
+        return made[-1]
+
+    app: FastAPI | Callable[[], FastAPI] = make_app() if workers == 1 else make_app
     log.info(
         "logging configured",
         extra={
             "log_level": settings.log_level,
             "client_addresses": settings.log_client_addresses,
             "metrics": _metrics_mode(settings),
+            "workers": workers,
         },
     )
     shown = f"[{args.host}]" if ":" in args.host else args.host
@@ -173,7 +338,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         log.info("/metrics is served on its own listener", extra={"listener": f"{host}:{port}"})
         metrics_server = MetricsServer(
             uvicorn.Config(
-                create_metrics_app(app.state.metrics, settings.metrics_token),
+                create_metrics_app(made[0].state.metrics, settings.metrics_token),
                 host=host,
                 port=port,
                 server_header=False,
@@ -200,7 +365,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             # SIGTERM: drain the room sockets first (in-flight sends acked, then
             # 1012), so clients resume on another instance and lose nothing.
-            hub = getattr(app.state, "hub", None)
+            hub = getattr(made[-1].state, "hub", None) if made else None
             if hub is not None:
                 await hub.drain()
             await super().shutdown(sockets)
@@ -233,9 +398,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
         ws_ping_interval=20,
         ws_ping_timeout=20,
+        factory=workers > 1,
     )
-    Server(config).run()
-    return 0
+    if listener is None:
+        Server(config).run()
+        return 0
+    return _supervise(workers, lambda: Server(config), listener)
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -502,6 +670,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--port", type=int, default=8000, help="the port to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        help="processes serving the one port, each with its own event loop (default: "
+        "CONFIDE_WORKERS, else 1); more than 1 needs Redis (CONFIDE_BROKER_URL) and PostgreSQL",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     broker_url: SecretStr = SecretStr("memory://")
     broker_prefix: str = Field(default="confide", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     allowed_origins: CommaList = Field(default_factory=list)
+    #: Processes `confide serve` runs on its one port (`--workers` overrides it).
+    workers: int = Field(default=1, ge=1, le=64)
 
     # Keys. In development they are generated into the data dir on first start;
     # production refuses to start without them.
