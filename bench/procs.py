@@ -36,6 +36,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (the workers of `confide serve --workers N`)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
 def readable(pid: int) -> bool:
     """Whether this process can read the CPU time of `pid` (e.g. a Redis server's)."""
     try:
@@ -172,8 +181,19 @@ class Process:
         path = self.log_dir / f"{self.name}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
+    def pids(self) -> list[int]:
+        """This process and its children (a supervisor's workers)."""
+        return [self.pid, *children(self.pid)]
+
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        """CPU time of the process and of its running children, summed."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                total += cpu_seconds(pid)
+            except OSError:  # a child gone between the listing and the read
+                continue
+        return total
 
     def rss(self) -> int:
         return rss_bytes(self.pid)
@@ -193,19 +213,44 @@ class Process:
 
 @dataclass
 class ConfideServer(Process):
-    """`confide serve` as deployed: uvicorn as app/cli.py configures it."""
+    """`confide serve` as deployed: uvicorn as app/cli.py configures it.
+
+    With `workers` > 1 it is ready once every worker has started and /healthz answers.
+    """
+
+    workers: int = 1
+    _log_at: int = 0  # where this start's lines begin in the (appended) log
+
+    def _spawn(self) -> None:
+        path = self.log_dir / f"{self.name}.log"
+        self._log_at = path.stat().st_size if path.exists() else 0
+        super()._spawn()
+
+    def argv(self) -> list[str]:
+        return [*super().argv(), "--workers", str(self.workers)]
 
     async def _ready(self) -> bool:
+        if self.workers > 1 and len(children(self.pid)) < self.workers:
+            return False
         try:
             async with httpx.AsyncClient(timeout=1) as http:
                 response = await http.get(f"{self.http_base}/healthz")
         except httpx.TransportError:
             return False
-        return response.status_code == 200
+        if response.status_code != 200:
+            return False
+        if self.workers > 1:
+            with (self.log_dir / f"{self.name}.log").open("rb") as handle:
+                handle.seek(self._log_at)
+                started = handle.read().count(b"Application startup complete")
+            return started >= self.workers
+        return True
 
 
-def confide_server(name: str, env: dict[str, str], log_dir: Path) -> ConfideServer:
-    return ConfideServer(name, [*confide_command(), "serve"], env, log_dir)
+def confide_server(
+    name: str, env: dict[str, str], log_dir: Path, *, workers: int = 1
+) -> ConfideServer:
+    return ConfideServer(name, [*confide_command(), "serve"], env, log_dir, workers=workers)
 
 
 def bench_env() -> dict[str, str]:

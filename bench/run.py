@@ -12,7 +12,13 @@ One command sets everything up and measures, on the same load:
 - the cost of Redis: the same loads with `CONFIDE_BROKER_URL=redis://` on
   one instance, and on two instances sharing Redis (in every room socket 0,
   the sender, on the first instance and the others on the second);
-- with `--profile`, a py-spy profile of the relay under the closed loop.
+- room tokens per second from `confide serve --workers 2` (Redis broker),
+  beside one process with the same broker, requests and concurrency;
+- with `--profile`, py-spy profiles of token issuance, of the relay under the
+  closed loop, and of the relay + Redis under the closed loop.
+
+`--only PARTS` measures some of these alone (tokens, idle, inprocess, redis,
+workers, profile).
 
 See bench/README.md for the method and the results.
 """
@@ -60,11 +66,20 @@ from bench.procs import (
 )
 from bench.profile import as_markdown, summarize_file
 
-# Targets (issue "benchmarks against the floor").
-TARGET_CPU_RATIO = 0.7
-TARGET_P99_RATIO = 1.5
-TARGET_IDLE_KB = 40.0
+# Targets: each a ratio (or a count) measured side by side in one run.
+TARGET_REDIS_CPU_RATIO = 0.8  # relay + Redis deliveries per CPU-s / in-process
+TARGET_REDIS_UNAVAILABLE = 0  # relay + Redis closed loop: sends refused `unavailable`
+TARGET_TWO_RELAYS_CPU_RATIO = 0.7  # 2 relays + Redis (CPU summed) / in-process
+TARGET_REDIS_P99_RATIO = 1.5  # relay + Redis p99 at --rate / in-process p99
+TARGET_CPU_RATIO = 1.0  # in-process deliveries per CPU-s / baseline
+TARGET_P99_RATIO = 1.5  # in-process p99 at --rate / baseline p99
+TARGET_IDLE_KB = 25.0
 TARGET_TOKENS_PER_S = 500.0
+TARGET_WORKERS_TOKENS_RATIO = 1.7  # --workers 2 / one process
+TOKEN_WORKERS = 2
+
+#: What `--only` selects from; profile runs only when named (or with --profile).
+PARTS = ("tokens", "idle", "inprocess", "redis", "workers", "profile")
 
 
 @dataclass
@@ -88,6 +103,16 @@ class Options:
     workdir: Path | None = None
     json_out: Path | None = None
     quiet: bool = False
+    only: str = ",".join(p for p in PARTS if p != "profile")
+
+    @property
+    def parts(self) -> frozenset[str]:
+        chosen = {part.strip() for part in self.only.split(",") if part.strip()}
+        if self.profile:
+            chosen.add("profile")
+        if not self.redis:
+            chosen -= {"redis", "workers"}
+        return frozenset(chosen)
 
 
 @dataclass
@@ -132,6 +157,8 @@ class IdleResult:
 
 @dataclass
 class TokenResult:
+    broker: str
+    workers: int
     tokens: int
     concurrency: int
     seconds: float
@@ -149,7 +176,11 @@ class Results:
     loads: list[LoadResult] = field(default_factory=list)
     idle: list[IdleResult] = field(default_factory=list)
     tokens: TokenResult | None = None
+    #: The same requests on one process, then on --workers 2, both with Redis.
+    tokens_one: TokenResult | None = None
+    tokens_workers: TokenResult | None = None
     profile_relay: str | None = None
+    profile_redis: str | None = None
     profile_tokens: str | None = None
     targets: list[dict[str, Any]] = field(default_factory=list)
 
@@ -451,15 +482,26 @@ async def idle_memory(
 
 
 async def token_rate(
-    options: Options, practice: pr.Practice, server: Process, rooms: list[pr.Room]
+    options: Options,
+    practice: pr.Practice,
+    server: Process,
+    rooms: list[pr.Room],
+    *,
+    broker: str = "memory",
+    workers: int = 1,
 ) -> tuple[TokenResult, list[list[str]]]:
+    """Room tokens for every member of `rooms`, `--token-concurrency` at a time.
+
+    The server's CPU is that of the process and its workers, summed."""
     await pr.fresh(practice.http, [*practice.counselors, *practice.clients])
-    await settle([server.pid])
+    await settle(server.pids())
     cpu0, own0, began = server.cpu(), own_cpu_seconds(), time.monotonic()
     tokens = await pr.issue_tokens(practice, rooms, concurrency=options.token_concurrency)
     seconds = time.monotonic() - began
     count = sum(len(t) for t in tokens)
     result = TokenResult(
+        broker=broker,
+        workers=workers,
         tokens=count,
         concurrency=options.token_concurrency,
         seconds=seconds,
@@ -467,7 +509,7 @@ async def token_rate(
         server_util=(server.cpu() - cpu0) / seconds,
         client_util=(own_cpu_seconds() - own0) / seconds,
     )
-    log(options, f"tokens: {result.tokens_per_s:.0f}/s")
+    log(options, f"tokens ({broker}, {workers} process(es)): {result.tokens_per_s:.0f}/s")
     return result, tokens
 
 
@@ -553,8 +595,9 @@ async def run(options: Options, command: str) -> Results:
         process.stop()
         running.remove(process)
 
+    parts = options.parts
     try:
-        baseline = await start(baseline_server(workdir))
+        baseline = await start(baseline_server(workdir)) if parts & {"idle", "inprocess"} else None
         relay = await start(confide_server("relay-memory", env, workdir))
         async with httpx.AsyncClient(
             base_url=relay.http_base,
@@ -569,35 +612,46 @@ async def run(options: Options, command: str) -> Results:
                 counselors=2,
                 clients=max(size - 1, options.idle_room_size - 1, 4),
             )
-            load_rooms = await pr.create_rooms(practice, options.rooms, size)
+            loaded = bool(parts & {"inprocess", "redis", "profile"})
+            load_rooms = await pr.create_rooms(practice, options.rooms, size) if loaded else []
             idle_count = math.ceil(options.idle_sockets / options.idle_room_size)
             warm = min(50, max(2, options.idle_sockets // 10))
             warm_count = max(1, math.ceil(warm / options.idle_room_size))
-            idle_rooms = await pr.create_rooms(
-                practice, idle_count + warm_count, options.idle_room_size, offset=options.rooms
+            idle_rooms = (
+                await pr.create_rooms(
+                    practice, idle_count + warm_count, options.idle_room_size, offset=options.rooms
+                )
+                if parts & {"tokens", "idle", "workers", "profile"}
+                else []
             )
             log(options, f"{len(load_rooms)} load rooms, {len(idle_rooms)} idle rooms")
 
             # Room tokens per second, then memory per idle socket.
-            results.tokens, idle_tokens = await token_rate(options, practice, relay, idle_rooms)
-            spec = relay_spec(idle_rooms, idle_tokens, [relay.ws_base])
-            results.idle.append(
-                await idle_memory(
-                    options, "relay", relay, spec[warm_count:], spec[:warm_count], workdir
+            idle_tokens: list[list[str]] = []
+            if "tokens" in parts:
+                results.tokens, idle_tokens = await token_rate(options, practice, relay, idle_rooms)
+            elif "idle" in parts:
+                idle_tokens = await pr.issue_tokens(practice, idle_rooms)
+            if "idle" in parts:
+                assert baseline is not None
+                spec = relay_spec(idle_rooms, idle_tokens, [relay.ws_base])
+                results.idle.append(
+                    await idle_memory(
+                        options, "relay", relay, spec[warm_count:], spec[:warm_count], workdir
+                    )
                 )
-            )
-            size_i = options.idle_room_size
-            results.idle.append(
-                await idle_memory(
-                    options,
-                    "baseline",
-                    baseline,
-                    baseline_spec(baseline.ws_base, idle_count, size_i, "idle"),
-                    baseline_spec(baseline.ws_base, warm_count, size_i, "warm"),
-                    workdir,
+                size_i = options.idle_room_size
+                results.idle.append(
+                    await idle_memory(
+                        options,
+                        "baseline",
+                        baseline,
+                        baseline_spec(baseline.ws_base, idle_count, size_i, "idle"),
+                        baseline_spec(baseline.ws_base, warm_count, size_i, "warm"),
+                        workdir,
+                    )
                 )
-            )
-            if options.profile:
+            if "profile" in parts:
                 out = workdir / "profile-tokens.txt"
                 log(options, "profiling room token issuance")
                 profiled = idle_rooms[: max(1, 500 // options.idle_room_size)]
@@ -609,10 +663,33 @@ async def run(options: Options, command: str) -> Results:
             kept_baseline: list[Process] = []
             if options.reuse_servers:
                 kept[("memory://", 1)] = [relay]
-                kept_baseline.append(baseline)
+                if baseline is not None:
+                    kept_baseline.append(baseline)
             else:
                 stop(relay)
-                stop(baseline)
+                if baseline is not None:
+                    stop(baseline)
+
+            if "workers" in parts:
+                # The same requests, at the same concurrency, on one process and then
+                # on --workers 2, both on Redis (what several processes need), each
+                # a fresh server.
+                redis_env = {**env, "CONFIDE_BROKER_URL": options.redis_url}
+                for count in (1, TOKEN_WORKERS):
+                    server = await start(
+                        confide_server(f"tokens-{count}w", redis_env, workdir, workers=count)
+                    )
+                    http.base_url = httpx.URL(server.http_base)
+                    try:
+                        measured, _ = await token_rate(
+                            options, practice, server, idle_rooms, broker="redis", workers=count
+                        )
+                    finally:
+                        stop(server)
+                    if count == 1:
+                        results.tokens_one = measured
+                    else:
+                        results.tokens_workers = measured
 
             primed: set[str] = set()
 
@@ -685,18 +762,19 @@ async def run(options: Options, command: str) -> Results:
 
             loads = results.loads
             memory = "memory://"
-            loads.append(await baseline_load("baseline, closed loop", "closed"))
-            loads.append(await relay_load("relay, closed loop", "closed", memory, 1))
-            loads.append(await baseline_load("baseline, open loop", "open"))
-            loads.append(await relay_load("relay, open loop", "open", memory, 1))
-            if options.profile:
+            if "inprocess" in parts:
+                loads.append(await baseline_load("baseline, closed loop", "closed"))
+                loads.append(await relay_load("relay, closed loop", "closed", memory, 1))
+                loads.append(await baseline_load("baseline, open loop", "open"))
+                loads.append(await relay_load("relay, open loop", "open", memory, 1))
+            if "profile" in parts:
                 out = workdir / "profile-relay.txt"
                 log(options, "profiling the relay under the closed loop")
                 await relay_load("profile", "closed", memory, 1, profile_out=out)
                 results.profile_relay = profile_text(out)
-            if options.redis:
-                pid = await redis_pid(options.redis_url)
-                url = options.redis_url
+            url = options.redis_url
+            pid = await redis_pid(url) if options.redis else None
+            if "redis" in parts:
                 loads.append(
                     await relay_load("relay + Redis, closed loop", "closed", url, 1, redis=pid)
                 )
@@ -709,6 +787,11 @@ async def run(options: Options, command: str) -> Results:
                 loads.append(
                     await relay_load("2 relays + Redis, open loop", "open", url, 2, redis=pid)
                 )
+            if "profile" in parts and options.redis:
+                out = workdir / "profile-redis.txt"
+                log(options, "profiling the relay + Redis under the closed loop")
+                await relay_load("profile, Redis", "closed", url, 1, profile_out=out, redis=pid)
+                results.profile_redis = profile_text(out)
     finally:
         for process in list(running):
             process.stop()
@@ -729,45 +812,105 @@ def _find(results: Results, name: str) -> LoadResult | None:
     return next((r for r in results.loads if r.name == name), None)
 
 
+def _target(name: str, value: str, met: bool) -> dict[str, Any]:
+    return {"target": name, "value": value, "met": met}
+
+
+def _cpu_ratio(name: str, a: LoadResult | None, b: LoadResult | None, least: float) -> list[Any]:
+    """a's deliveries per server CPU-s over b's, at least `least`."""
+    if a is None or b is None:
+        return []
+    ratio = a.deliveries_per_cpu_s / b.deliveries_per_cpu_s
+    value = f"{ratio:.2f} x ({a.deliveries_per_cpu_s:,.0f} / {b.deliveries_per_cpu_s:,.0f})"
+    return [_target(f"{name} >= {least} x", value, ratio >= least)]
+
+
+def _p99_ratio(name: str, a: LoadResult | None, b: LoadResult | None, most: float) -> list[Any]:
+    """a's p99 over b's, at most `most`."""
+    if a is None or b is None or not a.p99_ms or not b.p99_ms:
+        return []
+    ratio = a.p99_ms / b.p99_ms
+    value = f"{ratio:.2f} x ({a.p99_ms:.2f} / {b.p99_ms:.2f} ms)"
+    return [_target(f"{name} <= {most} x", value, ratio <= most)]
+
+
 def targets(results: Results) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+    """The targets whose figures this run measured, each a ratio (or a count) of this run."""
+    rate = f"{float(results.options['rate']):,.0f} msg/s"
     relay_c, base_c = _find(results, "relay, closed loop"), _find(results, "baseline, closed loop")
-    if relay_c and base_c:
-        ratio = relay_c.deliveries_per_cpu_s / base_c.deliveries_per_cpu_s
-        out.append(
-            {
-                "target": f"deliveries per server CPU-s >= {TARGET_CPU_RATIO} x baseline",
-                "value": f"{ratio:.2f} x",
-                "met": ratio >= TARGET_CPU_RATIO,
-            }
-        )
     relay_o, base_o = _find(results, "relay, open loop"), _find(results, "baseline, open loop")
-    if relay_o and base_o and relay_o.p99_ms and base_o.p99_ms:
-        ratio = relay_o.p99_ms / base_o.p99_ms
+    redis_c, redis_o = (
+        _find(results, "relay + Redis, closed loop"),
+        _find(results, "relay + Redis, open loop"),
+    )
+    two_c = _find(results, "2 relays + Redis, closed loop")
+    out: list[dict[str, Any]] = []
+    out += _cpu_ratio(
+        "relay + Redis, deliveries per server CPU-s / in-process relay's",
+        redis_c,
+        relay_c,
+        TARGET_REDIS_CPU_RATIO,
+    )
+    if redis_c is not None:
+        refused = redis_c.errors.get("unavailable", 0)
         out.append(
-            {
-                "target": f"p99 at {results.options['rate']:.0f} msg/s <= "
-                f"{TARGET_P99_RATIO} x baseline",
-                "value": f"{ratio:.2f} x ({relay_o.p99_ms:.2f} vs {base_o.p99_ms:.2f} ms)",
-                "met": ratio <= TARGET_P99_RATIO,
-            }
+            _target(
+                f"relay + Redis, closed loop, sends refused `unavailable` = "
+                f"{TARGET_REDIS_UNAVAILABLE}",
+                str(refused),
+                refused <= TARGET_REDIS_UNAVAILABLE,
+            )
         )
+    out += _cpu_ratio(
+        "2 relays + Redis, deliveries per server CPU-s (both summed) / in-process relay's",
+        two_c,
+        relay_c,
+        TARGET_TWO_RELAYS_CPU_RATIO,
+    )
+    out += _p99_ratio(
+        f"relay + Redis, p99 at {rate} / in-process relay's",
+        redis_o,
+        relay_o,
+        TARGET_REDIS_P99_RATIO,
+    )
+    out += _cpu_ratio(
+        "in-process relay, deliveries per server CPU-s / baseline's",
+        relay_c,
+        base_c,
+        TARGET_CPU_RATIO,
+    )
+    out += _p99_ratio(
+        f"in-process relay, p99 at {rate} / baseline's", relay_o, base_o, TARGET_P99_RATIO
+    )
     idle = next((i for i in results.idle if i.target == "relay"), None)
     if idle:
         out.append(
-            {
-                "target": f"<= {TARGET_IDLE_KB:.0f} KB per idle connection",
-                "value": f"{idle.kb_per_socket:.1f} KB at {idle.sockets} sockets",
-                "met": idle.kb_per_socket <= TARGET_IDLE_KB,
-            }
+            _target(
+                f"memory per idle authenticated socket <= {TARGET_IDLE_KB:.0f} KB",
+                f"{idle.kb_per_socket:.1f} KB at {idle.sockets} sockets",
+                idle.kb_per_socket <= TARGET_IDLE_KB,
+            )
         )
     if results.tokens:
+        concurrency = results.tokens.concurrency
         out.append(
-            {
-                "target": f">= {TARGET_TOKENS_PER_S:.0f} room tokens/s from one process",
-                "value": f"{results.tokens.tokens_per_s:.0f}/s",
-                "met": results.tokens.tokens_per_s >= TARGET_TOKENS_PER_S,
-            }
+            _target(
+                f"room tokens/s, one process, {concurrency} concurrent >= "
+                f"{TARGET_TOKENS_PER_S:.0f}/s",
+                f"{results.tokens.tokens_per_s:.0f}/s",
+                results.tokens.tokens_per_s >= TARGET_TOKENS_PER_S,
+            )
+        )
+    one, several = results.tokens_one, results.tokens_workers
+    if one and several:
+        ratio = several.tokens_per_s / one.tokens_per_s
+        out.append(
+            _target(
+                f"room tokens/s with --workers {several.workers} / one process >= "
+                f"{TARGET_WORKERS_TOKENS_RATIO} x",
+                f"{ratio:.2f} x ({several.tokens_per_s:.0f} / {one.tokens_per_s:.0f}/s)",
+                ratio >= TARGET_WORKERS_TOKENS_RATIO,
+            )
         )
     return out
 
@@ -806,13 +949,19 @@ def report(results: Results) -> str:
             f"| {i.target}: {i.sockets} | {i.rss_before_mb:.1f} | {i.rss_after_mb:.1f} "
             f"| {i.kb_per_socket:.1f} | {i.connect_s:.1f} |"
         )
-    if results.tokens:
-        t = results.tokens
+    for label, t in (
+        ("Room tokens", results.tokens),
+        ("Room tokens, Redis broker, one process", results.tokens_one),
+        (f"Room tokens, Redis broker, --workers {TOKEN_WORKERS}", results.tokens_workers),
+    ):
+        if t is None:
+            continue
+        processes = "one process" if t.workers == 1 else f"{t.workers} worker processes"
         lines += [
             "",
-            f"Room tokens: {t.tokens} in {t.seconds:.1f} s = **{t.tokens_per_s:.0f}/s** "
-            f"({t.concurrency} concurrent requests from one process; server CPU "
-            f"{t.server_util:.0%}, client CPU {t.client_util:.0%}).",
+            f"{label}: {t.tokens} in {t.seconds:.1f} s = **{t.tokens_per_s:.0f}/s** "
+            f"({t.concurrency} concurrent requests, {processes}, {t.broker} broker; server "
+            f"CPU {t.server_util:.0%}, client CPU {t.client_util:.0%}).",
         ]
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for target in results.targets:
@@ -820,6 +969,8 @@ def report(results: Results) -> str:
         lines.append(f"| {target['target']} | {target['value']} | {met} |")
     if results.profile_relay:
         lines += ["", "Profile of the relay, closed loop:", "", results.profile_relay]
+    if results.profile_redis:
+        lines += ["", "Profile of the relay + Redis, closed loop:", "", results.profile_redis]
     if results.profile_tokens:
         lines += ["", "Profile of room token issuance:", "", results.profile_tokens]
     return "\n".join(lines)
@@ -841,8 +992,24 @@ def parse(argv: Sequence[str] | None) -> Options:
     add("--token-concurrency", type=int, default=defaults.token_concurrency)
     add("--procs", type=int, default=defaults.procs, help="load generator processes")
     add("--payload", type=int, default=defaults.payload, help="ciphertext bytes")
-    add("--no-redis", dest="redis", action="store_false", help="skip the Redis loads")
-    add("--profile", action="store_true", help="py-spy profiles of the relay and of tokens")
+    add(
+        "--only",
+        default=defaults.only,
+        metavar="PARTS",
+        help=f"measure only these parts, a comma list of {', '.join(PARTS)} "
+        "(default: all but profile)",
+    )
+    add(
+        "--no-redis",
+        dest="redis",
+        action="store_false",
+        help="skip whatever needs Redis (the redis and workers parts)",
+    )
+    add(
+        "--profile",
+        action="store_true",
+        help="also the profile part: py-spy profiles of tokens, the relay and the relay + Redis",
+    )
     add(
         "--reuse-servers",
         action="store_true",
@@ -854,6 +1021,9 @@ def parse(argv: Sequence[str] | None) -> Options:
     add("--json", dest="json_out", type=Path, help="write the results as JSON here")
     add("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    unknown = sorted({p.strip() for p in args.only.split(",")} - set(PARTS) - {""})
+    if unknown or not args.only.strip(" ,"):
+        parser.error(f"--only: {', '.join(unknown) or 'nothing'} is not one of {', '.join(PARTS)}")
     return Options(**vars(args))
 
 

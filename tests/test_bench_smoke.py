@@ -1,7 +1,8 @@
 """The benchmarks (bench/) run end to end in a tiny configuration.
 
 Against the real `confide serve` (PostgreSQL, the in-process broker, then
-Redis with one and two instances) and the baseline. Nothing here is timed:
+Redis with one and two instances, and `--workers 2` for room tokens) and the
+baseline. Nothing here is timed:
 it checks that every part of `python -m bench.run` completes and measures
 something, so the benchmark does not rot between full runs.
 """
@@ -36,26 +37,29 @@ async def _services() -> None:
         await client.aclose()
 
 
+def tiny(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "--rooms=3",
+        "--participants=3",
+        "--window=2",
+        "--rate=150",
+        "--duration=0.5",
+        "--warmup=0.2",
+        "--idle-sockets=200",
+        "--reuse-servers",
+        "--token-concurrency=8",
+        f"--pg-dsn=postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}",
+        f"--redis-url={REDIS_URL}",
+        f"--workdir={tmp_path}",
+        f"--json={tmp_path / 'results.json'}",
+        "--quiet",
+        *extra,
+    ]
+
+
 def test_the_benchmark_runs_against_the_relay_and_the_baseline(tmp_path: Path) -> None:
     run_async(_services())
-    results = bench.main(
-        [
-            "--rooms=3",
-            "--participants=3",
-            "--window=2",
-            "--rate=150",
-            "--duration=0.5",
-            "--warmup=0.2",
-            "--idle-sockets=200",
-            "--reuse-servers",
-            "--token-concurrency=8",
-            f"--pg-dsn=postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}",
-            f"--redis-url={REDIS_URL}",
-            f"--workdir={tmp_path}",
-            f"--json={tmp_path / 'results.json'}",
-            "--quiet",
-        ]
-    )
+    results = bench.main(tiny(tmp_path))
 
     assert [(r.target, r.mode, r.broker, r.instances) for r in results.loads] == [
         ("baseline", "closed", "-", 1),
@@ -90,11 +94,55 @@ def test_the_benchmark_runs_against_the_relay_and_the_baseline(tmp_path: Path) -
     assert results.tokens is not None
     assert results.tokens.tokens > 200
     assert results.tokens.tokens_per_s > 0
+    assert_workers_measured(results)
 
-    assert len(results.targets) == 4
+    assert len(results.targets) == 9
     assert all(isinstance(t["met"], bool) for t in results.targets)
     assert (tmp_path / "results.json").is_file()
-    assert "| relay, closed loop |" in bench.report(results)
+    text = bench.report(results)
+    assert "| relay, closed loop |" in text
+    assert "--workers 2" in text
+
+
+def assert_workers_measured(results: bench.Results) -> None:
+    """One process and --workers 2, both on Redis, with the same requests."""
+    one, several = results.tokens_one, results.tokens_workers
+    assert one is not None
+    assert several is not None
+    assert (one.workers, several.workers) == (1, 2)
+    assert one.broker == several.broker == "redis"
+    assert one.tokens == several.tokens > 200
+    assert one.concurrency == several.concurrency
+    for measured in (one, several):
+        assert measured.tokens_per_s > 0
+        assert measured.server_util > 0
+
+
+def test_only_measures_the_parts_named(tmp_path: Path) -> None:
+    run_async(_services())
+    results = bench.main(tiny(tmp_path, "--only=workers"))
+    assert results.loads == []
+    assert results.idle == []
+    assert results.tokens is None
+    assert_workers_measured(results)
+    assert [t["target"] for t in results.targets] == [
+        "room tokens/s with --workers 2 / one process >= 1.7 x"
+    ]
+
+
+@pytest.mark.parametrize("only", ["tokens,nothing", "", ","])
+def test_only_refuses_an_unknown_part(only: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        bench.parse([f"--only={only}"])
+    assert stopped.value.code == 2
+    assert "--only" in capsys.readouterr().err
+
+
+def test_parts_follow_only_profile_and_no_redis() -> None:
+    assert bench.parse([]).parts == {"tokens", "idle", "inprocess", "redis", "workers"}
+    assert bench.parse(["--profile"]).parts == set(bench.PARTS)
+    assert bench.parse(["--only=redis,workers,tokens", "--no-redis"]).parts == {"tokens"}
+    assert bench.parse(["--only=profile"]).parts == {"profile"}
 
 
 @pytest.mark.parametrize(
