@@ -2,7 +2,8 @@
 
 A real `confide serve` subprocess with two workers: both serve HTTP and room
 sockets (which process holds a connection is read from /proc), a message
-crosses from a socket on one worker to a socket on the other, and SIGTERM
+crosses from a socket on one worker to a socket on the other, a worker
+killed is replaced, and SIGTERM
 closes the open sockets with 1012 and ends every process with exit code 0.
 What cannot work with several processes refuses to start with one line.
 """
@@ -16,6 +17,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,6 +111,7 @@ def test_two_workers_serve_and_relay_across_processes_then_stop_cleanly(workers:
     parent = workers.proc.pid
     pids = children(parent)
     assert len(pids) == 2, pids
+    wait_started(workers, 2)
 
     # HTTP: connections are answered by both processes.
     seen: set[int] = set()
@@ -117,6 +120,19 @@ def test_two_workers_serve_and_relay_across_processes_then_stop_cleanly(workers:
         if seen == set(pids):
             break
     assert seen == set(pids)
+
+    # A worker that dies is replaced, and the new one serves (a room socket below is on it).
+    os.kill(pids[0], signal.SIGKILL)
+    for _ in range(300):
+        now = children(parent)
+        if len(now) == 2 and pids[0] not in now:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"no worker replaced the one killed: {children(parent)}")
+    assert pids[1] in now
+    pids = now
+    wait_started(workers, 3)
 
     base = f"http://127.0.0.1:{workers.port}"
 
@@ -150,6 +166,15 @@ def test_two_workers_serve_and_relay_across_processes_then_stop_cleanly(workers:
         assert (
             not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
         ), f"worker {pid} still runs"
+
+
+def wait_started(server: Server, count: int) -> None:
+    """Until `count` workers in all have finished their application startup."""
+    for _ in range(600):
+        if server.stderr().count("Application startup complete") >= count:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"{count} worker startups expected:\n{server.stderr()}")
 
 
 async def crosses(sender: ClientConnection, recipient: ClientConnection) -> None:
