@@ -190,6 +190,11 @@ def _supervise(
 ) -> int:
     """Run `count` workers until SIGTERM or SIGINT; start another for one that dies.
 
+    A worker whose first start fails (its application startup, e.g. the
+    database refuses it) stops them all: the others would fail the same way.
+    A replacement that fails to start is tried again after 1 s, then 2, 4...
+    up to 30 s, while the other workers serve.
+
     On the signal each worker is sent SIGTERM, drains its room sockets (1012)
     and stops; one that has not after WORKER_STOP_S is killed. Exit 0 when every
     worker stopped of itself, 1 otherwise.
@@ -220,22 +225,40 @@ def _supervise(
 
     code = 0
     processes = [start(index) for index in range(count)]
+    replaced = [False] * count  # a first start that fails stops everything
+    delay = [0.0] * count  # a replacement that fails to start is retried later and later
+    due = [0.0] * count
     try:
         while not stop.wait(0.5):
             for index, process in enumerate(processes):
-                if process.is_alive() or stop.is_set():
+                if process.is_alive() or stop.is_set() or time.monotonic() < due[index]:
                     continue
-                if process.exitcode == STARTUP_FAILURE:
+                failed = process.exitcode == STARTUP_FAILURE
+                if failed and not replaced[index]:
                     log.error("worker %d could not start; stopping every worker", index)
                     code = 1
                     stop.set()
                     break
-                log.warning(
-                    "worker %d exited (%s); starting another",
-                    index,
-                    process.exitcode,
-                    extra={"worker": index, "exit_code": process.exitcode},
-                )
+                if failed and due[index] == 0.0:
+                    delay[index] = min(30.0, max(1.0, 2 * delay[index]))
+                    due[index] = time.monotonic() + delay[index]
+                    log.warning(
+                        "worker %d could not start; trying again in %.0f s",
+                        index,
+                        delay[index],
+                        extra={"worker": index},
+                    )
+                    continue
+                if not failed:
+                    delay[index] = 0.0
+                    log.warning(
+                        "worker %d exited (%s); starting another",
+                        index,
+                        process.exitcode,
+                        extra={"worker": index, "exit_code": process.exitcode},
+                    )
+                due[index] = 0.0
+                replaced[index] = True
                 processes[index] = start(index)
     finally:
         if signals:
