@@ -72,10 +72,13 @@ async def test_an_entry_that_cannot_be_written_undoes_its_unit_of_work(ctx: Cont
         await conn.execute(text("CREATE TABLE scratch (x integer)"))
         await conn.execute(text("ALTER TABLE audit_log ADD CONSTRAINT refuse CHECK (seq < 0)"))
 
-    with pytest.raises(Exception, match="refuse"):
+    async def refused() -> None:
         async with ctx.transaction() as session:
             await session.execute(text("INSERT INTO scratch VALUES (1)"))
             audit.record(session, "test.refused", actor_role="cli")
+
+    with pytest.raises(Exception, match="refuse"):
+        await refused()
     async with ctx.engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM scratch"))).scalar_one() == 0
         assert (await conn.execute(text("SELECT count(*) FROM audit_log"))).scalar_one() == 0
