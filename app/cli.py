@@ -416,7 +416,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         # buffered past this size. httptools, uvicorn's default parser, has no
         # such bound and buffers whatever it is sent (an 8 MB header was
         # answered). Under it, the app answers 431 past MAX_HEADER_BYTES.
-        http="h11",
+        http="app.web.http_protocol:BoundedHttpToolsProtocol",
         h11_max_incomplete_event_size=4 * MAX_HEADER_BYTES,
         timeout_graceful_shutdown=10,
         ws_ping_interval=20,

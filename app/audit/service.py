@@ -2,10 +2,20 @@
 
 Services call `app.core.audit.record()`; it only queues the entry on the
 session. The unit of work (`Context.transaction`) has `AuditLog.commit`
-append the queue to the chain in the same transaction as the change it
-records, then commit. Appending is serialized: on PostgreSQL by a
-transaction-scoped advisory lock (every instance), on SQLite by a process
-lock (SQLite serves one process), so two requests never read the same head
+append the queue to the chain, then commit its own transaction.
+
+On PostgreSQL one writer task per process appends: units of work hand it
+their entries and wait; it takes whatever has queued up meanwhile and appends
+it all in one transaction of its own (its own connection, so it never waits
+for the pool the waiting requests hold), under a transaction-scoped advisory
+lock that every instance takes, so the lock is held for one short batch
+rather than for every request until its commit. Only once that transaction
+has committed does the unit of work commit: fail-closed, an action whose
+entry could not be written is rolled back and answered with an error (an
+action whose own commit then fails leaves an entry for an attempt, never an
+action without one). A unit of work's entries stay together and in order.
+On SQLite (one process) the unit of work appends in its own transaction,
+under SQLite's write lock. Either way two writers never read the same head
 and fork the chain; the primary key on `seq` refuses a fork outright should
 anything get past that.
 
@@ -21,14 +31,22 @@ reordering breaks the chain at the first affected `seq`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.core.audit import Entry, Pending, Verification, take_pending
 from app.core.clock import Clock
@@ -40,6 +58,8 @@ GENESIS = b"\x00" * 32
 _PG_LOCK_KEY = 0x636F6E666964  # "confid"
 _SLOT_CACHE = 10_000
 TARGET_SLOTS = Slots(AuditEntry.target_ix, "audit.target.slot")
+#: The most entries the writer appends in one transaction.
+_BATCH = 512
 
 
 def chain_hash(prev_hash: bytes, seq: int, target_ix: bytes | None, payload: bytes) -> bytes:
@@ -55,6 +75,77 @@ def chain_hash(prev_hash: bytes, seq: int, target_ix: bytes | None, payload: byt
     return hashlib.sha256(prev_hash + content).digest()
 
 
+@dataclass
+class _Request:
+    """One unit of work's entries, and what the writer answers once they are written."""
+
+    pending: list[Pending]
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class _Writer:
+    """The task that appends every unit of work's entries, in batches (PostgreSQL)."""
+
+    def __init__(self, log: AuditLog, url: str) -> None:
+        self._log = log
+        self.loop = asyncio.get_running_loop()
+        # Its own connection: the units of work waiting for it hold the pool's.
+        self._engine: AsyncEngine = create_async_engine(
+            url,
+            pool_size=1,
+            max_overflow=0,
+            pool_recycle=1800,
+            pool_pre_ping=True,  # one ping per batch: a restarted PostgreSQL costs no entry
+            hide_parameters=True,
+        )
+        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False, autoflush=False)
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self.task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def append(self, pending: list[Pending]) -> None:
+        request = _Request(pending)
+        self._queue.put_nowait(request)
+        await request.done
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            count = len(batch[0].pending)
+            while count < _BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                count += len(batch[-1].pending)
+            try:
+                await self._write([item for request in batch for item in request.pending])
+            except asyncio.CancelledError:
+                for request in batch:
+                    request.done.cancel()
+                raise
+            except Exception as error:  # every waiter fails: none of its entries is written
+                for request in batch:
+                    if not request.done.done():
+                        request.done.set_exception(error)
+            else:
+                for request in batch:
+                    if not request.done.done():
+                        request.done.set_result(None)
+
+    async def _write(self, pending: list[Pending]) -> None:
+        async with self._sessions() as session:
+            await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            await self._log._append(session, pending)
+            await session.commit()
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        while not self._queue.empty():
+            self._queue.get_nowait().done.cancel()
+        await self._engine.dispose()
+
+
 class AuditLog:
     """The chain of `AuditEntry` rows (an `app.core.audit.AuditTrail`)."""
 
@@ -65,6 +156,7 @@ class AuditLog:
         # The next slot of recent targets: appends run under the chain's lock,
         # and `Slots.count` checks a hint with one look-up before trusting it.
         self._next_slot: dict[str, int] = {}
+        self._writer: _Writer | None = None
 
     async def commit(self, session: AsyncSession) -> None:
         """Append the queued entries to the chain, then commit the transaction."""
@@ -82,9 +174,25 @@ class AuditLog:
             await self._append(session, pending)
             await session.commit()
         else:
-            await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-            await self._append(session, pending)
+            # Written (and committed) first: if it cannot be, this raises and the
+            # unit of work rolls back, so the action is not done either.
+            await self._writer_for(session).append(pending)
             await session.commit()
+
+    def _writer_for(self, session: AsyncSession) -> _Writer:
+        writer = self._writer
+        loop = asyncio.get_running_loop()
+        if writer is None or writer.loop is not loop or writer.task.done():
+            engine = session.bind
+            assert isinstance(engine, AsyncEngine)
+            writer = self._writer = _Writer(self, engine.url.render_as_string(hide_password=False))
+        return writer
+
+    async def close(self) -> None:
+        """Stop the writer task (entries still queued are not written: their units fail)."""
+        writer, self._writer = self._writer, None
+        if writer is not None and writer.loop is asyncio.get_running_loop():
+            await writer.close()
 
     async def _append(self, session: AsyncSession, pending: list[Pending]) -> None:
         head = (

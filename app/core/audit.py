@@ -2,8 +2,8 @@
 
 Services call `record()`; it only queues the entry on the session. The unit
 of work (`Context.transaction`) hands the queue to the audit log
-(`AuditTrail.commit`), which appends it to the chain in the same transaction
-as the change it records, then commits. The log itself, a hash chain of
+(`AuditTrail.commit`), which appends it to the chain, then commits the unit
+of work: an action whose entry could not be written is not done. The log itself, a hash chain of
 `AuditEntry` rows, is `app.audit.service.AuditLog`.
 """
 
@@ -110,3 +110,7 @@ class AuditTrail(Protocol):
         ...
 
     async def verify(self, session: AsyncSession, batch: int = 1000) -> Verification: ...
+
+    async def close(self) -> None:
+        """Release what appending holds (a task, a connection)."""
+        ...

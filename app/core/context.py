@@ -81,4 +81,5 @@ class Context:
                 raise
 
     async def close(self) -> None:
+        await self.audit.close()
         await self.engine.dispose()

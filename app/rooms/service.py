@@ -14,7 +14,7 @@ of that rule.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -136,7 +136,10 @@ def _account_room_index(vault: Vault, account_id: str, room_id: str) -> bytes:
 # -- loading -------------------------------------------------------------------
 
 
-async def room_state(session: AsyncSession, vault: Vault, room: Room) -> RoomState:
+async def room_state(
+    session: AsyncSession, vault: Vault, room: Room, rows: Iterable[RoomMember] | None = None
+) -> RoomState:
+    """The room with its members, opened; `rows`: its members' rows, when already loaded."""
     key_id = room.data_key_id
     if key_id is None:
         raise NotFound("No such room.")
@@ -150,9 +153,10 @@ async def room_state(session: AsyncSession, vault: Vault, room: Room) -> RoomSta
         created_at=details.get("created_at"),
         started_at=_time(details.get("started_at")),
     )
-    rows = (
-        await session.execute(select(RoomMember).where(RoomMember.room_id == room.id))
-    ).scalars()
+    if rows is None:
+        rows = (
+            await session.execute(select(RoomMember).where(RoomMember.room_id == room.id))
+        ).scalars()
     for row in rows:
         data = await vault.open_json(session, key_id, RoomMember.details, row.id, row.details)
         extra = {k: v for k, v in data.items() if k not in ("account", "role", "admitted")}
@@ -173,20 +177,23 @@ async def load_for(
         # Never send a path id that cannot name a room to the database: PostgreSQL
         # refuses a NUL (a 500) that SQLite would compare; both must answer 404.
         raise RoomNotFound("No such room.")
+    # The room and its members' rows in one statement; membership is told by the
+    # member index before anything is opened.
     found = (
         await session.execute(
-            select(RoomMember.id).where(
-                RoomMember.room_id == room_id,
-                RoomMember.member_ix == member_index(vault, room_id, account_id),
-            )
+            select(Room, RoomMember)
+            .outerjoin(RoomMember, RoomMember.room_id == Room.id)
+            .where(Room.id == room_id)
         )
-    ).first()
-    room = await session.get(Room, room_id)
-    if room is None:
+    ).all()
+    if not found:
         raise RoomNotFound("No such room.")
-    if found is None:
+    room = found[0][0]
+    rows = [row for _, row in found if row is not None]
+    ix = member_index(vault, room_id, account_id)
+    if not any(row.member_ix == ix for row in rows):
         raise NotFound("No such room.")
-    state = await room_state(session, vault, room)
+    state = await room_state(session, vault, room, rows)
     member = state.member(account_id)
     if member is None:
         raise NotFound("No such room.")
