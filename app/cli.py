@@ -412,12 +412,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         ws_max_size=256 * 1024,
         ws_per_message_deflate=False,
         # The head of a request is bounded while it is read, not only once it
-        # has been parsed: h11 refuses (400, then closes) a head it has
-        # buffered past this size. httptools, uvicorn's default parser, has no
-        # such bound and buffers whatever it is sent (an 8 MB header was
-        # answered). Under it, the app answers 431 past MAX_HEADER_BYTES.
+        # has been parsed: httptools (fast, in C) has no such bound of its own
+        # and buffered whatever it was sent (an 8 MB header was answered), so
+        # this protocol answers 431 and closes past 4 x MAX_HEADER_BYTES. Under
+        # that, the app answers 431 past MAX_HEADER_BYTES.
         http="app.web.http_protocol:BoundedHttpToolsProtocol",
-        h11_max_incomplete_event_size=4 * MAX_HEADER_BYTES,
         timeout_graceful_shutdown=10,
         ws_ping_interval=20,
         ws_ping_timeout=20,
