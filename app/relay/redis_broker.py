@@ -63,6 +63,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -71,6 +72,14 @@ from redis.exceptions import RedisClusterException, RedisError
 from app.core import events
 from app.core.broker_url import ClusterAddress, parse_cluster_url
 from app.relay.frames import sender_member
+from app.relay.redis_pipe import (
+    Pipe,
+    PipeError,
+    ReplyError,
+    Script,
+    Subscription,
+    parse_address,
+)
 from app.relay.store import (
     ERASED_SENDER,
     BrokerUnavailable,
@@ -86,8 +95,9 @@ from app.relay.store import (
 
 log = logging.getLogger("confide.broker")
 
-#: What Redis, or a cluster client that finds no node for a slot, raises.
-_REDIS_ERRORS = (RedisError, RedisClusterException)
+#: What Redis, or a cluster client that finds no node for a slot, raises; and
+#: the pipelined connection's errors.
+_REDIS_ERRORS = (RedisError, RedisClusterException, PipeError, ReplyError)
 
 # KEYS: seq, sent, log, bytes, quota, admit, epoch. ARGV: the resend field,
 # device, kind, payload, channel, room, sender (account), max frames, max
@@ -396,6 +406,19 @@ class RedisBroker:
         self._forget_look = self._redis.register_script(_FORGET_LOOK)
         self._forget_copy = self._redis.register_script(_FORGET_COPY)
         self._forget_swap = self._redis.register_script(_FORGET_SWAP)
+        #: One Redis (not a cluster, a URL without options): the commands of
+        #: the hot path and the subscription go through one pipelined
+        #: connection each (app.relay.redis_pipe); the rest through redis-py.
+        address = None if self._cluster is not None else parse_address(url)
+        self._pipe = None if address is None else Pipe(address, timeout=2, connect_timeout=2)
+        self._registered = {
+            _APPEND: self._append,
+            _SPEND: self._spend,
+            _ADMISSION: self._admission,
+            _PUBLISH_ADMISSION: self._publish_admission,
+            _PUBLISH_IN_ROOM: self._publish_in_room,
+        }
+        self._scripts = {source: Script(source) for source in self._registered}
         self.instance = uuid.uuid4().hex
         self._on_message: MessageHandler | None = None
         self._on_event: EventHandler | None = None
@@ -406,6 +429,18 @@ class RedisBroker:
         self.subscribed_node: tuple[str, int] | None = None
         self._messages = f"{prefix}:messages"
         self._events = f"{prefix}:events"
+
+    async def _eval(self, source: str, keys: list[str], args: list[Any]) -> Any:
+        """Run one of the hot path's scripts: pipelined on one Redis, else through redis-py."""
+        if self._pipe is not None:
+            return await self._scripts[source](self._pipe, keys, args)
+        return await self._registered[source](keys=keys, args=args)
+
+    async def _command(self, *args: Any) -> Any:
+        """One command of the hot path whose reply redis-py does not convert (GET, HSET, ...)."""
+        if self._pipe is not None:
+            return await self._pipe.execute(*args)
+        return await self._redis.execute_command(*args)
 
     # -- keys -----------------------------------------------------------------
     def _k(self, room: str, what: str) -> str:
@@ -442,6 +477,8 @@ class RedisBroker:
         self._tasks = []
         with contextlib.suppress(Exception):
             await self._redis.delete(self._instance_key(self.instance))
+        if self._pipe is not None:
+            self._pipe.close()
         await self._redis.aclose()
         if isinstance(self._redis, aioredis.Redis):
             await self._redis.connection_pool.disconnect()
@@ -449,10 +486,15 @@ class RedisBroker:
     async def _heartbeat(self) -> None:
         while True:
             with contextlib.suppress(*_REDIS_ERRORS):
-                await self._redis.set(self._instance_key(self.instance), "1", ex=INSTANCE_TTL_S)
+                await self._command(
+                    "SET", self._instance_key(self.instance), "1", "EX", INSTANCE_TTL_S
+                )
             await asyncio.sleep(HEARTBEAT_S)
 
     async def _listen(self, ready: asyncio.Event) -> None:
+        if self._pipe is not None:
+            await self._listen_piped(ready)
+            return
         backoff = 0.1
         while True:
             node: aioredis.Redis | None = None
@@ -488,6 +530,37 @@ class RedisBroker:
                 if node is not None and node is not self._redis:
                     with contextlib.suppress(Exception):
                         await node.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(2.0, backoff * 2)
+
+    async def _listen_piped(self, ready: asyncio.Event) -> None:
+        """The subscription on one Redis: every message of a read handed on at once, in order."""
+        assert self._pipe is not None
+        backoff = 0.1
+        while True:
+            subscription = Subscription(self._pipe.address, [self._messages, self._events])
+            try:
+                await subscription.open()
+                now = repr(self._now())
+                for shard in range(JTI_SHARDS):
+                    await self._command("SET", self._jti_epoch_key(shard), now, "NX")
+                self._subscribed = True
+                ready.set()
+                backoff = 0.1
+                while True:
+                    for channel, data in await subscription.read():
+                        await self._dispatch(channel, data)
+            except asyncio.CancelledError:
+                raise
+            except (*_REDIS_ERRORS, OSError) as error:
+                log.warning(
+                    "broker: Redis subscription lost (%s); reconnecting", type(error).__name__
+                )
+            except Exception:
+                log.exception("broker: listener error")
+            finally:
+                self._subscribed = False
+                subscription.close()
             await asyncio.sleep(backoff)
             backoff = min(2.0, backoff * 2)
 
@@ -540,6 +613,8 @@ class RedisBroker:
     async def ready(self) -> bool:
         """Redis answers and this instance hears the channels (else it would miss messages)."""
         try:
+            if self._pipe is not None:
+                return await self._pipe.execute("PING") == "PONG" and self._subscribed
             return bool(await self._redis.ping()) and self._subscribed
         except _REDIS_ERRORS:
             return False
@@ -548,12 +623,13 @@ class RedisBroker:
         kind, payload = message.payload()
         limits = self.limits
         try:
-            seq, outcome = await self._append(
-                keys=[
+            seq, outcome = await self._eval(
+                _APPEND,
+                [
                     self._k(message.room, what)
                     for what in ("seq", "sent", "log", "bytes", "quota", "admit", "epoch")
                 ],
-                args=[
+                [
                     f"{message.sender_device}:{message.client_id}",
                     message.sender_device,
                     kind,
@@ -579,14 +655,14 @@ class RedisBroker:
 
     async def latest_seq(self, room: str) -> int:
         try:
-            value = await self._redis.get(self._k(room, "seq"))
+            value = await self._command("GET", self._k(room, "seq"))
         except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
         return int(value or 0)
 
     async def mls_epoch(self, room: str) -> int | None:
         try:
-            value = await self._redis.get(self._k(room, "epoch"))
+            value = await self._command("GET", self._k(room, "epoch"))
         except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
         return None if value is None else int(value)
@@ -607,9 +683,10 @@ class RedisBroker:
         if not accounts:
             return {}
         try:
-            points = await self._admission(
-                keys=[self._k(room, "seq"), self._k(room, "admit")],
-                args=[self._idle_ms, *accounts],
+            points = await self._eval(
+                _ADMISSION,
+                [self._k(room, "seq"), self._k(room, "admit")],
+                [self._idle_ms, *accounts],
             )
         except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
@@ -617,9 +694,10 @@ class RedisBroker:
 
     async def spend_jti(self, jti: str, ttl_s: int, issued_at: float) -> bool:
         try:
-            spent = await self._spend(
-                keys=list(self._jti_keys(jti)),
-                args=[repr(self._now()), repr(issued_at), max(1, ttl_s)],
+            spent = await self._eval(
+                _SPEND,
+                list(self._jti_keys(jti)),
+                [repr(self._now()), repr(issued_at), max(1, ttl_s)],
             )
             return bool(spent)
         except _REDIS_ERRORS as error:
@@ -632,14 +710,15 @@ class RedisBroker:
             room = getattr(event, "room", None)
             if change is None and self._cluster is not None and isinstance(room, str):
                 # From the room's node, in order with its messages.
-                await self._publish_in_room(keys=[self._k(room, "seq")], args=[self._events, text])
+                await self._eval(_PUBLISH_IN_ROOM, [self._k(room, "seq")], [self._events, text])
             elif change is None:
-                await self._redis.publish(self._events, text)
+                await self._command("PUBLISH", self._events, text)
             else:
                 room, account, how = change
-                await self._publish_admission(
-                    keys=[self._k(room, "seq"), self._k(room, "admit")],
-                    args=[how, account, self._idle_ms, self._events, text],
+                await self._eval(
+                    _PUBLISH_ADMISSION,
+                    [self._k(room, "seq"), self._k(room, "admit")],
+                    [how, account, self._idle_ms, self._events, text],
                 )
         except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
@@ -648,19 +727,29 @@ class RedisBroker:
         key = self._k(room, "online")
         try:
             if online:
-                await self._redis.hset(key, device, self.instance)
+                await self._command("HSET", key, device, self.instance)
             else:
-                await self._redis.hdel(key, device)
+                await self._command("HDEL", key, device)
         except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
 
     async def online(self, room: str) -> set[str]:
         try:
-            devices: dict[str, str] = await self._redis.hgetall(self._k(room, "online"))  # type: ignore[assignment]
+            devices: dict[str, str]
+            if self._pipe is not None:
+                flat = await self._pipe.execute("HGETALL", self._k(room, "online"))
+                devices = dict(zip(flat[::2], flat[1::2], strict=True))
+            else:
+                devices = await self._redis.hgetall(self._k(room, "online"))  # type: ignore[assignment]
             instances = sorted(set(devices.values()))
             if not instances:
                 return set()
-            alive = await self._redis.mget([self._instance_key(i) for i in instances])
+            if self._pipe is not None:
+                alive = await self._pipe.execute(
+                    "MGET", *(self._instance_key(i) for i in instances)
+                )
+            else:
+                alive = await self._redis.mget([self._instance_key(i) for i in instances])
         except _REDIS_ERRORS as error:
             raise BrokerUnavailable(str(error)) from None
         live = {i for i, flag in zip(instances, alive, strict=True) if flag}

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from app.core.events import Admitted, Event, ParticipantAdded, ParticipantRemoved, RoomEnded
@@ -277,6 +278,92 @@ async def test_redis_down_is_an_error_never_a_silent_drop(volatile_redis: Privat
         assert await b.spend_jti("new", 60, clock.now) is True
     finally:
         await b.close()
+
+
+async def test_a_redis_that_does_not_answer_in_time_is_an_error_then_sends_work_again(
+    volatile_redis: PrivateRedis,
+) -> None:
+    seen = Recorder()
+    b = RedisBroker(volatile_redis.url, prefix="p")
+    await b.start(seen.on_message, seen.on_event)
+    other = aioredis.Redis.from_url(volatile_redis.url)
+    try:
+        assert (await b.append(broadcast("r", "d", "a")))[0] == 1
+        # A script that keeps Redis busy for 4 to 5 s: past the 2 s budget of a command.
+        busy = asyncio.ensure_future(
+            other.eval(
+                "local t = redis.call('TIME'); local s = t[1] + 5; "
+                "while tonumber(redis.call('TIME')[1]) < s do end; return 1",
+                0,
+            )
+        )
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(b.append(broadcast("r", "d", f"late{i}")) for i in range(20)),
+            return_exceptions=True,
+        )
+        # Refused at the budget, not answered when the script ended.
+        assert all(isinstance(r, BrokerUnavailable) for r in results), results
+        assert time.monotonic() - started < 4
+        await busy
+        # A refused send took no seq, or kept the one it got: sent again, it is stored once.
+        seqs = [(await b.append(broadcast("r", "d", f"late{i}")))[0] for i in range(20)]
+        assert len(set(seqs)) == 20
+        assert await b.latest_seq("r") == max(seqs)
+        async with asyncio.timeout(5):
+            while {s.seq for _, s in seen.messages} < set(seqs):
+                await asyncio.sleep(0.05)
+    finally:
+        await other.aclose()
+        await b.close()
+
+
+async def test_scripts_run_again_after_redis_forgot_them(volatile_redis: PrivateRedis) -> None:
+    seen = Recorder()
+    b = RedisBroker(volatile_redis.url, prefix="p")
+    await b.start(seen.on_message, seen.on_event)
+    other = aioredis.Redis.from_url(volatile_redis.url)
+    try:
+        assert (await b.append(broadcast("r", "d", "a")))[0] == 1
+        assert await b.spend_jti("j1", 60, time.time()) is True
+        await other.script_flush()
+        assert (await b.append(broadcast("r", "d", "b")))[0] == 2
+        assert await b.append(broadcast("r", "d", "a")) == (1, True)
+        assert await b.spend_jti("j1", 60, time.time()) is False
+        await seen.wait_for(2)
+        assert [s.seq for _, s in seen.messages] == [1, 2]
+    finally:
+        await other.aclose()
+        await b.close()
+
+
+async def test_many_concurrent_sends_to_many_rooms_keep_each_rooms_order(
+    redis_url: str,
+) -> None:
+    url, prefix = redis_url, unique_prefix()
+    seen = Recorder()
+    b = RedisBroker(url, prefix=prefix)
+    await b.start(seen.on_message, seen.on_event)
+    try:
+        rooms = [f"r{i}" for i in range(10)]
+        results = await asyncio.gather(
+            *(b.append(broadcast(room, "d", f"m{n}")) for n in range(30) for room in rooms)
+        )
+        for i, room in enumerate(rooms):
+            seqs = [seq for seq, _ in results[i :: len(rooms)]]
+            if "+cluster://" in url:
+                assert sorted(seqs) == list(range(1, 31)), room
+            else:
+                # One Redis: one connection, answered in order, so sends
+                # issued in order get increasing seqs.
+                assert seqs == list(range(1, 31)), room
+        await seen.wait_for(300)
+        for room in rooms:
+            assert [s.seq for r, s in seen.messages if r == room] == list(range(1, 31))
+    finally:
+        await b.close()
+        await delete_prefix(url, prefix)
 
 
 async def test_a_cluster_master_down_is_an_error_never_a_silent_drop(
