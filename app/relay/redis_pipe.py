@@ -67,9 +67,17 @@ class Address:
 def parse_address(url: str) -> Address | None:
     """The address of a plain `redis://`, `rediss://` or `unix://` URL.
 
-    None for a URL with options in its query (other than `db`): those are
-    redis-py's to interpret.
+    None for a URL with options in its query (other than `db`), or one this
+    cannot read (a port or database that is not a number): those are
+    redis-py's to interpret, or to refuse.
     """
+    try:
+        return _parse_address(url)
+    except ValueError:
+        return None
+
+
+def _parse_address(url: str) -> Address | None:
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss", "unix"):
         return None

@@ -83,6 +83,14 @@ def test_addresses() -> None:
     # Options are redis-py's to read.
     assert parse_address("rediss://h/0?ssl_cert_reqs=none") is None
     assert parse_address("redis+cluster://h:1") is None
+    # What this cannot read is left to redis-py (which refuses it), never raised here.
+    for unreadable in (
+        "redis://h:1/?db=abc",
+        "redis://h:1/abc",
+        "redis://h:99999/",
+        "redis://h:x/",
+    ):
+        assert parse_address(unreadable) is None
 
 
 @pytest.fixture
