@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 
 from app.core.config import Settings
-from app.relay.wsproto import text_frame
+from app.relay.wsproto import Flag, Inbox, text_frame
 from tests.fixtures.server import open_socket, recv, recv_until
 from tests.relay.conftest import Practice
 
@@ -49,6 +49,62 @@ def test_a_text_frame_is_what_websockets_would_write(data: bytes) -> None:
 def test_a_text_frame_at_each_length_boundary(size: int) -> None:
     data = b"x" * size
     assert text_frame(data) == Frame(Opcode.TEXT, data).serialize(mask=False)
+
+
+@given(st.lists(st.integers(), max_size=50))
+def test_an_inbox_gives_back_what_was_put_in_order(items: list[int]) -> None:
+    async def run() -> list[int]:
+        inbox: Inbox[int] = Inbox()
+        got: list[int] = []
+
+        async def get_all() -> None:
+            for _ in items:
+                got.append(await inbox.get())
+
+        reader = asyncio.create_task(get_all())
+        for item in items:
+            inbox.put_nowait(item)
+            await asyncio.sleep(0)
+        await asyncio.wait_for(reader, 5)
+        assert inbox.empty()
+        return got
+
+    assert asyncio.run(run()) == items
+
+
+def test_an_inbox_wakes_every_getter_and_survives_a_cancelled_one() -> None:
+    async def run() -> None:
+        inbox: Inbox[str] = Inbox()
+        cancelled = asyncio.create_task(inbox.get())
+        first, second = asyncio.create_task(inbox.get()), asyncio.create_task(inbox.get())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.sleep(0)
+        inbox.put_nowait("a")
+        inbox.put_nowait("b")
+        assert sorted(await asyncio.wait_for(asyncio.gather(first, second), 5)) == ["a", "b"]
+        assert inbox.empty()
+        assert inbox.qsize() == 0
+
+    asyncio.run(run())
+
+
+def test_a_flag_releases_its_waiters_when_set() -> None:
+    async def run() -> None:
+        flag = Flag(True)
+        assert await flag.wait()
+        flag.clear()
+        assert not flag.is_set()
+        waiters = [asyncio.create_task(flag.wait()) for _ in range(3)]
+        cancelled = asyncio.create_task(flag.wait())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.sleep(0.01)
+        assert not any(w.done() for w in waiters)
+        flag.set()
+        assert await asyncio.wait_for(asyncio.gather(*waiters), 5) == [True, True, True]
+
+    asyncio.run(run())
 
 
 def b64(data: bytes) -> str:
