@@ -10,8 +10,12 @@ current by events from whichever instance made a change; and for each socket
 a `Connection`.
 
 Each connection has a bounded queue drained by its own writer task: fan-out
-never awaits a slow socket. A queue that fills closes its socket with 1013
-(the client resumes with a new token); memory never grows with a slow reader.
+never awaits a slow socket. With the server's frame sink (`app.relay.wsproto`)
+a frame is written to the transport at once while nothing is queued and the
+transport is not paused, and a frame for several sockets is encoded once; it
+is queued only while the transport is paused. A queue that fills closes its
+socket with 1013 (the client resumes with a new token); memory never grows
+with a slow reader.
 
 A replay (`resume`) runs in a task of its own, so the socket keeps reading
 (its sends are acked meanwhile). It is paced: each replayed message waits
