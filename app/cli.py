@@ -101,33 +101,11 @@ def _metrics_mode(settings: Settings) -> str:
     return "token" if settings.metrics_token is not None else "off"
 
 
-def _bounded_websocket_protocol() -> type[Any]:
-    """uvicorn's WebSocket protocol, answering an upgrade request its parser refuses.
+def _websocket_protocol() -> type[Any]:
+    """The WebSocket protocol `confide serve` runs (`app.relay.wsproto`)."""
+    from app.relay.wsproto import WebSocketProtocol
 
-    The parser (websockets) refuses a request line or header line over 8 KiB,
-    or over 128 headers; uvicorn then neither answers nor closes, and the
-    connection hangs until the client gives up. This answers 431 for a head
-    too large (400 for anything else the parser refused) and closes.
-    """
-    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-    from websockets.exceptions import SecurityError
-
-    class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            refused = self.conn.handshake_exc
-            if self.handshake_initiated or refused is None or self.transport.is_closing():
-                return
-            too_large = isinstance(refused, SecurityError) or isinstance(
-                refused.__cause__, SecurityError
-            )
-            status = b"431 Request Header Fields Too Large" if too_large else b"400 Bad Request"
-            self.transport.write(
-                b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            )
-            self.transport.close()
-
-    return BoundedWebSocketProtocol
+    return WebSocketProtocol
 
 
 def _workers(settings: Settings, given: str | None) -> int | str:
@@ -399,7 +377,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     config = uvicorn.Config(
         app,
-        ws=_bounded_websocket_protocol(),
+        ws=_websocket_protocol(),
         host=args.host,
         port=args.port,
         server_header=False,

@@ -33,6 +33,8 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from app.core import audit, webhooks
 from app.core import logging as logs
@@ -223,7 +225,18 @@ async def _first_frame_token(ws: WebSocket, timeout_s: float, metrics: RelayMetr
     return frame.token
 
 
-@router.websocket(ROOM_SOCKET)
+class _RoomSocketApp:
+    """The room socket's route, as a plain ASGI app: no dependency injection, exit
+    stacks or exception-handling wrappers whose frames would live as long as each
+    socket and sit in the path of every frame sent through ASGI."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await room_socket(WebSocket(scope, receive, send), scope["path_params"]["room_id"])
+
+
+router.routes.append(WebSocketRoute(ROOM_SOCKET, _RoomSocketApp(), name="room_socket"))
+
+
 async def room_socket(ws: WebSocket, room_id: str) -> None:
     # Not reset afterwards: the task serving this socket ends with it.
     logs.connection_id.set(logs.new_id())

@@ -10,8 +10,12 @@ current by events from whichever instance made a change; and for each socket
 a `Connection`.
 
 Each connection has a bounded queue drained by its own writer task: fan-out
-never awaits a slow socket. A queue that fills closes its socket with 1013
-(the client resumes with a new token); memory never grows with a slow reader.
+never awaits a slow socket. With the server's frame sink (`app.relay.wsproto`)
+a frame is written to the transport at once while nothing is queued and the
+transport is not paused, and a frame for several sockets is encoded once; it
+is queued only while the transport is paused. A queue that fills closes its
+socket with 1013 (the client resumes with a new token); memory never grows
+with a slow reader.
 
 A replay (`resume`) runs in a task of its own, so the socket keeps reading
 (its sends are acked meanwhile). It is paced: each replayed message waits
@@ -96,6 +100,7 @@ from app.relay.room import (
     target,
 )
 from app.relay.store import BrokerUnavailable, QuotaExceeded, StaleEpoch, Stored
+from app.relay.wsproto import FrameSink, sink_of, text_frame
 
 __all__ = ["Connection", "Grant", "Hub", "Participant"]
 
@@ -111,12 +116,40 @@ REPLAY_HIGH_FRAMES, REPLAY_HIGH_BYTES = QUEUE_FRAMES // 2, QUEUE_BYTES // 2
 REPLAY_LOW_FRAMES, REPLAY_LOW_BYTES = QUEUE_FRAMES // 4, QUEUE_BYTES // 4
 
 
+#: What `Connection.send` did with a frame.
+FULL, QUEUED, WRITTEN = 0, 1, 2
+
+
 class Connection:
-    """One socket: its send queue and writer. What the room knows of it is `peer`."""
+    """One socket: its send queue and writer. What the room knows of it is `peer`.
+
+    With the server's frame sink (`app.relay.wsproto`), a frame is written to the
+    transport at once while nothing is queued and the transport is not paused;
+    it is queued only while the transport is paused (its buffer over the
+    high-water mark), and the writer task drains the queue once it resumes.
+    Without the sink, every frame is queued and the writer sends it through
+    ASGI.
+    """
+
+    __slots__ = (
+        "_space",
+        "_wake",
+        "close_code",
+        "close_reason",
+        "peak",
+        "peer",
+        "queue",
+        "queued_bytes",
+        "reader",
+        "replay",
+        "sink",
+        "ws",
+    )
 
     def __init__(self, ws: WebSocket, grant: Grant, rate_per_s: int) -> None:
         self.peer = Peer.from_grant(uuid.uuid4().hex, grant, rate_per_s)
         self.ws = ws
+        self.sink: FrameSink | None = sink_of(ws.scope)
         # Bounded by send() (frames and bytes), so that the closing sentinel
         # always fits behind what is already queued. A deque and one waiter:
         # an asyncio.Queue costs several deques per socket.
@@ -152,35 +185,39 @@ class Connection:
     def role(self) -> str:
         return self.peer.role
 
-    def send(self, frame: str) -> bool:
-        """Queue `frame`; False when the queue is full (the consumer is too slow)."""
+    def send(self, frame: str) -> int:
+        """Write or queue `frame`: `WRITTEN`, `QUEUED`, or `FULL` when the queue is
+        full (the consumer is too slow)."""
         if self.close_code is not None:
-            return True  # closing: nothing more is written
+            return QUEUED  # closing: nothing more is written
+        if self.sink is not None and not self.queue and self.sink.ready():
+            self.sink.write_frame(text_frame(frame.encode()))
+            return WRITTEN
         depth = len(self.queue)
         if self.queued_bytes + len(frame) > QUEUE_BYTES or depth >= QUEUE_FRAMES:
-            return False
+            return FULL
         self.queued_bytes += len(frame)
         self._put(frame)
         if depth >= self.peak:
             self.peak = depth + 1
-        return True
+        return QUEUED
 
     def _put(self, item: str | None) -> None:
         self.queue.append(item)
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
-    async def _get(self) -> str | None:
+    async def _filled(self) -> None:
+        """Return once something is queued."""
         while not self.queue:
             self._wake = asyncio.get_running_loop().create_future()
             try:
                 await self._wake
             finally:
                 self._wake = None
-        return self.queue.popleft()
 
-    async def send_paced(self, frame: str) -> bool:
-        """Queue a replayed frame; first wait while the replay's half of the queue is full."""
+    async def send_paced(self, frame: str) -> int:
+        """Send a replayed frame; first wait while the replay's half of the queue is full."""
         while (
             self.close_code is None
             and self.queue
@@ -225,13 +262,36 @@ class Connection:
         self._made_space(closing=True)
 
     async def writer(self, metrics: RelayMetrics) -> bool:
-        """Write what is queued until the close; False if the peer was gone first."""
+        """Write what is queued until the close; False if the peer was gone first.
+
+        A frame leaves the queue only when it is written, or handed to the ASGI
+        send: while the transport is paused it stays queued, so a frame sent
+        meanwhile queues behind it, never overtakes it.
+        """
         frames_out, bytes_out = metrics.frames_out, metrics.bytes_out
+        sink, queue = self.sink, self.queue
         try:
             while True:
-                frame = await self._get()
+                if not queue:
+                    await self._filled()
+                frame = queue[0]
                 if frame is None:
                     break
+                if sink is not None and sink.open():
+                    if not sink.ready():
+                        await sink.wait_writable()
+                        continue
+                    queue.popleft()
+                    self.queued_bytes -= len(frame)
+                    self._made_space()
+                    data = frame.encode()
+                    sink.write_frame(text_frame(data))
+                    frames_out[frames.kind(frame)].inc()
+                    bytes_out.inc(len(data))
+                    continue
+                # No sink, or the socket is closing: the ASGI send (which raises
+                # once the peer is gone).
+                queue.popleft()
                 self.queued_bytes -= len(frame)
                 self._made_space()
                 await self.ws.send_text(frame)
@@ -495,17 +555,31 @@ class Hub:
 
     def _send(self, room: RoomState, action: Send) -> None:
         frame, connections = action.frame, self._connections
-        queued = 0
+        queued = written = 0
+        # Encoded once for every socket it is written to at once.
+        data: bytes | None = None
+        wire = b""
         for peer in action.to:
             conn = connections.get(peer.id)
             if conn is None:
                 continue
-            if conn.send(frame):
+            sink = conn.sink
+            if sink is not None and not conn.queue and conn.close_code is None and sink.ready():
+                if data is None:
+                    data = frame.encode()
+                    wire = text_frame(data)
+                sink.write_frame(wire)
+                written += 1
+            elif conn.send(frame):
                 queued += 1
             else:
                 self._apply(room, self._feed(room, Overflowed(peer)))
-        if queued and frame.startswith(frames.MESSAGE_HEAD):
-            self.metrics.live.inc(queued)
+        if written:
+            assert data is not None
+            self.metrics.frames_out[frames.kind(frame)].inc(written)
+            self.metrics.bytes_out.inc(written * len(data))
+        if (queued or written) and frame.startswith(frames.MESSAGE_HEAD):
+            self.metrics.live.inc(queued + written)
 
     def _act(self, room: RoomState, action: Action) -> _Pending | None:
         """Do `action`; for one that waits on the broker or a queue, the coroutine that
@@ -624,8 +698,12 @@ class Hub:
         peer = action.peer
         conn = self._connections.get(peer.id)
         if conn is not None:
-            if await conn.send_paced(action.frame):
+            sent = await conn.send_paced(action.frame)
+            if sent:
                 self.metrics.replayed.inc()
+                if sent == WRITTEN:
+                    self.metrics.frames_out[frames.kind(action.frame)].inc()
+                    self.metrics.bytes_out.inc(utf8_length(action.frame))
             else:
                 self._apply(room, self._feed(room, Overflowed(peer)))
         return self._feed(room, Queued(peer, action.replay, action.seq))
