@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import cast
 
 import httpx
@@ -207,8 +208,9 @@ async def test_a_session_moves_every_relay_series(tmp_path: Path, broker: str) -
     assert moved("confide_relay_refusals_total", reason="subprotocol_required") == 1
     assert moved("confide_relay_refusals_total", reason="other") == 0
     peaks = "confide_relay_send_queue_peak_frames"
-    assert moved(peaks + "_count") == 3  # one per socket the hub served
-    assert moved(peaks + "_sum") >= 3
+    # One per socket the hub served. Their values here are small: frames go straight to
+    # the transport while it keeps up (the test below fills queues and reads the peaks).
+    assert moved(peaks + "_count") == 3
     rtt = "confide_relay_broker_seconds"
     assert total(after, rtt + "_count", broker="memory" if broker == "redis" else "redis") == 0
     for operation, at_least in [
@@ -252,8 +254,10 @@ def test_the_queue_gauges_show_the_deepest_queue_and_sockets_their_peak() -> Non
     hub = Hub(InProcessBroker(), FrozenClock(), rate_per_s=10, idle_timeout=60)
     registry = hub.metrics.registry
     grant = Grant("r", "a", "d", "participant", "s", True, None, False, {})
-    # Never written to: the writer task that would drain the queues is not started.
-    slow, slower = (Connection(cast(WebSocket, None), grant, 10) for _ in range(2))
+    # Never written to: no frame sink (the ASGI path) and the writer task that would
+    # drain the queues is not started.
+    scope = SimpleNamespace(scope={"type": "websocket", "extensions": {}})
+    slow, slower = (Connection(cast(WebSocket, scope), grant, 10) for _ in range(2))
     hub._connections |= {slow.id: slow, slower.id: slower}
     assert registry.get_sample_value("confide_relay_sockets_open") == 2
     assert registry.get_sample_value("confide_relay_send_queue_max_frames") == 0
