@@ -138,25 +138,38 @@ def _workers(settings: Settings, given: str | None) -> int | str:
     return count
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """The one listening socket every worker accepts on (OSError if it cannot be had)."""
+def _listen(host: str, port: int, *, accept: bool) -> socket.socket:
+    """A socket on host:port with SO_REUSEPORT (OSError if it cannot be had).
+
+    The parent's is bound, not listening: it holds the port while workers come
+    and go, and finds it taken by another server. Each worker listens on a
+    socket of its own, and the kernel spreads new connections over them; on one
+    shared socket the first worker to wake would accept a burst of connections
+    alone, and keep them (HTTP keep-alive, room sockets).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(2048)
+        if accept:
+            sock.listen(2048)
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
     return sock
 
 
-def _run_worker(make_server: Callable[[], uvicorn.Server], listener: socket.socket) -> None:
-    """One worker process: its own event loop and app, on the shared socket."""
+def _run_worker(make_server: Callable[[], uvicorn.Server], address: tuple[str, int]) -> None:
+    """One worker process: its own event loop, app and listening socket, on the port."""
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signal.SIG_DFL)  # the server installs its own once it runs
+    try:
+        listener = _listen(*address, accept=True)
+    except OSError as error:
+        print(f"confide: cannot listen on {address[0]}:{address[1]}: {error}", file=sys.stderr)
+        sys.exit(STARTUP_FAILURE)
     server = make_server()
     server.run(sockets=[listener])
     if not server.started:
@@ -180,6 +193,9 @@ def _supervise(
     import multiprocessing
     from multiprocessing.process import BaseProcess
 
+    # Where the workers listen: the port the parent holds (chosen by the system for 0).
+    address: tuple[str, int] = listener.getsockname()[:2]
+
     # fork: each worker starts from this process's settings and checked state,
     # and builds its own app, connections and event loop.
     context = multiprocessing.get_context("fork")
@@ -195,7 +211,7 @@ def _supervise(
 
     def start(index: int) -> BaseProcess:
         process = context.Process(
-            target=_run_worker, args=(make_server, listener), name=f"confide-worker-{index}"
+            target=_run_worker, args=(make_server, address), name=f"confide-worker-{index}"
         )
         process.start()
         log.info("worker %d started", index, extra={"worker": index, "pid": process.pid})
@@ -278,7 +294,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     listener: socket.socket | None = None
     if workers > 1:
         try:
-            listener = _listen(args.host, args.port)
+            listener = _listen(args.host, args.port, accept=False)
         except OSError as error:
             print(
                 f"confide: cannot listen on {args.host}:{args.port}: {error.strerror or error}",

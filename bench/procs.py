@@ -68,6 +68,33 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def named_cpu_seconds(name: str) -> float:
+    """CPU seconds (user + system) of every running process whose command is `name`
+    (e.g. PostgreSQL's backends, `postgres`); processes that exited are not counted."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm_end = stat.rfind(")")
+        if stat[stat.find("(") + 1 : comm_end] != name:
+            continue
+        fields = stat[comm_end + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(values[:8]) - idle) / tick, sum(values[:8]) / tick
+
+
 def raise_open_files() -> int:
     """Raise this process's soft open-file limit to the hard one (children inherit it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

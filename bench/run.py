@@ -58,6 +58,8 @@ from bench.procs import (
     bench_env,
     confide_server,
     cpu_seconds,
+    machine_cpu,
+    named_cpu_seconds,
     own_cpu_seconds,
     raise_open_files,
     readable,
@@ -165,6 +167,10 @@ class TokenResult:
     tokens_per_s: float
     server_util: float
     client_util: float
+    #: PostgreSQL's backends, in cores (what the server's queries cost it).
+    postgres_util: float = 0.0
+    #: The whole machine's busy share, of all its cores (1.0: every core busy).
+    machine_busy: float = 0.0
 
 
 @dataclass
@@ -496,8 +502,10 @@ async def token_rate(
     await pr.fresh(practice.http, [*practice.counselors, *practice.clients])
     await settle(server.pids())
     cpu0, own0, began = server.cpu(), own_cpu_seconds(), time.monotonic()
+    pg0, (busy0, all0) = named_cpu_seconds("postgres"), machine_cpu()
     tokens = await pr.issue_tokens(practice, rooms, concurrency=options.token_concurrency)
     seconds = time.monotonic() - began
+    pg1, (busy1, all1) = named_cpu_seconds("postgres"), machine_cpu()
     count = sum(len(t) for t in tokens)
     result = TokenResult(
         broker=broker,
@@ -508,6 +516,8 @@ async def token_rate(
         tokens_per_s=count / seconds,
         server_util=(server.cpu() - cpu0) / seconds,
         client_util=(own_cpu_seconds() - own0) / seconds,
+        postgres_util=(pg1 - pg0) / seconds,
+        machine_busy=(busy1 - busy0) / max(1e-9, all1 - all0),
     )
     log(options, f"tokens ({broker}, {workers} process(es)): {result.tokens_per_s:.0f}/s")
     return result, tokens
@@ -961,7 +971,9 @@ def report(results: Results) -> str:
             "",
             f"{label}: {t.tokens} in {t.seconds:.1f} s = **{t.tokens_per_s:.0f}/s** "
             f"({t.concurrency} concurrent requests, {processes}, {t.broker} broker; server "
-            f"CPU {t.server_util:.0%}, client CPU {t.client_util:.0%}).",
+            f"CPU {t.server_util:.0%}, client CPU {t.client_util:.0%}, PostgreSQL CPU "
+            f"{t.postgres_util:.0%}; the machine's {os.cpu_count()} cores "
+            f"{t.machine_busy:.0%} busy).",
         ]
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for target in results.targets:
