@@ -68,10 +68,11 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def named_cpu_seconds(name: str) -> float:
-    """CPU seconds (user + system) of every running process whose command is `name`
-    (e.g. PostgreSQL's backends, `postgres`); processes that exited are not counted."""
-    total = 0
+def named_cpu_seconds(name: str) -> dict[int, float]:
+    """CPU seconds (user + system) of each running process whose command is `name`
+    (e.g. PostgreSQL's backends, `postgres`), by pid."""
+    seconds: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -83,8 +84,14 @@ def named_cpu_seconds(name: str) -> float:
         if stat[stat.find("(") + 1 : comm_end] != name:
             continue
         fields = stat[comm_end + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        seconds[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """The CPU seconds `after`'s processes spent since `before` (a process that started
+    meanwhile counts whole; one that exited meanwhile is not counted: a lower bound)."""
+    return sum(spent - before.get(pid, 0.0) for pid, spent in after.items())
 
 
 def machine_cpu() -> tuple[float, float]:

@@ -57,6 +57,7 @@ from bench.procs import (
     baseline_server,
     bench_env,
     confide_server,
+    cpu_between,
     cpu_seconds,
     machine_cpu,
     named_cpu_seconds,
@@ -167,7 +168,8 @@ class TokenResult:
     tokens_per_s: float
     server_util: float
     client_util: float
-    #: PostgreSQL's backends, in cores (what the server's queries cost it).
+    #: PostgreSQL's backends, in cores (what the server's queries cost it); backends
+    #: that exited during the measurement are not counted (a lower bound).
     postgres_util: float = 0.0
     #: The whole machine's busy share, of all its cores (1.0: every core busy).
     machine_busy: float = 0.0
@@ -516,7 +518,7 @@ async def token_rate(
         tokens_per_s=count / seconds,
         server_util=(server.cpu() - cpu0) / seconds,
         client_util=(own_cpu_seconds() - own0) / seconds,
-        postgres_util=(pg1 - pg0) / seconds,
+        postgres_util=cpu_between(pg0, pg1) / seconds,
         machine_busy=(busy1 - busy0) / max(1e-9, all1 - all0),
     )
     log(options, f"tokens ({broker}, {workers} process(es)): {result.tokens_per_s:.0f}/s")
