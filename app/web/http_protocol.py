@@ -15,25 +15,15 @@ refuses never reaches the app.
 
 from __future__ import annotations
 
-import json
-
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.core.errors import PROBLEM_JSON, HeadersTooLarge
-from app.web.middleware import MAX_HEADER_BYTES
+from app.core.errors import PROBLEM_JSON
+from app.web.middleware import MAX_HEADER_BYTES, OVERSIZE_HEADERS_BODY
 
 #: The most bytes of an incomplete request head a connection may send.
 HEAD_LIMIT = 4 * MAX_HEADER_BYTES
 
-_BODY = json.dumps(
-    {
-        "type": f"https://confide.invalid/problems/{HeadersTooLarge.code}",
-        "title": HeadersTooLarge.title,
-        "status": HeadersTooLarge.status,
-        "detail": f"Request heads are limited to {MAX_HEADER_BYTES} bytes.",
-        "code": HeadersTooLarge.code,
-    }
-).encode()
+_BODY = OVERSIZE_HEADERS_BODY
 REFUSAL = b"".join(
     [
         b"HTTP/1.1 431 Request Header Fields Too Large\r\n",

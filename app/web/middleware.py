@@ -159,6 +159,19 @@ def header_bytes(scope: Scope) -> int:
     return size
 
 
+#: The 431 problem for a request head past MAX_HEADER_BYTES (here, and from the server's
+#: own bound while a head is read: `app.web.http_protocol`).
+OVERSIZE_HEADERS_BODY = json.dumps(
+    {
+        "type": f"https://confide.invalid/problems/{HeadersTooLarge.code}",
+        "title": HeadersTooLarge.title,
+        "status": HeadersTooLarge.status,
+        "detail": f"Request heads are limited to {MAX_HEADER_BYTES} bytes.",
+        "code": HeadersTooLarge.code,
+    }
+).encode()
+
+
 async def refuse_oversize_headers(scope: Scope, receive: Receive, send: Send) -> None:
     """431 problem for an HTTP request; the same answer, where the server can, for a socket.
 
@@ -166,15 +179,7 @@ async def refuse_oversize_headers(scope: Scope, receive: Receive, send: Send) ->
     limit of its own): `confide serve` also bounds it while reading (see
     app/cli.py), this is the rule whatever the server and its parser.
     """
-    body = json.dumps(
-        {
-            "type": f"https://confide.invalid/problems/{HeadersTooLarge.code}",
-            "title": HeadersTooLarge.title,
-            "status": HeadersTooLarge.status,
-            "detail": f"Request heads are limited to {MAX_HEADER_BYTES} bytes.",
-            "code": HeadersTooLarge.code,
-        }
-    ).encode()
+    body = OVERSIZE_HEADERS_BODY
     headers = [
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(body)).encode()),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator
@@ -12,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from app.core.context import Context
@@ -30,6 +28,7 @@ from tests.fixtures.accounts import (
 )
 from tests.fixtures.identity import device_body
 from tests.fixtures.rooms import add_and_accept
+from tests.fixtures.server import serve
 
 
 @dataclass
@@ -141,32 +140,8 @@ class Practice:
 async def serve_as_deployed(app: FastAPI) -> AsyncIterator[str]:
     """Serve `app` with the WebSocket protocol `confide serve` runs (the frame sink);
     yields its base URL. (`serve` runs uvicorn's default protocol, without it.)"""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        ws=WebSocketProtocol,
-        ws_max_size=256 * 1024,
-        ws_per_message_deflate=False,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started:
-            break
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
+    async with serve(app, ws=WebSocketProtocol) as base:
+        yield base
 
 
 @pytest.fixture
