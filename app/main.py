@@ -224,6 +224,7 @@ def create_app(
     app.state.metrics = Metrics()
     app.state.relay_metrics = RelayMetrics(app.state.metrics.registry)
     app.state.webhook_backlog = metrics_endpoint.webhook_backlog_gauge(app.state.metrics)
+    metrics_endpoint.runtime_collector(app.state.metrics, app.state)
     app.state.client_addresses = None  # set by the lifespan (the keyed form needs the index key)
     install_error_handlers(app, unavailable=(BrokerUnavailable,))
     if settings.test_fault is not None:

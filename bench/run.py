@@ -556,13 +556,13 @@ async def delete_prefix(url: str, prefix: str) -> None:
         await client.aclose()
 
 
-def server_env(options: Options, workdir: Path, database: str, prefix: str) -> dict[str, str]:
+def server_env(pg_dsn: str, workdir: Path, database: str, prefix: str) -> dict[str, str]:
     signing = workdir / "signing_key.pem"
     if not signing.exists():
         signing.write_bytes(generate_signing_key_pem())
         signing.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDE_")}
-    url = options.pg_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    url = pg_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
     env.update(
         {
             "CONFIDE_DATA_DIR": str(workdir / "data"),
@@ -595,7 +595,7 @@ async def run(options: Options, command: str) -> Results:
     log(options, f"work directory {workdir}")
     database = await create_database(options.pg_dsn)
     prefix = f"confide-bench-{secrets.token_hex(6)}"
-    env = server_env(options, workdir, database, prefix)
+    env = server_env(options.pg_dsn, workdir, database, prefix)
     running: list[Process] = []
 
     async def start(process: Process) -> Process:

@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bench import churn
 from bench import load as loadgen
 from bench import run as bench
 from tests.fixtures.processes import run_async
@@ -157,3 +158,44 @@ def test_percentiles_come_from_the_log_histogram(
         assert value is None
     else:
         assert value == pytest.approx(expected, rel=0.02)
+
+
+def test_the_churn_scenario_runs_and_everything_comes_back(tmp_path: Path) -> None:
+    """`python -m bench.churn` in seconds: joins happen, samples are read, counts return."""
+    run_async(_services())
+    results = churn.main(
+        [
+            "--rooms=3",
+            "--period=2",
+            "--minutes=0.1",
+            "--warmup=0",
+            "--sample=2",
+            "--settle=1",
+            "--counselors=1",
+            "--clients=2",
+            f"--pg-dsn=postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}",
+            f"--redis-url={REDIS_URL}",
+            f"--workdir={tmp_path}",
+            f"--json={tmp_path / 'churn.json'}",
+            "--quiet",
+        ]
+    )
+    assert results.failures == {}
+    assert results.joins >= 6
+    assert results.messages_acked == results.joins
+    assert results.samples
+    assert max(s.sockets_open for s in results.samples) > 0
+    returned = results.returned()
+    assert set(returned) == set(churn.COUNTS)
+    for name in ("rooms_live", "sockets_open", "pool_in_use"):
+        assert returned[name][2] == 0, name
+    assert returned["tasks"][2] <= returned["tasks"][0]
+    assert returned["redis_channels"][2] == returned["redis_channels"][0] > 0
+    assert results.rss_slope_kb_per_min is not None
+    assert "| tasks |" in churn.report(results)
+
+
+def test_the_rss_slope_is_a_least_squares_line() -> None:
+    assert churn.slope_per_minute([(0.0, 100.0), (60.0, 110.0), (120.0, 120.0)]) == 10.0
+    assert churn.slope_per_minute([(0.0, 5.0)]) is None
+    assert churn.slope_per_minute([(10.0, 5.0), (10.0, 6.0)]) is None

@@ -15,13 +15,17 @@ incident): only HTTP requests by route template.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import SecretStr
 
 from app.core.errors import Unauthorized
@@ -85,3 +89,43 @@ def webhook_backlog_gauge(metrics: Metrics) -> Gauge:
         "Webhook deliveries waiting in the outbox",
         registry=metrics.registry,
     )
+
+
+class RuntimeCollector(Collector):
+    """What a leak would show, read at each scrape: the event loop's tasks
+    (`confide_asyncio_tasks`) and the database pool's connections in use and
+    idle (`confide_db_pool_connections{state}`). `app.state.ctx` is read
+    lazily: before start-up there is nothing to report."""
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            tasks = GaugeMetricFamily(
+                "confide_asyncio_tasks", "asyncio tasks alive on this process's event loop"
+            )
+            tasks.add_metric([], len(asyncio.all_tasks(loop)))
+            yield tasks
+        ctx = getattr(self._state, "ctx", None)
+        pool = getattr(getattr(ctx, "engine", None), "pool", None)
+        checked_out = getattr(pool, "checkedout", None)
+        checked_in = getattr(pool, "checkedin", None)
+        if callable(checked_out) and callable(checked_in):
+            connections = GaugeMetricFamily(
+                "confide_db_pool_connections",
+                "Database connections of this process's pool, in use or idle",
+                labels=["state"],
+            )
+            connections.add_metric(["in_use"], float(checked_out()))
+            connections.add_metric(["idle"], float(checked_in()))
+            yield connections
+
+
+def runtime_collector(metrics: Metrics, state: Any) -> None:
+    """Register `RuntimeCollector` for the app whose `state` it reads."""
+    metrics.registry.register(RuntimeCollector(state))

@@ -62,7 +62,7 @@ import logging
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -492,63 +492,18 @@ class RedisBroker:
             await asyncio.sleep(HEARTBEAT_S)
 
     async def _listen(self, ready: asyncio.Event) -> None:
-        if self._pipe is not None:
-            await self._listen_piped(ready)
-            return
+        """The instance's one subscription, opened again (with backoff) whenever it is lost."""
         backoff = 0.1
         while True:
-            node: aioredis.Redis | None = None
-            pubsub: aioredis.client.PubSub | None = None
             try:
-                node = await self._subscriber()
-                pubsub = node.pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(self._messages, self._events)
-                now = repr(self._now())
-                for shard in range(JTI_SHARDS):
-                    await self._redis.set(self._jti_epoch_key(shard), now, nx=True)
-                self._subscribed = True
-                ready.set()
-                backoff = 0.1
-                while True:
-                    item = await pubsub.get_message(timeout=1.0)
-                    if item is None:
-                        continue
-                    await self._dispatch(item["channel"], item["data"])
-            except asyncio.CancelledError:
-                raise
-            except (*_REDIS_ERRORS, OSError) as error:
-                log.warning(
-                    "broker: Redis subscription lost (%s); reconnecting", type(error).__name__
-                )
-            except Exception:
-                log.exception("broker: listener error")
-            finally:
-                self._subscribed = False
-                with contextlib.suppress(Exception):
-                    if pubsub is not None:
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
-                if node is not None and node is not self._redis:
-                    with contextlib.suppress(Exception):
-                        await node.aclose()
-            await asyncio.sleep(backoff)
-            backoff = min(2.0, backoff * 2)
-
-    async def _listen_piped(self, ready: asyncio.Event) -> None:
-        """The subscription on one Redis: every message of a read handed on at once, in order."""
-        assert self._pipe is not None
-        backoff = 0.1
-        while True:
-            subscription = Subscription(self._pipe.address, [self._messages, self._events])
-            try:
-                await subscription.open()
-                now = repr(self._now())
-                for shard in range(JTI_SHARDS):
-                    await self._command("SET", self._jti_epoch_key(shard), now, "NX")
-                self._subscribed = True
-                ready.set()
-                backoff = 0.1
-                while True:
-                    for channel, data in await subscription.read():
+                async with self._subscription() as messages:
+                    now = repr(self._now())
+                    for shard in range(JTI_SHARDS):
+                        await self._command("SET", self._jti_epoch_key(shard), now, "NX")
+                    self._subscribed = True
+                    ready.set()
+                    backoff = 0.1
+                    async for channel, data in messages:
                         await self._dispatch(channel, data)
             except asyncio.CancelledError:
                 raise
@@ -560,9 +515,49 @@ class RedisBroker:
                 log.exception("broker: listener error")
             finally:
                 self._subscribed = False
-                subscription.close()
             await asyncio.sleep(backoff)
             backoff = min(2.0, backoff * 2)
+
+    @contextlib.asynccontextmanager
+    async def _subscription(self) -> AsyncIterator[AsyncIterator[tuple[str, str]]]:
+        """A subscription to the instance's channels, and its messages in order.
+
+        On one Redis it is a connection of its own (app.relay.redis_pipe), every
+        message of a read handed on at once; on a cluster, redis-py's pub/sub on
+        one node.
+        """
+        if self._pipe is not None:
+            subscription = Subscription(self._pipe.address, [self._messages, self._events])
+            try:
+                await subscription.open()
+
+                async def piped() -> AsyncIterator[tuple[str, str]]:
+                    while True:
+                        for item in await subscription.read():
+                            yield item
+
+                yield piped()
+            finally:
+                subscription.close()
+            return
+        node = await self._subscriber()
+        pubsub = node.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._messages, self._events)
+
+            async def polled() -> AsyncIterator[tuple[str, str]]:
+                while True:
+                    item = await pubsub.get_message(timeout=1.0)
+                    if item is not None:
+                        yield item["channel"], item["data"]
+
+            yield polled()
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if node is not self._redis:
+                with contextlib.suppress(Exception):
+                    await node.aclose()
 
     async def _subscriber(self) -> aioredis.Redis:
         """The client to subscribe with: the one Redis, or one node of the cluster.

@@ -82,20 +82,15 @@ def sink_of(scope: Any) -> FrameSink | None:
 T = TypeVar("T")
 
 
-class Inbox(Generic[T]):
-    """What uvicorn's protocol asks of its `asyncio.Queue` of received events
-    (`put_nowait`, `get`, `empty`), in a fraction of its memory: an idle socket
-    holds an empty list, not the queue's deques and its `Event`. Unbounded, as
-    uvicorn's queue is (uvicorn pauses reading while an event waits)."""
+class _Waiters:
+    """Futures parked until something happens: none allocated while nobody waits."""
 
-    __slots__ = ("_items", "_waiters")
+    __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._items: list[T] = []
         self._waiters: list[asyncio.Future[None]] | None = None
 
-    def put_nowait(self, item: T) -> None:
-        self._items.append(item)
+    def _wake(self) -> None:
         waiters = self._waiters
         if waiters:
             self._waiters = None
@@ -103,54 +98,7 @@ class Inbox(Generic[T]):
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def empty(self) -> bool:
-        return not self._items
-
-    def qsize(self) -> int:
-        return len(self._items)
-
-    async def get(self) -> T:
-        while not self._items:
-            waiter = asyncio.get_running_loop().create_future()
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if self._waiters is not None and waiter in self._waiters:
-                    self._waiters.remove(waiter)
-        return self._items.pop(0)
-
-
-class Flag:
-    """What uvicorn's protocol asks of its `writable` `asyncio.Event` (`set`, `clear`,
-    `is_set`, `wait`), without a deque per socket while nobody waits."""
-
-    __slots__ = ("_set", "_waiters")
-
-    def __init__(self, value: bool) -> None:
-        self._set = value
-        self._waiters: list[asyncio.Future[None]] | None = None
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        waiters = self._waiters
-        if waiters:
-            self._waiters = None
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._set = False
-
-    async def wait(self) -> bool:
-        if self._set:
-            return True
+    async def _park(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
         if self._waiters is None:
             self._waiters = []
@@ -160,6 +108,59 @@ class Flag:
         finally:
             if self._waiters is not None and waiter in self._waiters:
                 self._waiters.remove(waiter)
+
+
+class Inbox(_Waiters, Generic[T]):
+    """What uvicorn's protocol asks of its `asyncio.Queue` of received events
+    (`put_nowait`, `get`, `empty`), in a fraction of its memory: an idle socket
+    holds an empty list, not the queue's deques and its `Event`. Unbounded, as
+    uvicorn's queue is (uvicorn pauses reading while an event waits)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._items: list[T] = []
+
+    def put_nowait(self, item: T) -> None:
+        self._items.append(item)
+        self._wake()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    async def get(self) -> T:
+        while not self._items:
+            await self._park()
+        return self._items.pop(0)
+
+
+class Flag(_Waiters):
+    """What uvicorn's protocol asks of its `writable` `asyncio.Event` (`set`, `clear`,
+    `is_set`, `wait`), without a deque per socket while nobody waits."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self, value: bool) -> None:
+        super().__init__()
+        self._set = value
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        self._wake()
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        if not self._set:
+            await self._park()
         return True
 
 

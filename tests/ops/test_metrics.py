@@ -43,7 +43,9 @@ RELAY = {
 }
 
 #: Gauges of the whole process, without labels.
-GAUGES = {"confide_webhook_backlog"}
+GAUGES = {"confide_webhook_backlog", "confide_asyncio_tasks"}
+#: The database pool's connections, by state.
+POOL = "confide_db_pool_connections"
 
 
 def app_for(ctx: Context, **settings: object) -> FastAPI:
@@ -179,7 +181,9 @@ async def test_a_scrape_after_a_session_shows_no_id(tmp_path: Path) -> None:
     families = list(text_string_to_metric_families(text))
     names = {family.name for family in families}
     # No counter of domain acts: HTTP requests, the relay, the webhook backlog, the process.
-    assert {name for name in names if name.startswith("confide_")} == FAMILIES | RELAY | GAUGES
+    assert {name for name in names if name.startswith("confide_")} == FAMILIES | RELAY | GAUGES | {
+        POOL
+    }
     assert {name.split("_")[0] for name in names} == {"confide", "process", "python"}
     # No `_created` series: the time a label set was first seen (the first erasure...).
     assert "_created" not in text
@@ -187,6 +191,11 @@ async def test_a_scrape_after_a_session_shows_no_id(tmp_path: Path) -> None:
     for family in families:
         if family.name in GAUGES:
             assert [sample.labels for sample in family.samples] == [{}]
+            continue
+        if family.name == POOL:
+            states = {sample.labels["state"]: sample.value for sample in family.samples}
+            assert set(states) == {"in_use", "idle"}
+            assert all(value >= 0 for value in states.values())
             continue
         if family.name not in FAMILIES:
             continue  # tests/ops/test_relay_metrics.py checks the relay's
