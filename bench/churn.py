@@ -12,9 +12,10 @@ each period.
 
 Every `--sample` seconds (10) it reads what a leak would grow: the server's
 RSS and open file descriptors (/proc), its asyncio tasks, database pool
-connections, live hub rooms and open sockets (/metrics), Redis's clients,
-the channels subscribed under the run's prefix and its memory, and
-PostgreSQL's backends on the run's database. Before the churn (everyone
+connections, live hub rooms and open sockets (/metrics),
+the server's connections to Redis and to PostgreSQL (its sockets in
+/proc/net/tcp), the channels subscribed under the run's prefix, Redis's
+memory, and PostgreSQL's backends on the run's database. Before the churn (everyone
 set up, nobody in a room) and after it (everyone left, `--settle` seconds
 later) it reads the same: the counts must come back to where they were.
 
@@ -44,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -54,7 +56,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from bench import practice as pr
-from bench.procs import Process, confide_server, raise_open_files, rss_bytes, settle
+from bench.procs import (
+    Process,
+    confide_server,
+    connections_by_remote_port,
+    raise_open_files,
+    rss_bytes,
+    settle,
+)
 from bench.run import create_database, delete_prefix, drop_database, machine, server_env
 
 METRICS_TOKEN = "churn-metrics-" + secrets.token_urlsafe(12)
@@ -66,8 +75,9 @@ COUNTS = (
     "pool_idle",
     "rooms_live",
     "sockets_open",
-    "redis_clients",
+    "redis_connections",
     "redis_channels",
+    "pg_connections",
     "pg_backends",
 )
 
@@ -99,9 +109,10 @@ class Sample:
     pool_idle: int
     rooms_live: int
     sockets_open: int
-    redis_clients: int
+    redis_connections: int
     redis_channels: int
     redis_used_kb: float
+    pg_connections: int
     pg_backends: int
     joins: int
 
@@ -255,6 +266,8 @@ async def read_sample(
     database: str,
     started: float,
     joins: int,
+    redis_port: int,
+    pg_port: int,
 ) -> Sample:
     scraped = await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     scraped.raise_for_status()
@@ -263,7 +276,7 @@ async def read_sample(
         for sample in family.samples:
             state = sample.labels.get("state")
             values[sample.name + (f":{state}" if state else "")] = sample.value
-    clients = await redis.client_list()
+    connections = connections_by_remote_port(server.pid)
     channels = await redis.pubsub_channels(f"{prefix}*")
     memory = await redis.info("memory")
     backends = await pg.fetchval(
@@ -278,9 +291,10 @@ async def read_sample(
         pool_idle=int(values.get("confide_db_pool_connections:idle", -1)),
         rooms_live=int(values.get("confide_relay_rooms_live", -1)),
         sockets_open=int(values.get("confide_relay_sockets_open", -1)),
-        redis_clients=len(clients),
+        redis_connections=connections.get(redis_port, 0),
         redis_channels=len(channels),
         redis_used_kb=float(memory["used_memory"]) / 1024,
+        pg_connections=connections.get(pg_port, 0),
         pg_backends=int(backends),
         joins=joins,
     )
@@ -321,11 +335,22 @@ async def run(options: Options, command: str) -> Results:
                 16, [functools.partial(churn.join_once, r, r.members[0], 0.0) for r in rooms]
             )
             await settle([server.pid])
+            # Idle keep-alive connections of the set-up are closed by now (uvicorn's 5 s).
+            await asyncio.sleep(options.settle)
             started = time.monotonic()
 
             async def sample() -> Sample:
                 return await read_sample(
-                    server, http, redis, pg, prefix, database, started, churn.joins
+                    server,
+                    http,
+                    redis,
+                    pg,
+                    prefix,
+                    database,
+                    started,
+                    churn.joins,
+                    redis_port=urlsplit(options.redis_url).port or 6379,
+                    pg_port=urlsplit(options.pg_dsn).port or 5432,
                 )
 
             results.before = await sample()

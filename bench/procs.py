@@ -45,6 +45,36 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def connections_by_remote_port(pid: int) -> dict[int, int]:
+    """The established TCP connections of process `pid`, counted by remote port.
+
+    The process's socket inodes (/proc/<pid>/fd) matched with the kernel's
+    table (/proc/net/tcp and tcp6): so `{6379: 2, 5432: 11}` is what it holds
+    open to Redis and PostgreSQL, whoever else uses them.
+    """
+    inodes = set()
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    counts: dict[int, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "01" and fields[9] in inodes:
+                port = int(fields[2].rsplit(":", 1)[1], 16)
+                counts[port] = counts.get(port, 0) + 1
+    return counts
+
+
 def readable(pid: int) -> bool:
     """Whether this process can read the CPU time of `pid` (e.g. a Redis server's)."""
     try:

@@ -191,6 +191,9 @@ def test_the_churn_scenario_runs_and_everything_comes_back(tmp_path: Path) -> No
         assert returned[name][2] == 0, name
     assert returned["tasks"][2] <= returned["tasks"][0]
     assert returned["redis_channels"][2] == returned["redis_channels"][0] > 0
+    assert returned["redis_connections"][2] == returned["redis_connections"][0] > 0
+    # The pool's idle connections, and the audit chain's writer's own one.
+    assert 0 < returned["pg_connections"][2] <= returned["pool_idle"][2] + 1
     assert results.rss_slope_kb_per_min is not None
     assert "| tasks |" in churn.report(results)
 
