@@ -171,7 +171,12 @@ def _run_worker(make_server: Callable[[], uvicorn.Server], address: tuple[str, i
         print(f"confide: cannot listen on {address[0]}:{address[1]}: {error}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)
     server = make_server()
-    server.run(sockets=[listener])
+    try:
+        server.run(sockets=[listener])
+    except Exception:
+        # multiprocessing would print the traceback raw, beside the JSON records.
+        log.critical("worker failed", exc_info=True)
+        sys.exit(1)
     if not server.started:
         sys.exit(STARTUP_FAILURE)
 
