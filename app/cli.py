@@ -594,7 +594,8 @@ async def _purge(settings: Settings) -> str:
         await ctx.close()
     return (
         f"purged: ciphertexts of {done.rooms} rooms, {done.refresh_tokens} refresh tokens, "
-        f"{done.spent_token_ids} spent token ids, {done.webhook_deliveries} webhook deliveries"
+        f"{done.spent_token_ids} spent token ids, {done.webhook_deliveries} webhook deliveries, "
+        f"{done.password_resets} password resets, {done.idempotency_keys} idempotency keys"
     )
 
 

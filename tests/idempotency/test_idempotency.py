@@ -20,6 +20,8 @@ from app.core.clock import FrozenClock
 from app.core.context import Context
 from app.idempotency import service as idempotency
 from app.models import Base, IdempotencyKey, Role
+from app.relay.broker import InProcessBroker
+from app.retention.service import purge
 from tests.fixtures.accounts import User, login, make_account, register_client
 from tests.fixtures.dump import column_bytes
 from tests.fixtures.rooms import add_and_accept
@@ -240,8 +242,17 @@ async def test_keys_expire_and_the_purge_deletes_them(
     assert "idempotent-replayed" not in later.headers
     assert await stored(ctx) == 1
     clock.advance(ctx.settings.idempotency_ttl_s)
-    async with ctx.transaction() as session:
-        assert await idempotency.purge_expired(session, ctx) == 1
+    # The purge loop's job (`confide purge`, and every CONFIDE_PURGE_INTERVAL_S in serve).
+    broker = InProcessBroker(clock.time)
+
+    async def ignore(*_: object) -> None:
+        return None
+
+    await broker.start(ignore, ignore)
+    try:
+        assert (await purge(ctx, broker)).idempotency_keys == 1
+    finally:
+        await broker.close()
     assert await stored(ctx) == 0
 
 
@@ -279,3 +290,25 @@ async def test_the_openapi_document_names_the_header_and_its_errors(
     assert header["required"] is False
     assert "idempotency_key_invalid" in operation["responses"]["400"]["description"]
     assert "idempotency_key_reused" in operation["responses"]["422"]["description"]
+
+
+async def test_an_error_after_the_claim_rolls_it_back(
+    client: httpx.AsyncClient, ctx: Context, counselor: User
+) -> None:
+    """A write refused after the key was claimed (409: already a participant) stores
+    nothing; once the refusal no longer holds, the same key and body do the write."""
+    member = await register_client(client)
+    room = await post(client, "/v1/rooms", counselor, None, ROOM)
+    room_id = room.json()["id"]
+    await add_and_accept(client, room_id, counselor.auth, member.auth, account_id=member.id)
+    path = f"/v1/rooms/{room_id}/participants"
+    refused = await post(client, path, counselor, "add-member", {"account_id": member.id})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "already_participant"
+    assert await stored(ctx) == 0
+    removed = await client.delete(f"{path}/{member.id}", headers=counselor.auth)
+    assert removed.status_code == 204, removed.text
+    added = await post(client, path, counselor, "add-member", {"account_id": member.id})
+    assert added.status_code in (201, 202), added.text
+    assert "idempotent-replayed" not in added.headers
+    assert await stored(ctx) == 1
