@@ -19,12 +19,14 @@ from sqlalchemy import func, select, text
 from app.core.clock import FrozenClock
 from app.core.context import Context
 from app.idempotency import service as idempotency
+from app.main import create_app
 from app.models import Base, IdempotencyKey, Role
 from app.relay.broker import InProcessBroker
 from app.retention.service import purge
 from tests.fixtures.accounts import User, login, make_account, register_client
 from tests.fixtures.dump import column_bytes
 from tests.fixtures.rooms import add_and_accept
+from tests.fixtures.server import serve
 
 Json = dict[str, Any]
 ROOM = {"title": "Weekly session", "kind": "individual"}
@@ -312,3 +314,20 @@ async def test_an_error_after_the_claim_rolls_it_back(
     assert added.status_code in (201, 202), added.text
     assert "idempotent-replayed" not in added.headers
     assert await stored(ctx) == 1
+
+
+async def test_duplicates_on_separate_connections_to_a_live_server_create_one_room(
+    ctx: Context, client: httpx.AsyncClient, counselor: User
+) -> None:
+    """The same key sent at once on eight connections of a real server."""
+    async with serve(create_app(context=ctx)) as base:
+        limits = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
+            answers = await asyncio.gather(
+                *(post(http, "/v1/rooms", counselor, "live-key", ROOM) for _ in range(8))
+            )
+            rooms = await my_rooms(http, counselor)
+    assert [a.status_code for a in answers] == [201] * 8, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert sum(a.headers.get("idempotent-replayed") == "true" for a in answers) == 7
+    assert len(rooms) == 1
