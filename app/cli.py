@@ -171,7 +171,12 @@ def _run_worker(make_server: Callable[[], uvicorn.Server], address: tuple[str, i
         print(f"confide: cannot listen on {address[0]}:{address[1]}: {error}", file=sys.stderr)
         sys.exit(STARTUP_FAILURE)
     server = make_server()
-    server.run(sockets=[listener])
+    try:
+        server.run(sockets=[listener])
+    except Exception:
+        # multiprocessing would print the traceback raw, beside the JSON records.
+        log.critical("worker failed", exc_info=True)
+        sys.exit(1)
     if not server.started:
         sys.exit(STARTUP_FAILURE)
 
@@ -589,7 +594,8 @@ async def _purge(settings: Settings) -> str:
         await ctx.close()
     return (
         f"purged: ciphertexts of {done.rooms} rooms, {done.refresh_tokens} refresh tokens, "
-        f"{done.spent_token_ids} spent token ids, {done.webhook_deliveries} webhook deliveries"
+        f"{done.spent_token_ids} spent token ids, {done.webhook_deliveries} webhook deliveries, "
+        f"{done.password_resets} password resets, {done.idempotency_keys} idempotency keys"
     )
 
 

@@ -22,7 +22,8 @@ It must recover no membership or invitation pair (an account beside a room
 it is in or invited to) and no owner of a personal record (a device, log-in,
 acceptance, notice, disclosure, membership, list-of-rooms, invitation, care
 relationship, key-log row, MLS KeyPackage or KeyPackage claim row, webhook delivery,
-password reset, safety check-in, licensure or rights request beside its account), and its
+password reset, safety check-in, licensure, rights request or stored idempotent answer
+beside its account), and its
 guesses from row order must do no better than chance (decision note 0007).
 """
 
@@ -74,6 +75,7 @@ PERSONAL = {
     "guardian_links",
     "ward_links",
     "rights_requests",
+    "idempotency_keys",
 }
 
 
@@ -103,9 +105,17 @@ class Truth:
 # -- the story -------------------------------------------------------------------------
 
 
-async def _call(http: httpx.AsyncClient, method: str, path: str, user: User, **kwargs: Any) -> Any:
-    response = await http.request(method, path, headers=user.auth, **kwargs)
+async def _call(
+    http: httpx.AsyncClient, method: str, path: str, user: User, key: str = "", **kwargs: Any
+) -> Any:
+    """The call's answer; with `key`, sent twice with that `Idempotency-Key` (a retry)."""
+    headers = {**user.auth, "Idempotency-Key": key} if key else user.auth
+    response = await http.request(method, path, headers=headers, **kwargs)
     assert response.status_code < 300, f"{method} {path}: {response.text}"
+    if key:
+        again = await http.request(method, path, headers=headers, **kwargs)
+        assert again.headers.get("idempotent-replayed") == "true", again.text
+        assert again.json() == response.json()
     return response.json() if response.content else None
 
 
@@ -178,6 +188,7 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
             "POST",
             "/v1/rooms",
             host,
+            key=f"room-{n}",
             json={
                 "title": f"Session {n}",
                 "kind": kind,
@@ -200,6 +211,7 @@ async def _story(ctx: Context, http: httpx.AsyncClient) -> Truth:
             "POST",
             f"/v1/rooms/{room_id}/participants",
             host,
+            key=f"add-{guest.id}",
             json={"account_id": guest.id},
         )
         if "invitation_id" in added:

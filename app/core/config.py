@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     replay_idle_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     retention_dead_tokens_s: int = Field(default=3600, ge=0, le=30 * 86400)
     purge_interval_s: int = Field(default=300, ge=10, le=86400)
+    #: How long the answer to a write sent with an `Idempotency-Key` is kept for its
+    #: retries (decision note 0013): at least a minute, at most a week; the purge
+    #: deletes it after that.
+    idempotency_ttl_s: int = Field(default=86400, ge=60, le=7 * 86400)
 
     # Signed checkpoints of the audit chain's head, written outside the database.
     audit_checkpoint_interval_s: int = Field(default=300, ge=1, le=86400)

@@ -14,6 +14,12 @@ Every line goes through one handler (standard error) with one formatter
   Sec-WebSocket-Protocol) and frames. What they log at WARNING and above keeps
   its message but loses its exception text, which can quote a header.
 
+What Python writes to standard error by itself (warnings, the tracebacks of
+errors no code caught, in any thread, or raised while an object is collected)
+goes through the same formatter (`capture_stray_output`), so a value an error
+carries cannot start a line of its own. Every string is JSON-escaped with
+`ensure_ascii`: CR, LF, ESC and the Unicode line separators never appear raw.
+
 The levels do the rest: `CONFIDE_LOG_LEVEL=debug` turns on Confide's own
 debug lines only. Libraries never log below INFO (aiosqlite writes every SQL
 statement with its parameters at DEBUG), and the database and protocol
@@ -40,7 +46,10 @@ import logging.config
 import os
 import re
 import secrets
+import sys
+import threading
 from contextvars import ContextVar
+from types import TracebackType
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives import hashes
@@ -212,7 +221,56 @@ def configure(level: str) -> dict[str, Any]:
     """Configure this process's logging; returns the config (for uvicorn's `log_config`)."""
     config = log_config(level)
     logging.config.dictConfig(config)
+    capture_stray_output()
     return config
+
+
+_stray = logging.getLogger("confide.stray")
+
+
+def _uncaught(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, tb)
+        return
+    _stray.critical("uncaught %s", kind.__name__, exc_info=(kind, error, tb))
+
+
+def _uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    error = args.exc_value or args.exc_type()
+    _stray.error(
+        "uncaught %s in a thread",
+        args.exc_type.__name__,
+        exc_info=(args.exc_type, error, args.exc_traceback),
+    )
+
+
+def _unraisable(args: Any) -> None:
+    # `args.object` is left out: its repr could be anything, a value included.
+    kind = args.exc_type
+    error = args.exc_value or kind()
+    _stray.error(
+        "ignored %s (%s)",
+        kind.__name__,
+        args.err_msg or "Exception ignored",
+        exc_info=(kind, error, args.exc_traceback),
+    )
+
+
+def capture_stray_output() -> None:
+    """What Python writes to standard error by itself goes through the log's formatter.
+
+    A warning (`warnings.warn`), the traceback of an error no code caught (in the
+    main thread, in another thread, or raised while an object was collected) are
+    written raw by default: several lines, with whatever text the error carried
+    (a value from a request, a CR, an ESC), beside the JSON records. Here each
+    becomes one record, its text escaped in `message` and `exception`.
+    """
+    logging.captureWarnings(True)
+    sys.excepthook = _uncaught
+    threading.excepthook = _uncaught_in_thread
+    sys.unraisablehook = _unraisable
 
 
 # -- client addresses -----------------------------------------------------------------

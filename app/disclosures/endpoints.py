@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import CurrentPrincipal, StepUpPrincipal
 from app.core.errors import Forbidden, NotFound, StepUpRequired, Unauthorized
 from app.disclosures import service
 from app.disclosures.schemas import DisclosureOut, RecordDisclosure
+from app.web import idempotency
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.idempotency import IdempotencyDep
 from app.web.pagination import PageDep, micros, paged
 
 router = APIRouter(tags=["disclosures"])
@@ -33,7 +36,7 @@ def _disclosure(view: service.DisclosureView) -> DisclosureOut:
     "/v1/accounts/{account_id}/disclosures",
     status_code=status.HTTP_201_CREATED,
     response_model=DisclosureOut,
-    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound),
+    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound, *idempotency.ERRORS),
     summary="Record a disclosure of a client's information (their counselor, or an admin)",
     description=(
         "The caller must be an admin or a counselor whom the client accepted (by"
@@ -48,8 +51,13 @@ async def record(
     principal: StepUpPrincipal,
     session: SessionDep,
     ctx: ContextDep,
-) -> DisclosureOut:
-    return _disclosure(await service.record(session, ctx, principal, account_id, body))
+    once: IdempotencyDep,
+) -> JSONResponse:
+    async def act() -> tuple[int, DisclosureOut]:
+        view = await service.record(session, ctx, principal, account_id, body)
+        return status.HTTP_201_CREATED, _disclosure(view)
+
+    return await once.run(session, ctx, principal.account, act)
 
 
 @router.get(

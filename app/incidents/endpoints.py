@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse
 
 from app.auth.dependencies import AdminPrincipal, StepUpAdmin
 from app.core.context import Context
@@ -15,8 +16,10 @@ from app.incidents.schemas import (
     PatchIncident,
 )
 from app.incidents.service import InvalidTransition
+from app.web import idempotency
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.idempotency import IdempotencyDep
 from app.web.pagination import PageDep, micros, paged
 
 router = APIRouter(tags=["incidents"])
@@ -47,7 +50,7 @@ def _incident(view: service.IncidentView, ctx: Context) -> IncidentOut:
     "/v1/incidents",
     status_code=status.HTTP_201_CREATED,
     response_model=IncidentOut,
-    responses=responses(Unauthorized, Forbidden),
+    responses=responses(Unauthorized, Forbidden, *idempotency.ERRORS),
     summary="Open an incident (admin)",
     description=(
         "`status` starts at `assessing`; `notify_by` = `discovered_at` + the shortest deadline"
@@ -56,19 +59,26 @@ def _incident(view: service.IncidentView, ctx: Context) -> IncidentOut:
     ),
 )
 async def create(
-    body: CreateIncident, admin: AdminPrincipal, session: SessionDep, ctx: ContextDep
-) -> IncidentOut:
-    view = await service.create(
-        session,
-        ctx,
-        summary=body.summary,
-        discovered_at=body.discovered_at,
-        severity=body.severity,
-        affected_account_ids=body.affected_account_ids,
-        actor_id=admin.id,
-        actor_role=admin.role,
-    )
-    return _incident(view, ctx)
+    body: CreateIncident,
+    admin: AdminPrincipal,
+    session: SessionDep,
+    ctx: ContextDep,
+    once: IdempotencyDep,
+) -> JSONResponse:
+    async def act() -> tuple[int, IncidentOut]:
+        view = await service.create(
+            session,
+            ctx,
+            summary=body.summary,
+            discovered_at=body.discovered_at,
+            severity=body.severity,
+            affected_account_ids=body.affected_account_ids,
+            actor_id=admin.id,
+            actor_role=admin.role,
+        )
+        return status.HTTP_201_CREATED, _incident(view, ctx)
+
+    return await once.run(session, ctx, admin.account, act)
 
 
 @router.get(

@@ -9,6 +9,7 @@ from app.models.data_key import DataKey, DataKeyRows
 from app.models.device import MAX_PUBLIC_KEY_BYTES, Device
 from app.models.disclosure import Disclosure, DisclosureBasis
 from app.models.guardian import GuardianLink, MinorProfile, WardLink
+from app.models.idempotency import IdempotencyKey
 from app.models.incident import Incident, IncidentStatus, Severity
 from app.models.key_log import KeyLogEntry
 from app.models.key_package import KeyPackage, KeyPackageClaim, RoomGroupInfo
@@ -46,6 +47,7 @@ __all__ = [
     "Disclosure",
     "DisclosureBasis",
     "GuardianLink",
+    "IdempotencyKey",
     "Incident",
     "IncidentStatus",
     "KeyLogEntry",

@@ -11,6 +11,8 @@
   deliveries (delivered or failed); what still waits is never deleted.
 - Password reset tokens: deleted once they expire (30 minutes after the reset
   started), if no newer reset or use deleted them first.
+- Idempotency keys: the stored answer of a write sent with an `Idempotency-Key`
+  is deleted `CONFIDE_IDEMPOTENCY_TTL_S` (default 24 hours) after the write.
 - Spent room-token ids live in the broker with a TTL of the token's remaining
   lifetime plus a minute: Redis expires them itself; the in-process broker
   drops them here.
@@ -28,6 +30,7 @@ from datetime import timedelta
 from app.accounts import lifecycle
 from app.auth import service as auth
 from app.core.context import Context
+from app.idempotency import service as idempotency
 from app.relay.broker import Broker
 from app.rooms import group_info
 from app.rooms import service as rooms_service
@@ -43,6 +46,7 @@ class Purged:
     spent_token_ids: int
     webhook_deliveries: int = 0
     password_resets: int = 0
+    idempotency_keys: int = 0
 
 
 async def purge(ctx: Context, broker: Broker) -> Purged:
@@ -55,16 +59,18 @@ async def purge(ctx: Context, broker: Broker) -> Purged:
         await group_info.forget(session, rooms)
         deliveries = await webhooks.prune_log(session)
         resets = await lifecycle.purge_expired_resets(session, ctx)
+        keys = await idempotency.purge_expired(session, ctx)
     for room_id in rooms:
         await broker.drop_room(room_id)
     spent = await broker.purge_expired()
     log.info(
         "purge: %d rooms' ciphertexts, %d refresh tokens, %d spent token ids,"
-        " %d webhook deliveries, %d password resets",
+        " %d webhook deliveries, %d password resets, %d idempotency keys",
         len(rooms),
         deleted,
         spent,
         deliveries,
         resets,
+        keys,
     )
-    return Purged(len(rooms), deleted, spent, deliveries, resets)
+    return Purged(len(rooms), deleted, spent, deliveries, resets, keys)

@@ -49,8 +49,10 @@ from app.rooms.schemas import (
     TokenRequest,
 )
 from app.safety.errors import JurisdictionMismatch, SafetyCheckinRequired
+from app.web import idempotency
 from app.web.deps import ContextDep, SessionDep
 from app.web.errors import responses
+from app.web.idempotency import IdempotencyDep
 from app.web.pagination import PageDep, micros, paged
 
 router = APIRouter(tags=["rooms"])
@@ -61,17 +63,26 @@ ROOM = "/v1/rooms/{room_id}"
     "/v1/rooms",
     status_code=status.HTTP_201_CREATED,
     response_model=RoomOut,
-    responses=responses(Unauthorized, Forbidden),
+    responses=responses(Unauthorized, Forbidden, *idempotency.ERRORS),
     summary="Create a room (counselors); the creator hosts it",
 )
 async def create(
-    body: CreateRoom, principal: CurrentPrincipal, session: SessionDep, ctx: ContextDep
-) -> RoomOut:
+    body: CreateRoom,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    ctx: ContextDep,
+    once: IdempotencyDep,
+) -> JSONResponse:
     """A counselor creates a scheduled session, `individual` or `group`; the creator is its host.
-    Times, size and the waiting room are optional.
+    Times, size and the waiting room are optional. A retry with the same `Idempotency-Key`
+    gets the first answer again.
     """
-    state = await service.create_room(session, ctx, principal, body)
-    return await service.view(session, ctx, state)
+
+    async def act() -> tuple[int, RoomOut]:
+        state = await service.create_room(session, ctx, principal, body)
+        return status.HTTP_201_CREATED, await service.view(session, ctx, state)
+
+    return await once.run(session, ctx, principal.account, act)
 
 
 @router.get(
@@ -149,6 +160,7 @@ async def patch(
             RoomEnded,
             InterpreterNotQualified,
             ValidationFailed,
+            *idempotency.ERRORS,
         ),
     },
     summary="Add your own client (201), or invite anyone else by account id or email (202)",
@@ -171,7 +183,8 @@ async def add_participant(
     principal: CurrentPrincipal,
     session: SessionDep,
     ctx: ContextDep,
-) -> ParticipantOut | JSONResponse:
+    once: IdempotencyDep,
+) -> JSONResponse:
     typed = (
         None
         if body.role is None
@@ -181,13 +194,24 @@ async def add_participant(
             body.consent_note,
         )
     )
-    outcome = await invitations.add_or_invite(
-        session, ctx, principal, room_id, account_id=body.account_id, email=body.email, typed=typed
-    )
-    if isinstance(outcome, invitations.Invited):
-        pending = InvitationPending(invitation_id=outcome.invitation_id)
-        return JSONResponse(pending.model_dump(), status_code=status.HTTP_202_ACCEPTED)
-    return await service.participant_view(session, ctx, outcome.state, outcome.member)
+
+    async def act() -> tuple[int, ParticipantOut | InvitationPending]:
+        outcome = await invitations.add_or_invite(
+            session,
+            ctx,
+            principal,
+            room_id,
+            account_id=body.account_id,
+            email=body.email,
+            typed=typed,
+        )
+        if isinstance(outcome, invitations.Invited):
+            pending = InvitationPending(invitation_id=outcome.invitation_id)
+            return status.HTTP_202_ACCEPTED, pending
+        view = await service.participant_view(session, ctx, outcome.state, outcome.member)
+        return status.HTTP_201_CREATED, view
+
+    return await once.run(session, ctx, principal.account, act)
 
 
 @router.get(
