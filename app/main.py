@@ -268,8 +268,8 @@ def create_app(
         allow_origins=list(settings.allowed_origins),
         allow_credentials=False,
         allow_methods=["GET", "POST", "PATCH", "DELETE"],
-        allow_headers=["Authorization", "Content-Type"],
-        expose_headers=["Link", "X-Next-Cursor", "Retry-After"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        expose_headers=["Link", "X-Next-Cursor", "Retry-After", "Idempotent-Replayed"],
         max_age=600,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -604,7 +604,7 @@ async def test_cors_allows_exactly_the_configured_origins(
                 headers={
                     "origin": origin,
                     "access-control-request-method": "GET",
-                    "access-control-request-headers": "authorization",
+                    "access-control-request-headers": "authorization,idempotency-key",
                 },
             )
 
@@ -612,7 +612,11 @@ async def test_cors_allows_exactly_the_configured_origins(
         assert allowed.status_code == 200
         assert allowed.headers["access-control-allow-origin"] == ALLOWED
         assert "GET" in allowed.headers["access-control-allow-methods"]
-        assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+        allowed_headers = allowed.headers["access-control-allow-headers"].lower()
+        # A browser app may retry its writes safely (Idempotency-Key).
+        assert {"authorization", "idempotency-key"} <= {
+            h.strip() for h in allowed_headers.split(",")
+        }
         assert "access-control-allow-credentials" not in allowed.headers
 
         for origin in (EVIL, "http://app.example.org", ALLOWED + ".evil.example", "null"):
@@ -622,9 +626,11 @@ async def test_cors_allows_exactly_the_configured_origins(
 
         simple = await client.get("/healthz", headers={"origin": ALLOWED})
         assert simple.headers["access-control-allow-origin"] == ALLOWED
-        # A browser app may read the next page's cursor and when to try again.
+        # A browser app may read the next page's cursor, when to try again, and
+        # whether an answer is a replay of its retried write.
         exposed = simple.headers["access-control-expose-headers"].lower().split(",")
-        assert {"link", "x-next-cursor", "retry-after"} <= {h.strip() for h in exposed}
+        wanted = {"link", "x-next-cursor", "retry-after", "idempotent-replayed"}
+        assert wanted <= {h.strip() for h in exposed}
         foreign = await client.get("/healthz", headers={"origin": EVIL})
         assert foreign.status_code == 200
         assert "access-control-allow-origin" not in foreign.headers
