@@ -277,6 +277,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from app.main import create_app
     from app.ops.metrics import MetricsServer, create_metrics_app
+    from app.web.http_protocol import with_timeouts
     from app.web.middleware import MAX_HEADER_BYTES
 
     workers = _workers(settings, args.workers)
@@ -410,7 +411,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         # and buffered whatever it was sent (an 8 MB header was answered), so
         # this protocol answers 431 and closes past 4 x MAX_HEADER_BYTES. Under
         # that, the app answers 431 past MAX_HEADER_BYTES.
-        http="app.web.http_protocol:BoundedHttpToolsProtocol",
+        # It also cuts off a head or a body that trickles in (408): uvicorn's own
+        # timeout_keep_alive covers only the idle time between requests.
+        http=with_timeouts(settings.head_timeout, settings.body_timeout, settings.body_min_rate),
         timeout_graceful_shutdown=10,
         ws_ping_interval=20,
         ws_ping_timeout=20,

@@ -134,9 +134,65 @@ def test_the_backend_network_is_internal(compose: dict[str, Any], services: dict
 def test_the_proxy_forwards_to_confide_over_tls() -> None:
     config = CADDYFILE.read_text()
     assert "{$CONFIDE_DOMAIN} {" in config  # a site address: automatic HTTPS
-    assert re.search(r"^\s*reverse_proxy confide:8000\s*$", config, re.MULTILINE)
+    assert re.search(r"^\s*reverse_proxy confide:8000( \{)?\s*$", config, re.MULTILINE)
     assert "Strict-Transport-Security" in config
     assert "log" not in re.sub(r"#.*", "", config)  # no access log naming paths and addresses
+
+
+def caddy_block(config: str, name: str) -> dict[str, str]:
+    """The `name value` lines of the first `name { ... }` block of a Caddyfile."""
+    found = re.search(r"^\s*" + re.escape(name) + r" \{\n(.*?)^\s*\}", config, re.M | re.S)
+    assert found, f"no {name} block"
+    lines = (line.split("#")[0].split() for line in found.group(1).splitlines())
+    return {parts[0]: " ".join(parts[1:]) for parts in lines if parts}
+
+
+def seconds(duration: str) -> float:
+    """A Caddy duration such as 10s or 2m, in seconds."""
+    number, unit = re.fullmatch(r"(\d+)(s|m|h)", duration).groups()  # type: ignore[union-attr]
+    return int(number) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def test_the_proxy_cuts_off_slow_clients() -> None:
+    """Caddy's server timeouts are all set (Go's defaults are none at all), in the
+    global `servers` block; and its upstream keep-alive ends before uvicorn's (5 s)."""
+    config = re.sub(r"#.*", "", CADDYFILE.read_text())
+    timeouts = caddy_block(caddy_block_text(config, "servers"), "timeouts")
+    assert set(timeouts) == {"read_header", "read_body", "write", "idle"}
+    assert seconds(timeouts["read_header"]) <= 30
+    assert seconds(timeouts["read_header"]) <= seconds(timeouts["read_body"]) <= 120
+    assert 10 <= seconds(timeouts["write"]) <= 300
+    assert seconds(timeouts["idle"]) <= 600
+    assert seconds(caddy_block(config, "transport http")["keepalive"]) < 5
+
+
+def caddy_block_text(config: str, name: str) -> str:
+    """The text of the first `name { ... }` block, nested blocks included."""
+    start = re.search(r"^\s*" + re.escape(name) + r" \{\n", config, re.M)
+    assert start, f"no {name} block"
+    depth, at = 1, start.end()
+    while depth:
+        opening, closing = config.find("{", at), config.index("}", at)
+        if 0 <= opening < closing:
+            depth, at = depth + 1, opening + 1
+        else:
+            depth, at = depth - 1, closing + 1
+    return config[start.start() : at]
+
+
+def test_confide_cuts_off_slow_clients(services: dict[str, Any]) -> None:
+    """Confide's own timeouts are set in compose, valid, and no longer than the proxy's."""
+    env = environment(services["confide"])
+    settings = Settings(
+        head_timeout=env["CONFIDE_HEAD_TIMEOUT"],
+        body_timeout=env["CONFIDE_BODY_TIMEOUT"],
+        body_min_rate=env["CONFIDE_BODY_MIN_RATE"],
+    )
+    config = re.sub(r"#.*", "", CADDYFILE.read_text())
+    timeouts = caddy_block(caddy_block_text(config, "servers"), "timeouts")
+    assert settings.head_timeout <= seconds(timeouts["read_header"])
+    assert settings.body_timeout <= seconds(timeouts["read_body"])
+    assert settings.body_min_rate >= 100
 
 
 def test_the_caddyfile_is_valid(tmp_path: Path) -> None:

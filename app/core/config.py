@@ -18,6 +18,10 @@ from app.core.passwords import DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST, meets_owas
 
 CommaList = Annotated[list[str], NoDecode]
 METRICS_TOKEN_MIN = 16
+#: Defaults of `head_timeout`, `body_timeout` and `body_min_rate` (slow clients).
+HEAD_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 20.0
+BODY_MIN_RATE = 500
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -149,6 +153,14 @@ class Settings(BaseSettings):
     test_fault: Literal["swap_device_key"] | None = None
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Slow clients (app/web/http_protocol.py): a request head must be whole this
+    # many seconds after its first byte (and a connection that sends nothing is
+    # closed after as long); a body may stall at most `body_timeout` seconds,
+    # and after the first `body_timeout` seconds must keep up `body_min_rate`
+    # bytes a second on average. Past either: 408 `request_timeout`, closed.
+    head_timeout: float = Field(default=HEAD_TIMEOUT_S, ge=0.1, le=300)
+    body_timeout: float = Field(default=BODY_TIMEOUT_S, ge=0.1, le=600)
+    body_min_rate: int = Field(default=BODY_MIN_RATE, ge=1, le=10 * 1024 * 1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: What the log shows of a client's address: nothing, its /24 (IPv4) or
     #: /48 (IPv6), or a keyed hash (HMAC-SHA256 under a key derived from the

@@ -117,6 +117,12 @@ class HeadersTooLarge(ConfideError):
     status, code, title = 431, "headers_too_large", "Request header fields too large"
 
 
+class RequestTimeout(ConfideError):
+    """A request's head or body arrived too slowly (answered by the HTTP protocol)."""
+
+    status, code, title = 408, "request_timeout", "Request timeout"
+
+
 # SQLSTATE classes that say "the database is not there right now", not "this
 # request is wrong": 08 connection exception, 53 insufficient resources (too
 # many connections, disk full), 57 operator intervention (admin shutdown, the
