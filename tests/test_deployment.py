@@ -298,14 +298,21 @@ def test_the_headers_recipe_makes_secrets_confide_accepts(tmp_path: Path) -> Non
     made = tmp_path / "secrets"
     settings = Settings(
         database_url_file=made / "database_url",
+        migration_database_url_file=made / "migration_database_url",
         broker_url_file=made / "broker_url",
         master_keys_file=made / "master_keys",
         index_key_file=made / "index_key",
     )
     assert settings.database_url is not None
     password = (made / "postgres_password").read_text().strip()
+    app_password = (made / "app_db_password").read_text().strip()
+    assert app_password != password
     database_url = settings.database_url.get_secret_value()
-    assert database_url == f"postgresql+asyncpg://confide:{password}@postgres:5432/confide"
+    assert database_url == f"postgresql+asyncpg://confide_app:{app_password}@postgres:5432/confide"
+    assert settings.resolved_migration_database_url == (
+        f"postgresql+asyncpg://confide:{password}@postgres:5432/confide"
+    )
+    assert settings.server_role == "confide_app"
     redis_password = (made / "redis_password").read_text().strip()
     assert settings.broker_url.get_secret_value() == f"redis://:{redis_password}@redis:6379/0"
     assert settings.master_keys is not None
@@ -377,3 +384,33 @@ def test_dockerfile_installs_the_project_and_checks_health() -> None:
             parts = [p for p in shlex.split(args) if not p.startswith("--")]
             for source in parts[:-1]:
                 assert (ROOT / source).exists(), f"COPY {source}: no such file in the build context"
+
+
+def test_the_owner_migrates_and_the_server_runs_as_its_own_role(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    """Two database roles (docs/operations.md): only the one-off `migrate` service holds
+    the owner's URL; the server starts after it, as `confide_app`, whom postgres creates
+    on its first start."""
+    migrate, confide, postgres = services["migrate"], services["confide"], services["postgres"]
+    assert migrate["command"] == ["confide", "migrate"]
+    assert migrate["restart"] == "no"
+    assert confide["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    env = environment(migrate)
+    mounted = mounts(compose, migrate)
+    assert mounted[env["CONFIDE_MIGRATION_DATABASE_URL_FILE"]] == "./secrets/migration_database_url"
+    assert mounted[env["CONFIDE_DATABASE_URL_FILE"]] == "./secrets/database_url"
+    assert env["CONFIDE_ENV"] == "production"
+    for name in env:
+        assert name.removeprefix("CONFIDE_").lower() in Settings.model_fields, name
+    # The server never holds the owner's credentials.
+    assert "CONFIDE_MIGRATION_DATABASE_URL_FILE" not in environment(confide)
+    assert "./secrets/migration_database_url" not in mounts(compose, confide).values()
+    # postgres creates the server's role on first start, its password from a secret.
+    init = [str(v) for v in postgres["volumes"] if "docker-entrypoint-initdb.d" in str(v)]
+    assert init
+    assert init[0].startswith("./deploy/postgres-roles.sh:")
+    script = (ROOT / "deploy" / "postgres-roles.sh").read_text()
+    assert "CREATE ROLE confide_app LOGIN PASSWORD :'app_password'" in script
+    assert "`cat /run/secrets/app_db_password`" in script  # never on a command line
+    assert "/run/secrets/app_db_password" in mounts(compose, postgres)
