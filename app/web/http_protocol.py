@@ -70,6 +70,15 @@ TIMEOUT = _problem(b"HTTP/1.1 408 Request Timeout\r\n", TIMEOUT_BODY)
 REFUSAL = _problem(b"HTTP/1.1 431 Request Header Fields Too Large\r\n", OVERSIZE_HEADERS_BODY)
 
 
+def body_deadline(
+    started: float, last: float, received: int, timeout: float, min_rate: int
+) -> float:
+    """When a body read since `started`, of which `received` bytes came, the last at
+    `last`, is too slow: `timeout` after its last byte (a stall), or `timeout` plus
+    the time `received` bytes take at `min_rate` after its start (a trickle)."""
+    return min(last + timeout, started + timeout + received / min_rate)
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol` that refuses (431, then closes) a head past `HEAD_LIMIT` bytes,
     and (408, then closes) a head or a body that arrives too slowly."""
@@ -184,9 +193,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._restart_body_clock()
             return
         now = self.loop.time()
-        idle_until = self._body_last + self.body_timeout
-        rate_until = self._body_started + self.body_timeout + self._body_bytes / self.body_min_rate
-        deadline = min(idle_until, rate_until)
+        deadline = body_deadline(
+            self._body_started,
+            self._body_last,
+            self._body_bytes,
+            self.body_timeout,
+            self.body_min_rate,
+        )
         if now < deadline:
             self._timer = self.loop.call_at(deadline, self._body_check)
             return
