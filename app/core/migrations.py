@@ -189,8 +189,9 @@ def fence_audit_log(connection: Connection) -> None:
 
 def apply_privileges(connection: Connection, server_role: str | None) -> None:
     """After an upgrade, as the owner (PostgreSQL; nothing elsewhere, or for another role):
-    the server's role gets ordinary rights on every table and sequence, and the audit
-    log is fenced, so that role may only SELECT and INSERT there. Run after every
+    the server's role gets ordinary rights on every table and sequence but
+    `alembic_version` (SELECT only), and the audit log is fenced, so that role may
+    only SELECT and INSERT there. Run after every
     upgrade, so that tables a migration adds and a restored database (whose dump
     carries no privileges) are covered too."""
     if connection.dialect.name != "postgresql" or not _owns_audit_log(connection):
@@ -204,6 +205,9 @@ def apply_privileges(connection: Connection, server_role: str | None) -> None:
             f"GRANT USAGE ON SCHEMA {schema} TO {role}",
             f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
             f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+            # The schema's revision is the owner's to move: a server that finds
+            # migrations pending is refused, not half-migrating as itself.
+            f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {role}",
         ):
             connection.execute(text(statement))
     fence_audit_log(connection)

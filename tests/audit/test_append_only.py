@@ -256,3 +256,20 @@ def test_production_refuses_to_serve_as_a_role_that_may_change_the_log(
         _check_audit_fence(settings(cluster.owner, "development"))
     assert "must be append-only" in caplog.text
     assert "production refuses" in caplog.text
+
+
+def test_the_server_role_cannot_migrate_and_says_so_in_one_line(cluster: Cluster) -> None:
+    """Pending migrations and no owner's URL: one line naming the setting, no traceback."""
+    run_async(cluster.run(cluster.owner, "UPDATE alembic_version SET version_num = '0014'"))
+    try:
+        env = {k: v for k, v in cluster.env().items() if k != "CONFIDE_MIGRATION_DATABASE_URL"}
+        done = run_cli(env, "migrate")
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
+        line = done.stderr.strip().splitlines()[-1]
+        assert line.startswith("confide: the database role may not apply the pending migrations")
+        assert "CONFIDE_MIGRATION_DATABASE_URL" in line
+    finally:
+        again = run_cli(cluster.env(), "migrate")
+        assert again.returncode == 0, again.stdout + again.stderr
+    refused(cluster, cluster.server, "DELETE FROM audit_log")
