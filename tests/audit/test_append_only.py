@@ -273,3 +273,28 @@ def test_the_server_role_cannot_migrate_and_says_so_in_one_line(cluster: Cluster
         again = run_cli(cluster.env(), "migrate")
         assert again.returncode == 0, again.stdout + again.stderr
     refused(cluster, cluster.server, "DELETE FROM audit_log")
+
+
+def test_backup_as_the_server_role_and_restore_as_the_owner(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The server's role can back up (it reads everything); a restore by the owner into a
+    new database gives that role its rights back, the audit log still fenced."""
+    done = run_cli(cluster.env(), "backup", str(tmp_path / "db"), "--keys", str(tmp_path / "keys"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    restored = Cluster(
+        f"{cluster.database}_r", cluster.owner, cluster.server, tmp_path / "restored-data"
+    )
+    run_async(_admin(f'CREATE DATABASE "{restored.database}" OWNER "{cluster.owner}"'))
+    try:
+        done = run_cli(
+            restored.env(), "restore", str(tmp_path / "db"), "--keys", str(tmp_path / "keys")
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert run_async(restored.count("audit_log")) == run_async(cluster.count("audit_log"))
+        run_async(restored.run(cluster.server, "BEGIN", INSERT_ENTRY, "ROLLBACK"))
+        refused(restored, cluster.server, "DELETE FROM audit_log")
+        verified = run_cli(restored.env(), "audit", "verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    finally:
+        run_async(_admin(f'DROP DATABASE IF EXISTS "{restored.database}" WITH (FORCE)'))
