@@ -115,9 +115,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._began = False
-        if self._reading_body:
-            self._body_bytes += len(data)
-            self._body_last = self.loop.time()
         super().data_received(data)
         if self._head_done or self._began or self.transport.is_closing():
             return
@@ -149,6 +146,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # completes first): start its clock here, stop it at the message's end.
         self._reading_body = True
         self._restart_body_clock()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        self._body_last = self.loop.time()
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._reading_body = False
