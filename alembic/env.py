@@ -21,7 +21,13 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from app.core.db import create_engine
-from app.core.migrations import APPLIED, postgresql_lock, sqlite_lock
+from app.core.migrations import (
+    APPLIED,
+    SERVER_ROLE,
+    apply_privileges,
+    postgresql_lock,
+    sqlite_lock,
+)
 from app.models import Base
 
 config = context.config
@@ -66,6 +72,9 @@ def _configure(connection: Connection) -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+        # In the same transaction, under the same lock: the server's role gets its
+        # rights, and no role but the owner may change the audit log (0016).
+        apply_privileges(connection, config.attributes.get(SERVER_ROLE))
 
 
 async def _run_async(url: str) -> None:

@@ -68,8 +68,15 @@ class UnknownSchema(RuntimeError):
     """The database is at a schema revision this release does not have."""
 
 
+class AuditNotFenced(RuntimeError):
+    """Production on PostgreSQL, as a role that may change or remove audit entries."""
+
+
 def _migrate(settings: Settings) -> None:
+    """Apply pending migrations, as the owner's role when there are two (and grant the
+    server's role its rights); a refusal is one line (`UnknownSchema`)."""
     from alembic.util.exc import CommandError
+    from sqlalchemy import exc as sa_exc
 
     from app.core.migrations import upgrade
 
@@ -77,12 +84,24 @@ def _migrate(settings: Settings) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     keys = load_keys(settings)  # a migration may re-seal rows (0004)
     try:
-        applied = upgrade(settings.resolved_database_url, keys=(keys.keyring, keys.index_key))
+        applied = upgrade(
+            settings.resolved_migration_database_url,
+            keys=(keys.keyring, keys.index_key),
+            server_role=settings.server_role,
+        )
     except CommandError as error:
         raise UnknownSchema(
             f"this release cannot migrate the database's schema ({error}); if a newer release "
             "migrated it, roll it back with that release's `alembic downgrade` "
             "(docs/operations.md, Upgrade and roll back)"
+        ) from None
+    except sa_exc.ProgrammingError as error:
+        if getattr(error.orig, "sqlstate", None) != "42501":  # insufficient_privilege
+            raise
+        raise UnknownSchema(
+            "the database role may not apply the pending migrations (permission denied): "
+            "set CONFIDE_MIGRATION_DATABASE_URL to the owner's URL, or run `confide migrate` "
+            "as the owner first (docs/operations.md, Two database roles)"
         ) from None
     if applied:
         log.info(
@@ -93,6 +112,36 @@ def _migrate(settings: Settings) -> None:
         )
     else:
         log.info("database schema is up to date")
+
+
+def _check_audit_fence(settings: Settings) -> None:
+    """PostgreSQL: the server's role may only SELECT and INSERT audit entries. Production
+    refuses to start as a role that may UPDATE, DELETE or TRUNCATE them (`AuditNotFenced`);
+    development says so in one info line (there, one role is the usual set-up)."""
+    if not settings.resolved_database_url.startswith("postgresql"):
+        return
+    from app.core.db import create_engine
+    from app.core.migrations import audit_log_rights
+
+    async def rights() -> list[str]:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(audit_log_rights)
+        finally:
+            await engine.dispose()
+
+    held = asyncio.run(rights())
+    if not held:
+        return
+    message = (
+        f"the database role may {', '.join(held)} the audit log, which must be append-only: "
+        "run the server as a role of its own, with CONFIDE_MIGRATION_DATABASE_URL the "
+        "owner's (docs/operations.md, Two database roles)"
+    )
+    if settings.is_production:
+        raise AuditNotFenced(message)
+    log.info(message + "; production refuses to start so", extra={"audit_rights": held})
 
 
 def _metrics_mode(settings: Settings) -> str:
@@ -282,6 +331,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from app.main import create_app
     from app.ops.metrics import MetricsServer, create_metrics_app
+    from app.web.http_protocol import with_timeouts
     from app.web.middleware import MAX_HEADER_BYTES
 
     workers = _workers(settings, args.workers)
@@ -296,6 +346,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         print(f"confide: CONFIDE_ENV=production requires {missing}", file=sys.stderr)
         return 2
     _migrate(settings)
+    _check_audit_fence(settings)
     listener: socket.socket | None = None
     if workers > 1:
         try:
@@ -415,7 +466,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         # and buffered whatever it was sent (an 8 MB header was answered), so
         # this protocol answers 431 and closes past 4 x MAX_HEADER_BYTES. Under
         # that, the app answers 431 past MAX_HEADER_BYTES.
-        http="app.web.http_protocol:BoundedHttpToolsProtocol",
+        # It also cuts off a head or a body that trickles in (408): uvicorn's own
+        # timeout_keep_alive covers only the idle time between requests.
+        http=with_timeouts(settings.head_timeout, settings.body_timeout, settings.body_min_rate),
         timeout_graceful_shutdown=10,
         ws_ping_interval=20,
         ws_ping_timeout=20,
@@ -807,7 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(settings)
     try:
         code: int = args.func(settings, args)
-    except (KeyConfigError, UnknownSchema, DeadlineFileError) as error:
+    except (KeyConfigError, UnknownSchema, DeadlineFileError, AuditNotFenced) as error:
         print(f"confide: {error}", file=sys.stderr)
         return 2
     return code

@@ -134,9 +134,65 @@ def test_the_backend_network_is_internal(compose: dict[str, Any], services: dict
 def test_the_proxy_forwards_to_confide_over_tls() -> None:
     config = CADDYFILE.read_text()
     assert "{$CONFIDE_DOMAIN} {" in config  # a site address: automatic HTTPS
-    assert re.search(r"^\s*reverse_proxy confide:8000\s*$", config, re.MULTILINE)
+    assert re.search(r"^\s*reverse_proxy confide:8000( \{)?\s*$", config, re.MULTILINE)
     assert "Strict-Transport-Security" in config
     assert "log" not in re.sub(r"#.*", "", config)  # no access log naming paths and addresses
+
+
+def caddy_block(config: str, name: str) -> dict[str, str]:
+    """The `name value` lines of the first `name { ... }` block of a Caddyfile."""
+    found = re.search(r"^\s*" + re.escape(name) + r" \{\n(.*?)^\s*\}", config, re.M | re.S)
+    assert found, f"no {name} block"
+    lines = (line.split("#")[0].split() for line in found.group(1).splitlines())
+    return {parts[0]: " ".join(parts[1:]) for parts in lines if parts}
+
+
+def seconds(duration: str) -> float:
+    """A Caddy duration such as 10s or 2m, in seconds."""
+    number, unit = re.fullmatch(r"(\d+)(s|m|h)", duration).groups()  # type: ignore[union-attr]
+    return int(number) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def test_the_proxy_cuts_off_slow_clients() -> None:
+    """Caddy's server timeouts are all set (Go's defaults are none at all), in the
+    global `servers` block; and its upstream keep-alive ends before uvicorn's (5 s)."""
+    config = re.sub(r"#.*", "", CADDYFILE.read_text())
+    timeouts = caddy_block(caddy_block_text(config, "servers"), "timeouts")
+    assert set(timeouts) == {"read_header", "read_body", "write", "idle"}
+    assert seconds(timeouts["read_header"]) <= 30
+    assert seconds(timeouts["read_header"]) <= seconds(timeouts["read_body"]) <= 120
+    assert 10 <= seconds(timeouts["write"]) <= 300
+    assert seconds(timeouts["idle"]) <= 600
+    assert seconds(caddy_block(config, "transport http")["keepalive"]) < 5
+
+
+def caddy_block_text(config: str, name: str) -> str:
+    """The text of the first `name { ... }` block, nested blocks included."""
+    start = re.search(r"^\s*" + re.escape(name) + r" \{\n", config, re.M)
+    assert start, f"no {name} block"
+    depth, at = 1, start.end()
+    while depth:
+        opening, closing = config.find("{", at), config.index("}", at)
+        if 0 <= opening < closing:
+            depth, at = depth + 1, opening + 1
+        else:
+            depth, at = depth - 1, closing + 1
+    return config[start.start() : at]
+
+
+def test_confide_cuts_off_slow_clients(services: dict[str, Any]) -> None:
+    """Confide's own timeouts are set in compose, valid, and no longer than the proxy's."""
+    env = environment(services["confide"])
+    settings = Settings(
+        head_timeout=env["CONFIDE_HEAD_TIMEOUT"],
+        body_timeout=env["CONFIDE_BODY_TIMEOUT"],
+        body_min_rate=env["CONFIDE_BODY_MIN_RATE"],
+    )
+    config = re.sub(r"#.*", "", CADDYFILE.read_text())
+    timeouts = caddy_block(caddy_block_text(config, "servers"), "timeouts")
+    assert settings.head_timeout <= seconds(timeouts["read_header"])
+    assert settings.body_timeout <= seconds(timeouts["read_body"])
+    assert settings.body_min_rate >= 100
 
 
 def test_the_caddyfile_is_valid(tmp_path: Path) -> None:
@@ -242,14 +298,21 @@ def test_the_headers_recipe_makes_secrets_confide_accepts(tmp_path: Path) -> Non
     made = tmp_path / "secrets"
     settings = Settings(
         database_url_file=made / "database_url",
+        migration_database_url_file=made / "migration_database_url",
         broker_url_file=made / "broker_url",
         master_keys_file=made / "master_keys",
         index_key_file=made / "index_key",
     )
     assert settings.database_url is not None
     password = (made / "postgres_password").read_text().strip()
+    app_password = (made / "app_db_password").read_text().strip()
+    assert app_password != password
     database_url = settings.database_url.get_secret_value()
-    assert database_url == f"postgresql+asyncpg://confide:{password}@postgres:5432/confide"
+    assert database_url == f"postgresql+asyncpg://confide_app:{app_password}@postgres:5432/confide"
+    assert settings.resolved_migration_database_url == (
+        f"postgresql+asyncpg://confide:{password}@postgres:5432/confide"
+    )
+    assert settings.server_role == "confide_app"
     redis_password = (made / "redis_password").read_text().strip()
     assert settings.broker_url.get_secret_value() == f"redis://:{redis_password}@redis:6379/0"
     assert settings.master_keys is not None
@@ -321,3 +384,33 @@ def test_dockerfile_installs_the_project_and_checks_health() -> None:
             parts = [p for p in shlex.split(args) if not p.startswith("--")]
             for source in parts[:-1]:
                 assert (ROOT / source).exists(), f"COPY {source}: no such file in the build context"
+
+
+def test_the_owner_migrates_and_the_server_runs_as_its_own_role(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    """Two database roles (docs/operations.md): only the one-off `migrate` service holds
+    the owner's URL; the server starts after it, as `confide_app`, whom postgres creates
+    on its first start."""
+    migrate, confide, postgres = services["migrate"], services["confide"], services["postgres"]
+    assert migrate["command"] == ["confide", "migrate"]
+    assert migrate["restart"] == "no"
+    assert confide["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    env = environment(migrate)
+    mounted = mounts(compose, migrate)
+    assert mounted[env["CONFIDE_MIGRATION_DATABASE_URL_FILE"]] == "./secrets/migration_database_url"
+    assert mounted[env["CONFIDE_DATABASE_URL_FILE"]] == "./secrets/database_url"
+    assert env["CONFIDE_ENV"] == "production"
+    for name in env:
+        assert name.removeprefix("CONFIDE_").lower() in Settings.model_fields, name
+    # The server never holds the owner's credentials.
+    assert "CONFIDE_MIGRATION_DATABASE_URL_FILE" not in environment(confide)
+    assert "./secrets/migration_database_url" not in mounts(compose, confide).values()
+    # postgres creates the server's role on first start, its password from a secret.
+    init = [str(v) for v in postgres["volumes"] if "docker-entrypoint-initdb.d" in str(v)]
+    assert init
+    assert init[0].startswith("./deploy/postgres-roles.sh:")
+    script = (ROOT / "deploy" / "postgres-roles.sh").read_text()
+    assert "CREATE ROLE confide_app LOGIN PASSWORD :'app_password'" in script
+    assert "`cat /run/secrets/app_db_password`" in script  # never on a command line
+    assert "/run/secrets/app_db_password" in mounts(compose, postgres)

@@ -36,7 +36,8 @@ import base64
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -50,9 +51,12 @@ from sqlalchemy.ext.asyncio import (
 
 from app.core.audit import Entry, Pending, Verification, take_pending
 from app.core.clock import Clock
+from app.core.errors import AuditUnavailable, ConfideError, is_unavailable
 from app.core.slots import Slots
 from app.core.vault import SYSTEM_KEY_ID, Vault
 from app.models import AuditEntry
+
+log = logging.getLogger("confide.audit")
 
 GENESIS = b"\x00" * 32
 _PG_LOCK_KEY = 0x636F6E666964  # "confid"
@@ -73,6 +77,24 @@ def chain_hash(prev_hash: bytes, seq: int, target_ix: bytes | None, payload: byt
         sort_keys=True,
     ).encode()
     return hashlib.sha256(prev_hash + content).digest()
+
+
+@contextlib.contextmanager
+def _fail_closed() -> Iterator[None]:
+    """Turn a failure to write audit entries into `AuditUnavailable`, logged once."""
+    try:
+        yield
+    except ConfideError:
+        raise
+    except Exception as error:
+        if is_unavailable(error):
+            raise
+        log.error(
+            "audit entries could not be written (%s): the action is refused",
+            type(error).__name__,
+            extra={"error": type(error).__name__},
+        )
+        raise AuditUnavailable() from error
 
 
 @dataclass
@@ -159,25 +181,32 @@ class AuditLog:
         self._writer: _Writer | None = None
 
     async def commit(self, session: AsyncSession) -> None:
-        """Append the queued entries to the chain, then commit the transaction."""
+        """Append the queued entries to the chain, then commit the transaction.
+
+        Raises `AuditUnavailable` (the caller rolls back) when the entries cannot
+        be written for any reason but an unreachable database (which stays the
+        error it is: 503 `unavailable`): a refused INSERT, a trigger, a full
+        disk. The action is then not done, and its answer says why.
+        """
         pending = take_pending(session)
         if not pending:
             await session.commit()
             return
-        if self._sqlite:
-            # SQLite's write lock first (a write that changes nothing takes it, and
-            # waits for it), then the head: one writer at a time in every process.
-            # No lock of this process: a unit of work that already wrote holds
-            # SQLite's lock, and waiting here for another task that waits for it
-            # would hold both until the busy timeout.
-            await session.execute(text("UPDATE audit_log SET seq = seq WHERE 1 = 0"))
-            await self._append(session, pending)
-            await session.commit()
-        else:
-            # Written (and committed) first: if it cannot be, this raises and the
-            # unit of work rolls back, so the action is not done either.
-            await self._writer_for(session).append(pending)
-            await session.commit()
+        with _fail_closed():
+            if self._sqlite:
+                # SQLite's write lock first (a write that changes nothing takes it,
+                # and waits for it), then the head: one writer at a time in every
+                # process. No lock of this process: a unit of work that already
+                # wrote holds SQLite's lock, and waiting here for another task that
+                # waits for it would hold both until the busy timeout. (A statement
+                # of SQLite only: PostgreSQL's server role may not UPDATE the log.)
+                await session.execute(text("UPDATE audit_log SET seq = seq WHERE 1 = 0"))
+                await self._append(session, pending)
+            else:
+                # Written (and committed) first: if it cannot be, this raises and
+                # the unit of work rolls back, so the action is not done either.
+                await self._writer_for(session).append(pending)
+        await session.commit()
 
     def _writer_for(self, session: AsyncSession) -> _Writer:
         writer = self._writer

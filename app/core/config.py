@@ -12,12 +12,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy import make_url
 
 from app.core.broker_url import broker_kind
 from app.core.passwords import DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST, meets_owasp
 
 CommaList = Annotated[list[str], NoDecode]
 METRICS_TOKEN_MIN = 16
+#: Defaults of `head_timeout`, `body_timeout` and `body_min_rate` (slow clients).
+HEAD_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 20.0
+BODY_MIN_RATE = 500
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -33,6 +38,7 @@ def split_host_port(value: str) -> tuple[str, int]:
 #: The secrets that CONFIDE_<NAME>_FILE may name a file for.
 SECRET_FILES = (
     "database_url",
+    "migration_database_url",
     "broker_url",
     "master_keys",
     "index_key",
@@ -49,6 +55,10 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         default=None, description="SQLAlchemy async URL; default: SQLite file in the data dir"
     )
+    #: PostgreSQL with two roles (docs/operations.md, "Two database roles"): the
+    #: owner's URL, with which migrations, the grants to the server's role (the
+    #: user of `database_url`) and restores run; unset: `database_url` for all.
+    migration_database_url: SecretStr | None = None
     # A secret: a Redis URL may carry its password.
     broker_url: SecretStr = SecretStr("memory://")
     broker_prefix: str = Field(default="confide", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -153,6 +163,14 @@ class Settings(BaseSettings):
     test_fault: Literal["swap_device_key"] | None = None
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Slow clients (app/web/http_protocol.py): a request head must be whole this
+    # many seconds after its first byte (and a connection that sends nothing is
+    # closed after as long); a body may stall at most `body_timeout` seconds,
+    # and after the first `body_timeout` seconds must keep up `body_min_rate`
+    # bytes a second on average. Past either: 408 `request_timeout`, closed.
+    head_timeout: float = Field(default=HEAD_TIMEOUT_S, ge=0.1, le=300)
+    body_timeout: float = Field(default=BODY_TIMEOUT_S, ge=0.1, le=600)
+    body_min_rate: int = Field(default=BODY_MIN_RATE, ge=1, le=10 * 1024 * 1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: What the log shows of a client's address: nothing, its /24 (IPv4) or
     #: /48 (IPv6), or a keyed hash (HMAC-SHA256 under a key derived from the
@@ -183,6 +201,7 @@ class Settings(BaseSettings):
     # Every secret may come from a file instead (CONFIDE_<NAME>_FILE: Docker and
     # Kubernetes secrets), so that it is not in the environment for all to see.
     database_url_file: Path | None = None
+    migration_database_url_file: Path | None = None
     broker_url_file: Path | None = None
     master_keys_file: Path | None = None
     index_key_file: Path | None = None
@@ -287,6 +306,21 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _migration_role(self) -> Settings:
+        if self.migration_database_url is None:
+            return self
+        for name, url in (
+            ("CONFIDE_DATABASE_URL", self.resolved_database_url),
+            ("CONFIDE_MIGRATION_DATABASE_URL", self.resolved_migration_database_url),
+        ):
+            if not url.startswith("postgresql"):
+                raise ValueError(
+                    f"CONFIDE_MIGRATION_DATABASE_URL is for PostgreSQL with two roles; "
+                    f"{name} is not a PostgreSQL URL"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _webhook_backoff(self) -> Settings:
         if self.webhook_backoff_max_s < self.webhook_backoff_base_s:
             raise ValueError(
@@ -332,6 +366,21 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{(self.data_dir / 'confide.db').resolve()}"
+
+    @property
+    def resolved_migration_database_url(self) -> str:
+        if self.migration_database_url is not None:
+            return self.migration_database_url.get_secret_value()
+        return self.resolved_database_url
+
+    @property
+    def server_role(self) -> str | None:
+        """The role the server runs as, when migrations run as another; else None."""
+        if self.migration_database_url is None:
+            return None
+        server = make_url(self.resolved_database_url).username
+        owner = make_url(self.resolved_migration_database_url).username
+        return server if server and server != owner else None
 
     @property
     def resolved_audit_checkpoint_file(self) -> Path:

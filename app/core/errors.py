@@ -113,8 +113,30 @@ class ServiceUnavailable(ConfideError):
         self.headers = {"Retry-After": str(max(1, retry_after))}
 
 
+class AuditUnavailable(ServiceUnavailable):
+    """The audit entry of an action could not be written, so the action was not done.
+
+    Fail-closed: the action's own changes are rolled back (decision note 0003).
+    A 503 rather than a 500: nothing about the request was wrong, and a client
+    may try again once the log can be written.
+    """
+
+    code, title = "audit_unavailable", "Audit log unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The action could not be recorded in the audit log, so it was not done; try again."
+        )
+
+
 class HeadersTooLarge(ConfideError):
     status, code, title = 431, "headers_too_large", "Request header fields too large"
+
+
+class RequestTimeout(ConfideError):
+    """A request's head or body arrived too slowly (answered by the HTTP protocol)."""
+
+    status, code, title = 408, "request_timeout", "Request timeout"
 
 
 # SQLSTATE classes that say "the database is not there right now", not "this

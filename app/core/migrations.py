@@ -72,10 +72,16 @@ APPLIED = "confide_applied"
 
 
 def upgrade(
-    url: str, revision: str = "head", keys: tuple[Keyring, bytes] | None = None
+    url: str,
+    revision: str = "head",
+    keys: tuple[Keyring, bytes] | None = None,
+    server_role: str | None = None,
 ) -> list[str]:
-    """Migrate to `revision`; the revisions applied, oldest first (none: it was there)."""
+    """Migrate to `revision`; the revisions applied, oldest first (none: it was there).
+    With `server_role`, `url` is the owner's, and that role is granted its rights."""
     cfg = alembic_config(url, keys=keys)
+    if server_role is not None:
+        cfg.attributes[SERVER_ROLE] = server_role
     applied: list[str] = []
     cfg.attributes[APPLIED] = applied
     command.upgrade(cfg, revision)
@@ -140,3 +146,84 @@ def postgresql_lock(connection: Connection) -> None:
     """
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+
+
+# The two-role set-up on PostgreSQL (docs/operations.md, "Two database roles").
+
+#: `Config.attributes` key of the role the server runs as, when migrations run as
+#: another (the owner's): after every upgrade that role is granted its rights.
+SERVER_ROLE = "confide.server_role"
+
+#: What no role but the owner may do to the audit log: change or remove its
+#: rows, or hang a trigger on it that could.
+AUDIT_FENCED = ("UPDATE", "DELETE", "TRUNCATE", "TRIGGER")
+
+
+def _owns_audit_log(connection: Connection) -> bool:
+    """Whether the connected role owns `audit_log` (False when there is none yet)."""
+    owns = connection.execute(
+        text(
+            "SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c "
+            "WHERE c.oid = to_regclass('audit_log')"
+        )
+    ).scalar()
+    return bool(owns)
+
+
+def fence_audit_log(connection: Connection) -> None:
+    """Take UPDATE, DELETE, TRUNCATE and TRIGGER on `audit_log` from every role but its
+    owner (PUBLIC included); PostgreSQL, run by the owner. Idempotent."""
+    grantees = connection.execute(
+        text(
+            "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
+            "ELSE quote_ident(pg_get_userbyid(a.grantee)) END "
+            "FROM pg_class c, aclexplode(c.relacl) a "
+            "WHERE c.oid = to_regclass('audit_log') AND a.grantee <> c.relowner "
+            "AND a.privilege_type = ANY(:fenced)"
+        ),
+        {"fenced": list(AUDIT_FENCED)},
+    ).scalars()
+    for grantee in ["PUBLIC", *grantees]:
+        connection.execute(text(f"REVOKE {', '.join(AUDIT_FENCED)} ON audit_log FROM {grantee}"))
+
+
+def apply_privileges(connection: Connection, server_role: str | None) -> None:
+    """After an upgrade, as the owner (PostgreSQL; nothing elsewhere, or for another role):
+    the server's role gets ordinary rights on every table and sequence but
+    `alembic_version` (SELECT only), and the audit log is fenced, so that role may
+    only SELECT and INSERT there. Run after every
+    upgrade, so that tables a migration adds and a restored database (whose dump
+    carries no privileges) are covered too."""
+    if connection.dialect.name != "postgresql" or not _owns_audit_log(connection):
+        return
+    if server_role:
+        role = connection.dialect.identifier_preparer.quote(server_role)
+        schema = connection.dialect.identifier_preparer.quote(
+            str(connection.execute(text("SELECT current_schema()")).scalar_one())
+        )
+        for statement in (
+            f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+            # The schema's revision is the owner's to move: a server that finds
+            # migrations pending is refused, not half-migrating as itself.
+            f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {role}",
+        ):
+            connection.execute(text(statement))
+    fence_audit_log(connection)
+
+
+def audit_log_rights(connection: Connection) -> list[str]:
+    """Which of UPDATE, DELETE, TRUNCATE the connected role holds on `audit_log`
+    (PostgreSQL; a superuser and the owner hold them all; elsewhere none)."""
+    if connection.dialect.name != "postgresql":
+        return []
+    held = connection.execute(
+        text(
+            "SELECT p FROM unnest(CAST(:rights AS text[])) AS p "
+            "WHERE to_regclass('audit_log') IS NOT NULL "
+            "AND has_table_privilege(current_user, 'audit_log', p)"
+        ),
+        {"rights": ["UPDATE", "DELETE", "TRUNCATE"]},
+    ).scalars()
+    return list(held)

@@ -51,6 +51,7 @@ from app.core.keys import (
     load_keys,
     signing_key_name,
 )
+from app.core.migrations import apply_privileges
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -129,10 +130,10 @@ def _sqlite_path(settings: Settings) -> Path:
     return Path(database)
 
 
-def _libpq(settings: Settings) -> tuple[list[str], dict[str, str]]:
+def _libpq(database_url: str) -> tuple[list[str], dict[str, str]]:
     """pg_dump/pg_restore connection options, and the environment that carries the password
     (never on the command line, where `ps` shows it)."""
-    url = make_url(settings.resolved_database_url)
+    url = make_url(database_url)
     args = []
     if url.host:
         args += ["--host", url.host]
@@ -319,7 +320,8 @@ def _restore_database(settings: Settings, kind: str, dump: Path) -> None:
             partial.chmod(0o600)
             partial.replace(target)
         return
-    args, env = _libpq(settings)
+    # As the owner where there are two roles: the restored tables are its own.
+    args, env = _libpq(settings.resolved_migration_database_url)
     _run_tool(
         [
             _tool("pg_restore"),
@@ -332,6 +334,15 @@ def _restore_database(settings: Settings, kind: str, dump: Path) -> None:
         ],
         env,
     )
+
+
+async def _apply_privileges(url: str, server_role: str | None) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(apply_privileges, server_role)
+    finally:
+        await engine.dispose()
 
 
 def _sqlite_copy(source_uri: str, target: Path) -> None:
@@ -393,7 +404,7 @@ def backup(settings: Settings, directory: Path, keys_directory: Path | None) -> 
         snapshot_url = f"sqlite+aiosqlite:///{target.resolve()}"
     else:
         target = directory / PG_FILE
-        args, env = _libpq(settings)
+        args, env = _libpq(settings.resolved_database_url)
         # One transaction (REPEATABLE READ): a consistent snapshot while servers write.
         _run_tool(
             [
@@ -461,7 +472,7 @@ def restore(
             "data keys: restore them from the keys backup made with it"
         )
 
-    url = settings.resolved_database_url
+    url = settings.resolved_migration_database_url
     if kind == "sqlite":
         target = _sqlite_path(settings)
         if target.exists():
@@ -493,6 +504,10 @@ def restore(
         tables, _, keys = asyncio.run(_read_state(url))
         if "alembic_version" not in tables:
             raise BackupError(f"{dump} restored no Confide schema: it is damaged")
+        if kind == "postgresql":
+            # The dump carries no privileges: the server's role gets its rights
+            # again, and the audit log is append-only for it as before.
+            asyncio.run(_apply_privileges(url, settings.server_role))
     except BaseException:
         if keys_directory is not None:  # take back what this restore installed
             if fresh:

@@ -22,6 +22,7 @@ from app.core.errors import (
     PROBLEM_JSON,
     ConfideError,
     HeadersTooLarge,
+    RequestTimeout,
     ServiceUnavailable,
     is_unavailable,
 )
@@ -88,6 +89,7 @@ _STATUS_CODES = {
     406: ("not_acceptable", "Not acceptable"),
     413: ("payload_too_large", "Payload too large"),
     415: ("unsupported_media_type", "Unsupported media type"),
+    408: (RequestTimeout.code, RequestTimeout.title),
     431: (HeadersTooLarge.code, HeadersTooLarge.title),
     503: (ServiceUnavailable.code, ServiceUnavailable.title),
 }

@@ -4,7 +4,8 @@ FastAPI writes the operations from the routes and their models; this adds
 what a route cannot say about itself, for every operation alike:
 - `security: []` on an operation without a bearer dependency (it is public);
 - path parameters are ids, random UUIDs (`format: uuid`);
-- the 431 every request can get (a request head over 16 KiB);
+- the 431 every request can get (a request head over 16 KiB), and the 408
+  (a request sent too slowly);
 - operation ids `<tag>_<function name>`;
 - the `null`s of a model's examples, which FastAPI drops (it writes the
   document without any null), so that each example still fits its schema.
@@ -18,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from app.core.errors import PROBLEM_JSON, HeadersTooLarge
+from app.core.errors import PROBLEM_JSON, HeadersTooLarge, RequestTimeout
 
 ASYNCAPI_URL = "/asyncapi.yaml"
 LICENSE = {"name": "Apache-2.0", "identifier": "Apache-2.0"}
@@ -87,6 +88,14 @@ def refine(schema: dict[str, Any]) -> dict[str, Any]:
                 "431",
                 {
                     "description": f"{HeadersTooLarge.code}: the request's head is over 16 KiB",
+                    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                },
+            )
+            operation["responses"].setdefault(
+                "408",
+                {
+                    "description": f"{RequestTimeout.code}: the request came too slowly "
+                    "(its head, or its body); the connection is closed",
                     "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
                 },
             )

@@ -14,6 +14,7 @@ from app.core import audit
 from app.core.clock import FrozenClock
 from app.core.config import Settings
 from app.core.context import Context
+from app.core.errors import AuditUnavailable
 
 INSTANCES = 3
 UNITS = 25
@@ -77,8 +78,9 @@ async def test_an_entry_that_cannot_be_written_undoes_its_unit_of_work(ctx: Cont
             await session.execute(text("INSERT INTO scratch VALUES (1)"))
             audit.record(session, "test.refused", actor_role="cli")
 
-    with pytest.raises(Exception, match="refuse"):
+    with pytest.raises(AuditUnavailable) as raised:
         await refused()
+    assert "refuse" in str(raised.value.__cause__)
     async with ctx.engine.connect() as conn:
         assert (await conn.execute(text("SELECT count(*) FROM scratch"))).scalar_one() == 0
         assert (await conn.execute(text("SELECT count(*) FROM audit_log"))).scalar_one() == 0

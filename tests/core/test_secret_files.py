@@ -28,7 +28,12 @@ def test_a_secret_is_read_from_its_file(
         "database_url": f"sqlite+aiosqlite:///{tmp_path / 'x.db'}",
         "broker_url": "redis://:" + secrets.token_urlsafe(16) + "@127.0.0.1:6379/0",
         "master_keys": "k1:" + secrets.token_urlsafe(32),
+        "migration_database_url": "postgresql+asyncpg://owner:"
+        + secrets.token_urlsafe(16)
+        + "@127.0.0.1:5432/confide",
     }.get(name, secrets.token_urlsafe(32))
+    if name == "migration_database_url":  # for PostgreSQL with two roles only
+        monkeypatch.setenv("CONFIDE_DATABASE_URL", "postgresql+asyncpg://app@127.0.0.1/confide")
     path = tmp_path / name
     path.write_text(value + "\n")  # as editors and `echo` leave them
     monkeypatch.setenv(f"CONFIDE_{name.upper()}_FILE", str(path))
@@ -86,3 +91,13 @@ def test_an_unreadable_file_stops_the_cli_with_one_line(
         err
         == f"confide: CONFIDE_MASTER_KEYS_FILE: cannot read {missing}: No such file or directory\n"
     )
+
+
+def test_a_migration_url_is_for_postgresql_with_two_roles(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONFIDE_MIGRATION_DATABASE_URL", "postgresql+asyncpg://owner@db/confide")
+    with pytest.raises(ValidationError, match="CONFIDE_DATABASE_URL is not a PostgreSQL URL"):
+        Settings()
+    monkeypatch.setenv("CONFIDE_DATABASE_URL", "postgresql+asyncpg://app@db/confide")
+    assert Settings().server_role == "app"
+    monkeypatch.setenv("CONFIDE_DATABASE_URL", "postgresql+asyncpg://owner@db/confide")
+    assert Settings().server_role is None  # one role after all: nothing to grant

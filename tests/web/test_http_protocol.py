@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 import uvicorn
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.types import Receive, Scope, Send
 
-from app.web.http_protocol import HEAD_LIMIT, BoundedHttpToolsProtocol
+from app.web.http_protocol import HEAD_LIMIT, BoundedHttpToolsProtocol, body_deadline
 
 
 async def echo_length(scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,3 +122,48 @@ async def test_pipelined_requests_with_bodies_are_served(port: int) -> None:
     first = request(body).replace(b"Connection: close\r\n", b"")
     answer, _ = await exchange(port, first + request(body))
     assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:300]
+
+
+times = st.floats(min_value=0, max_value=1e6, allow_nan=False)
+timeouts = st.floats(min_value=0.1, max_value=600, allow_nan=False)
+rates = st.integers(min_value=1, max_value=10 * 1024 * 1024)
+
+
+@given(times, st.floats(0, 1e4), st.integers(0, 2**20), st.integers(0, 2**20), timeouts, rates)
+def test_a_body_deadline_never_moves_earlier_for_more_bytes_or_a_later_byte(
+    started: float, gap: float, received: int, more: int, timeout: float, rate: int
+) -> None:
+    last = started + gap
+    deadline = body_deadline(started, last, received, timeout, rate)
+    assert deadline <= last + timeout  # a stall is cut
+    assert deadline <= started + timeout + received / rate  # so is a trickle
+    assert body_deadline(started, last, received + more, timeout, rate) >= deadline
+    assert body_deadline(started, last + gap, received, timeout, rate) >= deadline
+
+
+@given(timeouts, rates, st.floats(min_value=0.01, max_value=0.99))
+def test_a_body_slower_than_the_rate_is_cut_in_bounded_time(
+    timeout: float, rate: int, fraction: float
+) -> None:
+    """A byte every 1/r seconds, r below the minimum rate: past its deadline once
+    timeout / (1 - r / rate) seconds (and one interval) have passed, however long."""
+    sent_rate = rate * fraction
+    now = timeout / (1 - fraction) + 1 / sent_rate
+    received = int(now * sent_rate)  # the bytes sent by then, the last at received / r
+    assert now > body_deadline(0.0, received / sent_rate, received, timeout, rate)
+
+
+@given(timeouts, rates, st.floats(min_value=1.0, max_value=100.0), st.integers(1, 400))
+def test_a_steady_body_at_the_rate_is_never_cut(
+    timeout: float, rate: int, factor: float, chunks: int
+) -> None:
+    """Chunks of `rate * interval * factor` bytes (factor >= 1) every interval < timeout."""
+    interval = timeout / 2
+    size = rate * interval * factor
+    received = 0.0
+    for i in range(1, chunks + 1):
+        now = i * interval
+        # Just before the i-th chunk arrives: the (i-1)-th came at now - interval.
+        last = now - interval
+        assert now <= body_deadline(0.0, last, int(received), timeout, rate) + 1e-9
+        received += size
