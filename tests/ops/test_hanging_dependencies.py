@@ -38,10 +38,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
+from sqlalchemy import exc as sa_exc
 
 from app.context import build_context
+from app.core import audit
 from app.core.config import Settings
 from app.core.db import create_engine
+from app.core.errors import is_unavailable
 from app.core.migrations import upgrade_on
 from app.main import create_app
 from app.models import Role
@@ -191,6 +194,23 @@ async def pinged(ws: Any) -> None:
     assert (await recv_until(ws, "pong", timeout=BUDGET_S * 2))["type"] == "pong"
 
 
+async def audited(practice: Practice, person: Person) -> None:
+    """A unit of work that only writes an audit entry: through the audit writer on
+    PostgreSQL, which commits it before the unit of work may."""
+    async with practice.context.transaction() as session:
+        audit.record(session, "account.read", actor_id=person.id, target=person.id)
+
+
+async def audit_fails_closed_in_budget(practice: Practice, person: Person) -> None:
+    started = time.monotonic()
+    with pytest.raises((OSError, sa_exc.DBAPIError, sa_exc.TimeoutError)) as raised:
+        async with asyncio.timeout(LIMIT_S * 2):  # a hang fails here, as too slow
+            await audited(practice, person)
+    took = time.monotonic() - started
+    assert is_unavailable(raised.value), raised.value
+    assert took < LIMIT_S, f"an audited unit of work took {took:.2f} s to fail"
+
+
 async def settle(engine_checked_out: Any, baseline: int) -> None:
     """Wait (LIMIT_S at most) for the failed calls' tasks and connections to be gone."""
     deadline = time.monotonic() + LIMIT_S
@@ -221,6 +241,7 @@ async def test_a_hanging_database_fails_each_call_within_its_budget_and_recovers
         await requests_fail_in_budget(practice, client)
         await socket_refused_in_budget(practice, room, tokens[0])
         await not_ready_in_budget(practice, "database")
+        await audit_fails_closed_in_budget(practice, client)
         await pinged(host)
         await settle(checked_out, baseline)
         assert checked_out() == 0
@@ -241,6 +262,9 @@ async def test_a_hanging_database_fails_each_call_within_its_budget_and_recovers
         await pinged(host)
         await ws.close()
         await host.close()
+        await audited(practice, client)  # the same audit writer, once more
+        async with practice.context.transaction() as session:
+            assert (await practice.context.audit.verify(session)).ok
         messages = [r.getMessage() for r in caplog.records if r.name == "confide.webhooks"]
         deadline = time.monotonic() + 5
         while "webhook delivery resumed" not in messages and time.monotonic() < deadline:
