@@ -30,8 +30,10 @@ class BudgetedConnection(asyncpg.Connection):  # type: ignore[misc]
     that is done; the pool then rolls back on it, and closes it gracefully
     (2 s) when that fails. Against a database that does not answer, each step
     waits out its own timeout, so one refused request took several budgets.
-    Closing the connection at once ends the statement on the server too (as
-    its `statement_timeout` would), and every later step finds it closed.
+    Closed at once instead, every later step finds it closed and the pool
+    replaces it; on the server, the same budget as `statement_timeout` ends
+    the statement. `_cancel_current_command` is asyncpg's own (private) hook
+    for this; tests/core/test_budgets.py fails should a release change it.
     """
 
     def _cancel_current_command(
