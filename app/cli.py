@@ -634,6 +634,7 @@ async def _purge(settings: Settings) -> str:
         settings.broker_url.get_secret_value(),
         prefix=settings.broker_prefix,
         limits=ReplayLimits.from_settings(settings),
+        timeout_s=settings.broker_timeout_s,
     )
 
     async def ignore(*_: object) -> None:

@@ -8,7 +8,7 @@ from app.audit.service import AuditLog
 from app.core.clock import Clock, SystemClock
 from app.core.config import Settings
 from app.core.context import Context
-from app.core.db import create_engine, create_sessionmaker, is_sqlite
+from app.core.db import Budgets, create_engine, create_sessionmaker, is_sqlite
 from app.core.keys import load_keys
 from app.core.passwords import PasswordHasher
 from app.core.tokens import TokenService
@@ -24,7 +24,8 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
     url = settings.resolved_database_url
     if is_sqlite(url):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+    budgets = Budgets.of(settings)
+    engine = create_engine(url, budgets=budgets)
     vault = Vault(keys.source, keys.keyring, keys.index_key, clock, DataKeyRows())
 
     async def outbox(session: AsyncSession, announcements: list[Announcement]) -> None:
@@ -45,7 +46,7 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
             now=clock.time,
             reload=keys.source.reload_signing_keys,
         ),
-        audit=AuditLog(vault, clock, sqlite=is_sqlite(url)),
+        audit=AuditLog(vault, clock, sqlite=is_sqlite(url), budgets=budgets),
         passwords=PasswordHasher(
             settings.password_memory_kib, settings.password_time_cost, settings.password_parallelism
         ),

@@ -143,6 +143,7 @@ def create_app(
             ctx.clock.time,
             prefix=ctx.settings.broker_prefix,
             limits=ReplayLimits.from_settings(ctx.settings),
+            timeout_s=ctx.settings.broker_timeout_s,
         )
 
         async def on_event(event: Event) -> None:

@@ -46,11 +46,11 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
-    create_async_engine,
 )
 
 from app.core.audit import Entry, Pending, Verification, take_pending
 from app.core.clock import Clock
+from app.core.db import Budgets, create_engine
 from app.core.errors import AuditUnavailable, ConfideError, is_unavailable
 from app.core.slots import Slots
 from app.core.vault import SYSTEM_KEY_ID, Vault
@@ -110,18 +110,14 @@ class _Request:
 class _Writer:
     """The task that appends every unit of work's entries, in batches (PostgreSQL)."""
 
-    def __init__(self, log: AuditLog, url: str) -> None:
+    def __init__(self, log: AuditLog, url: str, budgets: Budgets | None) -> None:
         self._log = log
         self.loop = asyncio.get_running_loop()
         # Its own connection: the units of work waiting for it hold the pool's.
-        self._engine: AsyncEngine = create_async_engine(
-            url,
-            pool_size=1,
-            max_overflow=0,
-            pool_recycle=1800,
-            pool_pre_ping=True,  # one ping per batch: a restarted PostgreSQL costs no entry
-            hide_parameters=True,
-        )
+        # Pinged before each batch (a restarted PostgreSQL costs no entry); with
+        # the database's budgets, a batch that hangs fails its waiters in time
+        # (and their actions: fail closed) instead of holding them all.
+        self._engine: AsyncEngine = create_engine(url, budgets=budgets, pool_size=1, max_overflow=0)
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False, autoflush=False)
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self.task = asyncio.create_task(self._run(), name="audit-writer")
@@ -171,10 +167,13 @@ class _Writer:
 class AuditLog:
     """The chain of `AuditEntry` rows (an `app.core.audit.AuditTrail`)."""
 
-    def __init__(self, vault: Vault, clock: Clock, *, sqlite: bool) -> None:
+    def __init__(
+        self, vault: Vault, clock: Clock, *, sqlite: bool, budgets: Budgets | None = None
+    ) -> None:
         self._vault = vault
         self._clock = clock
         self._sqlite = sqlite
+        self._budgets = budgets
         # The next slot of recent targets: appends run under the chain's lock,
         # and `Slots.count` checks a hint with one look-up before trusting it.
         self._next_slot: dict[str, int] = {}
@@ -214,7 +213,9 @@ class AuditLog:
         if writer is None or writer.loop is not loop or writer.task.done():
             engine = session.bind
             assert isinstance(engine, AsyncEngine)
-            writer = self._writer = _Writer(self, engine.url.render_as_string(hide_password=False))
+            writer = self._writer = _Writer(
+                self, engine.url.render_as_string(hide_password=False), self._budgets
+            )
         return writer
 
     async def close(self) -> None:

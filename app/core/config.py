@@ -62,6 +62,18 @@ class Settings(BaseSettings):
     # A secret: a Redis URL may carry its password.
     broker_url: SecretStr = SecretStr("memory://")
     broker_prefix: str = Field(default="confide", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    # Budgets: how long one call to a dependency may take before it fails (a
+    # 503 `unavailable`, a close 1013, an `unavailable` error frame), so that a
+    # database or Redis that hangs instead of refusing holds no request, task
+    # or connection longer than this. Connecting to PostgreSQL (asyncpg's
+    # `timeout`); one statement (asyncpg's `command_timeout`, and the server's
+    # `statement_timeout`); waiting for a connection of the pool when all are
+    # in use; connecting to Redis and waiting for one reply (both).
+    database_connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    database_statement_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    database_pool_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    broker_timeout_s: float = Field(default=2.0, gt=0, le=2)
     allowed_origins: CommaList = Field(default_factory=list)
     #: Processes `confide serve` runs on its one port (`--workers` overrides it).
     workers: int = Field(default=1, ge=1, le=64)

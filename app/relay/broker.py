@@ -347,7 +347,9 @@ def create_broker(
     *,
     prefix: str = "confide",
     limits: ReplayLimits | None = None,
+    timeout_s: float = 2.0,
 ) -> Broker:
+    """The broker `url` names; a Redis one gives every call `timeout_s` at most."""
     if broker_kind(url) == "memory":
         return InProcessBroker(now, limits=limits)
-    return RedisBroker(url, prefix=prefix, now=now, limits=limits)
+    return RedisBroker(url, prefix=prefix, now=now, limits=limits, timeout_s=timeout_s)

@@ -363,8 +363,12 @@ class RedisBroker:
         prefix: str = "confide",
         now: Callable[[], float] = time.time,
         limits: ReplayLimits | None = None,
+        timeout_s: float = 2.0,
     ) -> None:
         self._url = url
+        #: Every call's budget: to connect, to wait for a pooled connection, and for
+        #: a reply (`CONFIDE_BROKER_TIMEOUT_S`); past it the call is BrokerUnavailable.
+        self._timeout_s = timeout_s
         self._prefix = prefix
         self._now = now
         self.limits = limits or ReplayLimits()
@@ -381,8 +385,8 @@ class RedisBroker:
                 password=self._cluster.password,
                 ssl=self._cluster.tls,
                 max_connections=256,
-                socket_timeout=2,
-                socket_connect_timeout=2,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
                 decode_responses=True,
             )
         else:
@@ -391,9 +395,9 @@ class RedisBroker:
             pool = aioredis.BlockingConnectionPool.from_url(
                 url,
                 max_connections=256,
-                timeout=5,
-                socket_timeout=2,
-                socket_connect_timeout=2,
+                timeout=timeout_s,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
                 health_check_interval=10,
                 decode_responses=True,
             )
@@ -410,7 +414,9 @@ class RedisBroker:
         #: the hot path and the subscription go through one pipelined
         #: connection each (app.relay.redis_pipe); the rest through redis-py.
         address = None if self._cluster is not None else parse_address(url)
-        self._pipe = None if address is None else Pipe(address, timeout=2, connect_timeout=2)
+        self._pipe = (
+            None if address is None else Pipe(address, timeout=timeout_s, connect_timeout=timeout_s)
+        )
         self._registered = {
             _APPEND: self._append,
             _SPEND: self._spend,
@@ -527,7 +533,12 @@ class RedisBroker:
         one node.
         """
         if self._pipe is not None:
-            subscription = Subscription(self._pipe.address, [self._messages, self._events])
+            subscription = Subscription(
+                self._pipe.address,
+                [self._messages, self._events],
+                timeout=self._timeout_s,
+                connect_timeout=self._timeout_s,
+            )
             try:
                 await subscription.open()
 
@@ -581,7 +592,8 @@ class RedisBroker:
             username=self._cluster.username,
             password=self._cluster.password,
             ssl=self._cluster.tls,
-            socket_connect_timeout=2,
+            socket_timeout=self._timeout_s,
+            socket_connect_timeout=self._timeout_s,
             health_check_interval=10,
             decode_responses=True,
         )

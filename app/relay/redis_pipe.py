@@ -7,13 +7,13 @@ them): many concurrent sends cost one system call each way, not one round
 trip and one pooled connection each.
 
 Budgets: a command not answered within `timeout` seconds (checked every
-quarter second, twice) fails with `PipeError`, and so does every other one
-waiting on the connection, which is closed (the next command connects
-again). A connection refused or not
-established within `connect_timeout`, a reply that is not RESP, or a closed
-connection fail the same way. An error reply fails only its own command
-(`ReplyError`). Nothing is retried here: the caller decides (a send is
-refused, never silently lost).
+quarter second, or twice within a shorter budget, and found overdue twice)
+fails with `PipeError`, and so does every other one waiting on the
+connection, which is closed (the next command connects again). A
+connection refused or not established within `connect_timeout`, a reply
+that is not RESP, or a closed connection fail the same way. An error reply
+fails only its own command (`ReplyError`). Nothing is retried here: the
+caller decides (a send is refused, never silently lost).
 
 `Script` runs a Lua script by its SHA1 (EVALSHA) and falls back to EVAL,
 which loads it again, when Redis answers NOSCRIPT (after a restart or
@@ -107,6 +107,8 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
+        # Checked at least twice within a short budget, so it is kept.
+        self._watch_s = min(_WATCH_S, timeout / 2)
         self._reader = resp.reader()
         self._pending: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._out: list[bytes] = []
@@ -119,7 +121,7 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are no subclasses of asyncio's, only alike.
         self._transport = cast(asyncio.Transport, transport)
-        self._watch = self._loop.call_later(_WATCH_S, self._check)
+        self._watch = self._loop.call_later(self._watch_s, self._check)
 
     def execute(self, command: bytes) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -168,7 +170,7 @@ class _Protocol(asyncio.Protocol):
                 self.fail("timeout")
                 return
             self._overdue = head
-        self._watch = self._loop.call_later(_WATCH_S, self._check)
+        self._watch = self._loop.call_later(self._watch_s, self._check)
 
     def fail(self, reason: str) -> None:
         """Close, failing every command in flight."""

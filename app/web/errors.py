@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -180,6 +181,9 @@ def install_error_handlers(app: FastAPI, unavailable: tuple[type[Exception], ...
         sa_exc.DBAPIError,
         sa_exc.TimeoutError,
         sa_exc.DisconnectionError,
+        # The driver's own errors reach the request unwrapped when connecting
+        # fails: TooManyConnectionsError (SQLSTATE 53300) is a full database.
+        asyncpg.PostgresError,
         *unavailable,
     )
     for kind in dependency_errors:
