@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     password_memory_kib: int = Field(default=DEFAULT_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
     password_time_cost: int = Field(default=DEFAULT_TIME_COST, ge=1, le=100)
     password_parallelism: int = Field(default=1, ge=1, le=64)
+    #: Hashes that run at once, each on a thread of its own and holding
+    #: `password_memory_kib` (unset: 2 x cores), and how many more may wait for
+    #: a thread (unset: as many as run); beyond that a log-in, registration or
+    #: password change is refused at once with 503 `busy` and Retry-After.
+    password_concurrency: int | None = Field(default=None, ge=1, le=256)
+    password_queue: int | None = Field(default=None, ge=0, le=4096)
 
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
@@ -212,6 +218,8 @@ class Settings(BaseSettings):
         "webauthn_rp_id",
         "safety_checkin_default",
         "breach_deadlines_file",
+        "password_concurrency",
+        "password_queue",
         mode="before",
     )
     @classmethod
