@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     room_token_ttl: int = Field(default=300, ge=30, le=900)
     ws_rate_per_s: int = Field(default=100, ge=1, le=10_000)
     ws_idle_timeout: float = Field(default=300.0, gt=0, le=3600)
+    #: Room-socket upgrades one client address may make: a sustained rate per
+    #: second and a burst. Past them the upgrade is refused with 429 and
+    #: Retry-After before any token is looked at. Behind a reverse proxy the
+    #: address is the forwarded one, so a clinic behind one NAT shares it.
+    ws_handshake_rate_per_s: float = Field(default=5.0, gt=0, le=10_000)
+    ws_handshake_burst: int = Field(default=20, ge=1, le=100_000)
     #: Seconds a socket that authenticates by its first frame has to send it.
     ws_auth_timeout: float = Field(default=5.0, gt=0, le=60)
     #: How often idle sockets are looked for (and room timers the clock has
