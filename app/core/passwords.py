@@ -27,8 +27,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import TypeVar
 
 from argon2 import PasswordHasher as Argon2
@@ -50,6 +52,16 @@ DEFAULT_MEMORY_KIB, DEFAULT_TIME_COST = OWASP_MINIMUMS[1]
 #: The longest password Confide takes (NIST SP 800-63B asks for at least 64):
 #: registration refuses a longer one, log-in refuses it before hashing.
 MAX_LENGTH = 256
+#: How much less the hashing threads get of a busy CPU than the event loop
+#: (their nice value on Linux): a flood of hashes must not slow every other
+#: request, which the event loop serves.
+HASHING_NICENESS = 10
+#: The hasher and the task holding a place taken by `reserve`, while it holds
+#: it (a task started meanwhile copies the variable, but is another task).
+_reserved: ContextVar[tuple[object, object] | None] = ContextVar(
+    "confide_password_reserved", default=None
+)
+
 #: Seconds a refused client is told to wait: a hash takes tens of milliseconds,
 #: so the queue has drained long before.
 BUSY_RETRY_AFTER_S = 1
@@ -85,6 +97,12 @@ def _load_libc() -> ctypes.CDLL | None:
 _LIBC = _load_libc()
 
 
+def _lower_priority() -> None:
+    """Run this hashing thread at a lower priority (Linux: nice is per thread)."""
+    with contextlib.suppress(AttributeError, OSError, PermissionError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+
+
 def release_memory() -> None:
     """Give freed heap pages back to the system (glibc's `malloc_trim`); elsewhere nothing.
 
@@ -112,7 +130,9 @@ class PasswordHasher:
         self.concurrency = concurrency or default_concurrency()
         #: Hashes that may wait for a thread; beyond them, `PasswordsBusy`.
         self.queue = self.concurrency if queue is None else queue
-        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="argon2")
+        self._executor = ThreadPoolExecutor(
+            self.concurrency, thread_name_prefix="argon2", initializer=_lower_priority
+        )
         #: Hashes running or waiting (one event loop's count: a process runs one).
         self._admitted = 0
         self.argon2 = Argon2(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
@@ -125,19 +145,43 @@ class PasswordHasher:
         """Hashes running or waiting for a thread now."""
         return self._admitted
 
-    async def _run(self, work: Callable[[], T]) -> T:
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[None]:
+        """Take a place for the hash a request will make, before its other work.
+
+        A log-in asks the database for the account before it hashes: taking the
+        place first refuses the excess (`PasswordsBusy`) before it holds a
+        database connection, instead of after. A hash inside the block uses
+        the place; without a block, `hash` and `verify` take one themselves.
+        """
+        holder = (self, asyncio.current_task())
+        if _reserved.get() == holder:
+            yield
+            return
+        self._admit()
+        token = _reserved.set(holder)
+        try:
+            yield
+        finally:
+            _reserved.reset(token)
+            self._release()
+
+    def _admit(self) -> None:
         if self._admitted >= self.concurrency + self.queue:
             raise PasswordsBusy()
         self._admitted += 1
-        try:
+
+    def _release(self) -> None:
+        self._admitted -= 1
+        if self._admitted == 0:
+            # The burst is over: its arenas' pages go back, on a hashing
+            # thread (a trim walks every arena), not on the event loop.
+            with contextlib.suppress(RuntimeError):  # closed: the process is ending
+                self._executor.submit(release_memory)
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        with self.reserve():
             return await asyncio.get_running_loop().run_in_executor(self._executor, work)
-        finally:
-            self._admitted -= 1
-            if self._admitted == 0:
-                # The burst is over: its arenas' pages go back, on a hashing
-                # thread (a trim walks every arena), not on the event loop.
-                with contextlib.suppress(RuntimeError):  # closed: the process is ending
-                    self._executor.submit(release_memory)
 
     def close(self) -> None:
         """Stop the hashing threads (the process is ending)."""
