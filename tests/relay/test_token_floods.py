@@ -207,3 +207,31 @@ async def test_a_handshake_storm_is_refused_with_429_and_others_still_connect(
     clock.advance(2)
     ws = await open_socket(base, ROOM, "not-a-token", via="frame")
     assert await closed_with(ws) == Close.TOKEN
+
+
+async def test_behind_the_proxy_the_limit_is_the_forwarded_addresss(
+    server: tuple[str, Any],
+) -> None:
+    """uvicorn's proxy headers (a trusted proxy on loopback): one address is limited,
+    another behind the same proxy is not."""
+    base, _ = server
+    url = ws_url(base, ROOM)
+
+    async def handshake(forwarded: str) -> int:
+        try:
+            ws = await connect(
+                url,
+                subprotocols=[SUBPROTOCOL],
+                additional_headers={"X-Forwarded-For": forwarded},
+                open_timeout=10,
+            )
+        except InvalidStatus as error:
+            return error.response.status_code
+        await ws.send(json.dumps({"type": "auth", "token": "garbage"}))
+        code = await closed_with(ws)
+        assert code is not None
+        return code
+
+    burst = [await handshake("203.0.113.7") for _ in range(6)]
+    assert burst == [Close.TOKEN] * 5 + [429]
+    assert await handshake("198.51.100.9") == Close.TOKEN
