@@ -583,6 +583,10 @@ def server_env(options: Options, workdir: Path, database: str, prefix: str) -> d
             # The closed loop sends as fast as the server acks: the limiter still
             # runs for every frame, it is just set where it never refuses.
             "CONFIDE_WS_RATE_PER_S": "10000",
+            # Every socket comes from this machine's one address: the handshake
+            # limit still runs for each, set where it never refuses.
+            "CONFIDE_WS_HANDSHAKE_RATE_PER_S": "10000",
+            "CONFIDE_WS_HANDSHAKE_BURST": "100000",
             "CONFIDE_BROKER_URL": "memory://",
             "CONFIDE_BROKER_PREFIX": prefix,
         }

@@ -144,7 +144,7 @@ def test_only_refuses_an_unknown_part(only: str, capsys: pytest.CaptureFixture[s
 
 
 def test_parts_follow_only_profile_and_no_redis() -> None:
-    assert bench.parse([]).parts == {"tokens", "idle", "inprocess", "redis", "workers"}
+    assert bench.parse([]).parts == {"tokens", "idle", "inprocess", "redis", "workers", "floods"}
     assert bench.parse(["--profile"]).parts == set(bench.PARTS)
     assert bench.parse(["--only=redis,workers,tokens", "--no-redis"]).parts == {"tokens"}
     assert bench.parse(["--only=profile"]).parts == {"profile"}
