@@ -12,15 +12,17 @@ p99. RSS: after start, its peak (VmHWM) and after the flood.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
 
-from bench.procs import Process, machine_cpu, rss_bytes
+from bench.procs import Process, bench_env, machine_cpu, rss_bytes
 
 PROBE_INTERVAL_S = 0.02
 #: The target: the other endpoint's p99 during the flood / its p99 alone.
@@ -120,43 +122,37 @@ async def login_flood(server: Process, *, flooders: int, duration: float) -> Flo
         errors: Counter[str] = Counter()
         idle = await probe(http, token, time.monotonic() + duration, errors)
 
-        outcomes: Counter[str] = Counter()
-        ok: list[float] = []
-        busy: list[float] = []
-        until = time.monotonic() + duration
-
-        async def flooder() -> None:
-            while time.monotonic() < until:
-                started = time.perf_counter()
-                try:
-                    response = await http.post("/v1/auth/token", data=form)
-                except httpx.TransportError as error:
-                    outcomes[type(error).__name__] += 1
-                    continue
-                elapsed = time.perf_counter() - started
-                if response.status_code == 200:
-                    ok.append(elapsed)
-                    outcomes["200"] += 1
-                elif response.status_code == 503:
-                    busy.append(elapsed)
-                    outcomes[f"503 {response.json().get('code')}"] += 1
-                    # What a client does: wait as told (here at most 1 s).
-                    await asyncio.sleep(min(1.0, float(response.headers.get("Retry-After", 1))))
-                else:
-                    outcomes[str(response.status_code)] += 1
-
+        # The flooders run in a process of their own: in this one, their
+        # requests would delay the probe's on the client side, not the server.
         began = time.monotonic()
         (main0, others0), (busy0, all0) = thread_cpu(server.pid), machine_cpu()
-        tasks = [asyncio.create_task(flooder()) for _ in range(flooders)]
-        during = await probe(http, token, until, errors)
-        await asyncio.gather(*tasks)
+        flood = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.floods",
+            server.http_base,
+            email,
+            password,
+            str(flooders),
+            str(duration),
+            stdout=asyncio.subprocess.PIPE,
+            env=bench_env(),
+        )
+        assert flood.stdout is not None
+        await flood.stdout.readline()  # "ready": the flooders start now
+        during = await probe(http, token, time.monotonic() + duration, errors)
+        out, _ = await flood.communicate()
+        flooded = json.loads(out)
+        ok: list[float] = flooded["ok"]
+        busy: list[float] = flooded["busy"]
+        outcomes: dict[str, int] = flooded["outcomes"]
         seconds = time.monotonic() - began
         (main1, others1), (busy1, all1) = thread_cpu(server.pid), machine_cpu()
         await asyncio.sleep(2.0)  # the burst's trim runs on a hashing thread
         return FloodResult(
             flooders=flooders,
             seconds=seconds,
-            logins=dict(outcomes),
+            logins=outcomes,
             busy_p99_ms=percentile(busy, 0.99) * 1000 if busy else None,
             ok_p99_ms=percentile(ok, 0.99) * 1000 if ok else None,
             idle_p50_ms=percentile(idle, 0.5) * 1000,
@@ -193,3 +189,44 @@ def report_lines(result: FloodResult) -> list[str]:
         f"| during the flood | {result.probes_flood} | {result.flood_p50_ms:.1f} "
         f"| {result.flood_p99_ms:.1f} |",
     ]
+
+
+async def flood(base: str, email: str, password: str, flooders: int, duration: float) -> None:
+    """`flooders` clients posting correct log-ins back to back for `duration` seconds;
+    prints each outcome's count and the served and refused ones' seconds, as JSON."""
+    outcomes: Counter[str] = Counter()
+    ok: list[float] = []
+    busy: list[float] = []
+    form = {"username": email, "password": password}
+    limits = httpx.Limits(max_connections=flooders, max_keepalive_connections=flooders)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+        print("ready", flush=True)
+        until = time.monotonic() + duration
+
+        async def flooder() -> None:
+            while time.monotonic() < until:
+                started = time.perf_counter()
+                try:
+                    response = await http.post("/v1/auth/token", data=form)
+                except httpx.TransportError as error:
+                    outcomes[type(error).__name__] += 1
+                    continue
+                elapsed = time.perf_counter() - started
+                if response.status_code == 200:
+                    ok.append(elapsed)
+                    outcomes["200"] += 1
+                elif response.status_code == 503:
+                    busy.append(elapsed)
+                    outcomes[f"503 {response.json().get('code')}"] += 1
+                    # What a client does: wait as told (here at most 1 s).
+                    await asyncio.sleep(min(1.0, float(response.headers.get("Retry-After", 1))))
+                else:
+                    outcomes[str(response.status_code)] += 1
+
+        await asyncio.gather(*(flooder() for _ in range(flooders)))
+    print(json.dumps({"outcomes": dict(outcomes), "ok": ok, "busy": busy}))
+
+
+if __name__ == "__main__":
+    base, email, password, count, seconds = sys.argv[1:6]
+    asyncio.run(flood(base, email, password, int(count), float(seconds)))

@@ -103,6 +103,8 @@ class Options:
     idle_room_size: int = 2
     token_concurrency: int = 32
     flood_clients: int = 100
+    #: floods: the server's CONFIDE_PASSWORD_CONCURRENCY (unset: its default, 2 x cores).
+    password_concurrency: int | None = None
     procs: int = 1
     payload: int = 256
     redis: bool = True
@@ -818,7 +820,11 @@ async def run(options: Options, command: str) -> Results:
                 results.profile_redis = profile_text(out)
             if "floods" in parts:
                 log(options, f"log-in flood: {options.flood_clients} clients")
-                server = await start(confide_server("floods", env, workdir))
+                flood_env = dict(env)
+                if options.password_concurrency is not None:
+                    concurrency = str(options.password_concurrency)
+                    flood_env["CONFIDE_PASSWORD_CONCURRENCY"] = concurrency
+                server = await start(confide_server("floods", flood_env, workdir))
                 try:
                     results.floods = await login_flood(
                         server, flooders=options.flood_clients, duration=options.duration
@@ -1038,6 +1044,12 @@ def parse(argv: Sequence[str] | None) -> Options:
     add("--idle-room-size", type=int, default=defaults.idle_room_size)
     add("--token-concurrency", type=int, default=defaults.token_concurrency)
     add("--flood-clients", type=int, default=defaults.flood_clients, help="floods: log-in clients")
+    add(
+        "--password-concurrency",
+        type=int,
+        default=None,
+        help="floods: the server's CONFIDE_PASSWORD_CONCURRENCY (default: its own, 2 x cores)",
+    )
     add("--procs", type=int, default=defaults.procs, help="load generator processes")
     add("--payload", type=int, default=defaults.payload, help="ciphertext bytes")
     add(
