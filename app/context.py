@@ -48,6 +48,10 @@ def build_context(settings: Settings, clock: Clock | None = None) -> Context:
         ),
         audit=AuditLog(vault, clock, sqlite=is_sqlite(url), budgets=budgets),
         passwords=PasswordHasher(
-            settings.password_memory_kib, settings.password_time_cost, settings.password_parallelism
+            settings.password_memory_kib,
+            settings.password_time_cost,
+            settings.password_parallelism,
+            concurrency=settings.password_concurrency,
+            queue=settings.password_queue,
         ),
     )

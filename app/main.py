@@ -20,13 +20,14 @@ from app.audit.endpoints import router as audit_router
 from app.auth.endpoints import router as auth_router
 from app.consent.endpoints import router as consent_router
 from app.context import build_context
-from app.core.clock import Clock
+from app.core.buckets import TokenBuckets
+from app.core.clock import Clock, SystemClock
 from app.core.close_codes import Close
 from app.core.config import Settings, get_settings
 from app.core.context import Context
 from app.core.errors import is_unavailable
 from app.core.events import DataKeyDestroyed, Event
-from app.core.logging import ClientAddresses
+from app.core.logging import ClientAddresses, Sampler
 from app.core.logging import configure as configure_logging
 from app.devices.endpoints import router as devices_router
 from app.disclosures.endpoints import router as disclosures_router
@@ -172,6 +173,12 @@ def create_app(
             settings.log_client_addresses, ctx.keys.index_key
         )
         app.state.hub = hub
+        # Per client address, before any token work (app.relay.endpoints).
+        app.state.handshakes = TokenBuckets(
+            ctx.clock,
+            rate_per_s=ctx.settings.ws_handshake_rate_per_s,
+            burst=ctx.settings.ws_handshake_burst,
+        )
         purging = asyncio.create_task(purge_periodically(ctx, broker))
         checkpoints = CheckpointWriter(
             ctx.tokens,
@@ -227,6 +234,10 @@ def create_app(
     app.state.webhook_backlog = metrics_endpoint.webhook_backlog_gauge(app.state.metrics)
     metrics_endpoint.runtime_collector(app.state.metrics, app.state)
     app.state.client_addresses = None  # set by the lifespan (the keyed form needs the index key)
+    app.state.handshakes = None  # set by the lifespan, on the context's clock
+    # Lines about refusals (401s, refused sockets) are sampled: a flood of them
+    # must not flood the log (app.core.logging.Sampler).
+    app.state.log_sampler = Sampler((context.clock if context else clock or SystemClock()).time)
     install_error_handlers(app, unavailable=(BrokerUnavailable,))
     if settings.test_fault is not None:
         # Imported only here: a server without the setting never loads the faults.

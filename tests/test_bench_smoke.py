@@ -49,6 +49,7 @@ def tiny(tmp_path: Path, *extra: str) -> list[str]:
         "--idle-sockets=200",
         "--reuse-servers",
         "--token-concurrency=8",
+        "--flood-clients=8",
         f"--pg-dsn=postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}",
         f"--redis-url={REDIS_URL}",
         f"--workdir={tmp_path}",
@@ -97,7 +98,11 @@ def test_the_benchmark_runs_against_the_relay_and_the_baseline(tmp_path: Path) -
     assert results.tokens.tokens_per_s > 0
     assert_workers_measured(results)
 
-    assert len(results.targets) == 9
+    assert results.floods is not None
+    assert results.floods.logins
+    assert results.floods.probes_idle > 0
+    assert results.floods.probes_flood > 0
+    assert len(results.targets) == 10
     assert all(isinstance(t["met"], bool) for t in results.targets)
     assert (tmp_path / "results.json").is_file()
     text = bench.report(results)
@@ -140,7 +145,7 @@ def test_only_refuses_an_unknown_part(only: str, capsys: pytest.CaptureFixture[s
 
 
 def test_parts_follow_only_profile_and_no_redis() -> None:
-    assert bench.parse([]).parts == {"tokens", "idle", "inprocess", "redis", "workers"}
+    assert bench.parse([]).parts == {"tokens", "idle", "inprocess", "redis", "workers", "floods"}
     assert bench.parse(["--profile"]).parts == set(bench.PARTS)
     assert bench.parse(["--only=redis,workers,tokens", "--no-redis"]).parts == {"tokens"}
     assert bench.parse(["--only=profile"]).parts == {"profile"}

@@ -27,6 +27,7 @@ from app.core.errors import (
     Unauthorized,
     WeakPassword,
 )
+from app.core.passwords import PasswordsBusy
 from app.models import Role
 from app.web.deps import ContextDep, SessionDep, client_address
 from app.web.errors import responses
@@ -39,7 +40,7 @@ router = APIRouter(tags=["accounts"])
     "/v1/accounts",
     status_code=status.HTTP_201_CREATED,
     response_model=AccountOut,
-    responses=responses(EmailTaken, WeakPassword),
+    responses=responses(EmailTaken, WeakPassword, PasswordsBusy),
     summary="Register a client account",
 )
 async def register(body: RegisterClient, session: SessionDep, ctx: ContextDep) -> AccountOut:
@@ -63,7 +64,9 @@ async def register(body: RegisterClient, session: SessionDep, ctx: ContextDep) -
     "/v1/admin/accounts",
     status_code=status.HTTP_201_CREATED,
     response_model=AccountOut,
-    responses=responses(StepUpRequired, Unauthorized, Forbidden, EmailTaken, WeakPassword),
+    responses=responses(
+        StepUpRequired, Unauthorized, Forbidden, EmailTaken, WeakPassword, PasswordsBusy
+    ),
     summary="Create an account of any role (admin)",
 )
 async def create(
@@ -106,7 +109,7 @@ async def me(principal: EnrolmentPrincipal, session: SessionDep, ctx: ContextDep
 @router.put(
     "/v1/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(Unauthorized, InvalidCredentials, WeakPassword, RateLimited),
+    responses=responses(Unauthorized, InvalidCredentials, WeakPassword, RateLimited, PasswordsBusy),
     summary="Change the caller's password; every other log-in ends",
 )
 async def change_password(
@@ -135,7 +138,7 @@ async def change_password(
 @router.post(
     "/v1/auth/password-reset",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=responses(ResetTokenInvalid, WeakPassword, RateLimited),
+    responses=responses(ResetTokenInvalid, WeakPassword, RateLimited, PasswordsBusy),
     summary="Spend a reset token an admin started: a new password, every log-in ended",
 )
 async def use_reset(

@@ -49,10 +49,13 @@ async def create_account(
 ) -> Account:
     check_strength(password, personal=[email, email.split("@")[0], display_name])
     email_ix = vault.email_index(email)
-    if (
-        await session.execute(select(Account.id).where(Account.email_ix == email_ix))
-    ).first() is not None:
-        raise EmailTaken("An account with this email already exists.")
+    # The hash's place before the database is asked (see auth.service.login).
+    with passwords.reserve():
+        if (
+            await session.execute(select(Account.id).where(Account.email_ix == email_ix))
+        ).first() is not None:
+            raise EmailTaken("An account with this email already exists.")
+        password_hash = await passwords.hash(password)
     account_id = new_id()
     key_id = await vault.create_data_key(session)
     account = Account(
@@ -64,7 +67,7 @@ async def create_account(
         display_name=await vault.seal(
             session, key_id, Account.display_name, account_id, display_name
         ),
-        password_hash=await passwords.hash(password),
+        password_hash=password_hash,
         data_key_id=key_id,
         created=await vault.seal(
             session, key_id, Account.created, account_id, clock.now().isoformat()

@@ -17,7 +17,7 @@ from app.core.errors import (
     RefreshReused,
     Unauthorized,
 )
-from app.core.passwords import MAX_LENGTH
+from app.core.passwords import MAX_LENGTH, PasswordsBusy
 from app.web.deps import ContextDep, SessionDep, client_address
 from app.web.errors import responses
 
@@ -27,7 +27,9 @@ router = APIRouter(tags=["auth"])
 @router.post(
     "/v1/auth/token",
     response_model=TokenPair,
-    responses=responses(InvalidCredentials, MfaRequired, AccountDisabled, RateLimited),
+    responses=responses(
+        InvalidCredentials, MfaRequired, AccountDisabled, RateLimited, PasswordsBusy
+    ),
     summary="Log in (OAuth2 password grant)",
 )
 async def token(

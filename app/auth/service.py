@@ -193,9 +193,13 @@ async def login(
     if wait:
         raise RateLimited(wait, "Too many failed log-ins; try again later.")
 
-    account = await find_by_email_index(session, email_ix)
-    usable = account is not None and account.status in USABLE
-    ok = await ctx.passwords.verify(account.password_hash if usable and account else None, password)
+    # A place for the hash before the database is asked: a flood's excess is
+    # refused (503 busy) without holding a connection.
+    with ctx.passwords.reserve():
+        account = await find_by_email_index(session, email_ix)
+        usable = account is not None and account.status in USABLE
+        hashed = account.password_hash if usable and account else None
+        ok = await ctx.passwords.verify(hashed, password)
     if not ok or account is None:
         throttle.fail(account_key)
         throttle.fail(address_key)

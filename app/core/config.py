@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     room_token_ttl: int = Field(default=300, ge=30, le=900)
     ws_rate_per_s: int = Field(default=100, ge=1, le=10_000)
     ws_idle_timeout: float = Field(default=300.0, gt=0, le=3600)
+    #: Room-socket upgrades one client address may make: a sustained rate per
+    #: second and a burst. Past them the upgrade is refused with 429 and
+    #: Retry-After before any token is looked at. Behind a reverse proxy the
+    #: address is the forwarded one, so a clinic behind one NAT shares it.
+    ws_handshake_rate_per_s: float = Field(default=5.0, gt=0, le=10_000)
+    ws_handshake_burst: int = Field(default=20, ge=1, le=100_000)
     #: Seconds a socket that authenticates by its first frame has to send it.
     ws_auth_timeout: float = Field(default=5.0, gt=0, le=60)
     #: How often idle sockets are looked for (and room timers the clock has
@@ -134,6 +140,12 @@ class Settings(BaseSettings):
     password_memory_kib: int = Field(default=DEFAULT_MEMORY_KIB, ge=8, le=4 * 1024 * 1024)
     password_time_cost: int = Field(default=DEFAULT_TIME_COST, ge=1, le=100)
     password_parallelism: int = Field(default=1, ge=1, le=64)
+    #: Hashes that run at once, each on a thread of its own and holding
+    #: `password_memory_kib` (unset: 2 x cores), and how many more may wait for
+    #: a thread (unset: as many as run); beyond that a log-in, registration or
+    #: password change is refused at once with 503 `busy` and Retry-After.
+    password_concurrency: int | None = Field(default=None, ge=1, le=256)
+    password_queue: int | None = Field(default=None, ge=0, le=4096)
 
     login_max_failures_per_account: int = Field(default=5, ge=1)
     login_max_failures_per_address: int = Field(default=20, ge=1)
@@ -247,6 +259,8 @@ class Settings(BaseSettings):
         "webauthn_rp_id",
         "safety_checkin_default",
         "breach_deadlines_file",
+        "password_concurrency",
+        "password_queue",
         mode="before",
     )
     @classmethod

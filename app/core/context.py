@@ -83,3 +83,4 @@ class Context:
     async def close(self) -> None:
         await self.audit.close()
         await self.engine.dispose()
+        self.passwords.close()

@@ -48,6 +48,8 @@ import re
 import secrets
 import sys
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Literal
@@ -315,3 +317,61 @@ class ClientAddresses:
             return {}
         shown = client_address(self.mode, self._key, str(client[0]))
         return {} if shown is None else {"client": shown}
+
+
+class Sampler:
+    """Lines of one kind: the first `first` in each `interval_s`, then none until it ends.
+
+    An interval starts with the first line after the last one ended, so at
+    most 2 x `first` lines of a kind are written in any `interval_s` seconds.
+
+    A flood of refusals (401s for garbage tokens, refused socket handshakes)
+    must not make the log the denial of service: disk, the log shipper, and
+    the event loop writing each line. Past `first` lines of a kind in an
+    interval, `admit` says to leave the line out and counts it; the next line
+    of that kind that is written carries the count (`suppressed`), so the log
+    still says how many there were. The metrics count every one.
+
+    `time` is a clock's seconds (`Clock.time`), so the tests move it. At most
+    `max_kinds` kinds are kept (the least recently seen goes first).
+    """
+
+    def __init__(
+        self,
+        time: Callable[[], float],
+        *,
+        first: int = 20,
+        interval_s: float = 10.0,
+        max_kinds: int = 64,
+    ) -> None:
+        if first < 1 or interval_s <= 0 or max_kinds < 1:
+            raise ValueError("first >= 1, interval_s > 0 and max_kinds >= 1 are required")
+        self._time = time
+        self.first = first
+        self.interval_s = interval_s
+        self._max_kinds = max_kinds
+        #: kind -> [interval start, lines admitted in it, lines left out not yet reported]
+        self._kinds: OrderedDict[str, list[float]] = OrderedDict()
+
+    def admit(self, kind: str) -> int | None:
+        """None: leave this line out. Otherwise write it, saying that the returned
+        number of lines of its kind were left out before it (usually 0)."""
+        now = self._time()
+        state = self._kinds.pop(kind, None)
+        if state is None or not state[0] <= now < state[0] + self.interval_s:
+            # A new interval (a clock that went back starts one too).
+            state = [now, 0.0, state[2] if state is not None else 0.0]
+        self._kinds[kind] = state
+        while len(self._kinds) > self._max_kinds:
+            self._kinds.popitem(last=False)
+        if state[1] >= self.first:
+            state[2] += 1
+            return None
+        state[1] += 1
+        suppressed, state[2] = int(state[2]), 0.0
+        return suppressed
+
+    def pending(self, kind: str) -> int:
+        """Lines of `kind` left out and not yet reported by a written line."""
+        state = self._kinds.get(kind)
+        return int(state[2]) if state is not None else 0

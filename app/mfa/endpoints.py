@@ -16,6 +16,7 @@ from app.core.errors import (
     StepUpRequired,
     Unauthorized,
 )
+from app.core.passwords import PasswordsBusy
 from app.mfa import service
 from app.mfa.schemas import (
     AccessToken,
@@ -253,7 +254,7 @@ async def step_up_passkey_options(
 @router.post(
     "/v1/auth/step-up",
     response_model=AccessToken,
-    responses=responses(Unauthorized, InvalidMfa, RateLimited, MfaEnrolmentRequired),
+    responses=responses(Unauthorized, InvalidMfa, RateLimited, MfaEnrolmentRequired, PasswordsBusy),
     summary="Authenticate again for a sensitive act",
 )
 async def step_up(

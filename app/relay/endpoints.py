@@ -21,6 +21,15 @@ an address, a token or a time beside it, that would say who met whom.
 
 Metrics (`app.relay.metrics`): every socket's close code, every refusal's
 code, the `auth` frame, and the broker's round trip to spend the `jti`.
+
+Floods: before anything else, one client address may open
+`CONFIDE_WS_HANDSHAKE_BURST` sockets at once and
+`CONFIDE_WS_HANDSHAKE_RATE_PER_S` a second after that; an upgrade past them
+is refused with HTTP 429 `rate_limited` and Retry-After, before its token is
+looked at. A token is refused on its own (size, shape, signature, audience,
+expiry) before the database or the broker is asked anything. The lines
+about refused sockets are sampled (`app.core.logging.Sampler`); the metrics
+count every refusal.
 """
 
 from __future__ import annotations
@@ -38,9 +47,10 @@ from starlette.types import Receive, Scope, Send
 
 from app.core import audit, webhooks
 from app.core import logging as logs
+from app.core.buckets import TokenBuckets
 from app.core.close_codes import Close
 from app.core.context import Context
-from app.core.errors import ConfideError, is_unavailable
+from app.core.errors import ConfideError, RateLimited, is_unavailable
 from app.core.tokens import ROOM_AUDIENCE, ROOM_TYP, TokenError
 from app.relay import frames
 from app.relay import protocol as p
@@ -49,6 +59,7 @@ from app.relay.hub import Connection, Grant, Hub, Participant
 from app.relay.metrics import RelayMetrics, utf8_length
 from app.rooms import checkins
 from app.rooms import service as rooms
+from app.web.errors import problem_response
 
 log = logging.getLogger("confide.relay")
 access_log = logging.getLogger("confide.access")
@@ -237,16 +248,42 @@ class _RoomSocketApp:
 router.routes.append(WebSocketRoute(ROOM_SOCKET, _RoomSocketApp(), name="room_socket"))
 
 
+async def _over_rate(ws: WebSocket) -> bool:
+    """Refuse the upgrade with 429 when the client's address is over its handshake rate."""
+    handshakes: TokenBuckets | None = getattr(ws.app.state, "handshakes", None)
+    if handshakes is None:
+        return False
+    client = ws.scope.get("client")
+    wait = handshakes.retry_after(client[0] if client else "unknown")
+    if not wait:
+        return False
+    error = RateLimited(wait, "Too many socket handshakes from this address; try again later.")
+    response = problem_response(error.status, error.code, error.title, error.detail, error.headers)
+    if "websocket.http.response" in ws.scope.get("extensions", {}):
+        await ws.send_denial_response(response)
+    else:  # a server without the extension: its own refusal (403)
+        await ws.close(Close.TRY_AGAIN, error.code)
+    return True
+
+
 async def room_socket(ws: WebSocket, room_id: str) -> None:
     # Not reset afterwards: the task serving this socket ends with it.
     logs.connection_id.set(logs.new_id())
     started = time.perf_counter()
     code = _CLOSE_INTERNAL_ERROR
+    # Whether the access line is written: lines about refusals are sampled.
+    written: list[int | None] = [0]
+    hub: Hub | None = getattr(ws.app.state, "hub", None)
     try:
-        code = await _serve_socket(ws, room_id)
+        if await _over_rate(ws):
+            code = RateLimited.status
+            if hub is not None:
+                hub.metrics.refused("handshake_rate")
+            written[0] = _sample(ws)
+        else:
+            code = await _serve_socket(ws, room_id, written)
     finally:
-        hub: Hub | None = getattr(ws.app.state, "hub", None)
-        if hub is not None:
+        if hub is not None and code != RateLimited.status:
             hub.metrics.closed(code)
         addresses: logs.ClientAddresses | None = getattr(ws.app.state, "client_addresses", None)
         fields: dict[str, object] = {
@@ -257,11 +294,21 @@ async def room_socket(ws: WebSocket, room_id: str) -> None:
         }
         if addresses is not None:
             fields.update(addresses.field(ws.scope.get("client")))
-        access_log.info("WEBSOCKET %s %s", ROOM_SOCKET, code, extra=fields)
+        if written[0] is not None:
+            if written[0]:
+                fields["suppressed"] = written[0]
+            access_log.info("WEBSOCKET %s %s", ROOM_SOCKET, code, extra=fields)
 
 
-async def _serve_socket(ws: WebSocket, room_id: str) -> int:
-    """Serve one socket; its close code."""
+def _sample(ws: WebSocket) -> int | None:
+    """The sampler's answer for one refused socket's lines (None: leave them out)."""
+    sampler: logs.Sampler | None = getattr(ws.app.state, "log_sampler", None)
+    return sampler.admit("socket_refused") if sampler is not None else 0
+
+
+async def _serve_socket(ws: WebSocket, room_id: str, written: list[int | None]) -> int:
+    """Serve one socket; its close code. `written[0]`: whether (None: not) and with
+    how many left out before them the lines about a refusal are written."""
     ctx: Context = ws.app.state.ctx
     hub: Hub = ws.app.state.hub
     offered: list[str] = list(ws.scope.get("subprotocols") or [])
@@ -286,7 +333,9 @@ async def _serve_socket(ws: WebSocket, room_id: str) -> int:
         grant = await authorize(ctx, hub, room_id, token)
     except Refused as refused:
         hub.metrics.refused(refused.why)
-        log.info("socket refused: %s (%s)", refused.code, refused.reason)
+        written[0] = _sample(ws)
+        if written[0] is not None:
+            log.info("socket refused: %s (%s)", refused.code, refused.reason)
         with contextlib.suppress(Exception):
             await ws.close(refused.code, refused.reason)
         return refused.code

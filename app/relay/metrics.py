@@ -34,6 +34,7 @@ CLOSES: tuple[str, ...] = (*(str(code.value) for code in Close), "other")
 #: Why the socket's handshake refused it: the code the refusal carries.
 REFUSALS = (
     # the handshake
+    "handshake_rate",
     "origin_refused",
     "subprotocol_required",
     "token_in_url",

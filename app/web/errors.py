@@ -77,7 +77,11 @@ def responses(*errors: type[ConfideError]) -> dict[int | str, dict[str, Any]]:
         entry["description"] = ", ".join(filter(None, [entry["description"], error.code]))
     out.setdefault(422, entry_for("validation_error"))
     # Any route that reaches the database may find it gone for a moment.
-    out.setdefault(503, entry_for(ServiceUnavailable.code))
+    unavailable = out.setdefault(503, entry_for(""))
+    if ServiceUnavailable.code not in unavailable["description"].split(", "):
+        unavailable["description"] = ", ".join(
+            filter(None, [unavailable["description"], ServiceUnavailable.code])
+        )
     return out
 
 

@@ -300,4 +300,10 @@ class AccessMiddleware:
             }
             if addresses is not None:
                 fields.update(addresses.field(scope.get("client")))
-            access_log.info("%s %s %s", method, template, status, extra=fields)
+            sampler: logs.Sampler | None = getattr(self.state, "log_sampler", None)
+            # A flood of bad tokens must not flood the log: 401 lines are sampled.
+            suppressed = sampler.admit("http_401") if sampler and status == 401 else 0
+            if suppressed is not None:
+                if suppressed:
+                    fields["suppressed"] = suppressed
+                access_log.info("%s %s %s", method, template, status, extra=fields)

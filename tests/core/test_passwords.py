@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,7 +12,7 @@ from pydantic import ValidationError
 
 from app.cli import _settings_errors
 from app.core.config import Settings
-from app.core.passwords import OWASP_MINIMUMS, PasswordHasher, meets_owasp
+from app.core.passwords import OWASP_MINIMUMS, PasswordHasher, PasswordsBusy, meets_owasp
 
 
 def test_defaults_are_owasps(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,3 +66,54 @@ async def test_a_hash_made_at_another_cost_still_verifies() -> None:
     older = await PasswordHasher(16, 2).hash("correct horse battery")
     assert "$m=16,t=2,p=1$" in older
     assert await PasswordHasher(8, 1).verify(older, "correct horse battery")
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=4),
+    st.integers(min_value=0, max_value=4),
+    st.integers(min_value=1, max_value=16),
+)
+async def test_hashes_past_the_running_and_waiting_bound_are_refused_at_once(
+    concurrency: int, queue: int, requests: int
+) -> None:
+    hasher = PasswordHasher(8, 1, concurrency=concurrency, queue=queue)
+    try:
+        outcomes = await asyncio.gather(
+            *(hasher.hash(f"password {n}") for n in range(requests)), return_exceptions=True
+        )
+    finally:
+        hasher.close()
+    refused = [o for o in outcomes if isinstance(o, PasswordsBusy)]
+    assert len(refused) == max(0, requests - concurrency - queue)
+    assert all(isinstance(o, str) for o in outcomes if o not in refused)
+    for error in refused:
+        assert (error.status, error.code, error.headers["Retry-After"]) == (503, "busy", "1")
+    assert hasher.admitted == 0
+
+
+async def test_a_reserved_place_is_the_hashs_own_and_refuses_others() -> None:
+    hasher = PasswordHasher(8, 1, concurrency=1, queue=0)
+    try:
+        with hasher.reserve():
+            assert hasher.admitted == 1
+            # Another request (task) finds no place, before doing anything.
+            other = asyncio.create_task(hasher.verify(None, "x"))
+            with pytest.raises(PasswordsBusy):
+                await other
+            # This request's own hash uses its place.
+            assert await hasher.verify(await hasher.hash("x"), "x")
+            assert hasher.admitted == 1
+        assert hasher.admitted == 0
+        assert await hasher.verify(None, "x") is False
+    finally:
+        hasher.close()
+
+
+def test_the_bound_defaults_to_two_per_core() -> None:
+    hasher = PasswordHasher(8, 1)
+    try:
+        assert hasher.concurrency == 2 * (os.cpu_count() or 1)
+        assert hasher.queue == hasher.concurrency
+    finally:
+        hasher.close()
