@@ -37,7 +37,6 @@ import os
 import random
 import secrets
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -60,11 +59,10 @@ from bench.procs import (
     Process,
     confide_server,
     connections_by_remote_port,
-    raise_open_files,
     rss_bytes,
     settle,
 )
-from bench.run import create_database, delete_prefix, drop_database, machine, server_env
+from bench.run import create_database, delete_prefix, drop_database, server_env, start_run
 
 METRICS_TOKEN = "churn-metrics-" + secrets.token_urlsafe(12)
 #: What a leak would grow, and must come back to its baseline once everyone has left.
@@ -301,15 +299,8 @@ async def read_sample(
 
 
 async def run(options: Options, command: str) -> Results:
-    raise_open_files()
-    workdir = options.workdir or Path(tempfile.mkdtemp(prefix="confide-churn-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    results = Results(
-        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        machine=machine(),
-        command=command,
-        options={k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-    )
+    workdir, header = start_run(options, command, "churn")
+    results = Results(**header)
     log(options, f"work directory {workdir}")
     database = await create_database(options.pg_dsn)
     prefix = f"confide-churn-{secrets.token_hex(6)}"

@@ -137,6 +137,7 @@ async def login_flood(server: Process, *, flooders: int, duration: float) -> Flo
             str(duration),
             stdout=asyncio.subprocess.PIPE,
             env=bench_env(),
+            preexec_fn=lambda: os.nice(19),
         )
         assert flood.stdout is not None
         await flood.stdout.readline()  # "ready": the flooders start now

@@ -596,16 +596,24 @@ def server_env(pg_dsn: str, workdir: Path, database: str, prefix: str) -> dict[s
     return env
 
 
-async def run(options: Options, command: str) -> Results:
+def start_run(options: Any, command: str, name: str) -> tuple[Path, dict[str, Any]]:
+    """A run's work directory (`options.workdir`, or a new one) and what its results
+    begin with: when, on what machine, by which command, with which options."""
     raise_open_files()
-    workdir = options.workdir or Path(tempfile.mkdtemp(prefix="confide-bench-"))
+    workdir = options.workdir or Path(tempfile.mkdtemp(prefix=f"confide-{name}-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    results = Results(
-        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        machine=machine(),
-        command=command,
-        options={k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-    )
+    header = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "command": command,
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+    }
+    return workdir, header
+
+
+async def run(options: Options, command: str) -> Results:
+    workdir, header = start_run(options, command, "bench")
+    results = Results(**header)
     log(options, f"work directory {workdir}")
     database = await create_database(options.pg_dsn)
     prefix = f"confide-bench-{secrets.token_hex(6)}"
