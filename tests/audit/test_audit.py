@@ -106,7 +106,12 @@ async def test_concurrent_requests_never_fork_the_chain(
 ) -> None:
     async def register() -> int:
         body = {"email": unique_email(), "password": PASSWORD, "display_name": "Many"}
-        return (await client.post("/v1/accounts", json=body)).status_code
+        while True:
+            response = await client.post("/v1/accounts", json=body)
+            # Past the hashing bound a client is told to come back: it does, as apps do.
+            if response.status_code != 503 or response.json()["code"] != "busy":
+                return response.status_code
+            await asyncio.sleep(0.01)
 
     codes = await asyncio.gather(*(register() for _ in range(12)))
     assert codes == [201] * 12
