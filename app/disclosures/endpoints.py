@@ -36,7 +36,9 @@ def _disclosure(view: service.DisclosureView) -> DisclosureOut:
     "/v1/accounts/{account_id}/disclosures",
     status_code=status.HTTP_201_CREATED,
     response_model=DisclosureOut,
-    responses=responses(StepUpRequired, Unauthorized, Forbidden, NotFound, *idempotency.ERRORS),
+    responses=idempotency.replayed(
+        responses(StepUpRequired, Unauthorized, Forbidden, NotFound, *idempotency.ERRORS), 201
+    ),
     summary="Record a disclosure of a client's information (their counselor, or an admin)",
     description=(
         "The caller must be an admin or a counselor whom the client accepted (by"

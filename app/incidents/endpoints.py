@@ -50,7 +50,7 @@ def _incident(view: service.IncidentView, ctx: Context) -> IncidentOut:
     "/v1/incidents",
     status_code=status.HTTP_201_CREATED,
     response_model=IncidentOut,
-    responses=responses(Unauthorized, Forbidden, *idempotency.ERRORS),
+    responses=idempotency.replayed(responses(Unauthorized, Forbidden, *idempotency.ERRORS), 201),
     summary="Open an incident (admin)",
     description=(
         "`status` starts at `assessing`; `notify_by` = `discovered_at` + the shortest deadline"

@@ -63,7 +63,7 @@ ROOM = "/v1/rooms/{room_id}"
     "/v1/rooms",
     status_code=status.HTTP_201_CREATED,
     response_model=RoomOut,
-    responses=responses(Unauthorized, Forbidden, *idempotency.ERRORS),
+    responses=idempotency.replayed(responses(Unauthorized, Forbidden, *idempotency.ERRORS), 201),
     summary="Create a room (counselors); the creator hosts it",
 )
 async def create(
@@ -146,23 +146,27 @@ async def patch(
     ROOM + "/participants",
     status_code=status.HTTP_201_CREATED,
     response_model=ParticipantOut,
-    responses={
-        202: {
-            "model": InvitationPending,
-            "description": "an invitation, pending the invitee's acceptance",
+    responses=idempotency.replayed(
+        {
+            202: {
+                "model": InvitationPending,
+                "description": "an invitation, pending the invitee's acceptance",
+            },
+            **responses(
+                Unauthorized,
+                Forbidden,
+                NotFound,
+                AlreadyParticipant,
+                RoomFull,
+                RoomEnded,
+                InterpreterNotQualified,
+                ValidationFailed,
+                *idempotency.ERRORS,
+            ),
         },
-        **responses(
-            Unauthorized,
-            Forbidden,
-            NotFound,
-            AlreadyParticipant,
-            RoomFull,
-            RoomEnded,
-            InterpreterNotQualified,
-            ValidationFailed,
-            *idempotency.ERRORS,
-        ),
-    },
+        201,
+        202,
+    ),
     summary="Add your own client (201), or invite anyone else by account id or email (202)",
     description=(
         "A client who has accepted an invitation of this host before is added at once"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
@@ -111,3 +111,17 @@ ERRORS: tuple[type[ConfideError], ...] = (
     ValidationFailed,
     rules.IdempotencyKeyReused,
 )
+
+
+def replayed(
+    declared: dict[int | str, dict[str, Any]], *statuses: int
+) -> dict[int | str, dict[str, Any]]:
+    """`declared` (a route's `responses`) with `Idempotent-Replayed` on its success answers."""
+    header = {
+        "description": "`true` when this is the stored answer to an earlier request with the"
+        " same `Idempotency-Key` (nothing was done again); absent on a first answer.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+    for status in statuses:
+        declared.setdefault(status, {}).setdefault("headers", {})[rules.REPLAYED_HEADER] = header
+    return declared

@@ -292,6 +292,10 @@ async def test_the_openapi_document_names_the_header_and_its_errors(
     assert header["required"] is False
     assert "idempotency_key_invalid" in operation["responses"]["400"]["description"]
     assert "idempotency_key_reused" in operation["responses"]["422"]["description"]
+    # A client can tell a replayed answer from a first one.
+    replayed = operation["responses"]["201"]["headers"]["Idempotent-Replayed"]
+    assert replayed["schema"] == {"type": "string", "enum": ["true"]}
+    assert "$ref" in str(operation["responses"]["201"]["content"])
 
 
 async def test_an_error_after_the_claim_rolls_it_back(
