@@ -60,6 +60,7 @@ from app.web.middleware import (
     BodyLimit,
     HeaderLimit,
     Metrics,
+    PasswordGate,
     SecurityHeaders,
     header_bytes,
     refuse_oversize_headers,
@@ -275,6 +276,8 @@ def create_app(
     if settings.serves_web_client:
         webclient.install(app)
 
+    # Innermost: a refusal still gets CORS, limits, security headers and its access line.
+    app.add_middleware(PasswordGate, state=app.state)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.allowed_origins),

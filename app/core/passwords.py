@@ -145,6 +145,11 @@ class PasswordHasher:
         """Hashes running or waiting for a thread now."""
         return self._admitted
 
+    @property
+    def full(self) -> bool:
+        """Whether a new hash would be refused now (every place taken)."""
+        return self._admitted >= self.concurrency + self.queue
+
     @contextlib.contextmanager
     def reserve(self) -> Iterator[None]:
         """Take a place for the hash a request will make, before its other work.
@@ -167,7 +172,7 @@ class PasswordHasher:
             self._release()
 
     def _admit(self) -> None:
-        if self._admitted >= self.concurrency + self.queue:
+        if self.full:
             raise PasswordsBusy()
         self._admitted += 1
 

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import logging as logs
 from app.core.errors import PROBLEM_JSON, HeadersTooLarge
+from app.core.passwords import PasswordsBusy
 
 access_log = logging.getLogger("confide.access")
 # Label values come from this set only: a made-up method must not mint new series.
@@ -120,27 +121,46 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": "https://confide.invalid/problems/payload_too_large",
-                "title": "Payload too large",
-                "status": 413,
-                "detail": f"Request bodies are limited to {self.max_bytes} bytes.",
-                "code": "payload_too_large",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_problem(
+            send,
+            413,
+            "payload_too_large",
+            "Payload too large",
+            f"Request bodies are limited to {self.max_bytes} bytes.",
+            [(b"connection", b"close")],
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+async def send_problem(
+    send: Send,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Answer a problem (RFC 9457) from ASGI middleware, where no exception handler runs."""
+    body = json.dumps(
+        {
+            "type": f"https://confide.invalid/problems/{code}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "code": code,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 #: The most a request's head may carry (request target and header fields), in
@@ -307,3 +327,37 @@ class AccessMiddleware:
                 if suppressed:
                     fields["suppressed"] = suppressed
                 access_log.info("%s %s %s", method, template, status, extra=fields)
+
+
+#: The requests that hash a password before anything else they do: a log-in and
+#: a registration, the two anyone can send without an account.
+HASHING_REQUESTS = frozenset({("POST", "/v1/auth/token"), ("POST", "/v1/accounts")})
+
+
+class PasswordGate:
+    """While every password-hashing place is taken, a log-in or registration is
+    answered 503 `busy` (Retry-After) here, before routing, its body and its
+    dependencies. In a flood of log-ins the refusals are most of the requests;
+    answered at the door, they cost the event loop, which serves every other
+    request too, little. The hasher's own bound (`PasswordHasher.reserve`)
+    still refuses whatever gets past a place taken meanwhile."""
+
+    def __init__(self, app: ASGIApp, state: Any) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (scope["method"], scope["path"]) in HASHING_REQUESTS:
+            ctx = getattr(self.state, "ctx", None)
+            if ctx is not None and ctx.passwords.full:
+                error = PasswordsBusy()
+                await send_problem(
+                    send,
+                    error.status,
+                    error.code,
+                    error.title,
+                    error.detail,
+                    [(k.lower().encode(), v.encode()) for k, v in error.headers.items()],
+                )
+                return
+        await self.app(scope, receive, send)
