@@ -271,17 +271,18 @@ async def room_socket(ws: WebSocket, room_id: str) -> None:
     logs.connection_id.set(logs.new_id())
     started = time.perf_counter()
     code = _CLOSE_INTERNAL_ERROR
-    # Whether the access line is written: lines about refusals are sampled.
-    written: list[int | None] = [0]
+    # Lines about refusals are sampled: None leaves the access line out, a number
+    # says how many were left out before it.
+    written: int | None = 0
     hub: Hub | None = getattr(ws.app.state, "hub", None)
     try:
         if await _over_rate(ws):
             code = RateLimited.status
             if hub is not None:
                 hub.metrics.refused("handshake_rate")
-            written[0] = _sample(ws)
+            written = _sample(ws)
         else:
-            code = await _serve_socket(ws, room_id, written)
+            code, written = await _serve_socket(ws, room_id)
     finally:
         if hub is not None and code != RateLimited.status:
             hub.metrics.closed(code)
@@ -294,9 +295,9 @@ async def room_socket(ws: WebSocket, room_id: str) -> None:
         }
         if addresses is not None:
             fields.update(addresses.field(ws.scope.get("client")))
-        if written[0] is not None:
-            if written[0]:
-                fields["suppressed"] = written[0]
+        if written is not None:
+            if written:
+                fields["suppressed"] = written
             access_log.info("WEBSOCKET %s %s", ROOM_SOCKET, code, extra=fields)
 
 
@@ -306,9 +307,9 @@ def _sample(ws: WebSocket) -> int | None:
     return sampler.admit("socket_refused") if sampler is not None else 0
 
 
-async def _serve_socket(ws: WebSocket, room_id: str, written: list[int | None]) -> int:
-    """Serve one socket; its close code. `written[0]`: whether (None: not) and with
-    how many left out before them the lines about a refusal are written."""
+async def _serve_socket(ws: WebSocket, room_id: str) -> tuple[int, int | None]:
+    """Serve one socket: its close code, and the sampler's word on the lines about
+    a refusal (None: left out; else how many were left out before them)."""
     ctx: Context = ws.app.state.ctx
     hub: Hub = ws.app.state.hub
     offered: list[str] = list(ws.scope.get("subprotocols") or [])
@@ -333,12 +334,12 @@ async def _serve_socket(ws: WebSocket, room_id: str, written: list[int | None]) 
         grant = await authorize(ctx, hub, room_id, token)
     except Refused as refused:
         hub.metrics.refused(refused.why)
-        written[0] = _sample(ws)
-        if written[0] is not None:
+        written = _sample(ws)
+        if written is not None:
             log.info("socket refused: %s (%s)", refused.code, refused.reason)
         with contextlib.suppress(Exception):
             await ws.close(refused.code, refused.reason)
-        return refused.code
+        return refused.code, written
     except Exception:
         # A bug: the client still gets a close frame, the log the traceback.
         with contextlib.suppress(Exception):
@@ -354,7 +355,7 @@ async def _serve_socket(ws: WebSocket, room_id: str, written: list[int | None]) 
         await hub.run(conn, room)
     finally:
         await _record_leave(ctx, conn)
-    return conn.close_code or Close.NORMAL
+    return conn.close_code or Close.NORMAL, 0
 
 
 async def _record_leave(ctx: Context, conn: Connection) -> None:
